@@ -1,0 +1,292 @@
+//! The record: one fact a producer emitted about one artifact (spec `records.md` §1).
+
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde_json::{Map, Value};
+
+use super::time::Timestamp;
+use super::validate::{self, ValidationError};
+
+/// A JSON object, as used for payloads and extras.
+pub type JsonObject = Map<String, Value>;
+
+/// The artifact a record is about: `source_id:schema.table`, plus free extras.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetadataTarget {
+    /// The system the table lives in (`oracle_prod`); may be empty.
+    pub source_id: String,
+    /// The schema (or database) name; may be empty.
+    pub schema: String,
+    /// The table name; never empty.
+    pub table: String,
+    /// Free attributes of the target (`{"partition": "p2024"}`).
+    pub extras: JsonObject,
+}
+
+impl MetadataTarget {
+    /// A target with empty extras.
+    pub fn new(source_id: &str, schema: &str, table: &str) -> Self {
+        MetadataTarget {
+            source_id: source_id.to_owned(),
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            extras: JsonObject::new(),
+        }
+    }
+
+    /// The canonical name: `source_id:schema.table`, or `schema.table` when
+    /// `source_id` is empty. Target extras are not part of the name.
+    pub fn canonical_name(&self) -> String {
+        canonical_name(&self.source_id, &self.schema, &self.table)
+    }
+}
+
+/// The canonical target name for its three parts (spec §1).
+pub fn canonical_name(source_id: &str, schema: &str, table: &str) -> String {
+    let mut name = String::with_capacity(source_id.len() + schema.len() + table.len() + 2);
+    if !source_id.is_empty() {
+        name.push_str(source_id);
+        name.push(':');
+    }
+    name.push_str(schema);
+    name.push('.');
+    name.push_str(table);
+    name
+}
+
+/// Where and as part of what a record was produced: job, run, namespace and
+/// environment identifiers (`extras.cluster`, `extras.workspace`, `extras.tenant`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetadataContext {
+    /// The orchestrator's job name.
+    pub job_id: Option<String>,
+    /// The run of the job that produced the record.
+    pub run_id: Option<String>,
+    /// The namespace (environment) the run belongs to.
+    pub namespace: Option<String>,
+    /// Free attributes; `tenant`, `cluster` and `workspace` by convention.
+    pub extras: JsonObject,
+}
+
+impl MetadataContext {
+    /// True when no field is set: such a context is the same as no context.
+    pub fn is_empty(&self) -> bool {
+        self.job_id.is_none()
+            && self.run_id.is_none()
+            && self.namespace.is_none()
+            && self.extras.is_empty()
+    }
+
+    /// `extras.tenant` when it is a string.
+    pub fn tenant(&self) -> Option<&str> {
+        self.extras.get("tenant").and_then(Value::as_str)
+    }
+}
+
+/// One fact about one artifact, as a producer emits it (before it has an id).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetadataRecord {
+    /// The kind of fact (`ingestion_volume`), `[a-z][a-z0-9_]*`, at most 64 bytes.
+    pub kind: String,
+    /// The artifact the fact is about.
+    pub target: MetadataTarget,
+    /// The fact itself; its shape is governed by the kind's schema.
+    pub payload: JsonObject,
+    /// When the fact was produced, in UTC.
+    pub produced_at: Timestamp,
+    /// Who produced it (`ingestion.v1`), non-empty, at most 128 bytes.
+    pub producer_id: String,
+    /// The run context; an empty context is the same as none.
+    pub context: MetadataContext,
+    /// The version of the kind's payload schema the producer wrote.
+    pub version: Option<u64>,
+    /// A quality marker: a string or a number.
+    pub quality: Option<Value>,
+    /// Free extras, such as `window_start` and `window_end`.
+    pub extras: JsonObject,
+}
+
+impl MetadataRecord {
+    /// A record with an empty context and no version, quality or extras.
+    pub fn new(
+        kind: &str,
+        target: MetadataTarget,
+        payload: JsonObject,
+        produced_at: Timestamp,
+        producer_id: &str,
+    ) -> Self {
+        MetadataRecord {
+            kind: kind.to_owned(),
+            target,
+            payload,
+            produced_at,
+            producer_id: producer_id.to_owned(),
+            context: MetadataContext::default(),
+            version: None,
+            quality: None,
+            extras: JsonObject::new(),
+        }
+    }
+
+    /// Parses and validates one record from its canonical JSON text.
+    ///
+    /// Checks the size (1 MiB) and depth (64) limits, then every field rule
+    /// of spec §1. An `"id"` field is rejected: ids are assigned by the store.
+    pub fn from_json_str(text: &str) -> Result<Self, ValidationError> {
+        validate::record_from_str(text, false).map(|(record, _)| record)
+    }
+
+    /// Validates one record given as a parsed JSON value (see [`Self::from_json_str`]).
+    pub fn from_json_value(value: &Value) -> Result<Self, ValidationError> {
+        validate::record_from_value(value, false).map(|(record, _)| record)
+    }
+
+    /// Checks the field rules of spec §1 on a record built in code.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate::check_record(self)
+    }
+
+    /// The canonical name of the target.
+    pub fn target_name(&self) -> String {
+        self.target.canonical_name()
+    }
+
+    /// The canonical JSON form as a `serde_json::Value`.
+    pub fn to_json_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The canonical JSON text, on one line.
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A record as stored: the record and the id the store assigned to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredRecord {
+    /// Unique in the store, increasing in commit order.
+    pub id: u64,
+    /// The record's content.
+    pub record: MetadataRecord,
+}
+
+impl StoredRecord {
+    /// Parses a stored record's canonical JSON (with `"id"`), as found in the log or an export.
+    pub fn from_json_str(text: &str) -> Result<Self, ValidationError> {
+        let (record, id) = validate::record_from_str(text, true)?;
+        let id = id.ok_or_else(|| ValidationError::new("id", "is required"))?;
+        Ok(StoredRecord { id, record })
+    }
+
+    /// The canonical JSON form (with `"id"` first) as a `serde_json::Value`.
+    pub fn to_json_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The canonical JSON text, on one line.
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+struct TargetJson<'a>(&'a MetadataTarget);
+
+impl Serialize for TargetJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("target", 4)?;
+        st.serialize_field("source_id", &self.0.source_id)?;
+        st.serialize_field("schema", &self.0.schema)?;
+        st.serialize_field("table", &self.0.table)?;
+        st.serialize_field("extras", &self.0.extras)?;
+        st.end()
+    }
+}
+
+struct ContextJson<'a>(&'a MetadataContext);
+
+impl Serialize for ContextJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.0;
+        let mut st = s.serialize_struct("context", 4)?;
+        if let Some(job_id) = &c.job_id {
+            st.serialize_field("job_id", job_id)?;
+        }
+        if let Some(run_id) = &c.run_id {
+            st.serialize_field("run_id", run_id)?;
+        }
+        if let Some(namespace) = &c.namespace {
+            st.serialize_field("namespace", namespace)?;
+        }
+        st.serialize_field("extras", &c.extras)?;
+        st.end()
+    }
+}
+
+fn serialize_record<S: SerializeStruct>(st: &mut S, r: &MetadataRecord) -> Result<(), S::Error> {
+    st.serialize_field("kind", &r.kind)?;
+    st.serialize_field("target", &TargetJson(&r.target))?;
+    st.serialize_field("payload", &r.payload)?;
+    st.serialize_field("produced_at", &r.produced_at.to_rfc3339())?;
+    st.serialize_field("producer_id", &r.producer_id)?;
+    st.serialize_field("context", &ContextJson(&r.context))?;
+    if let Some(version) = r.version {
+        st.serialize_field("version", &version)?;
+    }
+    if let Some(quality) = &r.quality {
+        st.serialize_field("quality", quality)?;
+    }
+    st.serialize_field("extras", &r.extras)
+}
+
+impl Serialize for MetadataRecord {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("record", 9)?;
+        serialize_record(&mut st, self)?;
+        st.end()
+    }
+}
+
+impl Serialize for StoredRecord {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("record", 10)?;
+        st.serialize_field("id", &self.id)?;
+        serialize_record(&mut st, &self.record)?;
+        st.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_name(source: &str, schema: &str, table: &str, expected: &str) {
+        assert_eq!(
+            MetadataTarget::new(source, schema, table).canonical_name(),
+            expected
+        );
+    }
+
+    #[test]
+    fn canonical_names() {
+        check_name("oracle_prod", "itcftth", "t", "oracle_prod:itcftth.t");
+        check_name("", "itcftth", "t", "itcftth.t");
+        check_name("", "", "t", ".t");
+    }
+
+    #[test]
+    fn canonical_json_round_trips() {
+        let text = r#"{"kind":"ingestion_volume","target":{"source_id":"oracle_prod","schema":"s","table":"t","extras":{"partition":"p2024"}},"payload":{"rows":5},"produced_at":"2024-01-10T07:00:00+02:00","producer_id":"ingestion.v1","context":{"run_id":"run-1","extras":{"tenant":"acme"}},"version":1,"quality":"verified","extras":{}}"#;
+        let record = MetadataRecord::from_json_str(text).unwrap();
+        let stored = StoredRecord { id: 7, record };
+        let out = stored.to_json_string();
+        assert!(
+            out.starts_with(r#"{"id":7,"kind":"ingestion_volume""#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#""produced_at":"2024-01-10T05:00:00Z""#),
+            "{out}"
+        );
+        assert_eq!(StoredRecord::from_json_str(&out).unwrap(), stored);
+    }
+}

@@ -1,0 +1,480 @@
+//! The field rules of spec §1: every rejected record names the field at fault.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use super::record::{JsonObject, MetadataContext, MetadataRecord, MetadataTarget};
+use super::time::Timestamp;
+
+/// The largest accepted record, as JSON text.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+/// The deepest accepted nesting of objects and arrays (the record itself is level 1).
+pub const MAX_RECORD_DEPTH: usize = 64;
+/// The longest accepted kind name, in bytes.
+pub const MAX_KIND_BYTES: usize = 64;
+/// The longest accepted producer id, in bytes.
+pub const MAX_PRODUCER_BYTES: usize = 128;
+
+/// A record broke a rule of the record format; `field` is the dotted path of
+/// the field at fault (`target.table`, `payload.rows`), or `record` for the
+/// whole record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidationError {
+    /// The dotted path of the offending field.
+    pub field: String,
+    /// What is wrong with it, in plain words.
+    pub reason: String,
+}
+
+impl ValidationError {
+    /// An error about `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ValidationError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}` {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+type Result<T> = std::result::Result<T, ValidationError>;
+
+/// Parses JSON text into a record, checking size and depth before anything else.
+/// With `allow_id`, an `"id"` field is accepted and returned (log and export lines).
+pub(crate) fn record_from_str(text: &str, allow_id: bool) -> Result<(MetadataRecord, Option<u64>)> {
+    if text.len() > MAX_RECORD_BYTES {
+        return Err(ValidationError::new(
+            "record",
+            format!(
+                "is {} bytes of JSON, more than the limit of {MAX_RECORD_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    // Nesting is measured on the text first, so serde_json's own recursion
+    // limit is never what decides, and the message names our limit.
+    check_text_depth(text)?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| ValidationError::new("record", format!("is not valid JSON: {e}")))?;
+    record_from_value(&value, allow_id)
+}
+
+fn check_text_depth(text: &str) -> Result<()> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in text.bytes() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_RECORD_DEPTH {
+                    return Err(ValidationError::new(
+                        "record",
+                        format!("nests deeper than {MAX_RECORD_DEPTH} levels"),
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn value_depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(value_depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(value_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Validates a parsed JSON value as a record.
+pub(crate) fn record_from_value(
+    value: &Value,
+    allow_id: bool,
+) -> Result<(MetadataRecord, Option<u64>)> {
+    if value_depth(value) > MAX_RECORD_DEPTH {
+        return Err(ValidationError::new(
+            "record",
+            format!("nests deeper than {MAX_RECORD_DEPTH} levels"),
+        ));
+    }
+    let obj = value
+        .as_object()
+        .ok_or_else(|| ValidationError::new("record", "must be a JSON object"))?;
+    let mut id = None;
+    for key in obj.keys() {
+        match key.as_str() {
+            "kind" | "target" | "payload" | "produced_at" | "producer_id" | "context"
+            | "version" | "quality" | "extras" => {}
+            "id" if allow_id => {
+                id =
+                    Some(obj[key].as_u64().ok_or_else(|| {
+                        ValidationError::new("id", "must be an unsigned integer")
+                    })?);
+            }
+            _ => {
+                return Err(ValidationError::new(
+                    key.as_str(),
+                    "is not a field of a record",
+                ))
+            }
+        }
+    }
+    let kind = required_str(obj, "kind", "kind")?.to_owned();
+    let target = parse_target(required(obj, "target", "target")?)?;
+    let payload = as_object(required(obj, "payload", "payload")?, "payload")?.clone();
+    let produced_at_text = required_str(obj, "produced_at", "produced_at")?;
+    let produced_at = Timestamp::parse_rfc3339(produced_at_text).ok_or_else(|| {
+        ValidationError::new(
+            "produced_at",
+            format!("must be an RFC 3339 timestamp with an offset, got {produced_at_text:?}"),
+        )
+    })?;
+    let producer_id = required_str(obj, "producer_id", "producer_id")?.to_owned();
+    let context = match obj.get("context") {
+        None => MetadataContext::default(),
+        Some(v) => parse_context(v)?,
+    };
+    let version = match obj.get("version") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| ValidationError::new("version", "must be an integer >= 0"))?,
+        ),
+    };
+    let quality = match obj.get("quality") {
+        None => None,
+        Some(v @ (Value::String(_) | Value::Number(_))) => Some(v.clone()),
+        Some(_) => {
+            return Err(ValidationError::new(
+                "quality",
+                "must be a string or a number",
+            ))
+        }
+    };
+    let extras = match obj.get("extras") {
+        None => JsonObject::new(),
+        Some(v) => as_object(v, "extras")?.clone(),
+    };
+    let record = MetadataRecord {
+        kind,
+        target,
+        payload,
+        produced_at,
+        producer_id,
+        context,
+        version,
+        quality,
+        extras,
+    };
+    check_record(&record)?;
+    Ok((record, id))
+}
+
+fn required<'a>(obj: &'a JsonObject, key: &str, field: &str) -> Result<&'a Value> {
+    obj.get(key)
+        .ok_or_else(|| ValidationError::new(field, "is required"))
+}
+
+fn required_str<'a>(obj: &'a JsonObject, key: &str, field: &str) -> Result<&'a str> {
+    required(obj, key, field)?
+        .as_str()
+        .ok_or_else(|| ValidationError::new(field, "must be a string"))
+}
+
+fn optional_str(obj: &JsonObject, key: &str, field: &str) -> Result<Option<String>> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ValidationError::new(field, "must be a string")),
+    }
+}
+
+fn as_object<'a>(value: &'a Value, field: &str) -> Result<&'a JsonObject> {
+    value
+        .as_object()
+        .ok_or_else(|| ValidationError::new(field, "must be a JSON object"))
+}
+
+fn parse_target(value: &Value) -> Result<MetadataTarget> {
+    let obj = as_object(value, "target")?;
+    for key in obj.keys() {
+        if !matches!(key.as_str(), "source_id" | "schema" | "table" | "extras") {
+            return Err(ValidationError::new(
+                format!("target.{key}"),
+                "is not a field of a target",
+            ));
+        }
+    }
+    Ok(MetadataTarget {
+        source_id: optional_str(obj, "source_id", "target.source_id")?.unwrap_or_default(),
+        schema: optional_str(obj, "schema", "target.schema")?.unwrap_or_default(),
+        table: required_str(obj, "table", "target.table")?.to_owned(),
+        extras: match obj.get("extras") {
+            None => JsonObject::new(),
+            Some(v) => as_object(v, "target.extras")?.clone(),
+        },
+    })
+}
+
+fn parse_context(value: &Value) -> Result<MetadataContext> {
+    let obj = as_object(value, "context")?;
+    for key in obj.keys() {
+        if !matches!(key.as_str(), "job_id" | "run_id" | "namespace" | "extras") {
+            return Err(ValidationError::new(
+                format!("context.{key}"),
+                "is not a field of a context",
+            ));
+        }
+    }
+    Ok(MetadataContext {
+        job_id: optional_str(obj, "job_id", "context.job_id")?,
+        run_id: optional_str(obj, "run_id", "context.run_id")?,
+        namespace: optional_str(obj, "namespace", "context.namespace")?,
+        extras: match obj.get("extras") {
+            None => JsonObject::new(),
+            Some(v) => as_object(v, "context.extras")?.clone(),
+        },
+    })
+}
+
+/// Is `kind` a valid kind name: `[a-z][a-z0-9_]*`, at most 64 bytes?
+pub fn check_kind_name(kind: &str) -> Result<()> {
+    let mut bytes = kind.bytes();
+    let first_ok = matches!(bytes.next(), Some(b'a'..=b'z'));
+    if !first_ok || !bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_')) {
+        return Err(ValidationError::new(
+            "kind",
+            format!("must match [a-z][a-z0-9_]*, got {kind:?}"),
+        ));
+    }
+    if kind.len() > MAX_KIND_BYTES {
+        return Err(ValidationError::new(
+            "kind",
+            format!("is {} bytes long, more than {MAX_KIND_BYTES}", kind.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// The rules of spec §1 that a typed record can still break.
+pub(crate) fn check_record(record: &MetadataRecord) -> Result<()> {
+    check_kind_name(&record.kind)?;
+    if record.target.table.is_empty() {
+        return Err(ValidationError::new("target.table", "must not be empty"));
+    }
+    if record.producer_id.is_empty() {
+        return Err(ValidationError::new("producer_id", "must not be empty"));
+    }
+    if record.producer_id.len() > MAX_PRODUCER_BYTES {
+        return Err(ValidationError::new(
+            "producer_id",
+            format!(
+                "is {} bytes long, more than {MAX_PRODUCER_BYTES}",
+                record.producer_id.len()
+            ),
+        ));
+    }
+    if let Some(quality) = &record.quality {
+        if !(quality.is_string() || quality.is_number()) {
+            return Err(ValidationError::new(
+                "quality",
+                "must be a string or a number",
+            ));
+        }
+    }
+    for (field, object) in [
+        ("payload", &record.payload),
+        ("extras", &record.extras),
+        ("target.extras", &record.target.extras),
+        ("context.extras", &record.context.extras),
+    ] {
+        let depth = 1 + object.values().map(value_depth).max().unwrap_or(0);
+        // The object sits at level 2 or 3 of the record; 3 is the safe bound.
+        if depth + 2 > MAX_RECORD_DEPTH {
+            return Err(ValidationError::new(
+                field,
+                format!("nests deeper than {MAX_RECORD_DEPTH} levels"),
+            ));
+        }
+    }
+    check_window(&record.extras)?;
+    Ok(())
+}
+
+/// `extras.window_start` and `extras.window_end`: RFC 3339, as a pair, start <= end.
+fn check_window(extras: &JsonObject) -> Result<()> {
+    let parse = |key: &str| -> Result<Option<Timestamp>> {
+        match extras.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Timestamp::parse_rfc3339(s).map(Some).ok_or_else(|| {
+                ValidationError::new(
+                    format!("extras.{key}"),
+                    format!("must be an RFC 3339 timestamp with an offset, got {s:?}"),
+                )
+            }),
+            Some(_) => Err(ValidationError::new(
+                format!("extras.{key}"),
+                "must be an RFC 3339 timestamp string",
+            )),
+        }
+    };
+    match (parse("window_start")?, parse("window_end")?) {
+        (Some(start), Some(end)) if start > end => Err(ValidationError::new(
+            "extras.window_start",
+            "must not be after extras.window_end",
+        )),
+        (Some(_), None) => Err(ValidationError::new(
+            "extras.window_end",
+            "is required when extras.window_start is present",
+        )),
+        (None, Some(_)) => Err(ValidationError::new(
+            "extras.window_start",
+            "is required when extras.window_end is present",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"{"kind":"k","target":{"table":"t"},"payload":{},"produced_at":"2024-01-10T05:00:00Z","producer_id":"p"}"#;
+
+    /// Replaces or adds a top-level field of the valid record, then checks which field is named.
+    fn check(field: &str, value: Option<&str>, expected_field: &str) {
+        let mut obj: Value = serde_json::from_str(VALID).unwrap();
+        match value {
+            Some(v) => {
+                let parsed: Value = serde_json::from_str(v).unwrap();
+                obj[field] = parsed;
+            }
+            None => {
+                obj.as_object_mut().unwrap().remove(field);
+            }
+        }
+        let err = MetadataRecord::from_json_str(&obj.to_string()).unwrap_err();
+        assert_eq!(err.field, expected_field, "{err}");
+    }
+
+    #[test]
+    fn valid_minimal_record() {
+        let r = MetadataRecord::from_json_str(VALID).unwrap();
+        assert_eq!(r.target.source_id, "");
+        assert!(r.context.is_empty());
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        check("kind", None, "kind");
+        check("kind", Some("\"Bad\""), "kind");
+        check("kind", Some("\"9x\""), "kind");
+        check("kind", Some(&format!("\"{}\"", "a".repeat(65))), "kind");
+        check("kind", Some("3"), "kind");
+        check("target", None, "target");
+        check("target", Some("[]"), "target");
+        check("target", Some(r#"{"table":""}"#), "target.table");
+        check("target", Some(r#"{"schema":"s"}"#), "target.table");
+        check(
+            "target",
+            Some(r#"{"table":"t","schema":1}"#),
+            "target.schema",
+        );
+        check(
+            "target",
+            Some(r#"{"table":"t","source_id":null}"#),
+            "target.source_id",
+        );
+        check(
+            "target",
+            Some(r#"{"table":"t","extras":[]}"#),
+            "target.extras",
+        );
+        check(
+            "target",
+            Some(r#"{"table":"t","owner":"x"}"#),
+            "target.owner",
+        );
+        check("payload", None, "payload");
+        check("payload", Some("[1]"), "payload");
+        check("produced_at", None, "produced_at");
+        check(
+            "produced_at",
+            Some("\"2024-01-10T05:00:00\""),
+            "produced_at",
+        );
+        check("produced_at", Some("1704862800"), "produced_at");
+        check("producer_id", None, "producer_id");
+        check("producer_id", Some("\"\""), "producer_id");
+        check(
+            "producer_id",
+            Some(&format!("\"{}\"", "p".repeat(129))),
+            "producer_id",
+        );
+        check("context", Some("\"x\""), "context");
+        check("context", Some(r#"{"run_id":5}"#), "context.run_id");
+        check("context", Some(r#"{"job_id":true}"#), "context.job_id");
+        check("context", Some(r#"{"namespace":[]}"#), "context.namespace");
+        check("context", Some(r#"{"extras":"x"}"#), "context.extras");
+        check("context", Some(r#"{"tenant":"x"}"#), "context.tenant");
+        check("version", Some("-1"), "version");
+        check("version", Some("1.5"), "version");
+        check("version", Some("\"1\""), "version");
+        check("quality", Some("null"), "quality");
+        check("quality", Some("[]"), "quality");
+        check("extras", Some("3"), "extras");
+        check(
+            "extras",
+            Some(r#"{"window_start":"2024-01-02T00:00:00Z"}"#),
+            "extras.window_end",
+        );
+        check(
+            "extras",
+            Some(r#"{"window_end":"2024-01-02T00:00:00Z"}"#),
+            "extras.window_start",
+        );
+        check(
+            "extras",
+            Some(r#"{"window_start":"2024-01-03T00:00:00Z","window_end":"2024-01-02T00:00:00Z"}"#),
+            "extras.window_start",
+        );
+        check(
+            "extras",
+            Some(r#"{"window_start":"x","window_end":"2024-01-02T00:00:00Z"}"#),
+            "extras.window_start",
+        );
+        check("surprise", Some("1"), "surprise");
+        check("id", Some("1"), "id");
+    }
+
+    #[test]
+    fn size_and_depth_limits() {
+        let deep = format!("{}{}", "[".repeat(70), "]".repeat(70));
+        check("payload", Some(&format!("{{\"a\":{deep}}}")), "record");
+        let big = format!("\"{}\"", "x".repeat(MAX_RECORD_BYTES));
+        check("payload", Some(&format!("{{\"a\":{big}}}")), "record");
+        let err = MetadataRecord::from_json_str("not json").unwrap_err();
+        assert_eq!(err.field, "record");
+    }
+}
