@@ -19,3 +19,21 @@ impl QueryError {
         true
     }
 }
+
+/// Parameter bindings (placeholder until the query language lands).
+#[derive(Clone, Debug, Default)]
+pub struct Params {}
+
+/// Query results (placeholder until the query language lands).
+#[derive(Clone, Debug, Default)]
+pub struct QueryOutput {}
+
+/// Runs a query against a source (placeholder until the query language lands).
+pub fn run_query(
+    _source: &dyn RecordSource,
+    _query: &str,
+    _params: &Params,
+    _now: crate::model::Timestamp,
+) -> crate::Result<QueryOutput> {
+    Err(QueryError::NotBuilt.into())
+}

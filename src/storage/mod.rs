@@ -1,10 +1,287 @@
 //! The storage engine: the only module that touches redb.
+//!
+//! One redb file holds small global tables (meta, kind registry, target and
+//! producer dictionaries, the latest table, the partition catalog) and, per
+//! partition (kind × time bucket of `produced_at`), a records table and its
+//! secondary indexes. Expiring a partition deletes its tables. The on-disk
+//! layout is described byte by byte in `docs/format.md`.
+
+mod codec;
+pub mod log;
+mod partition;
+mod read;
+mod write;
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use codec::{content_hash, decode_record, encode_record, DecodeError};
+pub use partition::{bucket_end, bucket_label, bucket_start, partition_name, PartitionKey};
+pub use read::PartitionInfo;
+pub use write::{PreparedRecord, RetentionReport, DroppedPartition, WriteOutcome};
+
+use crate::kinds::KindSpec;
+
+/// The version of the on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// The redb file's name inside a store directory.
+pub const DB_FILE: &str = "almanac.redb";
+
+// Global tables. Per-partition tables are named at run time (see `part_table_name`).
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const KINDS: TableDefinition<&str, &str> = TableDefinition::new("kinds");
+pub(crate) const TARGETS: TableDefinition<&str, (u64, &str, &str, &str)> =
+    TableDefinition::new("targets");
+pub(crate) const PRODUCERS: TableDefinition<&str, u64> = TableDefinition::new("producers");
+pub(crate) const LATEST: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("latest");
+pub(crate) const PARTITIONS: TableDefinition<(&str, i64), &[u8]> =
+    TableDefinition::new("partitions");
+
+const META_FORMAT_VERSION: &str = "format_version";
+const META_NEXT_ID: &str = "next_id";
+const META_NEXT_TARGET_ID: &str = "next_target_id";
+const META_NEXT_PRODUCER_ID: &str = "next_producer_id";
+
+/// The tables of one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PartTable {
+    /// `(produced_at, id) -> encoded record`.
+    Records,
+    /// `(target_id, produced_at, id) -> ()`.
+    ByTarget,
+    /// `(producer_id, produced_at, id) -> ()`.
+    ByProducer,
+    /// `(run_id, produced_at, id) -> ()`.
+    ByRun,
+    /// `(content hash, id) -> produced_at`.
+    Hashes,
+}
+
+impl PartTable {
+    pub(crate) const ALL: [PartTable; 5] = [
+        PartTable::Records,
+        PartTable::ByTarget,
+        PartTable::ByProducer,
+        PartTable::ByRun,
+        PartTable::Hashes,
+    ];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            PartTable::Records => "rec",
+            PartTable::ByTarget => "tgt",
+            PartTable::ByProducer => "prd",
+            PartTable::ByRun => "run",
+            PartTable::Hashes => "dup",
+        }
+    }
+}
+
+/// The redb table name of one table of a partition: `part/{kind}/{bucket_start}/{suffix}`.
+pub(crate) fn part_table_name(key: &PartitionKey, table: PartTable) -> String {
+    format!("part/{}/{}/{}", key.kind, key.bucket_start, table.suffix())
+}
+
+pub(crate) fn records_def(name: &str) -> TableDefinition<'_, (i64, u64), &'static [u8]> {
+    TableDefinition::new(name)
+}
+pub(crate) fn by_dict_id_def(name: &str) -> TableDefinition<'_, (u64, i64, u64), ()> {
+    TableDefinition::new(name)
+}
+pub(crate) fn by_run_def(name: &str) -> TableDefinition<'_, (&'static str, i64, u64), ()> {
+    TableDefinition::new(name)
+}
+pub(crate) fn hashes_def(name: &str) -> TableDefinition<'_, (u128, u64), i64> {
+    TableDefinition::new(name)
+}
 
 /// The storage engine failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
-    /// Placeholder.
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    /// Reading or writing a file failed.
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Another process (or another handle in this one) has the store open.
+    #[error("the store at {0} is already open in another process (or handle); close it first")]
+    Locked(PathBuf),
+    /// The store was written by a newer version of Almanac.
+    #[error("the store at {path} has format version {found}, but this build reads only version {supported}; upgrade almanac")]
+    UnsupportedFormat {
+        /// The store directory.
+        path: PathBuf,
+        /// The version found in the file.
+        found: u64,
+        /// The version this build supports.
+        supported: u64,
+    },
+    /// Stored bytes did not decode: the file is damaged.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// An error inside redb.
+    #[error("storage engine error: {0}")]
+    Redb(String),
+    /// The store's writer has shut down (the handle is being dropped) or failed earlier.
+    #[error("the store's writer is not running: {0}")]
+    WriterGone(String),
+}
+
+impl StorageError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        StorageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+macro_rules! redb_errors {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for StorageError {
+            fn from(e: $ty) -> Self {
+                StorageError::Redb(e.to_string())
+            }
+        }
+    )*};
+}
+redb_errors!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError
+);
+
+impl From<DecodeError> for StorageError {
+    fn from(e: DecodeError) -> Self {
+        StorageError::Corrupt(e.0.to_owned())
+    }
+}
+
+/// `Result` with [`StorageError`].
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// The redb database of one store, with its tables created.
+pub struct Engine {
+    db: Database,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("dir", &self.dir).finish()
+    }
+}
+
+impl Engine {
+    /// Opens (creating when missing) the redb file of the store in `dir`.
+    /// A new store gets the format version and the given initial kinds.
+    pub fn open(dir: &Path, initial_kinds: &[KindSpec]) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        let path = dir.join(DB_FILE);
+        let db = Database::builder().create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Locked(dir.to_path_buf()),
+            redb::DatabaseError::Storage(redb::StorageError::Io(io)) => StorageError::io(&path, io),
+            other => StorageError::Redb(other.to_string()),
+        })?;
+        let engine = Engine {
+            db,
+            dir: dir.to_path_buf(),
+        };
+        engine.init(initial_kinds)?;
+        Ok(engine)
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn init(&self, initial_kinds: &[KindSpec]) -> Result<()> {
+        {
+            let txn = self.db.begin_read()?;
+            if let Ok(meta) = txn.open_table(META) {
+                if let Some(found) = meta.get(META_FORMAT_VERSION)?.map(|v| v.value()) {
+                    if found != FORMAT_VERSION {
+                        return Err(StorageError::UnsupportedFormat {
+                            path: self.dir.clone(),
+                            found,
+                            supported: FORMAT_VERSION,
+                        });
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_FORMAT_VERSION, FORMAT_VERSION)?;
+            meta.insert(META_NEXT_ID, 1)?;
+            meta.insert(META_NEXT_TARGET_ID, 1)?;
+            meta.insert(META_NEXT_PRODUCER_ID, 1)?;
+            let mut kinds = txn.open_table(KINDS)?;
+            for spec in initial_kinds {
+                let json = serde_json::to_string(spec)
+                    .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                kinds.insert(spec.name.as_str(), json.as_str())?;
+            }
+            txn.open_table(TARGETS)?;
+            txn.open_table(PRODUCERS)?;
+            txn.open_table(LATEST)?;
+            txn.open_table(PARTITIONS)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The kind specs stored in the registry table.
+    pub fn load_kinds(&self) -> Result<Vec<KindSpec>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(KINDS)?;
+        let mut specs = Vec::new();
+        for entry in table.iter()? {
+            let (name, json) = entry?;
+            let spec: KindSpec = serde_json::from_str(json.value()).map_err(|e| {
+                StorageError::Corrupt(format!("kind `{}` in the registry: {e}", name.value()))
+            })?;
+            specs.push(spec);
+        }
+        Ok(specs)
+    }
+
+    /// Writes (inserts or replaces) one kind spec.
+    pub fn put_kind(&self, spec: &KindSpec) -> Result<()> {
+        let json = serde_json::to_string(spec).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut kinds = txn.open_table(KINDS)?;
+            kinds.insert(spec.name.as_str(), json.as_str())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The id the next stored record will get; every id below it was assigned.
+    pub fn next_id(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get(META_NEXT_ID)?.map_or(1, |v| v.value()))
+    }
+
+    /// Size of the redb file in bytes.
+    pub fn file_size(&self) -> Result<u64> {
+        let path = self.dir.join(DB_FILE);
+        std::fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(|e| StorageError::io(&path, e))
+    }
 }

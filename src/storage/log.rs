@@ -1,0 +1,362 @@
+//! The append-only log: JSONL segments in `log/`, one committed record per
+//! line, in id order, each exactly once.
+//!
+//! The redb file is the source of truth. A group of records is appended here
+//! after its transaction commits; after a crash, [`LogWriter::open`] trims a
+//! torn last line and re-appends every committed record the log lacks. So the
+//! log never shows an uncommitted record, and after reopening it holds every
+//! committed one. Readers ([`LogReader`]) only read files, so they work while
+//! another process holds the store for writing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Result, StorageError};
+use crate::model::StoredRecord;
+
+/// The log directory's name inside a store directory.
+pub const LOG_DIR: &str = "log";
+/// Default size at which a new segment is started.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+const SEGMENT_EXT: &str = "jsonl";
+
+/// A segment file: its path and the id of its first record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// The file.
+    pub path: PathBuf,
+    /// The first id it holds (from its name).
+    pub first_id: u64,
+}
+
+/// The segments of a log directory, in id order.
+pub fn segments(log_dir: &Path) -> Result<Vec<Segment>> {
+    let entries = match fs::read_dir(log_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StorageError::io(log_dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io(log_dir, e))?;
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXT) {
+            continue;
+        }
+        let Some(first_id) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        out.push(Segment { path, first_id });
+    }
+    out.sort_by_key(|s| s.first_id);
+    Ok(out)
+}
+
+fn segment_path(log_dir: &Path, first_id: u64) -> PathBuf {
+    log_dir.join(format!("{first_id:020}.{SEGMENT_EXT}"))
+}
+
+/// The id at the start of a log line: lines begin with `{"id":N,` as written
+/// by the canonical serializer; anything else is parsed in full.
+pub fn line_id(line: &str) -> Option<u64> {
+    if let Some(rest) = line.strip_prefix("{\"id\":") {
+        let digits: &str = &rest[..rest.bytes().take_while(u8::is_ascii_digit).count()];
+        if let Ok(id) = digits.parse() {
+            return Some(id);
+        }
+    }
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get("id")?
+        .as_u64()
+}
+
+/// Appends committed records to the log (one writer per store).
+#[derive(Debug)]
+pub struct LogWriter {
+    dir: PathBuf,
+    file: File,
+    segment_bytes: u64,
+    current_size: u64,
+    last_id: u64,
+}
+
+impl LogWriter {
+    /// Opens the log in `log_dir`, trims a torn last line, and returns the
+    /// writer and the id of the last record the log holds (0 when empty).
+    /// The caller then appends what the store committed after that id.
+    pub fn open(log_dir: &Path, segment_bytes: u64) -> Result<Self> {
+        fs::create_dir_all(log_dir).map_err(|e| StorageError::io(log_dir, e))?;
+        let segs = segments(log_dir)?;
+        let (path, last_id) = match segs.last() {
+            None => (segment_path(log_dir, 1), 0),
+            Some(seg) => {
+                let last_id = repair_tail(&seg.path)?;
+                // An empty last segment: the id before its first.
+                let last_id = last_id.unwrap_or(seg.first_id.saturating_sub(1));
+                (seg.path.clone(), last_id)
+            }
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, e))?;
+        let current_size = file
+            .metadata()
+            .map_err(|e| StorageError::io(&path, e))?
+            .len();
+        Ok(LogWriter {
+            dir: log_dir.to_path_buf(),
+            file,
+            segment_bytes: segment_bytes.max(1),
+            current_size,
+            last_id,
+        })
+    }
+
+    /// The id of the last record in the log (0 when empty).
+    pub fn last_id(&self) -> u64 {
+        self.last_id
+    }
+
+    /// Appends records (ascending ids, all above [`Self::last_id`]), rotating
+    /// segments by size. Records at or below the last id are skipped, so
+    /// replaying after a crash never writes a record twice.
+    pub fn append(&mut self, records: &[StoredRecord]) -> Result<()> {
+        let mut buf = String::new();
+        for record in records {
+            if record.id <= self.last_id {
+                continue;
+            }
+            if self.current_size > 0 && self.current_size >= self.segment_bytes {
+                self.flush_buf(&mut buf)?;
+                self.rotate(record.id)?;
+            }
+            let before = buf.len();
+            buf.push_str(&record.to_json_string());
+            buf.push('\n');
+            self.current_size += (buf.len() - before) as u64;
+            self.last_id = record.id;
+        }
+        self.flush_buf(&mut buf)
+    }
+
+    fn flush_buf(&mut self, buf: &mut String) -> Result<()> {
+        if !buf.is_empty() {
+            self.file
+                .write_all(buf.as_bytes())
+                .map_err(|e| StorageError::io(&self.dir, e))?;
+            buf.clear();
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self, first_id: u64) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(&self.dir, e))?;
+        let path = segment_path(&self.dir, first_id);
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, e))?;
+        self.current_size = 0;
+        Ok(())
+    }
+
+    /// Forces appended lines to disk.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(&self.dir, e))
+    }
+}
+
+/// Trims anything after the last complete, parseable line of a segment and
+/// returns that line's id.
+fn repair_tail(path: &Path) -> Result<Option<u64>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| StorageError::io(path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| StorageError::io(path, e))?
+        .len();
+    // Walk back through the tail in chunks until a complete valid line is found.
+    let mut end = len;
+    let mut chunk = 64 * 1024u64;
+    loop {
+        let start = end.saturating_sub(chunk);
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| StorageError::io(path, e))?;
+        let mut tail = vec![0u8; (len - start) as usize];
+        file.read_exact(&mut tail)
+            .map_err(|e| StorageError::io(path, e))?;
+        // Complete lines end with '\n'; try them from the last one backwards.
+        let mut line_end = tail.iter().rposition(|&b| b == b'\n');
+        while let Some(nl) = line_end {
+            let line_start = tail[..nl].iter().rposition(|&b| b == b'\n').map(|p| p + 1);
+            let Some(line_start) = line_start.or(if start == 0 { Some(0) } else { None }) else {
+                break; // the line begins before this chunk: read more
+            };
+            let valid = std::str::from_utf8(&tail[line_start..nl])
+                .ok()
+                .and_then(|l| StoredRecord::from_json_str(l).ok().map(|r| r.id));
+            if let Some(id) = valid {
+                let keep = start + nl as u64 + 1;
+                if keep < len {
+                    file.set_len(keep).map_err(|e| StorageError::io(path, e))?;
+                }
+                return Ok(Some(id));
+            }
+            line_end = line_start.checked_sub(1);
+        }
+        if start == 0 {
+            // No valid line at all.
+            if len > 0 {
+                file.set_len(0).map_err(|e| StorageError::io(path, e))?;
+            }
+            return Ok(None);
+        }
+        chunk = chunk.saturating_mul(2);
+        end = len;
+    }
+}
+
+/// Reads the log from files only: committed records as JSONL lines in id order.
+#[derive(Debug)]
+pub struct LogReader {
+    dir: PathBuf,
+}
+
+impl LogReader {
+    /// A reader of the log of the store in `store_dir`.
+    pub fn new(store_dir: &Path) -> Self {
+        LogReader {
+            dir: store_dir.join(LOG_DIR),
+        }
+    }
+
+    /// Lines of records with `id >= since_id`, with their ids, in id order.
+    /// Stops at a torn last line (a write in progress).
+    pub fn lines_since(&self, since_id: u64) -> Result<LogLines> {
+        let segs = segments(&self.dir)?;
+        let start = segs
+            .iter()
+            .rposition(|s| s.first_id <= since_id.max(1))
+            .unwrap_or(0);
+        Ok(LogLines {
+            segments: segs.into_iter().skip(start).collect::<Vec<_>>().into_iter(),
+            current: None,
+            since_id,
+            last_id: since_id.saturating_sub(1),
+        })
+    }
+}
+
+/// An iterator over log lines `(id, line)`; see [`LogReader::lines_since`].
+/// After it ends, calling [`LogLines::refresh`] picks up lines appended since.
+#[derive(Debug)]
+pub struct LogLines {
+    segments: std::vec::IntoIter<Segment>,
+    current: Option<(PathBuf, BufReader<File>)>,
+    since_id: u64,
+    last_id: u64,
+}
+
+impl LogLines {
+    /// The id of the last line returned (or `since_id - 1`).
+    pub fn last_id(&self) -> u64 {
+        self.last_id
+    }
+
+    /// Looks for new segments after the iterator ran dry (for `--follow`).
+    pub fn refresh(&mut self, store_dir: &Path) -> Result<()> {
+        let segs = segments(&store_dir.join(LOG_DIR))?;
+        let current_first = self
+            .current
+            .as_ref()
+            .and_then(|(p, _)| segs.iter().find(|s| &s.path == p).map(|s| s.first_id));
+        let newer: Vec<Segment> = segs
+            .into_iter()
+            .filter(|s| match current_first {
+                Some(first) => s.first_id > first,
+                None => s.first_id > self.last_id,
+            })
+            .collect();
+        if !newer.is_empty() && self.current.is_none() {
+            self.segments = newer.into_iter();
+        } else if !newer.is_empty() {
+            let rest: Vec<Segment> = self.segments.by_ref().collect();
+            let mut all = rest;
+            for s in newer {
+                if !all.contains(&s) {
+                    all.push(s);
+                }
+            }
+            self.segments = all.into_iter();
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for LogLines {
+    type Item = Result<(u64, String)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.current.is_none() {
+                let seg = self.segments.next()?;
+                match File::open(&seg.path) {
+                    Ok(f) => self.current = Some((seg.path, BufReader::new(f))),
+                    Err(e) => return Some(Err(StorageError::io(&seg.path, e))),
+                }
+            }
+            let (path, reader) = self.current.as_mut()?;
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) => {
+                    // End of this segment; keep it open if it is the last
+                    // (more may be appended), else move on.
+                    if self.segments.len() == 0 {
+                        return None;
+                    }
+                    self.current = None;
+                }
+                Ok(n) => {
+                    if !line.ends_with('\n') {
+                        // A torn or in-progress line: rewind and stop here.
+                        let back = -(n as i64);
+                        if let Err(e) = reader.seek_relative(back) {
+                            return Some(Err(StorageError::io(path, e)));
+                        }
+                        return None;
+                    }
+                    line.pop();
+                    let Some(id) = line_id(&line) else {
+                        return Some(Err(StorageError::Corrupt(format!(
+                            "log line without an id in {}",
+                            path.display()
+                        ))));
+                    };
+                    if id < self.since_id || id <= self.last_id {
+                        continue;
+                    }
+                    self.last_id = id;
+                    return Some(Ok((id, line)));
+                }
+                Err(e) => return Some(Err(StorageError::io(path, e))),
+            }
+        }
+    }
+}

@@ -1,0 +1,627 @@
+//! The read path: point lookups in the latest table, index range scans and
+//! partition scans merged into (`produced_at`, `id`) order.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::sync::Arc;
+
+use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableError};
+
+use super::codec::decode_record;
+use super::partition::partition_name;
+use super::write::latest_order;
+use super::{
+    by_dict_id_def, by_run_def, part_table_name, records_def, Engine, PartTable, PartitionKey,
+    Result, StorageError, LATEST, PARTITIONS, PRODUCERS, TARGETS,
+};
+use crate::kinds::Bucket;
+use crate::model::{StoredRecord, TimeRange};
+use crate::query::{ScanDescription, ScanRequest, TargetInfo};
+
+/// The catalog entry of one partition (48 bytes plus a bucket byte on disk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// The bucket size of the partition.
+    pub bucket: Bucket,
+    /// Exclusive end of the bucket, microseconds.
+    pub bucket_end: i64,
+    /// Records stored in it.
+    pub n_records: u64,
+    /// Smallest id in it.
+    pub min_id: u64,
+    /// Largest id in it.
+    pub max_id: u64,
+    /// Oldest `produced_at`, microseconds.
+    pub min_ts: i64,
+    /// Newest `produced_at`, microseconds.
+    pub max_ts: i64,
+}
+
+impl PartitionInfo {
+    pub(crate) fn empty(bucket: Bucket, bucket_end: i64) -> Self {
+        PartitionInfo {
+            bucket,
+            bucket_end,
+            n_records: 0,
+            min_id: u64::MAX,
+            max_id: 0,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+        }
+    }
+
+    pub(crate) fn add(&mut self, ts: i64, id: u64) {
+        self.n_records += 1;
+        self.min_id = self.min_id.min(id);
+        self.max_id = self.max_id.max(id);
+        self.min_ts = self.min_ts.min(ts);
+        self.max_ts = self.max_ts.max(ts);
+    }
+
+    pub(crate) fn encode(&self) -> [u8; 49] {
+        let mut out = [0u8; 49];
+        out[0] = match self.bucket {
+            Bucket::Day => 0,
+            Bucket::Month => 1,
+        };
+        out[1..9].copy_from_slice(&self.bucket_end.to_le_bytes());
+        out[9..17].copy_from_slice(&self.n_records.to_le_bytes());
+        out[17..25].copy_from_slice(&self.min_id.to_le_bytes());
+        out[25..33].copy_from_slice(&self.max_id.to_le_bytes());
+        out[33..41].copy_from_slice(&self.min_ts.to_le_bytes());
+        out[41..49].copy_from_slice(&self.max_ts.to_le_bytes());
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() != 49 {
+            return Err(StorageError::Corrupt("partition catalog entry of wrong size".into()));
+        }
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i..i + 8]);
+            b
+        };
+        Ok(PartitionInfo {
+            bucket: match bytes[0] {
+                0 => Bucket::Day,
+                1 => Bucket::Month,
+                _ => return Err(StorageError::Corrupt("unknown bucket in catalog".into())),
+            },
+            bucket_end: i64::from_le_bytes(word(1)),
+            n_records: u64::from_le_bytes(word(9)),
+            min_id: u64::from_le_bytes(word(17)),
+            max_id: u64::from_le_bytes(word(25)),
+            min_ts: i64::from_le_bytes(word(33)),
+            max_ts: i64::from_le_bytes(word(41)),
+        })
+    }
+}
+
+/// A partition as listed by the catalog.
+#[derive(Clone, Debug)]
+pub(crate) struct CatalogEntry {
+    pub key: PartitionKey,
+    pub info: PartitionInfo,
+}
+
+impl CatalogEntry {
+    pub fn name(&self) -> String {
+        partition_name(&self.key.kind, self.info.bucket, self.key.bucket_start)
+    }
+}
+
+fn missing_table_is_empty<T>(r: std::result::Result<T, TableError>) -> Result<Option<T>> {
+    match r {
+        Ok(t) => Ok(Some(t)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The exact row filter of a scan request.
+#[derive(Debug, Default)]
+struct RowFilter {
+    time: Option<TimeRange>,
+    targets: Option<HashSet<String>>,
+    producers: Option<HashSet<String>>,
+    run_ids: Option<HashSet<String>>,
+}
+
+impl RowFilter {
+    fn new(request: &ScanRequest) -> Self {
+        let set = |v: &Option<Vec<String>>| v.as_ref().map(|v| v.iter().cloned().collect());
+        RowFilter {
+            time: Some(request.time),
+            targets: set(&request.targets),
+            producers: set(&request.producers),
+            run_ids: set(&request.run_ids),
+        }
+    }
+
+    fn keeps(&self, r: &StoredRecord) -> bool {
+        let rec = &r.record;
+        self.time.is_none_or(|t| t.contains(rec.produced_at))
+            && self
+                .targets
+                .as_ref()
+                .is_none_or(|s| s.contains(&rec.target.canonical_name()))
+            && self
+                .producers
+                .as_ref()
+                .is_none_or(|s| s.contains(&rec.producer_id))
+            && self.run_ids.as_ref().is_none_or(|s| {
+                rec.context.run_id.as_ref().is_some_and(|r| s.contains(r))
+            })
+    }
+}
+
+/// Which index answers a partition scan.
+#[derive(Clone, Debug)]
+enum IndexChoice {
+    Full,
+    Run(Vec<String>),
+    Target(Vec<u64>),
+    Producer(Vec<u64>),
+}
+
+impl IndexChoice {
+    fn name(&self) -> Option<&'static str> {
+        match self {
+            IndexChoice::Full => None,
+            IndexChoice::Run(_) => Some("run_id"),
+            IndexChoice::Target(_) => Some("target"),
+            IndexChoice::Producer(_) => Some("producer"),
+        }
+    }
+}
+
+/// Records of one partition, in (`produced_at`, `id`) order.
+enum PartScan {
+    Range(redb::Range<'static, (i64, u64), &'static [u8]>),
+    Keys {
+        records: ReadOnlyTable<(i64, u64), &'static [u8]>,
+        keys: std::vec::IntoIter<(i64, u64)>,
+    },
+}
+
+impl PartScan {
+    fn next_raw(&mut self) -> Option<Result<(u64, Vec<u8>)>> {
+        match self {
+            PartScan::Range(range) => range.next().map(|entry| {
+                let (key, value) = entry?;
+                Ok((key.value().1, value.value().to_vec()))
+            }),
+            PartScan::Keys { records, keys } => {
+                for key in keys.by_ref() {
+                    match records.get(key) {
+                        Ok(Some(v)) => return Some(Ok((key.1, v.value().to_vec()))),
+                        Ok(None) => continue,
+                        Err(e) => return Some(Err(e.into())),
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+/// All records of one kind matching a request, partition after partition.
+struct KindScan {
+    txn: Arc<ReadTransaction>,
+    partitions: std::vec::IntoIter<CatalogEntry>,
+    current: Option<PartScan>,
+    time: TimeRange,
+    index: IndexChoice,
+    filter: Arc<RowFilter>,
+}
+
+impl KindScan {
+    fn open_partition(&self, entry: &CatalogEntry) -> Result<Option<PartScan>> {
+        let rec_name = part_table_name(&entry.key, PartTable::Records);
+        let Some(records) = missing_table_is_empty(self.txn.open_table(records_def(&rec_name)))?
+        else {
+            return Ok(None);
+        };
+        let (from, until) = (self.time.from.as_micros(), self.time.until.as_micros());
+        let mut keys: Vec<(i64, u64)> = Vec::new();
+        match &self.index {
+            IndexChoice::Full => {
+                return Ok(Some(PartScan::Range(records.range((from, 0)..(until, 0))?)));
+            }
+            IndexChoice::Target(ids) | IndexChoice::Producer(ids) => {
+                let which = if matches!(self.index, IndexChoice::Target(_)) {
+                    PartTable::ByTarget
+                } else {
+                    PartTable::ByProducer
+                };
+                let name = part_table_name(&entry.key, which);
+                if let Some(index) = missing_table_is_empty(self.txn.open_table(by_dict_id_def(&name)))? {
+                    for &dict_id in ids {
+                        for item in index.range((dict_id, from, 0)..(dict_id, until, 0))? {
+                            let (k, _) = item?;
+                            let (_, ts, id) = k.value();
+                            keys.push((ts, id));
+                        }
+                    }
+                }
+            }
+            IndexChoice::Run(run_ids) => {
+                let name = part_table_name(&entry.key, PartTable::ByRun);
+                if let Some(index) = missing_table_is_empty(self.txn.open_table(by_run_def(&name)))? {
+                    for run in run_ids {
+                        for item in index.range((run.as_str(), from, 0)..(run.as_str(), until, 0))? {
+                            let (k, _) = item?;
+                            let (_, ts, id) = k.value();
+                            keys.push((ts, id));
+                        }
+                    }
+                }
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(Some(PartScan::Keys {
+            records,
+            keys: keys.into_iter(),
+        }))
+    }
+
+    fn next_record(&mut self) -> Option<Result<StoredRecord>> {
+        loop {
+            if let Some(scan) = &mut self.current {
+                match scan.next_raw() {
+                    Some(Ok((id, bytes))) => {
+                        let record = match decode_record(&bytes) {
+                            Ok(r) => StoredRecord { id, record: r },
+                            Err(e) => return Some(Err(e.into())),
+                        };
+                        if self.filter.keeps(&record) {
+                            return Some(Ok(record));
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => self.current = None,
+                }
+            }
+            let entry = self.partitions.next()?;
+            match self.open_partition(&entry) {
+                Ok(scan) => self.current = scan,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// A k-way merge of per-kind scans into (`produced_at`, `id`) order.
+pub(crate) struct Scan {
+    kinds: Vec<KindScan>,
+    heads: BinaryHeap<Reverse<(i64, u64, usize)>>,
+    pending: Vec<Option<StoredRecord>>,
+    started: bool,
+    failed: bool,
+}
+
+impl Scan {
+    fn pull(&mut self, idx: usize) -> Result<()> {
+        match self.kinds[idx].next_record() {
+            Some(Ok(r)) => {
+                self.heads
+                    .push(Reverse((r.record.produced_at.as_micros(), r.id, idx)));
+                self.pending[idx] = Some(r);
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Iterator for Scan {
+    type Item = Result<StoredRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if !self.started {
+            self.started = true;
+            for idx in 0..self.kinds.len() {
+                if let Err(e) = self.pull(idx) {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let Reverse((_, _, idx)) = self.heads.pop()?;
+        let record = self.pending[idx].take()?;
+        if let Err(e) = self.pull(idx) {
+            self.failed = true;
+            return Some(Err(e));
+        }
+        Some(Ok(record))
+    }
+}
+
+impl Engine {
+    fn begin_read(&self) -> Result<ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// The latest record of `kind` for the canonical target `target_name`: one lookup.
+    pub fn latest(&self, kind: &str, target_name: &str) -> Result<Option<StoredRecord>> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(LATEST)?;
+        let Some(value) = table.get((kind, target_name))? else {
+            return Ok(None);
+        };
+        decode_latest(value.value()).map(Some)
+    }
+
+    /// Latest records for the given kinds and targets (all when `None`), from the latest table.
+    pub fn latest_records(
+        &self,
+        kinds: Option<&[String]>,
+        targets: Option<&[String]>,
+    ) -> Result<Vec<StoredRecord>> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(LATEST)?;
+        let mut out = Vec::new();
+        let target_set: Option<HashSet<&str>> =
+            targets.map(|t| t.iter().map(String::as_str).collect());
+        let keep = |key: (&str, &str)| target_set.as_ref().is_none_or(|s| s.contains(key.1));
+        match kinds {
+            None => {
+                for entry in table.iter()? {
+                    let (k, v) = entry?;
+                    if keep(k.value()) {
+                        out.push(decode_latest(v.value())?);
+                    }
+                }
+            }
+            Some(kinds) => {
+                for kind in kinds {
+                    match (&target_set, targets) {
+                        // Few targets: point lookups.
+                        (Some(_), Some(names)) if names.len() <= 64 => {
+                            for name in names {
+                                if let Some(v) = table.get((kind.as_str(), name.as_str()))? {
+                                    out.push(decode_latest(v.value())?);
+                                }
+                            }
+                        }
+                        _ => {
+                            for entry in table.range((kind.as_str(), "")..)? {
+                                let (k, v) = entry?;
+                                if k.value().0 != kind {
+                                    break;
+                                }
+                                if keep(k.value()) {
+                                    out.push(decode_latest(v.value())?);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every partition in the catalog, by kind then bucket.
+    pub(crate) fn catalog(&self) -> Result<Vec<CatalogEntry>> {
+        let txn = self.begin_read()?;
+        catalog_of(&txn, None)
+    }
+
+    /// Records matching `request` in (`produced_at`, `id`) order, streamed
+    /// from one read snapshot.
+    pub fn scan(&self, request: &ScanRequest) -> Result<impl Iterator<Item = Result<StoredRecord>> + 'static> {
+        let txn = Arc::new(self.begin_read()?);
+        let (per_kind, _, index) = self.plan_scan(&txn, request)?;
+        let filter = Arc::new(RowFilter::new(request));
+        let kinds: Vec<KindScan> = per_kind
+            .into_iter()
+            .map(|partitions| KindScan {
+                txn: Arc::clone(&txn),
+                partitions: partitions.into_iter(),
+                current: None,
+                time: request.time,
+                index: index.clone(),
+                filter: Arc::clone(&filter),
+            })
+            .collect();
+        let n = kinds.len();
+        Ok(Scan {
+            kinds,
+            heads: BinaryHeap::with_capacity(n),
+            pending: vec![None; n],
+            started: false,
+            failed: false,
+        })
+    }
+
+    /// How [`Engine::scan`] would answer `request`.
+    pub fn describe_scan(&self, request: &ScanRequest) -> Result<ScanDescription> {
+        let txn = self.begin_read()?;
+        let (per_kind, n_pruned, index) = self.plan_scan(&txn, request)?;
+        let mut row_filters = Vec::new();
+        let index_name = index.name();
+        for (what, present) in [
+            ("target", request.targets.is_some()),
+            ("producer", request.producers.is_some()),
+            ("run_id", request.run_ids.is_some()),
+        ] {
+            if present && index_name != Some(what) {
+                row_filters.push(format!("{what} in the requested set"));
+            }
+        }
+        if request.time != TimeRange::ALL {
+            row_filters.push("produced_at within the range (key range, no row cost)".to_owned());
+        }
+        Ok(ScanDescription {
+            partitions: per_kind.iter().flatten().map(CatalogEntry::name).collect(),
+            partitions_pruned: n_pruned,
+            index: index_name.map(str::to_owned),
+            row_filters,
+        })
+    }
+
+    /// Partitions to read per kind (time-pruned), how many were pruned, and the index to use.
+    fn plan_scan(
+        &self,
+        txn: &ReadTransaction,
+        request: &ScanRequest,
+    ) -> Result<(Vec<Vec<CatalogEntry>>, usize, IndexChoice)> {
+        let entries = catalog_of(txn, request.kinds.as_deref())?;
+        let mut per_kind: Vec<Vec<CatalogEntry>> = Vec::new();
+        let mut n_pruned = 0;
+        let time = request.time;
+        for entry in entries {
+            let overlaps = entry.key.bucket_start < time.until.as_micros()
+                && entry.info.bucket_end > time.from.as_micros()
+                && entry.info.min_ts < time.until.as_micros()
+                && entry.info.max_ts >= time.from.as_micros();
+            if time.is_empty() || !overlaps {
+                n_pruned += 1;
+                continue;
+            }
+            match per_kind.last_mut() {
+                Some(group) if group[0].key.kind == entry.key.kind => group.push(entry),
+                _ => per_kind.push(vec![entry]),
+            }
+        }
+        let index = if !request.use_indexes {
+            IndexChoice::Full
+        } else if let Some(runs) = &request.run_ids {
+            IndexChoice::Run(runs.clone())
+        } else if let Some(targets) = &request.targets {
+            let table = txn.open_table(TARGETS)?;
+            let mut ids = Vec::new();
+            for name in targets {
+                if let Some(v) = table.get(name.as_str())? {
+                    ids.push(v.value().0);
+                }
+            }
+            IndexChoice::Target(ids)
+        } else if let Some(producers) = &request.producers {
+            let table = txn.open_table(PRODUCERS)?;
+            let mut ids = Vec::new();
+            for name in producers {
+                if let Some(v) = table.get(name.as_str())? {
+                    ids.push(v.value());
+                }
+            }
+            IndexChoice::Producer(ids)
+        } else {
+            IndexChoice::Full
+        };
+        Ok((per_kind, n_pruned, index))
+    }
+
+    /// Every target that has had records.
+    pub fn targets(&self) -> Result<Vec<TargetInfo>> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(TARGETS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (name, value) = entry?;
+            let (_, source_id, schema, table) = value.value();
+            out.push(TargetInfo {
+                source_id: source_id.to_owned(),
+                schema: schema.to_owned(),
+                table: table.to_owned(),
+                name: name.value().to_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every producer id that has had records.
+    pub fn producer_ids(&self) -> Result<Vec<String>> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(PRODUCERS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            out.push(entry?.0.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Records with `id >= since_id`, in id order, read from the partitions
+    /// whose id range reaches it (used to repair the log after a crash).
+    pub fn records_since(&self, since_id: u64) -> Result<Vec<StoredRecord>> {
+        let txn = self.begin_read()?;
+        let mut out = Vec::new();
+        for entry in catalog_of(&txn, None)? {
+            if entry.info.max_id < since_id {
+                continue;
+            }
+            let name = part_table_name(&entry.key, PartTable::Records);
+            let Some(table) = missing_table_is_empty(txn.open_table(records_def(&name)))? else {
+                continue;
+            };
+            for item in table.iter()? {
+                let (key, value) = item?;
+                let (_, id) = key.value();
+                if id >= since_id {
+                    out.push(StoredRecord {
+                        id,
+                        record: decode_record(value.value())?,
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+}
+
+fn catalog_of(txn: &ReadTransaction, kinds: Option<&[String]>) -> Result<Vec<CatalogEntry>> {
+    let table = txn.open_table(PARTITIONS)?;
+    let mut out = Vec::new();
+    let mut push = |kind: &str, start: i64, value: &[u8]| -> Result<()> {
+        out.push(CatalogEntry {
+            key: PartitionKey {
+                kind: kind.to_owned(),
+                bucket_start: start,
+            },
+            info: PartitionInfo::decode(value)?,
+        });
+        Ok(())
+    };
+    match kinds {
+        None => {
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                let (kind, start) = k.value();
+                push(kind, start, v.value())?;
+            }
+        }
+        Some(kinds) => {
+            let mut sorted: Vec<&String> = kinds.iter().collect();
+            sorted.sort();
+            sorted.dedup();
+            for kind in sorted {
+                for entry in table.range((kind.as_str(), i64::MIN)..=(kind.as_str(), i64::MAX))? {
+                    let (k, v) = entry?;
+                    let (kind, start) = k.value();
+                    push(kind, start, v.value())?;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn decode_latest(value: &[u8]) -> Result<StoredRecord> {
+    let (_, id) = latest_order(value);
+    let bytes = value
+        .get(16..)
+        .ok_or_else(|| StorageError::Corrupt("latest entry too short".into()))?;
+    Ok(StoredRecord {
+        id,
+        record: decode_record(bytes)?,
+    })
+}

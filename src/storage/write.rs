@@ -1,0 +1,365 @@
+//! The write path: one redb write transaction per group of batches, and
+//! retention by dropping whole partitions.
+
+use std::collections::{BTreeMap, HashMap};
+
+use redb::{Durability, ReadableTable, Table, WriteTransaction};
+
+use super::codec::{content_hash, encode_record};
+use super::partition::{bucket_end, bucket_start, partition_name, PartitionKey};
+use super::read::PartitionInfo;
+use super::{
+    by_dict_id_def, by_run_def, hashes_def, part_table_name, records_def, Engine, PartTable,
+    Result, LATEST, META, META_NEXT_ID, META_NEXT_PRODUCER_ID, META_NEXT_TARGET_ID, PARTITIONS,
+    PRODUCERS, TARGETS,
+};
+use crate::kinds::{Bucket, KindSpec, Retention};
+use crate::model::{MetadataRecord, Timestamp};
+
+/// A validated record with everything the writer needs computed up front,
+/// so that encoding and hashing run on the caller's thread, not the writer's.
+#[derive(Clone, Debug)]
+pub struct PreparedRecord {
+    /// The record.
+    pub record: MetadataRecord,
+    /// Its encoding (see `docs/format.md`).
+    pub encoded: Vec<u8>,
+    /// The xxh3-128 hash of `encoded`.
+    pub hash: u128,
+    /// The partition it belongs to.
+    pub partition: PartitionKey,
+    /// The kind's bucket (for the catalog).
+    pub bucket: Bucket,
+    /// The canonical target name.
+    pub target_name: String,
+}
+
+impl PreparedRecord {
+    /// Encodes and hashes a record for a kind with the given bucket.
+    pub fn new(record: MetadataRecord, bucket: Bucket) -> Self {
+        let encoded = encode_record(&record);
+        let hash = content_hash(&encoded);
+        let partition = PartitionKey {
+            kind: record.kind.clone(),
+            bucket_start: bucket_start(bucket, record.produced_at),
+        };
+        let target_name = record.target.canonical_name();
+        PreparedRecord {
+            record,
+            encoded,
+            hash,
+            partition,
+            bucket,
+            target_name,
+        }
+    }
+}
+
+/// What happened to one record of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Stored under a new id.
+    Stored(u64),
+    /// Identical content was already stored under this id; nothing was written.
+    Duplicate(u64),
+}
+
+impl WriteOutcome {
+    /// The record's id, new or existing.
+    pub fn id(self) -> u64 {
+        match self {
+            WriteOutcome::Stored(id) | WriteOutcome::Duplicate(id) => id,
+        }
+    }
+}
+
+/// The open tables of one partition inside a write transaction.
+struct PartTables<'txn> {
+    records: Table<'txn, (i64, u64), &'static [u8]>,
+    by_target: Table<'txn, (u64, i64, u64), ()>,
+    by_producer: Table<'txn, (u64, i64, u64), ()>,
+    by_run: Table<'txn, (&'static str, i64, u64), ()>,
+    hashes: Table<'txn, (u128, u64), i64>,
+    info: PartitionInfo,
+}
+
+impl<'txn> PartTables<'txn> {
+    fn open(txn: &'txn WriteTransaction, key: &PartitionKey, bucket: Bucket) -> Result<Self> {
+        let name = |t| part_table_name(key, t);
+        let info = {
+            let catalog = txn.open_table(PARTITIONS)?;
+            let existing = catalog.get((key.kind.as_str(), key.bucket_start))?;
+            match existing {
+                Some(bytes) => PartitionInfo::decode(bytes.value())?,
+                None => PartitionInfo::empty(bucket, bucket_end(bucket, key.bucket_start)),
+            }
+        };
+        Ok(PartTables {
+            records: txn.open_table(records_def(&name(PartTable::Records)))?,
+            by_target: txn.open_table(by_dict_id_def(&name(PartTable::ByTarget)))?,
+            by_producer: txn.open_table(by_dict_id_def(&name(PartTable::ByProducer)))?,
+            by_run: txn.open_table(by_run_def(&name(PartTable::ByRun)))?,
+            hashes: txn.open_table(hashes_def(&name(PartTable::Hashes)))?,
+            info,
+        })
+    }
+
+    /// The id of a stored record with exactly these bytes, if any.
+    fn find_duplicate(&self, hash: u128, encoded: &[u8]) -> Result<Option<u64>> {
+        for entry in self.hashes.range((hash, 0u64)..=(hash, u64::MAX))? {
+            let (key, ts) = entry?;
+            let (_, id) = key.value();
+            if let Some(bytes) = self.records.get((ts.value(), id))? {
+                if bytes.value() == encoded {
+                    return Ok(Some(id));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Looks up or assigns a dictionary id.
+fn dict_id(
+    table: &mut Table<'_, &'static str, u64>,
+    meta: &mut Table<'_, &'static str, u64>,
+    counter: &'static str,
+    key: &str,
+) -> Result<u64> {
+    if let Some(id) = table.get(key)? {
+        return Ok(id.value());
+    }
+    let id = meta.get(counter)?.map_or(1, |v| v.value());
+    meta.insert(counter, id + 1)?;
+    table.insert(key, id)?;
+    Ok(id)
+}
+
+/// A dropped (or, in a dry run, droppable) partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedPartition {
+    /// `kind/bucket`, e.g. `ingestion_volume/2024-01-10`.
+    pub name: String,
+    /// The kind.
+    pub kind: String,
+    /// Records it held.
+    pub n_records: u64,
+    /// Its time range as `[start, end)`.
+    pub start: Timestamp,
+    /// Exclusive end of its bucket.
+    pub end: Timestamp,
+}
+
+/// What applying retention did (or would do, in a dry run).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// The partitions dropped, oldest first per kind.
+    pub dropped: Vec<DroppedPartition>,
+    /// Entries of the latest table removed because they pointed into a dropped partition.
+    pub n_latest_removed: u64,
+    /// True when nothing was changed.
+    pub dry_run: bool,
+}
+
+impl RetentionReport {
+    /// Records in the dropped partitions.
+    pub fn n_records(&self) -> u64 {
+        self.dropped.iter().map(|p| p.n_records).sum()
+    }
+}
+
+impl Engine {
+    /// Stores groups of prepared records in one durable transaction.
+    ///
+    /// Records identical to a stored one (or to an earlier one in the same
+    /// call) are not written again; their outcome names the existing id. The
+    /// outcomes mirror the input shape. Either everything commits or nothing.
+    pub fn write(&self, groups: &[&[PreparedRecord]]) -> Result<Vec<Vec<WriteOutcome>>> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| super::StorageError::Redb(e.to_string()))?;
+        let outcomes = {
+            let mut meta = txn.open_table(META)?;
+            let mut targets = txn.open_table(TARGETS)?;
+            let mut producers = txn.open_table(PRODUCERS)?;
+            let mut latest = txn.open_table(LATEST)?;
+            let mut parts: HashMap<PartitionKey, PartTables<'_>> = HashMap::new();
+            let mut next_id = meta.get(META_NEXT_ID)?.map_or(1, |v| v.value());
+            let mut outcomes = Vec::with_capacity(groups.len());
+            for group in groups {
+                let mut group_outcomes = Vec::with_capacity(group.len());
+                for prepared in group.iter() {
+                    if !parts.contains_key(&prepared.partition) {
+                        let opened = PartTables::open(&txn, &prepared.partition, prepared.bucket)?;
+                        parts.insert(prepared.partition.clone(), opened);
+                    }
+                    let Some(part) = parts.get_mut(&prepared.partition) else {
+                        continue;
+                    };
+                    if let Some(id) = part.find_duplicate(prepared.hash, &prepared.encoded)? {
+                        group_outcomes.push(WriteOutcome::Duplicate(id));
+                        continue;
+                    }
+                    let id = next_id;
+                    next_id += 1;
+                    let record = &prepared.record;
+                    let ts = record.produced_at.as_micros();
+                    part.records.insert((ts, id), prepared.encoded.as_slice())?;
+                    part.hashes.insert((prepared.hash, id), ts)?;
+                    let existing = targets
+                        .get(prepared.target_name.as_str())?
+                        .map(|v| v.value().0);
+                    let target_id = match existing {
+                        Some(tid) => tid,
+                        None => {
+                            let tid = meta.get(META_NEXT_TARGET_ID)?.map_or(1, |v| v.value());
+                            meta.insert(META_NEXT_TARGET_ID, tid + 1)?;
+                            let t = &record.target;
+                            targets.insert(
+                                prepared.target_name.as_str(),
+                                (tid, t.source_id.as_str(), t.schema.as_str(), t.table.as_str()),
+                            )?;
+                            tid
+                        }
+                    };
+                    part.by_target.insert((target_id, ts, id), ())?;
+                    let producer_id = dict_id(
+                        &mut producers,
+                        &mut meta,
+                        META_NEXT_PRODUCER_ID,
+                        &record.producer_id,
+                    )?;
+                    part.by_producer.insert((producer_id, ts, id), ())?;
+                    if let Some(run_id) = &record.context.run_id {
+                        part.by_run.insert((run_id.as_str(), ts, id), ())?;
+                    }
+                    part.info.add(ts, id);
+                    let latest_key = (record.kind.as_str(), prepared.target_name.as_str());
+                    let newer = match latest.get(latest_key)? {
+                        Some(existing) => latest_order(existing.value()) < (ts, id),
+                        None => true,
+                    };
+                    if newer {
+                        let mut value = Vec::with_capacity(16 + prepared.encoded.len());
+                        value.extend_from_slice(&ts.to_le_bytes());
+                        value.extend_from_slice(&id.to_le_bytes());
+                        value.extend_from_slice(&prepared.encoded);
+                        latest.insert(latest_key, value.as_slice())?;
+                    }
+                    group_outcomes.push(WriteOutcome::Stored(id));
+                }
+                outcomes.push(group_outcomes);
+            }
+            meta.insert(META_NEXT_ID, next_id)?;
+            let mut catalog = txn.open_table(PARTITIONS)?;
+            for (key, part) in &parts {
+                if part.info.n_records > 0 {
+                    catalog.insert(
+                        (key.kind.as_str(), key.bucket_start),
+                        part.info.encode().as_slice(),
+                    )?;
+                }
+            }
+            outcomes
+        };
+        txn.commit()?;
+        Ok(outcomes)
+    }
+
+    /// Drops every partition of the given kinds that lies wholly before its
+    /// kind's retention cutoff at `now`, and the latest entries pointing into
+    /// them. With `dry_run`, reports the same without changing anything.
+    pub fn apply_retention(
+        &self,
+        kinds: &[KindSpec],
+        now: Timestamp,
+        dry_run: bool,
+    ) -> Result<RetentionReport> {
+        let mut report = RetentionReport {
+            dry_run,
+            ..RetentionReport::default()
+        };
+        let txn = self.db.begin_write()?;
+        {
+            let mut catalog = txn.open_table(PARTITIONS)?;
+            let mut latest = txn.open_table(LATEST)?;
+            for spec in kinds {
+                let Some(cutoff) = spec.retention.cutoff(now) else {
+                    continue;
+                };
+                debug_assert!(spec.retention != Retention::Forever);
+                let mut expired: BTreeMap<i64, PartitionInfo> = BTreeMap::new();
+                for entry in catalog.range((spec.name.as_str(), i64::MIN)..=(spec.name.as_str(), i64::MAX))? {
+                    let (key, value) = entry?;
+                    let info = PartitionInfo::decode(value.value())?;
+                    if info.bucket_end <= cutoff.as_micros() {
+                        expired.insert(key.value().1, info);
+                    }
+                }
+                if expired.is_empty() {
+                    continue;
+                }
+                // Latest entries are the newest record of their target: if one
+                // lies in an expired partition, all of that target's records do.
+                let mut stale = Vec::new();
+                for entry in latest.range((spec.name.as_str(), "")..)? {
+                    let (key, value) = entry?;
+                    let (kind, target) = key.value();
+                    if kind != spec.name {
+                        break;
+                    }
+                    let (ts, _) = latest_order(value.value());
+                    let start = bucket_start(spec.bucket, Timestamp::from_micros(ts));
+                    if expired.contains_key(&start) {
+                        stale.push(target.to_owned());
+                    }
+                }
+                report.n_latest_removed += stale.len() as u64;
+                for (start, info) in &expired {
+                    report.dropped.push(DroppedPartition {
+                        name: partition_name(&spec.name, info.bucket, *start),
+                        kind: spec.name.clone(),
+                        n_records: info.n_records,
+                        start: Timestamp::from_micros(*start),
+                        end: Timestamp::from_micros(info.bucket_end),
+                    });
+                }
+                if dry_run {
+                    continue;
+                }
+                for target in &stale {
+                    latest.remove((spec.name.as_str(), target.as_str()))?;
+                }
+                for start in expired.keys() {
+                    let key = PartitionKey {
+                        kind: spec.name.clone(),
+                        bucket_start: *start,
+                    };
+                    for table in PartTable::ALL {
+                        let name = part_table_name(&key, table);
+                        // The definition's types don't matter for deletion.
+                        txn.delete_table(records_def(&name))?;
+                    }
+                    catalog.remove((spec.name.as_str(), *start))?;
+                }
+            }
+        }
+        if dry_run {
+            txn.abort()?;
+        } else {
+            txn.commit()?;
+        }
+        Ok(report)
+    }
+}
+
+/// `(produced_at, id)` of a latest-table value.
+pub(crate) fn latest_order(value: &[u8]) -> (i64, u64) {
+    let mut ts = [0u8; 8];
+    let mut id = [0u8; 8];
+    if value.len() >= 16 {
+        ts.copy_from_slice(&value[..8]);
+        id.copy_from_slice(&value[8..16]);
+    }
+    (i64::from_le_bytes(ts), u64::from_le_bytes(id))
+}

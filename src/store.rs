@@ -1,0 +1,567 @@
+//! `Store`: the embedded implementation of [`MetadataRepository`].
+//!
+//! A `Store` is a cheap-to-clone, `Send + Sync` handle. Writes are validated
+//! and encoded on the caller's thread, then handed to one writer thread that
+//! groups every write waiting at that moment into one durable redb commit
+//! (group commit), appends the new records to the log, wakes subscribers and
+//! answers each caller. Reads open their own redb snapshot and never wait for
+//! the writer.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::kinds::{standard_kinds, KindError, KindRegistry, KindSpec, Retention};
+use crate::model::{MetadataRecord, MetadataTarget, StoredRecord, TimeRange, Timestamp};
+use crate::query::{RecordIter, RecordSource, ScanDescription, ScanRequest, TargetInfo};
+use crate::repository::{BulkOutcome, MetadataRepository, StoreOutcome};
+use crate::storage::log::{LogReader, LogWriter, DEFAULT_SEGMENT_BYTES, LOG_DIR};
+use crate::storage::{
+    Engine, PartitionInfo, PreparedRecord, RetentionReport, StorageError, WriteOutcome,
+};
+
+/// Where "now" comes from: the system clock, or a fixed or scripted one in tests.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> Timestamp + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Clock(Arc::new(Timestamp::now))
+    }
+
+    /// A clock that always reads `at`.
+    pub fn fixed(at: Timestamp) -> Self {
+        Clock(Arc::new(move || at))
+    }
+
+    /// A clock driven by a function.
+    pub fn from_fn(f: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        Clock(Arc::new(f))
+    }
+
+    /// The current instant by this clock.
+    pub fn now(&self) -> Timestamp {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
+}
+
+/// Whether records of unregistered kinds are accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Governance {
+    /// Unregistered kinds are accepted (registered kinds are always checked).
+    #[default]
+    Open,
+    /// Unregistered kinds are rejected until registered.
+    Strict,
+}
+
+/// Tuning for [`Store::open_with`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Governance mode.
+    pub governance: Governance,
+    /// Size at which the log starts a new segment.
+    pub log_segment_bytes: u64,
+    /// The clock used for retention checks and the query language's `now`.
+    pub clock: Clock,
+    /// Most records the writer groups into one commit (bulk batches are never split).
+    pub max_group_records: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            governance: Governance::Open,
+            log_segment_bytes: DEFAULT_SEGMENT_BYTES,
+            clock: Clock::system(),
+            max_group_records: 100_000,
+        }
+    }
+}
+
+/// A write waiting for the writer thread.
+struct Job {
+    records: Vec<PreparedRecord>,
+    reply: SyncSender<Result<Vec<WriteOutcome>, StorageError>>,
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    registry: RwLock<KindRegistry>,
+    options: StoreOptions,
+    jobs: Option<Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    subscribers: Arc<Mutex<Vec<Sender<StoredRecord>>>>,
+    dir: PathBuf,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer loop once queued jobs are done.
+        self.jobs.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The embedded store: a directory with `almanac.redb` and `log/`.
+///
+/// ```
+/// use almanac::{MetadataRecord, MetadataRepository, MetadataTarget, Store, Timestamp};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::open(dir.path()).unwrap();
+/// let target = MetadataTarget::new("oracle_prod", "sales", "orders");
+/// let mut payload = serde_json::Map::new();
+/// payload.insert("rows".into(), 1200.into());
+/// let record = MetadataRecord::new("ingestion_volume", target.clone(), payload,
+///     Timestamp::now(), "ingestion.v1");
+/// let first = store.store(&record).unwrap();
+/// let retry = store.store(&record).unwrap();
+/// assert_eq!(first.id, retry.id); // retries never duplicate
+/// let latest = store.latest(&target, "ingestion_volume").unwrap().unwrap();
+/// assert_eq!(latest.record.payload["rows"], 1200);
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+    }
+}
+
+/// One partition, as reported by [`Store::partitions`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionSummary {
+    /// `kind/bucket`.
+    pub name: String,
+    /// The kind.
+    pub kind: String,
+    /// The catalog entry.
+    pub info: PartitionInfo,
+}
+
+impl Store {
+    /// Opens the store in `dir` (created when missing) with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Store::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens the store in `dir` with the given options.
+    ///
+    /// Fails at once with [`StorageError::Locked`] when another process (or
+    /// another open handle) holds the store. Repairs the log after a crash.
+    pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let engine = Arc::new(Engine::open(&dir, &standard_kinds())?);
+        let registry = KindRegistry::from_specs(engine.load_kinds()?)?;
+        let mut log = LogWriter::open(&dir.join(LOG_DIR), options.log_segment_bytes)?;
+        let next_id = engine.next_id()?;
+        if log.last_id() + 1 < next_id {
+            // Records committed but not yet logged when the last writer died.
+            let missing = engine.records_since(log.last_id() + 1)?;
+            log.append(&missing)?;
+            log.sync()?;
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let subscribers: Arc<Mutex<Vec<Sender<StoredRecord>>>> = Arc::default();
+        let writer = {
+            let engine = Arc::clone(&engine);
+            let subscribers = Arc::clone(&subscribers);
+            let max_group = options.max_group_records.max(1);
+            std::thread::Builder::new()
+                .name("almanac-writer".into())
+                .spawn(move || writer_loop(&engine, log, &rx, &subscribers, max_group))
+                .map_err(|e| StorageError::io(&dir, e))?
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                engine,
+                registry: RwLock::new(registry),
+                options,
+                jobs: Some(tx),
+                writer: Some(writer),
+                subscribers,
+                dir,
+            }),
+        })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The current instant by the store's clock.
+    pub fn now(&self) -> Timestamp {
+        self.inner.options.clock.now()
+    }
+
+    /// Validates, checks governance and encodes records on the caller's thread.
+    fn prepare(&self, records: &[MetadataRecord]) -> Result<Vec<PreparedRecord>> {
+        let now = self.now();
+        let strict = self.inner.options.governance == Governance::Strict;
+        let registry = self
+            .inner
+            .registry
+            .read()
+            .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
+        let single = records.len() == 1;
+        let index = |i: usize| if single { None } else { Some(i) };
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, record)| {
+                record.validate().map_err(|error| Error::InvalidRecord {
+                    index: index(i),
+                    error,
+                })?;
+                registry
+                    .check(record, now, strict)
+                    .map_err(|error| Error::Rejected {
+                        index: index(i),
+                        error,
+                    })?;
+                Ok(PreparedRecord::new(
+                    record.clone(),
+                    registry.bucket_of(&record.kind),
+                ))
+            })
+            .collect()
+    }
+
+    fn submit(&self, records: Vec<PreparedRecord>) -> Result<Vec<WriteOutcome>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        let jobs = self
+            .inner
+            .jobs
+            .as_ref()
+            .ok_or_else(|| StorageError::WriterGone("the store is closing".into()))?;
+        jobs.send(Job { records, reply })
+            .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
+        let outcome = answer
+            .recv()
+            .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
+        Ok(outcome?)
+    }
+
+    /// Follows new commits in this process: every record committed after this
+    /// call is sent to the returned receiver, in id order.
+    pub fn subscribe(&self) -> Receiver<StoredRecord> {
+        let (tx, rx) = mpsc::channel();
+        if let Ok(mut subs) = self.inner.subscribers.lock() {
+            subs.push(tx);
+        }
+        rx
+    }
+
+    /// A reader of this store's log (also usable without opening the store:
+    /// see [`LogReader::new`]).
+    pub fn log(&self) -> LogReader {
+        LogReader::new(&self.inner.dir)
+    }
+
+    /// Records with `id >= since_id` from the log, in id order.
+    pub fn tail(&self, since_id: u64) -> Result<Vec<StoredRecord>> {
+        let mut out = Vec::new();
+        for line in self.log().lines_since(since_id)? {
+            let (_, line) = line?;
+            let record = StoredRecord::from_json_str(&line).map_err(|e| {
+                StorageError::Corrupt(format!("log line does not parse as a record: {e}"))
+            })?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Every registered kind.
+    pub fn kinds(&self) -> Vec<KindSpec> {
+        self.inner
+            .registry
+            .read()
+            .map(|r| r.specs().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// One registered kind.
+    pub fn kind(&self, name: &str) -> Option<KindSpec> {
+        self.inner
+            .registry
+            .read()
+            .ok()
+            .and_then(|r| r.get(name).cloned())
+    }
+
+    /// Registers a new kind (its schemas must compile).
+    pub fn register_kind(&self, spec: KindSpec) -> Result<()> {
+        let mut registry = self
+            .inner
+            .registry
+            .write()
+            .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
+        if registry.get(&spec.name).is_some() {
+            return Err(KindError::AlreadyRegistered(spec.name).into());
+        }
+        if self
+            .inner
+            .engine
+            .catalog()?
+            .iter()
+            .any(|p| p.key.kind == spec.name && p.info.bucket != spec.bucket)
+        {
+            return Err(KindError::InvalidSchema {
+                kind: spec.name.clone(),
+                reason: "records of this kind already exist with another partition bucket".into(),
+            }
+            .into());
+        }
+        // Compile first, persist second, publish last: a bad schema changes nothing.
+        KindRegistry::from_specs(vec![spec.clone()])?;
+        self.inner.engine.put_kind(&spec)?;
+        registry.insert(spec)?;
+        Ok(())
+    }
+
+    /// Changes a kind with `change` (retention, description, a new schema
+    /// version, indexed paths); the bucket cannot change once records exist.
+    pub fn update_kind(&self, name: &str, change: impl FnOnce(&mut KindSpec)) -> Result<KindSpec> {
+        let mut registry = self
+            .inner
+            .registry
+            .write()
+            .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
+        let mut spec = registry
+            .get(name)
+            .cloned()
+            .ok_or_else(|| KindError::Unknown(name.to_owned()))?;
+        let old_bucket = spec.bucket;
+        let old_versions = spec.schemas.len();
+        change(&mut spec);
+        if spec.name != name {
+            return Err(KindError::InvalidName("a kind cannot be renamed".into()).into());
+        }
+        if spec.schemas.len() < old_versions {
+            return Err(KindError::InvalidSchema {
+                kind: name.to_owned(),
+                reason: "schema versions cannot be removed".into(),
+            }
+            .into());
+        }
+        if spec.bucket != old_bucket
+            && self.inner.engine.catalog()?.iter().any(|p| p.key.kind == name)
+        {
+            return Err(KindError::InvalidSchema {
+                kind: name.to_owned(),
+                reason: "the partition bucket cannot change once records exist".into(),
+            }
+            .into());
+        }
+        KindRegistry::from_specs(vec![spec.clone()])?;
+        self.inner.engine.put_kind(&spec)?;
+        registry.insert(spec.clone())?;
+        Ok(spec)
+    }
+
+    /// Sets a kind's retention.
+    pub fn set_retention(&self, kind: &str, retention: Retention) -> Result<KindSpec> {
+        self.update_kind(kind, |spec| spec.retention = retention)
+    }
+
+    /// Applies every kind's retention at the store clock's now.
+    pub fn apply_retention(&self) -> Result<RetentionReport> {
+        self.apply_retention_at(self.now(), false)
+    }
+
+    /// Reports what [`Store::apply_retention`] would drop, changing nothing.
+    pub fn retention_dry_run(&self) -> Result<RetentionReport> {
+        self.apply_retention_at(self.now(), true)
+    }
+
+    /// Applies (or, with `dry_run`, reports) retention as of `now`.
+    pub fn apply_retention_at(&self, now: Timestamp, dry_run: bool) -> Result<RetentionReport> {
+        let kinds = self.kinds();
+        Ok(self.inner.engine.apply_retention(&kinds, now, dry_run)?)
+    }
+
+    /// Every partition, by kind then bucket.
+    pub fn partitions(&self) -> Result<Vec<PartitionSummary>> {
+        Ok(self
+            .inner
+            .engine
+            .catalog()?
+            .into_iter()
+            .map(|e| PartitionSummary {
+                name: e.name(),
+                kind: e.key.kind.clone(),
+                info: e.info,
+            })
+            .collect())
+    }
+
+    /// Size of the redb file in bytes.
+    pub fn file_size(&self) -> Result<u64> {
+        Ok(self.inner.engine.file_size()?)
+    }
+
+    /// Records matching a scan request, streamed in (`produced_at`, `id`) order.
+    pub fn scan(&self, request: &ScanRequest) -> Result<RecordIter<'static>> {
+        let iter = self.inner.engine.scan(request)?;
+        Ok(Box::new(iter.map(|r| r.map_err(Error::from))))
+    }
+}
+
+fn writer_loop(
+    engine: &Engine,
+    mut log: LogWriter,
+    jobs: &Receiver<Job>,
+    subscribers: &Mutex<Vec<Sender<StoredRecord>>>,
+    max_group: usize,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        let mut n_records = group[0].records.len();
+        while n_records < max_group {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    n_records += job.records.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let slices: Vec<&[PreparedRecord]> = group.iter().map(|j| j.records.as_slice()).collect();
+        match engine.write(&slices) {
+            Ok(outcomes) => {
+                let mut committed = Vec::new();
+                for (job, job_outcomes) in group.iter().zip(&outcomes) {
+                    for (prepared, outcome) in job.records.iter().zip(job_outcomes) {
+                        if let WriteOutcome::Stored(id) = outcome {
+                            committed.push(StoredRecord {
+                                id: *id,
+                                record: prepared.record.clone(),
+                            });
+                        }
+                    }
+                }
+                // The commit is durable; a failed log append is repaired from
+                // the store on the next open, so callers still get success.
+                let _ = log.append(&committed);
+                if let Ok(mut subs) = subscribers.lock() {
+                    if !subs.is_empty() {
+                        subs.retain(|s| committed.iter().all(|r| s.send(r.clone()).is_ok()));
+                    }
+                }
+                for (job, job_outcomes) in group.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(job_outcomes));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for job in group {
+                    let _ = job
+                        .reply
+                        .send(Err(StorageError::Redb(format!("commit failed: {message}"))));
+                }
+            }
+        }
+    }
+}
+
+impl MetadataRepository for Store {
+    fn store(&self, record: &MetadataRecord) -> Result<StoreOutcome> {
+        let prepared = self.prepare(std::slice::from_ref(record))?;
+        let outcome = self
+            .submit(prepared)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StorageError::WriterGone("no outcome for the record".into()))?;
+        Ok(StoreOutcome::from(outcome))
+    }
+
+    fn bulk_store(&self, records: &[MetadataRecord]) -> Result<BulkOutcome> {
+        let prepared = self.prepare(records)?;
+        let outcomes = self.submit(prepared)?;
+        Ok(BulkOutcome::from_outcomes(&outcomes))
+    }
+
+    fn latest(&self, target: &MetadataTarget, kind: &str) -> Result<Option<StoredRecord>> {
+        Ok(self.inner.engine.latest(kind, &target.canonical_name())?)
+    }
+
+    fn history(
+        &self,
+        target: &MetadataTarget,
+        kind: &str,
+        range: TimeRange,
+    ) -> Result<Vec<StoredRecord>> {
+        let request = ScanRequest {
+            kinds: Some(vec![kind.to_owned()]),
+            time: range,
+            targets: Some(vec![target.canonical_name()]),
+            ..ScanRequest::default()
+        };
+        self.scan(&request)?.collect()
+    }
+
+    fn query(&self, query: &str, params: &crate::query::Params) -> Result<crate::query::QueryOutput> {
+        crate::query::run_query(self, query, params, self.now())
+    }
+}
+
+impl RecordSource for Store {
+    fn scan(&self, request: &ScanRequest) -> Result<RecordIter<'_>> {
+        Store::scan(self, request)
+    }
+
+    fn latest_records(
+        &self,
+        kinds: Option<&[String]>,
+        targets: Option<&[String]>,
+    ) -> Result<Vec<StoredRecord>> {
+        Ok(self.inner.engine.latest_records(kinds, targets)?)
+    }
+
+    fn kind_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self.kinds().into_iter().map(|k| k.name).collect();
+        for p in self.inner.engine.catalog()? {
+            names.push(p.key.kind);
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn targets(&self) -> Result<Vec<TargetInfo>> {
+        Ok(self.inner.engine.targets()?)
+    }
+
+    fn producer_ids(&self) -> Result<Vec<String>> {
+        Ok(self.inner.engine.producer_ids()?)
+    }
+
+    fn describe_scan(&self, request: &ScanRequest) -> Result<ScanDescription> {
+        Ok(self.inner.engine.describe_scan(request)?)
+    }
+}
