@@ -39,4 +39,4 @@ pub use model::{
     MetadataContext, MetadataRecord, MetadataTarget, StoredRecord, TimeRange, Timestamp,
 };
 pub use repository::{BulkOutcome, MetadataRepository, StoreOutcome};
-pub use store::{Clock, Governance, PartitionSummary, Store, StoreOptions};
+pub use store::{Clock, Governance, PartitionSummary, Store, StoreOptions, WriteStats};

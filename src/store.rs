@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -101,8 +102,24 @@ struct Job {
     reply: SyncSender<Result<Vec<WriteOutcome>, StorageError>>,
 }
 
+/// Counters of the writer since the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Durable commits made.
+    pub n_commits: u64,
+    /// Records written (duplicates excluded).
+    pub n_records: u64,
+}
+
+#[derive(Debug, Default)]
+struct WriteCounters {
+    n_commits: AtomicU64,
+    n_records: AtomicU64,
+}
+
 struct Inner {
     engine: Arc<Engine>,
+    counters: Arc<WriteCounters>,
     registry: RwLock<KindRegistry>,
     options: StoreOptions,
     jobs: Option<Sender<Job>>,
@@ -145,7 +162,9 @@ pub struct Store {
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
@@ -184,18 +203,29 @@ impl Store {
         }
         let (tx, rx) = mpsc::channel::<Job>();
         let subscribers: Arc<Mutex<Vec<Sender<StoredRecord>>>> = Arc::default();
+        let counters: Arc<WriteCounters> = Arc::default();
         let writer = {
             let engine = Arc::clone(&engine);
+            let counters = Arc::clone(&counters);
             let subscribers = Arc::clone(&subscribers);
             let max_group = options.max_group_records.max(1);
             std::thread::Builder::new()
                 .name("almanac-writer".into())
-                .spawn(move || writer_loop(&engine, log, &rx, &subscribers, max_group))
+                .spawn(move || {
+                    let writer = Writer {
+                        engine: &engine,
+                        subscribers: &subscribers,
+                        counters: &counters,
+                        max_group,
+                    };
+                    writer.run(log, &rx);
+                })
                 .map_err(|e| StorageError::io(&dir, e))?
         };
         Ok(Store {
             inner: Arc::new(Inner {
                 engine,
+                counters,
                 registry: RwLock::new(registry),
                 options,
                 jobs: Some(tx),
@@ -296,6 +326,14 @@ impl Store {
         Ok(out)
     }
 
+    /// What the writer has done since the store was opened.
+    pub fn write_stats(&self) -> WriteStats {
+        WriteStats {
+            n_commits: self.inner.counters.n_commits.load(Ordering::Relaxed),
+            n_records: self.inner.counters.n_records.load(Ordering::Relaxed),
+        }
+    }
+
     /// Every registered kind.
     pub fn kinds(&self) -> Vec<KindSpec> {
         self.inner
@@ -370,7 +408,12 @@ impl Store {
             .into());
         }
         if spec.bucket != old_bucket
-            && self.inner.engine.catalog()?.iter().any(|p| p.key.kind == name)
+            && self
+                .inner
+                .engine
+                .catalog()?
+                .iter()
+                .any(|p| p.key.kind == name)
         {
             return Err(KindError::InvalidSchema {
                 kind: name.to_owned(),
@@ -432,57 +475,68 @@ impl Store {
     }
 }
 
-fn writer_loop(
-    engine: &Engine,
-    mut log: LogWriter,
-    jobs: &Receiver<Job>,
-    subscribers: &Mutex<Vec<Sender<StoredRecord>>>,
+/// The writer thread's state.
+struct Writer<'a> {
+    engine: &'a Engine,
+    subscribers: &'a Mutex<Vec<Sender<StoredRecord>>>,
+    counters: &'a WriteCounters,
     max_group: usize,
-) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        let mut n_records = group[0].records.len();
-        while n_records < max_group {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    n_records += job.records.len();
-                    group.push(job);
+}
+
+impl Writer<'_> {
+    /// Takes every job waiting, commits them together, logs, notifies, answers.
+    fn run(&self, mut log: LogWriter, jobs: &Receiver<Job>) {
+        let (engine, subscribers, max_group) = (self.engine, self.subscribers, self.max_group);
+        while let Ok(first) = jobs.recv() {
+            let mut group = vec![first];
+            let mut n_records = group[0].records.len();
+            while n_records < max_group {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        n_records += job.records.len();
+                        group.push(job);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
-        }
-        let slices: Vec<&[PreparedRecord]> = group.iter().map(|j| j.records.as_slice()).collect();
-        match engine.write(&slices) {
-            Ok(outcomes) => {
-                let mut committed = Vec::new();
-                for (job, job_outcomes) in group.iter().zip(&outcomes) {
-                    for (prepared, outcome) in job.records.iter().zip(job_outcomes) {
-                        if let WriteOutcome::Stored(id) = outcome {
-                            committed.push(StoredRecord {
-                                id: *id,
-                                record: prepared.record.clone(),
-                            });
+            let slices: Vec<&[PreparedRecord]> =
+                group.iter().map(|j| j.records.as_slice()).collect();
+            match engine.write(&slices) {
+                Ok(outcomes) => {
+                    let mut committed = Vec::new();
+                    for (job, job_outcomes) in group.iter().zip(&outcomes) {
+                        for (prepared, outcome) in job.records.iter().zip(job_outcomes) {
+                            if let WriteOutcome::Stored(id) = outcome {
+                                committed.push(StoredRecord {
+                                    id: *id,
+                                    record: prepared.record.clone(),
+                                });
+                            }
                         }
                     }
-                }
-                // The commit is durable; a failed log append is repaired from
-                // the store on the next open, so callers still get success.
-                let _ = log.append(&committed);
-                if let Ok(mut subs) = subscribers.lock() {
-                    if !subs.is_empty() {
-                        subs.retain(|s| committed.iter().all(|r| s.send(r.clone()).is_ok()));
+                    self.counters.n_commits.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .n_records
+                        .fetch_add(committed.len() as u64, Ordering::Relaxed);
+                    // The commit is durable; a failed log append is repaired from
+                    // the store on the next open, so callers still get success.
+                    let _ = log.append(&committed);
+                    if let Ok(mut subs) = subscribers.lock() {
+                        if !subs.is_empty() {
+                            subs.retain(|s| committed.iter().all(|r| s.send(r.clone()).is_ok()));
+                        }
+                    }
+                    for (job, job_outcomes) in group.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(Ok(job_outcomes));
                     }
                 }
-                for (job, job_outcomes) in group.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(job_outcomes));
-                }
-            }
-            Err(e) => {
-                let message = e.to_string();
-                for job in group {
-                    let _ = job
-                        .reply
-                        .send(Err(StorageError::Redb(format!("commit failed: {message}"))));
+                Err(e) => {
+                    let message = e.to_string();
+                    for job in group {
+                        let _ = job
+                            .reply
+                            .send(Err(StorageError::Redb(format!("commit failed: {message}"))));
+                    }
                 }
             }
         }
@@ -525,7 +579,11 @@ impl MetadataRepository for Store {
         self.scan(&request)?.collect()
     }
 
-    fn query(&self, query: &str, params: &crate::query::Params) -> Result<crate::query::QueryOutput> {
+    fn query(
+        &self,
+        query: &str,
+        params: &crate::query::Params,
+    ) -> Result<crate::query::QueryOutput> {
         crate::query::run_query(self, query, params, self.now())
     }
 }

@@ -318,7 +318,9 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        check(r#"{"kind":"k","target":{"table":"t"},"payload":{},"produced_at":"2024-01-10T05:00:00Z","producer_id":"p"}"#);
+        check(
+            r#"{"kind":"k","target":{"table":"t"},"payload":{},"produced_at":"2024-01-10T05:00:00Z","producer_id":"p"}"#,
+        );
         check(
             r#"{"kind":"ingestion_volume","target":{"source_id":"o","schema":"s","table":"t","extras":{"p":"x"}},
                "payload":{"rows":-5,"big":18446744073709551615,"f":1.5,"n":null,"b":[true,false,{"z":"ü"}]},
@@ -342,6 +344,9 @@ mod tests {
     fn garbage_is_an_error() {
         assert!(decode_record(&[]).is_err());
         assert!(decode_record(&[9, 1, 2]).is_err());
-        assert!(decode_record(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
+        assert!(decode_record(&[
+            1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
+        ])
+        .is_err());
     }
 }

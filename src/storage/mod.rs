@@ -19,7 +19,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 pub use codec::{content_hash, decode_record, encode_record, DecodeError};
 pub use partition::{bucket_end, bucket_label, bucket_start, partition_name, PartitionKey};
 pub use read::PartitionInfo;
-pub use write::{PreparedRecord, RetentionReport, DroppedPartition, WriteOutcome};
+pub use write::{DroppedPartition, PreparedRecord, RetentionReport, WriteOutcome};
 
 use crate::kinds::KindSpec;
 

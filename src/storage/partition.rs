@@ -74,15 +74,38 @@ mod tests {
         let ts = Timestamp::parse_rfc3339(ts).unwrap();
         let start = bucket_start(bucket, ts);
         assert_eq!(bucket_label(bucket, start), label);
-        assert_eq!(Timestamp::from_micros(bucket_end(bucket, start)).to_rfc3339(), end);
+        assert_eq!(
+            Timestamp::from_micros(bucket_end(bucket, start)).to_rfc3339(),
+            end
+        );
         assert!(start <= ts.as_micros() && ts.as_micros() < bucket_end(bucket, start));
     }
 
     #[test]
     fn buckets() {
-        check(Bucket::Day, "2024-01-10T05:00:00Z", "2024-01-10", "2024-01-11T00:00:00Z");
-        check(Bucket::Day, "1969-12-31T23:00:00Z", "1969-12-31", "1970-01-01T00:00:00Z");
-        check(Bucket::Month, "2024-02-29T23:59:59Z", "2024-02", "2024-03-01T00:00:00Z");
-        check(Bucket::Month, "2023-12-31T10:00:00Z", "2023-12", "2024-01-01T00:00:00Z");
+        check(
+            Bucket::Day,
+            "2024-01-10T05:00:00Z",
+            "2024-01-10",
+            "2024-01-11T00:00:00Z",
+        );
+        check(
+            Bucket::Day,
+            "1969-12-31T23:00:00Z",
+            "1969-12-31",
+            "1970-01-01T00:00:00Z",
+        );
+        check(
+            Bucket::Month,
+            "2024-02-29T23:59:59Z",
+            "2024-02",
+            "2024-03-01T00:00:00Z",
+        );
+        check(
+            Bucket::Month,
+            "2023-12-31T10:00:00Z",
+            "2023-12",
+            "2024-01-01T00:00:00Z",
+        );
     }
 }

@@ -75,7 +75,9 @@ impl PartitionInfo {
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
         if bytes.len() != 49 {
-            return Err(StorageError::Corrupt("partition catalog entry of wrong size".into()));
+            return Err(StorageError::Corrupt(
+                "partition catalog entry of wrong size".into(),
+            ));
         }
         let word = |i: usize| {
             let mut b = [0u8; 8];
@@ -150,9 +152,10 @@ impl RowFilter {
                 .producers
                 .as_ref()
                 .is_none_or(|s| s.contains(&rec.producer_id))
-            && self.run_ids.as_ref().is_none_or(|s| {
-                rec.context.run_id.as_ref().is_some_and(|r| s.contains(r))
-            })
+            && self
+                .run_ids
+                .as_ref()
+                .is_none_or(|s| rec.context.run_id.as_ref().is_some_and(|r| s.contains(r)))
     }
 }
 
@@ -236,7 +239,9 @@ impl KindScan {
                     PartTable::ByProducer
                 };
                 let name = part_table_name(&entry.key, which);
-                if let Some(index) = missing_table_is_empty(self.txn.open_table(by_dict_id_def(&name)))? {
+                if let Some(index) =
+                    missing_table_is_empty(self.txn.open_table(by_dict_id_def(&name)))?
+                {
                     for &dict_id in ids {
                         for item in index.range((dict_id, from, 0)..(dict_id, until, 0))? {
                             let (k, _) = item?;
@@ -248,9 +253,12 @@ impl KindScan {
             }
             IndexChoice::Run(run_ids) => {
                 let name = part_table_name(&entry.key, PartTable::ByRun);
-                if let Some(index) = missing_table_is_empty(self.txn.open_table(by_run_def(&name)))? {
+                if let Some(index) = missing_table_is_empty(self.txn.open_table(by_run_def(&name)))?
+                {
                     for run in run_ids {
-                        for item in index.range((run.as_str(), from, 0)..(run.as_str(), until, 0))? {
+                        for item in
+                            index.range((run.as_str(), from, 0)..(run.as_str(), until, 0))?
+                        {
                             let (k, _) = item?;
                             let (_, ts, id) = k.value();
                             keys.push((ts, id));
@@ -417,7 +425,10 @@ impl Engine {
 
     /// Records matching `request` in (`produced_at`, `id`) order, streamed
     /// from one read snapshot.
-    pub fn scan(&self, request: &ScanRequest) -> Result<impl Iterator<Item = Result<StoredRecord>> + 'static> {
+    pub fn scan(
+        &self,
+        request: &ScanRequest,
+    ) -> Result<impl Iterator<Item = Result<StoredRecord>> + 'static> {
         let txn = Arc::new(self.begin_read()?);
         let (per_kind, _, index) = self.plan_scan(&txn, request)?;
         let filter = Arc::new(RowFilter::new(request));

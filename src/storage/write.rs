@@ -217,7 +217,12 @@ impl Engine {
                             let t = &record.target;
                             targets.insert(
                                 prepared.target_name.as_str(),
-                                (tid, t.source_id.as_str(), t.schema.as_str(), t.table.as_str()),
+                                (
+                                    tid,
+                                    t.source_id.as_str(),
+                                    t.schema.as_str(),
+                                    t.table.as_str(),
+                                ),
                             )?;
                             tid
                         }
@@ -289,7 +294,9 @@ impl Engine {
                 };
                 debug_assert!(spec.retention != Retention::Forever);
                 let mut expired: BTreeMap<i64, PartitionInfo> = BTreeMap::new();
-                for entry in catalog.range((spec.name.as_str(), i64::MIN)..=(spec.name.as_str(), i64::MAX))? {
+                for entry in catalog
+                    .range((spec.name.as_str(), i64::MIN)..=(spec.name.as_str(), i64::MAX))?
+                {
                     let (key, value) = entry?;
                     let info = PartitionInfo::decode(value.value())?;
                     if info.bucket_end <= cutoff.as_micros() {

@@ -1,0 +1,333 @@
+//! The repository API of the embedded store: store, bulk_store, latest,
+//! history, duplicates, reopening, locking, governance errors, the log,
+//! subscriptions and group commit.
+
+mod common;
+
+use std::sync::Arc;
+
+use almanac::kinds::{KindSpec, Retention};
+use almanac::storage::StorageError;
+use almanac::{Clock, Error, MetadataRepository, Store, StoreOptions, TimeRange, Timestamp};
+use common::*;
+use serde_json::json;
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open_with(
+        dir,
+        StoreOptions {
+            clock: Clock::fixed(ts(BASE + 30 * DAY)),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn latest_and_history_follow_produced_at_not_insertion_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let late = store.store(&volume(1, 10, 100)).unwrap();
+    let early = store.store(&volume(1, 2, 50)).unwrap();
+    store.store(&volume(2, 20, 7)).unwrap();
+    let latest = store
+        .latest(&target(1), "ingestion_volume")
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.id, late.id);
+    assert_eq!(latest.record.payload["rows"], 100);
+    let history = store
+        .history(&target(1), "ingestion_volume", TimeRange::ALL)
+        .unwrap();
+    let ids: Vec<u64> = history.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![early.id, late.id]);
+    let window = TimeRange::new(ts(BASE + 5 * HOUR), ts(BASE + 11 * HOUR));
+    let ids: Vec<u64> = store
+        .history(&target(1), "ingestion_volume", window)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec![late.id]);
+    assert!(store
+        .latest(&target(3), "ingestion_volume")
+        .unwrap()
+        .is_none());
+    assert!(store.latest(&target(1), "recon_result").unwrap().is_none());
+}
+
+#[test]
+fn equal_timestamps_break_ties_by_greatest_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.store(&volume(1, 3, 1)).unwrap();
+    let second = store.store(&volume(1, 3, 2)).unwrap();
+    let latest = store
+        .latest(&target(1), "ingestion_volume")
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.id, second.id);
+}
+
+#[test]
+fn duplicates_report_the_existing_id_across_calls_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let store = open(dir.path());
+        let first = store.store(&volume(1, 1, 10)).unwrap();
+        assert!(!first.duplicate);
+        let again = store.store(&volume(1, 1, 10)).unwrap();
+        assert_eq!((again.id, again.duplicate), (first.id, true));
+        let bulk = store
+            .bulk_store(&[volume(1, 1, 10), volume(1, 2, 10), volume(1, 2, 10)])
+            .unwrap();
+        assert_eq!(bulk.ids[0], first.id);
+        assert_eq!(bulk.ids[1], bulk.ids[2]);
+        assert_eq!((bulk.n_stored, bulk.n_duplicates), (1, 2));
+        first
+    };
+    let store = open(dir.path());
+    // The same content given with another offset and key order is the same record.
+    let mut same = volume(1, 1, 10);
+    same.payload = object(json!({"rows": 10}));
+    let again = store.store(&same).unwrap();
+    assert_eq!((again.id, again.duplicate), (first.id, true));
+    let other = store.store(&volume(1, 1, 11)).unwrap();
+    assert!(!other.duplicate);
+    assert_eq!(other.id, 3, "ids continue after a restart");
+}
+
+#[test]
+fn invalid_record_in_a_batch_names_index_and_field_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.store(&volume(1, 1, 1)).unwrap();
+    let size_before = store.file_size().unwrap();
+    let mut bad = volume(2, 2, 2);
+    bad.target.table.clear();
+    let err = store
+        .bulk_store(&[volume(3, 1, 1), bad, volume(4, 1, 1)])
+        .unwrap_err();
+    match &err {
+        Error::InvalidRecord { index, error } => {
+            assert_eq!(*index, Some(1));
+            assert_eq!(error.field, "target.table");
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    assert!(err.is_invalid_input());
+    assert!(err.to_string().contains("target.table"), "{err}");
+    assert!(store
+        .latest(&target(3), "ingestion_volume")
+        .unwrap()
+        .is_none());
+    assert_eq!(store.tail(1).unwrap().len(), 1);
+    assert_eq!(store.file_size().unwrap(), size_before);
+    // The next good record gets the next id: nothing was reserved.
+    assert_eq!(store.store(&volume(3, 1, 1)).unwrap().id, 2);
+}
+
+#[test]
+fn each_record_rule_is_enforced_on_the_store_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let cases: Vec<(&str, Box<dyn Fn(&mut almanac::MetadataRecord)>)> = vec![
+        ("kind", Box::new(|r| r.kind = "Bad-Kind".into())),
+        ("kind", Box::new(|r| r.kind = "k".repeat(65))),
+        ("target.table", Box::new(|r| r.target.table.clear())),
+        ("producer_id", Box::new(|r| r.producer_id.clear())),
+        ("producer_id", Box::new(|r| r.producer_id = "p".repeat(129))),
+        ("quality", Box::new(|r| r.quality = Some(json!([1])))),
+        (
+            "extras.window_end",
+            Box::new(|r| r.extras = object(json!({"window_start": "2024-01-01T00:00:00Z"}))),
+        ),
+    ];
+    for (field, mutate) in cases {
+        let mut record = volume(1, 1, 1);
+        mutate(&mut record);
+        let err = store.store(&record).unwrap_err();
+        match err {
+            Error::InvalidRecord { error, .. } => assert_eq!(error.field, field),
+            other => panic!("{field}: unexpected {other:?}"),
+        }
+    }
+    assert!(store.tail(1).unwrap().is_empty());
+}
+
+#[test]
+fn records_older_than_retention_are_rejected_and_retention_drops_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(BASE + 10 * DAY));
+    let clock_now = Arc::clone(&now);
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            clock: Clock::from_fn(move || {
+                Timestamp::from_micros(clock_now.load(std::sync::atomic::Ordering::SeqCst))
+            }),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
+    spec.retention = Retention::Days(3);
+    store.register_kind(spec).unwrap();
+    let beat = |t: usize, hours: i64| {
+        let mut r = volume(t, hours, 1);
+        r.kind = "heartbeat".into();
+        r
+    };
+    // 10 days after BASE, a 3-day retention refuses anything before day 7.
+    let err = store.store(&beat(1, 24 * 6)).unwrap_err();
+    match err {
+        Error::Rejected { error, .. } => assert_eq!(error.field, "produced_at"),
+        other => panic!("unexpected {other:?}"),
+    }
+    store
+        .bulk_store(&[
+            beat(1, 24 * 7 + 1),
+            beat(1, 24 * 8 + 1),
+            beat(2, 24 * 7 + 2),
+            beat(2, 24 * 9 + 1),
+        ])
+        .unwrap();
+    store.store(&volume(1, 1, 1)).unwrap(); // kept forever
+    assert_eq!(store.partitions().unwrap().len(), 4);
+
+    // Two days later the cutoff is day 9: days 7 and 8 expire.
+    now.store(BASE + 12 * DAY, std::sync::atomic::Ordering::SeqCst);
+    let dry = store.retention_dry_run().unwrap();
+    assert!(dry.dry_run);
+    assert_eq!(dry.dropped.len(), 2);
+    assert_eq!(dry.n_records(), 3);
+    assert_eq!(dry.n_latest_removed, 1, "target 1's latest was on day 8");
+    assert_eq!(
+        store.partitions().unwrap().len(),
+        4,
+        "a dry run changes nothing"
+    );
+
+    let report = store.apply_retention().unwrap();
+    assert_eq!(report.dropped, dry.dropped);
+    let names: Vec<&str> = report.dropped.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["heartbeat/2024-03-08", "heartbeat/2024-03-09"]);
+    assert!(store.latest(&target(1), "heartbeat").unwrap().is_none());
+    let t2 = store.latest(&target(2), "heartbeat").unwrap().unwrap();
+    assert_eq!(t2.record.produced_at, ts(BASE + (24 * 9 + 1) * HOUR));
+    assert_eq!(
+        store
+            .history(&target(2), "heartbeat", TimeRange::ALL)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store
+        .latest(&target(1), "ingestion_volume")
+        .unwrap()
+        .is_some());
+    assert!(store.apply_retention().unwrap().dropped.is_empty());
+}
+
+#[test]
+fn a_second_open_fails_at_once_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(StorageError::Locked(_))),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("already open"), "{err}");
+    drop(store);
+    Store::open(dir.path()).unwrap();
+}
+
+#[test]
+fn the_log_holds_every_committed_record_once_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        log_segment_bytes: 600, // a few records per segment: exercises rotation
+        clock: Clock::fixed(ts(BASE + 30 * DAY)),
+        ..StoreOptions::default()
+    };
+    {
+        let store = Store::open_with(dir.path(), options.clone()).unwrap();
+        for i in 0..20 {
+            store.store(&volume(i % 3, i as i64, i as i64)).unwrap();
+        }
+        store.store(&volume(0, 0, 0)).unwrap(); // a duplicate: not logged again
+    }
+    let store = Store::open_with(dir.path(), options).unwrap();
+    store
+        .bulk_store(&[volume(5, 1, 1), volume(5, 2, 2)])
+        .unwrap();
+    let log = store.tail(1).unwrap();
+    let ids: Vec<u64> = log.iter().map(|r| r.id).collect();
+    assert_eq!(ids, (1..=22).collect::<Vec<_>>());
+    assert_eq!(log[3].record, volume(0, 3, 3));
+    let segments = almanac::storage::log::segments(&dir.path().join("log")).unwrap();
+    assert!(segments.len() > 3, "{} segments", segments.len());
+    let from_15: Vec<u64> = store.tail(15).unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(from_15, (15..=22).collect::<Vec<_>>());
+}
+
+#[test]
+fn subscribers_see_new_commits_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.store(&volume(1, 1, 1)).unwrap();
+    let rx = store.subscribe();
+    store
+        .bulk_store(&[volume(1, 2, 2), volume(1, 3, 3)])
+        .unwrap();
+    store.store(&volume(1, 2, 2)).unwrap(); // duplicate: nothing new
+    store.store(&volume(1, 4, 4)).unwrap();
+    let got: Vec<u64> = rx.try_iter().map(|r| r.id).collect();
+    assert_eq!(got, vec![2, 3, 4]);
+}
+
+#[test]
+fn concurrent_stores_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let n_threads = 16;
+    let per_thread = 25;
+    let handles: Vec<_> = (0..n_threads)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    store.store(&volume(t, i as i64, 1)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let n_records = n_threads * per_thread;
+    let log = store.tail(1).unwrap();
+    assert_eq!(log.len(), n_records);
+    let stats = store.write_stats();
+    assert_eq!(stats.n_records, n_records as u64);
+    assert!(
+        stats.n_commits < n_records as u64,
+        "{} commits for {n_records} records: no grouping",
+        stats.n_commits
+    );
+}
+
+#[test]
+fn the_repository_is_object_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo: Box<dyn MetadataRepository> = Box::new(open(dir.path()));
+    let out = repo.store(&volume(1, 1, 1)).unwrap();
+    assert_eq!(
+        repo.latest(&target(1), "ingestion_volume")
+            .unwrap()
+            .unwrap()
+            .id,
+        out.id
+    );
+}
