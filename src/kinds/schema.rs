@@ -44,7 +44,9 @@ impl PayloadSchema {
     }
 
     /// Checks a payload; the error's field is `payload.<path>` of the first
-    /// failing value (for a missing property, the property itself).
+    /// failing value (for a missing property, the property itself). Which
+    /// error is first depends only on the schema and the payload: the
+    /// validator walks keywords and members in document order.
     pub fn validate(&self, payload: &JsonObject) -> Result<(), GovernanceError> {
         // The validator wants a `&Value` and the record owns a bare map: one
         // conversion per record, nothing more.
@@ -367,6 +369,31 @@ mod tests {
             json!({"other": "x"}),
             Some(("payload.other", "must be an integer")),
         );
+    }
+
+    #[test]
+    fn the_first_error_is_the_same_every_time() {
+        // Enough properties for the validator to index them in a hash map
+        // (seeded afresh per compile): the error reported must not depend on it.
+        let mut properties = serde_json::Map::new();
+        for idx in 0..20 {
+            properties.insert(format!("p{idx}"), json!({"type": "integer"}));
+        }
+        let schema = json!({"required": ["p0"], "properties": properties});
+        let payload = json!({"p7": "x", "p3": "y", "p12": "z", "p0": 1});
+        let Value::Object(payload) = payload else {
+            unreachable!("literal object")
+        };
+        let compile_and_validate = || {
+            PayloadSchema::compile(&schema)
+                .expect("test schema compiles")
+                .validate(&payload)
+        };
+        let first = compile_and_validate();
+        assert!(first.is_err(), "payload with three errors accepted");
+        for _ in 0..20 {
+            assert_eq!(compile_and_validate(), first);
+        }
     }
 
     #[test]
