@@ -122,3 +122,171 @@ impl KindRegistry {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::kinds::standard_kinds;
+    use crate::model::{MetadataTarget, MICROS_PER_DAY};
+
+    fn now() -> Timestamp {
+        Timestamp::parse_rfc3339("2024-03-01T00:00:00Z").expect("valid instant")
+    }
+
+    /// A record of `kind` with `payload`, produced `days_ago` days before [`now`].
+    fn record(kind: &str, payload: Value, version: Option<u64>, days_ago: i64) -> MetadataRecord {
+        let Value::Object(payload) = payload else {
+            panic!("test payload is not an object: {payload}");
+        };
+        let produced_at = now().saturating_add_micros(-days_ago * MICROS_PER_DAY);
+        let mut record = MetadataRecord::new(
+            kind,
+            MetadataTarget::new("oracle_prod", "s", "t"),
+            payload,
+            produced_at,
+            "test.v1",
+        );
+        record.version = version;
+        record
+    }
+
+    /// The standard kinds plus `extra`.
+    fn registry(extra: Vec<KindSpec>) -> KindRegistry {
+        let mut specs = standard_kinds();
+        specs.extend(extra);
+        KindRegistry::from_specs(specs).expect("specs register")
+    }
+
+    /// Runs the governance checks at [`now`]; `expected` is `None` when the
+    /// record passes, else the field the error must name.
+    fn check(
+        registry: &KindRegistry,
+        record: &MetadataRecord,
+        strict: bool,
+        expected: Option<&str>,
+    ) {
+        let got = registry.check(record, now(), strict);
+        match (got, expected) {
+            (Ok(()), None) => {}
+            (Err(error), Some(field)) => {
+                assert_eq!(error.field, field, "{error}");
+                assert!(!error.reason.is_empty(), "{error}");
+            }
+            (got, expected) => panic!("record {record:?}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    /// A kind whose version 1 requires `a` and version 2 requires `b`.
+    fn two_version_kind() -> KindSpec {
+        let mut spec = KindSpec::new("evolving", "a kind with two schema versions");
+        spec.schemas = vec![
+            json!({"type": "object", "required": ["a"]}),
+            json!({"type": "object", "required": ["b"]}),
+        ];
+        spec
+    }
+
+    #[test]
+    fn payloads_are_checked_against_the_kind_schema() {
+        let registry = registry(vec![]);
+        let valid = record("ingestion_volume", json!({"rows": 5}), None, 0);
+        check(&registry, &valid, true, None);
+        let invalid = record("ingestion_volume", json!({"rows": -1}), None, 0);
+        check(&registry, &invalid, false, Some("payload.rows"));
+    }
+
+    #[test]
+    fn versions_name_a_registered_schema_version() {
+        let registry = registry(vec![]);
+        for (version, expected) in [
+            (Some(1), None),
+            (Some(2), Some("version")),
+            (Some(0), Some("version")),
+        ] {
+            let volume = record("ingestion_volume", json!({"rows": 5}), version, 0);
+            check(&registry, &volume, false, expected);
+        }
+        let error = registry
+            .check(
+                &record("ingestion_volume", json!({"rows": 5}), Some(2), 0),
+                now(),
+                false,
+            )
+            .expect_err("version 2 is not registered");
+        assert!(error.reason.contains("only version 1"), "{error}");
+    }
+
+    #[test]
+    fn omitted_version_uses_the_newest_schema() {
+        let registry = registry(vec![two_version_kind()]);
+        let only_a = json!({"a": 1});
+        let only_b = json!({"b": 1});
+        check(
+            &registry,
+            &record("evolving", only_b.clone(), None, 0),
+            false,
+            None,
+        );
+        check(
+            &registry,
+            &record("evolving", only_a.clone(), None, 0),
+            false,
+            Some("payload.b"),
+        );
+        check(
+            &registry,
+            &record("evolving", only_a, Some(1), 0),
+            false,
+            None,
+        );
+        check(
+            &registry,
+            &record("evolving", only_b, Some(1), 0),
+            false,
+            Some("payload.a"),
+        );
+    }
+
+    #[test]
+    fn strict_mode_rejects_unregistered_kinds() {
+        let registry = registry(vec![]);
+        let unknown = record("custom_probe", json!({"anything": [1, 2]}), None, 0);
+        check(&registry, &unknown, true, Some("kind"));
+        check(&registry, &unknown, false, None);
+        // Strict mode does not get in the way of registered kinds.
+        check(
+            &registry,
+            &record("catalog_diff", json!({"change": "x"}), None, 0),
+            true,
+            None,
+        );
+    }
+
+    #[test]
+    fn records_older_than_retention_are_rejected() {
+        let mut short_lived = KindSpec::new("probe_latency", "latency of a health probe");
+        short_lived.retention = Retention::Days(30);
+        let registry = registry(vec![short_lived]);
+        check(
+            &registry,
+            &record("probe_latency", json!({}), None, 29),
+            false,
+            None,
+        );
+        check(
+            &registry,
+            &record("probe_latency", json!({}), None, 31),
+            false,
+            Some("produced_at"),
+        );
+        // Kept forever: any age is fine.
+        check(
+            &registry,
+            &record("ingestion_volume", json!({"rows": 1}), None, 10_000),
+            false,
+            None,
+        );
+    }
+}
