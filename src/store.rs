@@ -279,6 +279,12 @@ impl Store {
             .collect()
     }
 
+    /// Runs every check `store` would run (record format, kind registry,
+    /// retention) without writing: for two-pass imports and dry runs.
+    pub fn check_record(&self, record: &MetadataRecord) -> Result<()> {
+        self.prepare(std::slice::from_ref(record)).map(|_| ())
+    }
+
     fn submit(&self, records: Vec<PreparedRecord>) -> Result<Vec<WriteOutcome>> {
         if records.is_empty() {
             return Ok(Vec::new());
