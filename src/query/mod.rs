@@ -1,5 +1,6 @@
 //! The query language (spec `query-language.md`): parse → plan → execute.
 
+pub mod ast;
 mod source;
 
 pub use source::{RecordIter, RecordSource, ScanDescription, ScanRequest, TargetInfo};
