@@ -11,7 +11,7 @@ use std::fmt;
 use crate::model::Timestamp;
 
 /// A byte range `[start, end)` in the query text.
-#[derive(Clone, Copy, Debug, Default, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, Eq)]
 pub struct Span {
     /// Offset of the first byte.
     pub start: usize,
@@ -75,11 +75,20 @@ pub struct Matcher {
     /// The operator.
     pub op: MatchOp,
     /// A string literal or a parameter.
-    pub value: Literal,
+    pub value: MatchValue,
     /// The whole matcher.
     pub span: Span,
     /// The value alone (for regex and type errors).
     pub value_span: Span,
+}
+
+/// The value of a matcher: a string or a parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MatchValue {
+    /// `"..."`
+    String(String),
+    /// `$name`
+    Param(String),
 }
 
 /// The labels a source may match on (case-sensitive).
