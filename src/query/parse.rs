@@ -134,7 +134,6 @@ fn parse_on_this_thread(text: &str) -> Result<Query, QueryError> {
 
 /// Parses `text` as exactly one literal of the language (for `--param`
 /// values); `None` when it is anything else.
-#[allow(dead_code)] // used by `Params` (planner commit)
 pub(crate) fn parse_literal(text: &str) -> Option<Literal> {
     if text.len() > MAX_QUERY_BYTES {
         return None;
@@ -359,8 +358,10 @@ impl<'t> Parser<'t> {
         let (i, kinds) = if let Ok((rest, _)) = self.symbol(i, "*") {
             (rest, Vec::new())
         } else {
-            self.kind_list(i)
-                .map_err(|_| fail_expected(i, "a kind or `*`"))?
+            self.kind_list(i).map_err(|e| match e {
+                Err::Error(_) => fail_expected(i, "a kind or `*`"),
+                other => other,
+            })?
         };
         let (i, matchers) = if self.at_symbol(i, "{") {
             self.matchers(i)?
@@ -384,7 +385,7 @@ impl<'t> Parser<'t> {
         while let Ok((rest, _)) = self.symbol(i, ",") {
             let (rest, kind) = self
                 .ident(rest)
-                .map_err(|_| fail_expected(rest, "a kind"))?;
+                .map_err(|_| fail_expected_ws(rest, "a kind"))?;
             kinds.push(kind);
             i = rest;
         }
@@ -656,11 +657,23 @@ impl<'t> Parser<'t> {
             Err(_) => (i, false),
         };
         let (rest, digits) = take_while::<_, _, PErr>(|c: char| c.is_ascii_digit()).parse(i)?;
-        if digits.is_empty()
-            || continues_ident(rest)
-            || rest.starts_with(['.', 'e', 'E']) && !rest.starts_with("..")
-        {
-            return Err(fail_expected(start, "an integer"));
+        if digits.is_empty() {
+            return Err(fail_expected(i, "an integer"));
+        }
+        if continues_ident(rest) || rest.starts_with('.') && !rest.starts_with("..") {
+            let tail: usize = rest
+                .char_indices()
+                .take_while(|(k, c)| {
+                    is_ident_char(*c) || *c == '.' && !rest[*k..].starts_with("..")
+                })
+                .map(|(_, c)| c.len_utf8())
+                .sum();
+            let shown = &start[..self.pos(rest) - self.pos(start) + tail];
+            return self.invalid(
+                start,
+                shown.len(),
+                format!("expected an integer, found `{shown}`"),
+            );
         }
         match parse_int(digits, minus) {
             Some(n) => Ok((rest, n)),
@@ -1396,6 +1409,9 @@ fn describe_token(rest: &str) -> (String, usize) {
     let Some(c) = rest.chars().next() else {
         return ("end of query".into(), 0);
     };
+    if c.is_whitespace() {
+        return ("whitespace".into(), c.len_utf8());
+    }
     let len = if is_ident_char(c) {
         rest.chars()
             .take_while(|c| is_ident_char(*c))
