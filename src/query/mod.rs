@@ -514,3 +514,47 @@ impl PreparedQuery {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(binding: &str, expected: Literal) {
+        let (name, value) = Params::parse_binding(binding).expect("binding");
+        assert_eq!(name, "p");
+        assert_eq!(value, expected, "{binding}");
+    }
+
+    #[test]
+    fn bindings_read_literals_else_strings() {
+        check("p=5", Literal::Int(5));
+        check("p=-3.5", Literal::Float(-3.5));
+        check("p=\"5\"", Literal::String("5".into()));
+        check("p=orders", Literal::String("orders".into()));
+        check("p=a=b", Literal::String("a=b".into()));
+        check("p=true", Literal::Bool(true));
+        check("p=null", Literal::Null);
+        check("p=", Literal::String(String::new()));
+        check("p=$q", Literal::String("$q".into()));
+        check(
+            "p=2024-01-10",
+            Literal::Instant(ast::Instant::Date(Timestamp::from_micros(
+                1_704_844_800_000_000,
+            ))),
+        );
+        check(
+            "p=30d",
+            Literal::Duration(ast::Duration {
+                amount: 30,
+                unit: ast::DurationUnit::Day,
+            }),
+        );
+        let deep = format!("p={}1{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(matches!(
+            Params::parse_binding(&deep),
+            Ok((_, Literal::String(_)))
+        ));
+        assert!(Params::parse_binding("Bad=1").is_err());
+        assert!(Params::parse_binding("novalue").is_err());
+    }
+}

@@ -135,7 +135,9 @@ fn parse_on_this_thread(text: &str) -> Result<Query, QueryError> {
 /// Parses `text` as exactly one literal of the language (for `--param`
 /// values); `None` when it is anything else.
 pub(crate) fn parse_literal(text: &str) -> Option<Literal> {
-    if text.len() > MAX_QUERY_BYTES {
+    // A literal never nests: anything that might is not one (and must not
+    // recurse deeply on the caller's stack).
+    if text.len() > MAX_QUERY_BYTES || might_nest_deeply(text) {
         return None;
     }
     let parser = Parser::new(text);
