@@ -43,6 +43,7 @@ impl MemorySource {
                     .as_ref()
                     .is_some_and(|run| ids.iter().any(|v| v == run))
             })
+            && request.paths.iter().all(|c| c.matches(rec))
     }
 }
 
