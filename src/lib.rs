@@ -29,6 +29,7 @@
 pub mod error;
 pub mod kinds;
 pub mod model;
+pub mod producers;
 pub mod query;
 pub mod repository;
 pub mod storage;
