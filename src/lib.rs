@@ -26,6 +26,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod consumers;
 pub mod error;
 pub mod kinds;
 pub mod model;
