@@ -557,3 +557,75 @@ fn typed_builders_do_not_bypass_the_schemas() {
     );
     assert!(all_records(&store).is_empty());
 }
+
+/// A repository over a store whose `bulk_store` fails, like a disk or a
+/// remote service going away, for batches from one producer.
+struct FailingFor {
+    store: Store,
+    producer_id: &'static str,
+}
+
+impl MetadataRepository for FailingFor {
+    fn store(&self, record: &MetadataRecord) -> almanac::Result<almanac::StoreOutcome> {
+        self.store.store(record)
+    }
+
+    fn bulk_store(&self, records: &[MetadataRecord]) -> almanac::Result<almanac::BulkOutcome> {
+        if records.iter().any(|r| r.producer_id == self.producer_id) {
+            return Err(almanac::storage::StorageError::WriterGone("disk full".into()).into());
+        }
+        self.store.bulk_store(records)
+    }
+
+    fn latest(
+        &self,
+        target: &almanac::MetadataTarget,
+        kind: &str,
+    ) -> almanac::Result<Option<almanac::StoredRecord>> {
+        self.store.latest(target, kind)
+    }
+
+    fn history(
+        &self,
+        target: &almanac::MetadataTarget,
+        kind: &str,
+        range: TimeRange,
+    ) -> almanac::Result<Vec<almanac::StoredRecord>> {
+        self.store.history(target, kind, range)
+    }
+
+    fn query(
+        &self,
+        query: &str,
+        params: &almanac::query::Params,
+    ) -> almanac::Result<almanac::query::QueryOutput> {
+        self.store.query(query, params)
+    }
+}
+
+#[test]
+fn a_storage_failure_is_reported_and_other_producers_still_store() {
+    let (_dir, store) = open();
+    let repository = FailingFor {
+        store: store.clone(),
+        producer_id: "unlucky.v1",
+    };
+    let runner = MetadataProducerRunner::builder(Arc::new(repository))
+        .environment(env())
+        .producer(volumes("first.v1"))
+        .producer(volumes("unlucky.v1"))
+        .producer(volumes("last.v1"))
+        .build()
+        .expect("runner builds");
+    let report = runner.run(&requests(3, "run-1"));
+    match failure(&report, "unlucky.v1") {
+        ProducerFailure::Store(error) => {
+            assert!(error.to_string().contains("disk full"), "{error}")
+        }
+        other => panic!("unexpected failure {other:?}"),
+    }
+    assert_eq!(report.failures().count(), 1);
+    assert_eq!(records_of(&store, "first.v1"), 3);
+    assert_eq!(records_of(&store, "unlucky.v1"), 0);
+    assert_eq!(records_of(&store, "last.v1"), 3);
+}
