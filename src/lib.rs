@@ -26,9 +26,11 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod consumers;
 pub mod error;
 pub mod kinds;
 pub mod model;
+pub mod producers;
 pub mod query;
 pub mod repository;
 pub mod storage;
