@@ -621,6 +621,10 @@ impl MetadataRepository for Store {
         self.scan(&request)?.collect()
     }
 
+    fn find(&self, request: &ScanRequest) -> Result<Vec<StoredRecord>> {
+        self.scan(request)?.collect()
+    }
+
     fn query(&self, query: &str, params: &Params) -> Result<QueryOutput> {
         let options = ExecOptions {
             now: self.now(),

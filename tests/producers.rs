@@ -601,6 +601,13 @@ impl MetadataRepository for FailingFor {
     ) -> almanac::Result<almanac::query::QueryOutput> {
         self.store.query(query, params)
     }
+
+    fn find(
+        &self,
+        request: &almanac::query::ScanRequest,
+    ) -> almanac::Result<Vec<almanac::StoredRecord>> {
+        self.store.find(request)
+    }
 }
 
 #[test]

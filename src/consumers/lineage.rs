@@ -1,7 +1,7 @@
 //! Run lineage: the records of one run, the recon results that name it, and
 //! the ingestion runs a recon run names.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::Value;
 
@@ -9,13 +9,13 @@ use super::{distinct_targets, ConsumerError};
 use crate::kinds::standard_kinds;
 use crate::model::{MetadataTarget, StoredRecord, TimeRange};
 use crate::producers::{ReconResult, StandardPayload};
+use crate::query::{IndexValue, PathConstraint, PathMatch, ScanRequest};
 use crate::repository::MetadataRepository;
 
-/// Where [`lineage`] looks: the repository can only read by (target, kind),
-/// so the caller names the targets; every (target, kind) pair is read once.
+/// Where [`lineage`] looks: targets (none: every target), kinds and a time range.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LineageScope {
-    /// The targets to read.
+    /// The targets to read; empty means every target.
     pub targets: Vec<MetadataTarget>,
     /// The kinds to read; `recon_result` is always read as well.
     pub kinds: Vec<String>,
@@ -71,61 +71,73 @@ fn named_run_ids(record: &StoredRecord) -> impl Iterator<Item = &str> {
 /// records and the recon results that name it, and — for a recon run — the
 /// ingestion runs its results name and their records.
 ///
-/// This reads every (target, kind) of the scope through `history`. Once the
-/// query language is on the repository, the index on
-/// `payload.ingestion_run_ids` answers the same question without a scope:
-/// `recon_result | where payload.ingestion_run_ids contains $run_id`, with
-/// `$run_id` bound as a parameter.
+/// Answered through the indexes with [`MetadataRepository::find`]: the run-id
+/// index for the run's records, and the path index on
+/// `payload.ingestion_run_ids` for the recon results that name it.
 pub fn lineage(
     repository: &dyn MetadataRepository,
     run_id: &str,
     scope: &LineageScope,
 ) -> Result<Lineage, ConsumerError> {
-    let mut kinds: Vec<&str> = scope.kinds.iter().map(String::as_str).collect();
-    kinds.push(ReconResult::KIND);
+    let mut kinds: Vec<String> = scope.kinds.clone();
+    kinds.push(ReconResult::KIND.to_owned());
     kinds.sort_unstable();
     kinds.dedup();
-    // Every record in scope, by id: a target named twice is read once.
-    let mut in_scope: BTreeMap<u64, StoredRecord> = BTreeMap::new();
-    for target in distinct_targets(&scope.targets) {
-        for kind in &kinds {
-            for record in repository.history(target, kind, scope.range)? {
-                in_scope.insert(record.id, record);
-            }
-        }
-    }
-    let run_of = |r: &StoredRecord| r.record.context.run_id.as_deref() == Some(run_id);
+    let targets = (!scope.targets.is_empty()).then(|| {
+        distinct_targets(&scope.targets)
+            .into_iter()
+            .map(MetadataTarget::canonical_name)
+            .collect::<Vec<_>>()
+    });
+    let request = |run_ids: Option<Vec<String>>, paths: Vec<PathConstraint>| ScanRequest {
+        kinds: Some(kinds.clone()),
+        time: scope.range,
+        targets: targets.clone(),
+        run_ids,
+        paths,
+        ..ScanRequest::default()
+    };
+    let by_id = |mut v: Vec<StoredRecord>| {
+        v.sort_by_key(|r| r.id);
+        v
+    };
     let is_recon = |r: &StoredRecord| r.record.kind == ReconResult::KIND;
 
-    let records: Vec<StoredRecord> = in_scope.values().filter(|r| run_of(r)).cloned().collect();
-    let checked_by = in_scope
-        .values()
-        .filter(|r| is_recon(r) && named_run_ids(r).any(|id| id == run_id))
-        .cloned()
-        .collect();
+    let records = by_id(repository.find(&request(Some(vec![run_id.to_owned()]), Vec::new()))?);
+    let naming_run = PathConstraint {
+        path: "payload.ingestion_run_ids".to_owned(),
+        matcher: PathMatch::AnyOf(vec![IndexValue::from_str_value(run_id)]),
+    };
+    let mut checked_by_request = request(None, vec![naming_run]);
+    checked_by_request.kinds = Some(vec![ReconResult::KIND.to_owned()]);
+    // The index also matches a bare string equal to the run (and instants
+    // written differently): keep only arrays that name it exactly.
+    let checked_by = by_id(
+        repository
+            .find(&checked_by_request)?
+            .into_iter()
+            .filter(|r| named_run_ids(r).any(|id| id == run_id))
+            .collect(),
+    );
     let checked_run_ids: BTreeSet<String> = records
         .iter()
         .filter(|r| is_recon(r))
         .flat_map(named_run_ids)
         .map(str::to_owned)
         .collect();
-    let checked_records = in_scope
-        .values()
-        .filter(|r| {
-            r.record
-                .context
-                .run_id
-                .as_deref()
-                .is_some_and(|id| checked_run_ids.contains(id))
-        })
-        .cloned()
-        .collect();
-    let checked_run_ids = checked_run_ids.into_iter().collect();
+    let checked_records = if checked_run_ids.is_empty() {
+        Vec::new()
+    } else {
+        by_id(repository.find(&request(
+            Some(checked_run_ids.iter().cloned().collect()),
+            Vec::new(),
+        ))?)
+    };
     Ok(Lineage {
         run_id: run_id.to_owned(),
         records,
         checked_by,
-        checked_run_ids,
+        checked_run_ids: checked_run_ids.into_iter().collect(),
         checked_records,
     })
 }
