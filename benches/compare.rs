@@ -106,6 +106,23 @@ struct Settings {
     config: GenConfig,
 }
 
+/// Notes the start of a phase on standard error, with the machine's load.
+fn progress(phase: &str) {
+    eprintln!("  {phase} (load average {})", load_average());
+}
+
+/// The first three fields of `/proc/loadavg`, or `?` where there is none.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "?".into())
+}
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -238,6 +255,7 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     );
 
     // --- 16 threads, one durable record at a time -----------------------
+    progress("concurrent stores");
     let (almanac_conc, sqlite_conc, n_conc, n_commits) = concurrent(s, &store, &sqlite_path)?;
     let ratio = sqlite_conc.as_secs_f64() / almanac_conc.as_secs_f64();
     rows.push(
@@ -254,6 +272,7 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     );
 
     // --- latest ---------------------------------------------------------
+    progress("latest");
     let mut rng = SplitMix64::new(SEED ^ 0x1a7e57);
     let lookups: Vec<(MetadataTarget, &str)> = (0..s.lookups)
         .map(|_| {
@@ -304,6 +323,7 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     );
 
     // --- history, 30 days -----------------------------------------------
+    progress("history");
     let range = TimeRange::new(end.saturating_add_micros(-30 * MICROS_PER_DAY), end);
     let histories: Vec<MetadataTarget> = (0..s.histories)
         .map(|_| cfg.target(rng.below(cfg.n_targets as u64) as usize))
@@ -346,6 +366,7 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     );
 
     // --- selective query ------------------------------------------------
+    progress("selective query");
     let (mut a_times, mut q_times, mut n_found) = (Vec::new(), Vec::new(), 0usize);
     for week in 0..4i64 {
         let until = end.saturating_add_micros(-7 * week * MICROS_PER_DAY);
@@ -378,6 +399,7 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     );
 
     // --- full scan with a payload filter ----------------------------------
+    progress("full scan");
     let (mut a_times, mut q_times) = (Vec::new(), Vec::new());
     let mut n_big = 0;
     for _ in 0..3 {
@@ -403,6 +425,7 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     );
 
     // --- stats by target, 1-day bins --------------------------------------
+    progress("stats");
     let (mut a_times, mut q_times) = (Vec::new(), Vec::new());
     let mut n_groups = 0;
     for _ in 0..3 {
@@ -430,6 +453,7 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     );
 
     // --- size on disk (before expiry) -------------------------------------
+    progress("size on disk");
     db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
     let sqlite_size = file_len(&sqlite_path) + file_len(&dir.join("sqlite.db-wal"));
     let redb_size = store.file_size()?;
@@ -455,6 +479,7 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     ));
 
     // --- expiring the oldest 30 days of one kind -------------------------
+    progress("expiry");
     let cutoff = cfg.start().saturating_add_micros(30 * MICROS_PER_DAY);
     store.set_retention("ingestion_volume", Retention::Days(30))?;
     let now = cutoff.saturating_add_micros(30 * MICROS_PER_DAY);
@@ -495,6 +520,7 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     );
 
     // --- open + first latest, in a fresh process -------------------------
+    progress("open + first latest");
     let (target, kind) = lookups
         .iter()
         .find(|(t, k)| matches!(store.latest(t, k), Ok(Some(_))))
@@ -1013,8 +1039,12 @@ fn render(s: &Settings, rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nN = {} records ({} targets, {} days); ratio > 1 means Almanac is better\n",
-        s.n, s.config.n_targets, s.config.days
+        "\nN = {} records ({} targets, {} days); ratio > 1 means Almanac is better; \
+         load average at the end: {}\n",
+        s.n,
+        s.config.n_targets,
+        s.config.days,
+        load_average()
     );
     let _ = writeln!(
         out,
