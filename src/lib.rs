@@ -35,6 +35,7 @@ pub mod query;
 pub mod repository;
 pub mod storage;
 mod store;
+pub mod testdata;
 
 pub use error::{Error, Result};
 pub use model::{
