@@ -545,27 +545,42 @@ impl Writer<'_> {
                 group.iter().map(|j| j.records.as_slice()).collect();
             match engine.write(&slices) {
                 Ok(outcomes) => {
-                    let mut committed = Vec::new();
-                    for (job, job_outcomes) in group.iter().zip(&outcomes) {
-                        for (prepared, outcome) in job.records.iter().zip(job_outcomes) {
-                            if let WriteOutcome::Stored(id) = outcome {
-                                committed.push(StoredRecord {
-                                    id: *id,
-                                    record: prepared.record.clone(),
-                                });
-                            }
-                        }
-                    }
+                    let committed: Vec<(u64, &PreparedRecord)> = group
+                        .iter()
+                        .zip(&outcomes)
+                        .flat_map(|(job, job_outcomes)| job.records.iter().zip(job_outcomes))
+                        .filter_map(|(prepared, outcome)| match outcome {
+                            WriteOutcome::Stored(id) => Some((*id, prepared)),
+                            WriteOutcome::Duplicate(_) => None,
+                        })
+                        .collect();
                     self.counters.n_commits.fetch_add(1, Ordering::Relaxed);
                     self.counters
                         .n_records
                         .fetch_add(committed.len() as u64, Ordering::Relaxed);
                     // The commit is durable; a failed log append is repaired from
                     // the store on the next open, so callers still get success.
-                    let _ = log.append(&committed);
+                    let heads: Vec<String> = committed
+                        .iter()
+                        .map(|(id, _)| format!("{{\"id\":{id},"))
+                        .collect();
+                    let _ = log.append_lines(
+                        committed
+                            .iter()
+                            .zip(&heads)
+                            .map(|((id, p), head)| (*id, head.as_str(), p.json_tail.as_str())),
+                    );
                     if let Ok(mut subs) = subscribers.lock() {
                         if !subs.is_empty() {
-                            subs.retain(|s| committed.iter().all(|r| s.send(r.clone()).is_ok()));
+                            subs.retain(|s| {
+                                committed.iter().all(|(id, p)| {
+                                    let record = StoredRecord {
+                                        id: *id,
+                                        record: p.record.clone(),
+                                    };
+                                    s.send(record).is_ok()
+                                })
+                            });
                         }
                     }
                     for (job, job_outcomes) in group.into_iter().zip(outcomes) {

@@ -134,33 +134,49 @@ impl LogWriter {
     /// segments by size. Records at or below the last id are skipped, so
     /// replaying after a crash never writes a record twice.
     pub fn append(&mut self, records: &[StoredRecord]) -> Result<()> {
+        let lines: Vec<(u64, String)> =
+            records.iter().map(|r| (r.id, r.to_json_string())).collect();
+        self.append_lines(lines.iter().map(|(id, line)| (*id, "", line.as_str())))
+    }
+
+    /// Appends pre-rendered lines `(id, head, tail)`, written as `head` then
+    /// `tail` then a newline (the writer renders `{"id":N,` as the head and
+    /// the record's JSON without its opening brace as the tail).
+    pub fn append_lines<'a>(
+        &mut self,
+        lines: impl Iterator<Item = (u64, &'a str, &'a str)>,
+    ) -> Result<()> {
         if self.poisoned {
             return Err(StorageError::Corrupt(
                 "the log stopped after a failed write; reopen the store to repair it".into(),
             ));
         }
-        let result = self.append_inner(records);
+        let result = self.append_inner(lines);
         if result.is_err() {
             self.poisoned = true;
         }
         result
     }
 
-    fn append_inner(&mut self, records: &[StoredRecord]) -> Result<()> {
+    fn append_inner<'a>(
+        &mut self,
+        lines: impl Iterator<Item = (u64, &'a str, &'a str)>,
+    ) -> Result<()> {
         let mut buf = String::new();
-        for record in records {
-            if record.id <= self.last_id {
+        for (id, head, tail) in lines {
+            if id <= self.last_id {
                 continue;
             }
             if self.current_size > 0 && self.current_size >= self.segment_bytes {
                 self.flush_buf(&mut buf)?;
-                self.rotate(record.id)?;
+                self.rotate(id)?;
             }
             let before = buf.len();
-            buf.push_str(&record.to_json_string());
+            buf.push_str(head);
+            buf.push_str(tail);
             buf.push('\n');
             self.current_size += (buf.len() - before) as u64;
-            self.last_id = record.id;
+            self.last_id = id;
         }
         self.flush_buf(&mut buf)
     }

@@ -181,6 +181,8 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 pub struct Engine {
     db: Database,
     dir: PathBuf,
+    /// What the write path has already looked up; see `write::WriteCache`.
+    write_cache: std::sync::Mutex<write::WriteCache>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -203,6 +205,7 @@ impl Engine {
         let engine = Engine {
             db,
             dir: dir.to_path_buf(),
+            write_cache: std::sync::Mutex::default(),
         };
         engine.init(initial_kinds)?;
         Ok(engine)

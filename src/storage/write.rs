@@ -35,6 +35,9 @@ pub struct PreparedRecord {
     pub target_name: String,
     /// Index keys per indexed path of the kind (see `path_index`).
     pub path_keys: Vec<(String, Vec<Vec<u8>>)>,
+    /// The canonical JSON of the record without its opening brace: a log
+    /// line is `{"id":N,` followed by this.
+    pub json_tail: String,
 }
 
 impl PreparedRecord {
@@ -51,6 +54,8 @@ impl PreparedRecord {
             .iter()
             .map(|path| (path.clone(), keys_at(&record, path)))
             .collect();
+        let json = record.to_json_string();
+        let json_tail = json.get(1..).unwrap_or_default().to_owned();
         PreparedRecord {
             record,
             encoded,
@@ -59,6 +64,7 @@ impl PreparedRecord {
             bucket,
             target_name,
             path_keys,
+            json_tail,
         }
     }
 }
@@ -155,19 +161,47 @@ impl<'txn> PartTables<'txn> {
     }
 }
 
-/// Looks up or assigns a dictionary id.
+/// Committed facts the write path would otherwise read back from redb for
+/// every record: dictionary ids and the (`produced_at`, `id`) of each latest
+/// entry. Only write transactions touch it, under its lock, and what a
+/// transaction adds is merged only after the commit succeeds.
+#[derive(Debug, Default)]
+pub(crate) struct WriteCache {
+    targets: HashMap<String, u64>,
+    producers: HashMap<String, u64>,
+    latest: HashMap<(String, String), (i64, u64)>,
+}
+
+impl WriteCache {
+    fn merge(&mut self, staged: WriteCache) {
+        self.targets.extend(staged.targets);
+        self.producers.extend(staged.producers);
+        self.latest.extend(staged.latest);
+    }
+}
+
+/// Looks up or assigns a dictionary id (cache, then the table, then a new id).
 fn dict_id(
     table: &mut Table<'_, &'static str, u64>,
     meta: &mut Table<'_, &'static str, u64>,
     counter: &'static str,
     key: &str,
+    (cached, staged): (&HashMap<String, u64>, &mut HashMap<String, u64>),
 ) -> Result<u64> {
-    if let Some(id) = table.get(key)? {
-        return Ok(id.value());
+    if let Some(id) = cached.get(key).or_else(|| staged.get(key)) {
+        return Ok(*id);
     }
-    let id = meta.get(counter)?.map_or(1, |v| v.value());
-    meta.insert(counter, id + 1)?;
-    table.insert(key, id)?;
+    let existing = table.get(key)?.map(|v| v.value());
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            let id = meta.get(counter)?.map_or(1, |v| v.value());
+            meta.insert(counter, id + 1)?;
+            table.insert(key, id)?;
+            id
+        }
+    };
+    staged.insert(key.to_owned(), id);
     Ok(id)
 }
 
@@ -211,6 +245,11 @@ impl Engine {
     /// call) are not written again; their outcome names the existing id. The
     /// outcomes mirror the input shape. Either everything commits or nothing.
     pub fn write(&self, groups: &[&[PreparedRecord]]) -> Result<Vec<Vec<WriteOutcome>>> {
+        let mut cache = self
+            .write_cache
+            .lock()
+            .map_err(|_| super::StorageError::WriterGone("write cache lock poisoned".into()))?;
+        let mut staged = WriteCache::default();
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| super::StorageError::Redb(e.to_string()))?;
@@ -242,24 +281,35 @@ impl Engine {
                     let ts = record.produced_at.as_micros();
                     part.records.insert((ts, id), prepared.encoded.as_slice())?;
                     part.hashes.insert((prepared.hash, id), ts)?;
-                    let existing = targets
-                        .get(prepared.target_name.as_str())?
-                        .map(|v| v.value().0);
-                    let target_id = match existing {
+                    let cached_target = cache
+                        .targets
+                        .get(prepared.target_name.as_str())
+                        .or_else(|| staged.targets.get(prepared.target_name.as_str()))
+                        .copied();
+                    let target_id = match cached_target {
                         Some(tid) => tid,
                         None => {
-                            let tid = meta.get(META_NEXT_TARGET_ID)?.map_or(1, |v| v.value());
-                            meta.insert(META_NEXT_TARGET_ID, tid + 1)?;
-                            let t = &record.target;
-                            targets.insert(
-                                prepared.target_name.as_str(),
-                                (
-                                    tid,
-                                    t.source_id.as_str(),
-                                    t.schema.as_str(),
-                                    t.table.as_str(),
-                                ),
-                            )?;
+                            let existing = targets
+                                .get(prepared.target_name.as_str())?
+                                .map(|v| v.value().0);
+                            let tid = match existing {
+                                Some(tid) => tid,
+                                None => {
+                                    let tid =
+                                        meta.get(META_NEXT_TARGET_ID)?.map_or(1, |v| v.value());
+                                    meta.insert(META_NEXT_TARGET_ID, tid + 1)?;
+                                    let t = &record.target;
+                                    let parts = (
+                                        tid,
+                                        t.source_id.as_str(),
+                                        t.schema.as_str(),
+                                        t.table.as_str(),
+                                    );
+                                    targets.insert(prepared.target_name.as_str(), parts)?;
+                                    tid
+                                }
+                            };
+                            staged.targets.insert(prepared.target_name.clone(), tid);
                             tid
                         }
                     };
@@ -269,6 +319,7 @@ impl Engine {
                         &mut meta,
                         META_NEXT_PRODUCER_ID,
                         &record.producer_id,
+                        (&cache.producers, &mut staged.producers),
                     )?;
                     part.by_producer.insert((producer_id, ts, id), ())?;
                     if let Some(run_id) = &record.context.run_id {
@@ -277,10 +328,25 @@ impl Engine {
                     part.index_paths(&txn, &prepared.partition, &prepared.path_keys, ts, id)?;
                     part.info.add(ts, id);
                     let latest_key = (record.kind.as_str(), prepared.target_name.as_str());
-                    let newer = match latest.get(latest_key)? {
-                        Some(existing) => latest_order(existing.value()) < (ts, id),
-                        None => true,
+                    let cache_key = (record.kind.clone(), prepared.target_name.clone());
+                    let known = staged
+                        .latest
+                        .get(&cache_key)
+                        .or_else(|| cache.latest.get(&cache_key))
+                        .copied();
+                    let current = match known {
+                        Some(order) => Some(order),
+                        None => latest.get(latest_key)?.map(|v| latest_order(v.value())),
                     };
+                    let newer = current.is_none_or(|order| order < (ts, id));
+                    staged.latest.insert(
+                        cache_key,
+                        if newer {
+                            (ts, id)
+                        } else {
+                            current.unwrap_or((ts, id))
+                        },
+                    );
                     if newer {
                         let mut value = Vec::with_capacity(16 + prepared.encoded.len());
                         value.extend_from_slice(&ts.to_le_bytes());
@@ -305,6 +371,7 @@ impl Engine {
             outcomes
         };
         txn.commit()?;
+        cache.merge(staged);
         Ok(outcomes)
     }
 
@@ -367,6 +434,12 @@ impl Engine {
             dry_run,
             ..RetentionReport::default()
         };
+        // Held for the whole transaction: no write interleaves with the
+        // removal of latest entries it may have cached.
+        let mut cache = self
+            .write_cache
+            .lock()
+            .map_err(|_| super::StorageError::WriterGone("write cache lock poisoned".into()))?;
         let txn = self.db.begin_write()?;
         {
             let mut catalog = txn.open_table(PARTITIONS)?;
@@ -420,6 +493,7 @@ impl Engine {
                 for target in &stale {
                     latest.remove((spec.name.as_str(), target.as_str()))?;
                 }
+                cache.latest.retain(|(kind, _), _| kind != &spec.name);
                 let all_tables: Vec<String> =
                     txn.list_tables()?.map(|t| t.name().to_owned()).collect();
                 for start in expired.keys() {
