@@ -303,20 +303,18 @@ impl Store {
             .registry
             .read()
             .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
-        let single = records.len() == 1;
-        let index = |i: usize| if single { None } else { Some(i) };
         records
             .iter()
             .enumerate()
             .map(|(i, record)| {
                 record.validate().map_err(|error| Error::InvalidRecord {
-                    index: index(i),
+                    index: Some(i),
                     error,
                 })?;
                 registry
                     .check(record, now, strict)
                     .map_err(|error| Error::Rejected {
-                        index: index(i),
+                        index: Some(i),
                         error,
                     })?;
                 Ok(PreparedRecord::new(
@@ -330,7 +328,17 @@ impl Store {
     /// Runs every check `store` would run (record format, kind registry,
     /// retention) without writing: for two-pass imports and dry runs.
     pub fn check_record(&self, record: &MetadataRecord) -> Result<()> {
-        self.prepare(std::slice::from_ref(record)).map(|_| ())
+        self.prepare_one(record).map(|_| ())
+    }
+
+    /// [`Store::prepare`] for a single record: errors carry no batch index.
+    fn prepare_one(&self, record: &MetadataRecord) -> Result<Vec<PreparedRecord>> {
+        self.prepare(std::slice::from_ref(record))
+            .map_err(|e| match e {
+                Error::InvalidRecord { error, .. } => Error::InvalidRecord { index: None, error },
+                Error::Rejected { error, .. } => Error::Rejected { index: None, error },
+                other => other,
+            })
     }
 
     fn submit(&self, records: Vec<PreparedRecord>) -> Result<Vec<WriteOutcome>> {
@@ -633,7 +641,7 @@ impl Writer<'_> {
 
 impl MetadataRepository for Store {
     fn store(&self, record: &MetadataRecord) -> Result<StoreOutcome> {
-        let prepared = self.prepare(std::slice::from_ref(record))?;
+        let prepared = self.prepare_one(record)?;
         let outcome = self
             .submit(prepared)?
             .into_iter()

@@ -131,7 +131,8 @@ fn invalid_record_in_a_batch_names_index_and_field_and_writes_nothing() {
 fn each_record_rule_is_enforced_on_the_store_path() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let cases: Vec<(&str, Box<dyn Fn(&mut almanac::MetadataRecord)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut almanac::MetadataRecord)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("kind", Box::new(|r| r.kind = "Bad-Kind".into())),
         ("kind", Box::new(|r| r.kind = "k".repeat(65))),
         ("target.table", Box::new(|r| r.target.table.clear())),

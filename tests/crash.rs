@@ -1,0 +1,167 @@
+//! Crash consistency: a child process bulk-stores batches in a loop and is
+//! killed (SIGKILL) at random moments; after each kill the store is reopened
+//! and must hold every acknowledged batch, no partial batch, and a log that
+//! lists exactly the stored records once each in id order.
+//!
+//! This target has its own `main` (harness = false): run without arguments
+//! it is the parent; with `ALMANAC_CRASH_CHILD` set it is the writer child.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use almanac::query::ScanRequest;
+use almanac::{MetadataRecord, MetadataRepository, Store};
+use common::*;
+use serde_json::json;
+
+const CHILD_ENV: &str = "ALMANAC_CRASH_CHILD";
+const START_ENV: &str = "ALMANAC_CRASH_START";
+const BATCH: usize = 200;
+const ROUNDS: usize = 20;
+
+fn batch(b: u64) -> Vec<MetadataRecord> {
+    (0..BATCH)
+        .map(|i| {
+            let mut r = volume(i % 17, b as i64, i as i64);
+            r.payload = object(json!({ "rows": i, "batch": b, "i": i }));
+            r
+        })
+        .collect()
+}
+
+fn child(dir: &str) {
+    let start: u64 = std::env::var(START_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let store = Store::open(dir).expect("child opens the store");
+    let stdout = std::io::stdout();
+    for b in start.. {
+        store.bulk_store(&batch(b)).expect("child stores");
+        let mut out = stdout.lock();
+        writeln!(out, "ack {b}").expect("parent reads");
+        out.flush().expect("parent reads");
+    }
+}
+
+/// splitmix64: a seeded, dependency-free source of kill points.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn parent() {
+    let seed: u64 = std::env::var("ALMANAC_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    println!("crash test seed {seed} (set ALMANAC_CRASH_SEED to replay)");
+    let mut rng = seed;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = std::env::current_exe().expect("own path");
+    let mut acked: Vec<u64> = Vec::new();
+    let mut next_batch = 0u64;
+    for round in 0..ROUNDS {
+        let mut child = Command::new(&exe)
+            .env(CHILD_ENV, dir.path())
+            .env(START_ENV, next_batch.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        // Kill after 0..4 acknowledgements: at open, mid-batch, mid-commit, mid-log.
+        let kill_after = next_random(&mut rng) % 5;
+        for _ in 0..kill_after {
+            match lines.next() {
+                Some(Ok(line)) => acked.push(parse_ack(&line)),
+                _ => break,
+            }
+        }
+        child.kill().expect("kill child");
+        child.wait().expect("reap child");
+        // Acknowledgements written before the kill still count.
+        for line in lines.map_while(Result::ok) {
+            acked.push(parse_ack(&line));
+        }
+        next_batch = check_store(dir.path(), &acked, round) + 1;
+    }
+    println!("{} batches acknowledged over {ROUNDS} kills", acked.len());
+}
+
+fn parse_ack(line: &str) -> u64 {
+    line.strip_prefix("ack ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected child output {line:?}"))
+}
+
+/// Reopens the store and checks it; returns the highest batch stored.
+fn check_store(dir: &std::path::Path, acked: &[u64], round: usize) -> u64 {
+    let store = Store::open(dir).unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+    let records: Vec<_> = store
+        .scan(&ScanRequest::default())
+        .expect("scan")
+        .collect::<Result<_, _>>()
+        .expect("scan reads");
+    let mut per_batch: BTreeMap<u64, usize> = BTreeMap::new();
+    for r in &records {
+        let b = r.record.payload["batch"].as_u64().expect("batch number");
+        *per_batch.entry(b).or_default() += 1;
+    }
+    for b in acked {
+        assert!(
+            per_batch.contains_key(b),
+            "round {round}: acknowledged batch {b} is missing"
+        );
+    }
+    for (b, n) in &per_batch {
+        assert_eq!(*n, BATCH, "round {round}: batch {b} is partial");
+    }
+    let mut store_ids: Vec<u64> = records.iter().map(|r| r.id).collect();
+    store_ids.sort_unstable();
+    let log_ids: Vec<u64> = store.tail(1).expect("log").iter().map(|r| r.id).collect();
+    assert_eq!(
+        log_ids, store_ids,
+        "round {round}: the log differs from the store"
+    );
+    // Spot-check that a stored record still reads back whole.
+    if let Some(last) = records.last() {
+        let latest = store
+            .latest(&last.record.target, "ingestion_volume")
+            .expect("latest");
+        assert!(latest.is_some());
+    }
+    per_batch.keys().next_back().copied().unwrap_or(0)
+}
+
+fn main() {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        child(&dir);
+        return;
+    }
+    let result = std::panic::catch_unwind(parent);
+    match result {
+        Ok(()) => {
+            println!("test crash_consistency ... ok");
+            println!("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+        }
+        Err(_) => {
+            println!("test crash_consistency ... FAILED");
+            println!(
+                "test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out"
+            );
+            std::process::exit(101);
+        }
+    }
+}
