@@ -4,9 +4,8 @@
 
 use std::io::{self, BufWriter, IsTerminal, StdoutLock, Write};
 
-use almanac::StoredRecord;
 use comfy_table::{presets, ContentArrangement, Table};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::error::{CliResult, Failure};
 
@@ -92,115 +91,34 @@ impl Format {
     }
 }
 
-/// One result row.
-#[derive(Clone, Debug)]
-pub enum OutRow {
-    /// A record, with the fields `extend` or `window` computed for it.
-    Record {
-        /// The stored record.
-        record: Box<StoredRecord>,
-        /// Computed fields, in column order.
-        computed: Vec<(String, Value)>,
-    },
-    /// A `select` or `stats` row: one value per column.
-    Values(Vec<Value>),
+/// A result row the printer can show: the query engine's `Row` implements it.
+pub trait PrintRow {
+    /// The row as the spec's JSON object (a record's canonical JSON plus its
+    /// computed fields, or one key per column in column order).
+    fn to_json(&self, columns: &[String]) -> Value;
+    /// One value per column, for tables and CSV.
+    fn cells(&self, columns: &[String]) -> Vec<Value>;
 }
-
-impl OutRow {
-    /// The row as the spec's JSON object: a record's canonical JSON plus its
-    /// computed fields, or one key per column in column order.
-    pub fn to_json(&self, columns: &[String]) -> Value {
-        match self {
-            OutRow::Record { record, computed } => {
-                let mut value = record.to_json_value();
-                if let Value::Object(map) = &mut value {
-                    for (name, v) in computed {
-                        map.insert(name.clone(), v.clone());
-                    }
-                }
-                value
-            }
-            OutRow::Values(values) => {
-                let mut map = Map::new();
-                for (name, v) in columns.iter().zip(values) {
-                    map.insert(name.clone(), v.clone());
-                }
-                Value::Object(map)
-            }
-        }
-    }
-}
-
-/// What the rows of one result look like.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Shape {
-    /// Record rows, with these computed fields.
-    Records {
-        /// Names of the computed fields, in order.
-        computed: Vec<String>,
-    },
-    /// Value rows with these columns.
-    Values {
-        /// Column names, in order.
-        columns: Vec<String>,
-    },
-}
-
-/// Top-level fields of a record's canonical JSON, in order (CSV columns).
-const RECORD_FIELDS: [&str; 10] = [
-    "id",
-    "kind",
-    "target",
-    "payload",
-    "produced_at",
-    "producer_id",
-    "context",
-    "version",
-    "quality",
-    "extras",
-];
 
 /// Widest cell a table shows before truncating, in characters.
 const MAX_CELL_CHARS: usize = 60;
 
-/// Prints rows in one format: streams `jsonl` and `csv`, buffers `table`.
+/// Prints rows in one format: streams `jsonl`, `json` and `csv`, buffers `table`.
 pub struct RowPrinter {
     format: Format,
-    shape: Shape,
+    columns: Vec<String>,
     n_rows: usize,
     table_rows: Vec<Vec<String>>,
 }
 
 impl RowPrinter {
-    /// A printer for rows of `shape`.
-    pub fn new(format: Format, shape: Shape) -> Self {
+    /// A printer for rows with these columns.
+    pub fn new(format: Format, columns: Vec<String>) -> Self {
         RowPrinter {
             format,
-            shape,
+            columns,
             n_rows: 0,
             table_rows: Vec::new(),
-        }
-    }
-
-    fn columns(&self) -> Vec<String> {
-        match &self.shape {
-            Shape::Values { columns } => columns.clone(),
-            Shape::Records { computed } => Vec::from(RECORD_FIELDS.map(String::from))
-                .into_iter()
-                .chain(computed.iter().cloned())
-                .collect(),
-        }
-    }
-
-    fn table_header(&self) -> Vec<String> {
-        match &self.shape {
-            Shape::Values { columns } => columns.clone(),
-            Shape::Records { computed } => ["id", "kind", "target", "produced_at", "producer_id"]
-                .into_iter()
-                .map(String::from)
-                .chain(std::iter::once("payload".to_owned()))
-                .chain(computed.iter().cloned())
-                .collect(),
         }
     }
 
@@ -208,7 +126,7 @@ impl RowPrinter {
     pub fn begin(&mut self, out: &mut Out) -> CliResult {
         match self.format {
             Format::Csv => {
-                let header: Vec<String> = self.columns().iter().map(|c| csv_field(c)).collect();
+                let header: Vec<String> = self.columns.iter().map(|c| csv_field(c)).collect();
                 out.line(&header.join(","))
             }
             Format::Json => out.write_str("["),
@@ -217,27 +135,23 @@ impl RowPrinter {
     }
 
     /// Writes (or, for a table, keeps) one row.
-    pub fn row(&mut self, out: &mut Out, row: &OutRow) -> CliResult {
-        let columns = match (&self.shape, self.format) {
-            (Shape::Values { columns }, Format::Json | Format::Jsonl) => columns.as_slice(),
-            _ => &[],
-        };
+    pub fn row(&mut self, out: &mut Out, row: &dyn PrintRow) -> CliResult {
         match self.format {
-            Format::Jsonl => out.line(&row.to_json(columns).to_string())?,
+            Format::Jsonl => out.line(&row.to_json(&self.columns).to_string())?,
             Format::Json => {
                 out.write_str(if self.n_rows == 0 { "\n" } else { ",\n" })?;
-                out.write_str(&row.to_json(columns).to_string())?;
+                out.write_str(&row.to_json(&self.columns).to_string())?;
             }
             Format::Csv => {
-                let cells: Vec<String> = self
-                    .csv_values(row)
+                let cells: Vec<String> = row
+                    .cells(&self.columns)
                     .iter()
                     .map(|v| csv_field(&plain_text(v)))
                     .collect();
                 out.line(&cells.join(","))?;
             }
             Format::Table => {
-                let cells = self.table_cells(row);
+                let cells = row.cells(&self.columns).iter().map(table_cell).collect();
                 self.table_rows.push(cells);
             }
         }
@@ -245,48 +159,17 @@ impl RowPrinter {
         Ok(())
     }
 
-    fn csv_values(&self, row: &OutRow) -> Vec<Value> {
-        match row {
-            OutRow::Values(values) => values.clone(),
-            OutRow::Record { .. } => {
-                let json = row.to_json(&[]);
-                self.columns()
-                    .iter()
-                    .map(|c| json.get(c).cloned().unwrap_or(Value::Null))
-                    .collect()
-            }
-        }
-    }
-
-    fn table_cells(&self, row: &OutRow) -> Vec<String> {
-        match row {
-            OutRow::Values(values) => values.iter().map(table_cell).collect(),
-            OutRow::Record { record, computed } => {
-                let r = &record.record;
-                let mut cells = vec![
-                    record.id.to_string(),
-                    r.kind.clone(),
-                    truncate(&r.target_name()),
-                    r.produced_at.to_rfc3339(),
-                    truncate(&r.producer_id),
-                    truncate(&Value::Object(r.payload.clone()).to_string()),
-                ];
-                cells.extend(computed.iter().map(|(_, v)| table_cell(v)));
-                cells
-            }
-        }
-    }
-
-    /// Writes what comes after the rows (the table itself, `]`).
-    pub fn finish(mut self, out: &mut Out) -> CliResult {
+    /// Writes what comes after the rows (the table itself, `]`); returns
+    /// the number of rows.
+    pub fn finish(mut self, out: &mut Out) -> CliResult<usize> {
         match self.format {
-            Format::Json => out.line(if self.n_rows == 0 { "]" } else { "\n]" }),
-            Format::Jsonl | Format::Csv => Ok(()),
+            Format::Json => out.line(if self.n_rows == 0 { "]" } else { "\n]" })?,
+            Format::Jsonl | Format::Csv => {}
             Format::Table => {
                 let mut table = Table::new();
                 table
                     .load_preset(presets::UTF8_FULL_CONDENSED)
-                    .set_header(self.table_header());
+                    .set_header(self.columns.clone());
                 if stdout_is_terminal() {
                     table.set_content_arrangement(ContentArrangement::Dynamic);
                 }
@@ -295,9 +178,10 @@ impl RowPrinter {
                 }
                 out.line(&table.to_string())?;
                 let plural = if self.n_rows == 1 { "" } else { "s" };
-                out.line(&format!("{} row{plural}", self.n_rows))
+                out.line(&format!("{} row{plural}", self.n_rows))?;
             }
         }
+        Ok(self.n_rows)
     }
 }
 
