@@ -105,8 +105,9 @@ fn import_all_or_nothing(store: &Store, path: &Path) -> CliResult<Counts> {
         .with_context(|| format!("cannot read {}", path.display()))?
     {
         if let Some(text) = line.text()? {
-            // Checked in pass 1; a line that changed since is still refused.
-            let record = parse_and_check(store, text).map_err(|e| e.at_line(line.number))?;
+            // Checked in pass 1; `bulk_store` checks again, so a line that
+            // changed since is still refused (and named by its line).
+            let record = parse(text).map_err(|e| e.at_line(line.number))?;
             batch.push(line.number, record);
             if batch.is_full() {
                 batch.store(store, &mut counts)?;
@@ -197,16 +198,21 @@ impl LineError {
 /// A line with an `id` (an `export` line) is accepted and its id ignored:
 /// the store assigns ids, and content deduplication makes re-imports no-ops.
 fn parse_and_check(store: &Store, text: &str) -> Result<MetadataRecord, LineError> {
-    let record = match MetadataRecord::from_json_str(text) {
-        Ok(record) => record,
-        Err(e) if e.field == "id" => StoredRecord::from_json_str(text)
-            .map(|stored| stored.record)
-            .map_err(|e| LineError::Invalid(e.to_string()))?,
-        Err(e) => return Err(LineError::Invalid(e.to_string())),
-    };
+    let record = parse(text)?;
     match store.check_record(&record) {
         Ok(()) => Ok(record),
         Err(e) => Err(invalid_or_fatal(e)),
+    }
+}
+
+/// Parses one line into a record (format checks only), ignoring an `id`.
+fn parse(text: &str) -> Result<MetadataRecord, LineError> {
+    match MetadataRecord::from_json_str(text) {
+        Ok(record) => Ok(record),
+        Err(e) if e.field == "id" => StoredRecord::from_json_str(text)
+            .map(|stored| stored.record)
+            .map_err(|e| LineError::Invalid(e.to_string())),
+        Err(e) => Err(LineError::Invalid(e.to_string())),
     }
 }
 
