@@ -129,3 +129,13 @@ fn follow_picks_up_new_log_segments() {
     }
     stop(child);
 }
+
+#[test]
+fn a_directory_without_a_store_is_an_error_and_stays_untouched() {
+    let (_dir, db) = store_dir();
+    let (code, stdout, stderr) = parts(&run(&db, &["tail"]));
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty());
+    assert!(stderr.starts_with("error: no store at"), "{stderr}");
+    assert!(!db.exists(), "tail must not create a store");
+}

@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use almanac::storage::log::LogReader;
+use almanac::storage::log::{LogReader, LOG_DIR};
 use clap::Args;
 
-use super::error::{CliResult, Context};
+use super::error::{CliResult, Context, Failure};
 use super::output::Out;
 
 /// How often `--follow` looks for new lines once it has caught up.
@@ -27,6 +27,13 @@ pub struct TailArgs {
 
 /// Runs `almanac tail`.
 pub fn run(db: &Path, args: &TailArgs) -> CliResult {
+    // tail never creates a store: a mistyped --db must not look like an empty log.
+    if !db.join(LOG_DIR).is_dir() {
+        return Err(Failure::other(format!(
+            "no store at {}: its log directory is missing",
+            db.display()
+        )));
+    }
     let reader = LogReader::new(db);
     let mut lines = reader
         .lines_since(args.since)
