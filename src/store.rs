@@ -21,7 +21,8 @@ use crate::query::{RecordIter, RecordSource, ScanDescription, ScanRequest, Targe
 use crate::repository::{BulkOutcome, MetadataRepository, StoreOutcome};
 use crate::storage::log::{LogReader, LogWriter, DEFAULT_SEGMENT_BYTES, LOG_DIR};
 use crate::storage::{
-    Engine, PartitionInfo, PreparedRecord, RetentionReport, StorageError, WriteOutcome,
+    check_index_path, Engine, PartitionInfo, PreparedRecord, RetentionReport, StorageError,
+    WriteOutcome,
 };
 
 /// Where "now" comes from: the system clock, or a fixed or scripted one in tests.
@@ -320,6 +321,7 @@ impl Store {
                 Ok(PreparedRecord::new(
                     record.clone(),
                     registry.bucket_of(&record.kind),
+                    registry.indexed_paths_of(&record.kind),
                 ))
             })
             .collect()
@@ -437,6 +439,9 @@ impl Store {
             }
             .into());
         }
+        for path in &spec.indexed_paths {
+            check_index_path(path).map_err(KindError::InvalidPath)?;
+        }
         // Compile first, persist second, publish last: a bad schema changes nothing.
         KindRegistry::from_specs(vec![spec.clone()])?;
         self.inner.engine.put_kind(&spec)?;
@@ -458,6 +463,7 @@ impl Store {
             .ok_or_else(|| KindError::Unknown(name.to_owned()))?;
         let old_bucket = spec.bucket;
         let old_versions = spec.schemas.len();
+        let old_paths = spec.indexed_paths.clone();
         change(&mut spec);
         if spec.name != name {
             return Err(KindError::InvalidName("a kind cannot be renamed".into()).into());
@@ -483,10 +489,29 @@ impl Store {
             }
             .into());
         }
+        for path in &spec.indexed_paths {
+            check_index_path(path).map_err(KindError::InvalidPath)?;
+        }
         KindRegistry::from_specs(vec![spec.clone()])?;
-        self.inner.engine.put_kind(&spec)?;
+        let new_paths: Vec<String> = spec
+            .indexed_paths
+            .iter()
+            .filter(|p| !old_paths.contains(p))
+            .cloned()
+            .collect();
+        self.inner.engine.put_kind_and_index(&spec, &new_paths)?;
         registry.insert(spec.clone())?;
         Ok(spec)
+    }
+
+    /// Declares an indexed payload or extras path on a kind (e.g.
+    /// `payload.outcome`) and builds it for the partitions that exist.
+    pub fn add_indexed_path(&self, kind: &str, path: &str) -> Result<KindSpec> {
+        self.update_kind(kind, |spec| {
+            if !spec.indexed_paths.iter().any(|p| p == path) {
+                spec.indexed_paths.push(path.to_owned());
+            }
+        })
     }
 
     /// Sets a kind's retention.

@@ -149,6 +149,9 @@ pub enum KindError {
         /// What the schema compiler said.
         reason: String,
     },
+    /// An indexed path is not of the form `payload.x` or `extras.x`.
+    #[error("{0}")]
+    InvalidPath(String),
     /// A kind of that name is already registered.
     #[error("kind `{0}` is already registered")]
     AlreadyRegistered(String),

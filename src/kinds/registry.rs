@@ -61,6 +61,11 @@ impl KindRegistry {
         self.get(kind).map_or(Bucket::Day, |s| s.bucket)
     }
 
+    /// The payload or extras paths a kind indexes (none when unregistered).
+    pub fn indexed_paths_of(&self, kind: &str) -> &[String] {
+        self.get(kind).map_or(&[], |s| s.indexed_paths.as_slice())
+    }
+
     /// The retention of a kind: its registered retention, or forever.
     pub fn retention_of(&self, kind: &str) -> Retention {
         self.get(kind).map_or(Retention::Forever, |s| s.retention)

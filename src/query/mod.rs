@@ -2,7 +2,10 @@
 
 mod source;
 
-pub use source::{RecordIter, RecordSource, ScanDescription, ScanRequest, TargetInfo};
+pub use source::{
+    IndexValue, PathConstraint, PathMatch, RecordIter, RecordSource, ScanDescription, ScanRequest,
+    TargetInfo,
+};
 
 /// A query that did not parse, plan or run.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@
 
 use crate::error::Result;
 use crate::model::{StoredRecord, TimeRange};
+pub use crate::storage::{IndexValue, PathConstraint, PathMatch};
 
 /// The constraints of a scan; `None` means "no constraint".
 #[derive(Clone, Debug, PartialEq)]
@@ -19,6 +20,9 @@ pub struct ScanRequest {
     pub producers: Option<Vec<String>>,
     /// `context.run_id` values to keep.
     pub run_ids: Option<Vec<String>>,
+    /// Constraints on payload or extras paths; those on a kind's indexed
+    /// paths can be answered by the path index.
+    pub paths: Vec<PathConstraint>,
     /// When false, the engine must not use secondary indexes (full partition
     /// scans with row filters); results must be the same either way.
     pub use_indexes: bool,
@@ -32,6 +36,7 @@ impl Default for ScanRequest {
             targets: None,
             producers: None,
             run_ids: None,
+            paths: Vec::new(),
             use_indexes: true,
         }
     }
@@ -60,7 +65,8 @@ pub struct ScanDescription {
     pub partitions: Vec<String>,
     /// Partitions of the requested kinds skipped because of the time range.
     pub partitions_pruned: usize,
-    /// The secondary index used, if any (`target`, `producer`, `run_id`).
+    /// The secondary index used, if any (`target`, `producer`, `run_id`,
+    /// or an indexed path such as `payload.outcome`).
     pub index: Option<String>,
     /// Constraints checked row by row.
     pub row_filters: Vec<String>,

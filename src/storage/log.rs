@@ -85,6 +85,9 @@ pub struct LogWriter {
     segment_bytes: u64,
     current_size: u64,
     last_id: u64,
+    /// Set when a write failed: nothing more is appended until the store is
+    /// reopened, so a torn line can only ever be the last one (and is repaired).
+    poisoned: bool,
 }
 
 impl LogWriter {
@@ -118,6 +121,7 @@ impl LogWriter {
             segment_bytes: segment_bytes.max(1),
             current_size,
             last_id,
+            poisoned: false,
         })
     }
 
@@ -130,6 +134,19 @@ impl LogWriter {
     /// segments by size. Records at or below the last id are skipped, so
     /// replaying after a crash never writes a record twice.
     pub fn append(&mut self, records: &[StoredRecord]) -> Result<()> {
+        if self.poisoned {
+            return Err(StorageError::Corrupt(
+                "the log stopped after a failed write; reopen the store to repair it".into(),
+            ));
+        }
+        let result = self.append_inner(records);
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn append_inner(&mut self, records: &[StoredRecord]) -> Result<()> {
         let mut buf = String::new();
         for record in records {
             if record.id <= self.last_id {

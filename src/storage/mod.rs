@@ -9,6 +9,7 @@
 mod codec;
 pub mod log;
 mod partition;
+mod path_index;
 mod read;
 mod write;
 
@@ -18,6 +19,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use codec::{content_hash, decode_record, encode_record, DecodeError};
 pub use partition::{bucket_end, bucket_label, bucket_start, partition_name, PartitionKey};
+pub use path_index::{check_index_path, keys_at, IndexValue, PathConstraint, PathMatch};
 pub use read::PartitionInfo;
 pub use write::{DroppedPartition, PreparedRecord, RetentionReport, WriteOutcome};
 
@@ -60,14 +62,6 @@ pub(crate) enum PartTable {
 }
 
 impl PartTable {
-    pub(crate) const ALL: [PartTable; 5] = [
-        PartTable::Records,
-        PartTable::ByTarget,
-        PartTable::ByProducer,
-        PartTable::ByRun,
-        PartTable::Hashes,
-    ];
-
     fn suffix(self) -> &'static str {
         match self {
             PartTable::Records => "rec",
@@ -79,9 +73,23 @@ impl PartTable {
     }
 }
 
+/// The prefix of every table name of a partition: `part/{kind}/{bucket_start}/`.
+pub(crate) fn part_prefix(key: &PartitionKey) -> String {
+    format!("part/{}/{}/", key.kind, key.bucket_start)
+}
+
 /// The redb table name of one table of a partition: `part/{kind}/{bucket_start}/{suffix}`.
 pub(crate) fn part_table_name(key: &PartitionKey, table: PartTable) -> String {
-    format!("part/{}/{}/{}", key.kind, key.bucket_start, table.suffix())
+    format!("{}{}", part_prefix(key), table.suffix())
+}
+
+/// The redb table name of a path index of a partition: `part/{kind}/{bucket_start}/ix:{path}`.
+pub(crate) fn path_table_name(key: &PartitionKey, path: &str) -> String {
+    format!("{}ix:{path}", part_prefix(key))
+}
+
+pub(crate) fn path_index_def(name: &str) -> TableDefinition<'_, (&'static [u8], i64, u64), ()> {
+    TableDefinition::new(name)
 }
 
 pub(crate) fn records_def(name: &str) -> TableDefinition<'_, (i64, u64), &'static [u8]> {

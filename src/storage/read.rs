@@ -9,10 +9,11 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Tabl
 
 use super::codec::decode_record;
 use super::partition::partition_name;
+use super::path_index::{PathConstraint, PathMatch};
 use super::write::latest_order;
 use super::{
-    by_dict_id_def, by_run_def, part_table_name, records_def, Engine, PartTable, PartitionKey,
-    Result, StorageError, LATEST, PARTITIONS, PRODUCERS, TARGETS,
+    by_dict_id_def, by_run_def, part_table_name, path_index_def, path_table_name, records_def,
+    Engine, PartTable, PartitionKey, Result, StorageError, LATEST, PARTITIONS, PRODUCERS, TARGETS,
 };
 use crate::kinds::Bucket;
 use crate::model::{StoredRecord, TimeRange};
@@ -128,6 +129,7 @@ struct RowFilter {
     targets: Option<HashSet<String>>,
     producers: Option<HashSet<String>>,
     run_ids: Option<HashSet<String>>,
+    paths: Vec<PathConstraint>,
 }
 
 impl RowFilter {
@@ -138,6 +140,7 @@ impl RowFilter {
             targets: set(&request.targets),
             producers: set(&request.producers),
             run_ids: set(&request.run_ids),
+            paths: request.paths.clone(),
         }
     }
 
@@ -156,6 +159,7 @@ impl RowFilter {
                 .run_ids
                 .as_ref()
                 .is_none_or(|s| rec.context.run_id.as_ref().is_some_and(|r| s.contains(r)))
+            && self.paths.iter().all(|c| c.matches(rec))
     }
 }
 
@@ -166,15 +170,17 @@ enum IndexChoice {
     Run(Vec<String>),
     Target(Vec<u64>),
     Producer(Vec<u64>),
+    Path(PathConstraint),
 }
 
 impl IndexChoice {
-    fn name(&self) -> Option<&'static str> {
+    fn name(&self) -> Option<&str> {
         match self {
             IndexChoice::Full => None,
             IndexChoice::Run(_) => Some("run_id"),
             IndexChoice::Target(_) => Some("target"),
             IndexChoice::Producer(_) => Some("producer"),
+            IndexChoice::Path(c) => Some(c.path.as_str()),
         }
     }
 }
@@ -262,6 +268,51 @@ impl KindScan {
                             let (k, _) = item?;
                             let (_, ts, id) = k.value();
                             keys.push((ts, id));
+                        }
+                    }
+                }
+            }
+            IndexChoice::Path(constraint) => {
+                let name = path_table_name(&entry.key, &constraint.path);
+                let Some(index) =
+                    missing_table_is_empty(self.txn.open_table(path_index_def(&name)))?
+                else {
+                    // Not indexed in this partition: scan it with the row filter.
+                    return Ok(Some(PartScan::Range(records.range((from, 0)..(until, 0))?)));
+                };
+                let mut push = |item: std::result::Result<_, redb::StorageError>| -> Result<()> {
+                    let (k, _): (redb::AccessGuard<'_, (&[u8], i64, u64)>, _) = item?;
+                    let (value, ts, id) = k.value();
+                    if from <= ts && ts < until && constraint.matches_key(value) {
+                        keys.push((ts, id));
+                    }
+                    Ok(())
+                };
+                match &constraint.matcher {
+                    PathMatch::AnyOf(values) => {
+                        for v in values {
+                            let k = v.key();
+                            for item in
+                                index.range((k.as_slice(), from, 0)..(k.as_slice(), until, 0))?
+                            {
+                                push(item)?;
+                            }
+                        }
+                    }
+                    PathMatch::Range { lower, upper } => {
+                        let lo = lower.as_ref().map(|(v, _)| v.key());
+                        let hi = upper.as_ref().map(|(v, _)| {
+                            let mut k = v.key();
+                            k.push(0xff); // past every (value, ts, id) with this value
+                            k
+                        });
+                        let lo_key: (&[u8], i64, u64) = (lo.as_deref().unwrap_or(&[]), i64::MIN, 0);
+                        let iter = match &hi {
+                            Some(hi) => index.range(lo_key..(hi.as_slice(), i64::MIN, 0))?,
+                            None => index.range(lo_key..)?,
+                        };
+                        for item in iter {
+                            push(item)?;
                         }
                     }
                 }
@@ -468,6 +519,11 @@ impl Engine {
                 row_filters.push(format!("{what} in the requested set"));
             }
         }
+        for c in &request.paths {
+            if index_name != Some(c.path.as_str()) {
+                row_filters.push(format!("{} matches {:?}", c.path, c.matcher));
+            }
+        }
         if request.time != TimeRange::ALL {
             row_filters.push("produced_at within the range (key range, no row cost)".to_owned());
         }
@@ -503,6 +559,11 @@ impl Engine {
                 _ => per_kind.push(vec![entry]),
             }
         }
+        let eq_path = request
+            .paths
+            .iter()
+            .find(|c| matches!(c.matcher, PathMatch::AnyOf(_)));
+        let range_path = request.paths.first();
         let index = if !request.use_indexes {
             IndexChoice::Full
         } else if let Some(runs) = &request.run_ids {
@@ -516,6 +577,8 @@ impl Engine {
                 }
             }
             IndexChoice::Target(ids)
+        } else if let Some(c) = eq_path {
+            IndexChoice::Path(c.clone())
         } else if let Some(producers) = &request.producers {
             let table = txn.open_table(PRODUCERS)?;
             let mut ids = Vec::new();
@@ -525,6 +588,8 @@ impl Engine {
                 }
             }
             IndexChoice::Producer(ids)
+        } else if let Some(c) = range_path {
+            IndexChoice::Path(c.clone())
         } else {
             IndexChoice::Full
         };

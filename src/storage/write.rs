@@ -3,15 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use redb::{Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Durability, ReadableTable, Table, TableHandle, WriteTransaction};
 
 use super::codec::{content_hash, encode_record};
 use super::partition::{bucket_end, bucket_start, partition_name, PartitionKey};
+use super::path_index::keys_at;
 use super::read::PartitionInfo;
 use super::{
-    by_dict_id_def, by_run_def, hashes_def, part_table_name, records_def, Engine, PartTable,
-    Result, LATEST, META, META_NEXT_ID, META_NEXT_PRODUCER_ID, META_NEXT_TARGET_ID, PARTITIONS,
-    PRODUCERS, TARGETS,
+    by_dict_id_def, by_run_def, hashes_def, part_prefix, part_table_name, path_index_def,
+    path_table_name, records_def, Engine, PartTable, Result, LATEST, META, META_NEXT_ID,
+    META_NEXT_PRODUCER_ID, META_NEXT_TARGET_ID, PARTITIONS, PRODUCERS, TARGETS,
 };
 use crate::kinds::{Bucket, KindSpec, Retention};
 use crate::model::{MetadataRecord, Timestamp};
@@ -32,11 +33,13 @@ pub struct PreparedRecord {
     pub bucket: Bucket,
     /// The canonical target name.
     pub target_name: String,
+    /// Index keys per indexed path of the kind (see `path_index`).
+    pub path_keys: Vec<(String, Vec<Vec<u8>>)>,
 }
 
 impl PreparedRecord {
-    /// Encodes and hashes a record for a kind with the given bucket.
-    pub fn new(record: MetadataRecord, bucket: Bucket) -> Self {
+    /// Encodes and hashes a record for a kind with the given bucket and indexed paths.
+    pub fn new(record: MetadataRecord, bucket: Bucket, indexed_paths: &[String]) -> Self {
         let encoded = encode_record(&record);
         let hash = content_hash(&encoded);
         let partition = PartitionKey {
@@ -44,6 +47,10 @@ impl PreparedRecord {
             bucket_start: bucket_start(bucket, record.produced_at),
         };
         let target_name = record.target.canonical_name();
+        let path_keys = indexed_paths
+            .iter()
+            .map(|path| (path.clone(), keys_at(&record, path)))
+            .collect();
         PreparedRecord {
             record,
             encoded,
@@ -51,6 +58,7 @@ impl PreparedRecord {
             partition,
             bucket,
             target_name,
+            path_keys,
         }
     }
 }
@@ -73,6 +81,9 @@ impl WriteOutcome {
     }
 }
 
+/// A path index table: `(value key, produced_at, id) -> ()`.
+type PathIndexTable<'txn> = Table<'txn, (&'static [u8], i64, u64), ()>;
+
 /// The open tables of one partition inside a write transaction.
 struct PartTables<'txn> {
     records: Table<'txn, (i64, u64), &'static [u8]>,
@@ -80,6 +91,7 @@ struct PartTables<'txn> {
     by_producer: Table<'txn, (u64, i64, u64), ()>,
     by_run: Table<'txn, (&'static str, i64, u64), ()>,
     hashes: Table<'txn, (u128, u64), i64>,
+    paths: HashMap<String, PathIndexTable<'txn>>,
     info: PartitionInfo,
 }
 
@@ -100,8 +112,32 @@ impl<'txn> PartTables<'txn> {
             by_producer: txn.open_table(by_dict_id_def(&name(PartTable::ByProducer)))?,
             by_run: txn.open_table(by_run_def(&name(PartTable::ByRun)))?,
             hashes: txn.open_table(hashes_def(&name(PartTable::Hashes)))?,
+            paths: HashMap::new(),
             info,
         })
+    }
+
+    /// Adds the path index entries of one record.
+    fn index_paths(
+        &mut self,
+        txn: &'txn WriteTransaction,
+        key: &PartitionKey,
+        path_keys: &[(String, Vec<Vec<u8>>)],
+        ts: i64,
+        id: u64,
+    ) -> Result<()> {
+        for (path, keys) in path_keys {
+            if !self.paths.contains_key(path) {
+                let table = txn.open_table(path_index_def(&path_table_name(key, path)))?;
+                self.paths.insert(path.clone(), table);
+            }
+            if let Some(table) = self.paths.get_mut(path) {
+                for k in keys {
+                    table.insert((k.as_slice(), ts, id), ())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The id of a stored record with exactly these bytes, if any.
@@ -238,6 +274,7 @@ impl Engine {
                     if let Some(run_id) = &record.context.run_id {
                         part.by_run.insert((run_id.as_str(), ts, id), ())?;
                     }
+                    part.index_paths(&txn, &prepared.partition, &prepared.path_keys, ts, id)?;
                     part.info.add(ts, id);
                     let latest_key = (record.kind.as_str(), prepared.target_name.as_str());
                     let newer = match latest.get(latest_key)? {
@@ -269,6 +306,52 @@ impl Engine {
         };
         txn.commit()?;
         Ok(outcomes)
+    }
+
+    /// Saves a kind spec and, in the same transaction, builds the path
+    /// indexes `new_paths` for every existing partition of the kind.
+    /// Returns the number of records indexed.
+    pub fn put_kind_and_index(&self, spec: &KindSpec, new_paths: &[String]) -> Result<u64> {
+        let json =
+            serde_json::to_string(spec).map_err(|e| super::StorageError::Corrupt(e.to_string()))?;
+        let txn = self.db.begin_write()?;
+        let mut n_indexed = 0;
+        {
+            let mut kinds = txn.open_table(super::KINDS)?;
+            kinds.insert(spec.name.as_str(), json.as_str())?;
+            let starts: Vec<i64> = {
+                let catalog = txn.open_table(PARTITIONS)?;
+                let mut starts = Vec::new();
+                for entry in catalog
+                    .range((spec.name.as_str(), i64::MIN)..=(spec.name.as_str(), i64::MAX))?
+                {
+                    starts.push(entry?.0.value().1);
+                }
+                starts
+            };
+            for start in starts {
+                let key = PartitionKey {
+                    kind: spec.name.clone(),
+                    bucket_start: start,
+                };
+                let records =
+                    txn.open_table(records_def(&part_table_name(&key, PartTable::Records)))?;
+                for path in new_paths {
+                    let mut index = txn.open_table(path_index_def(&path_table_name(&key, path)))?;
+                    for entry in records.iter()? {
+                        let (k, v) = entry?;
+                        let (ts, id) = k.value();
+                        let record = super::codec::decode_record(v.value())?;
+                        for index_key in keys_at(&record, path) {
+                            index.insert((index_key.as_slice(), ts, id), ())?;
+                        }
+                        n_indexed += 1;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(n_indexed)
     }
 
     /// Drops every partition of the given kinds that lies wholly before its
@@ -337,15 +420,18 @@ impl Engine {
                 for target in &stale {
                     latest.remove((spec.name.as_str(), target.as_str()))?;
                 }
+                let all_tables: Vec<String> =
+                    txn.list_tables()?.map(|t| t.name().to_owned()).collect();
                 for start in expired.keys() {
                     let key = PartitionKey {
                         kind: spec.name.clone(),
                         bucket_start: *start,
                     };
-                    for table in PartTable::ALL {
-                        let name = part_table_name(&key, table);
+                    // Every table of the partition, path indexes included.
+                    let prefix = part_prefix(&key);
+                    for name in all_tables.iter().filter(|n| n.starts_with(&prefix)) {
                         // The definition's types don't matter for deletion.
-                        txn.delete_table(records_def(&name))?;
+                        txn.delete_table(records_def(name))?;
                     }
                     catalog.remove((spec.name.as_str(), *start))?;
                 }

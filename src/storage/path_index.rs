@@ -1,0 +1,250 @@
+//! Indexed payload and extras paths: order-preserving keys for scalar values.
+//!
+//! A kind may declare paths such as `payload.outcome` or `extras.window_end`;
+//! each partition of the kind then keeps a table
+//! `part/{kind}/{bucket_start}/ix:{path}` keyed by
+//! `(encoded value, produced_at, id)`. A scalar is indexed once; an array is
+//! indexed once per scalar element (so `payload.ingestion_run_ids` finds the
+//! records naming a run). Objects and nulls are not indexed.
+
+use serde_json::Value;
+
+use crate::model::{MetadataRecord, Timestamp};
+
+const TAG_FALSE: u8 = 0;
+const TAG_TRUE: u8 = 1;
+const TAG_NUMBER: u8 = 2;
+const TAG_INSTANT: u8 = 3;
+const TAG_STRING: u8 = 4;
+
+/// A scalar to look up in a path index.
+///
+/// Strings that parse as RFC 3339 are indexed (and looked up) as instants,
+/// so ranges over window bounds order by time, not by text.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IndexValue {
+    /// `true` or `false`.
+    Bool(bool),
+    /// Any JSON number (compared as f64).
+    Number(f64),
+    /// An instant (from an RFC 3339 string).
+    Instant(Timestamp),
+    /// Any other string.
+    String(String),
+}
+
+impl IndexValue {
+    /// The index value of a JSON scalar; `None` for null, arrays and objects.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        match value {
+            Value::Bool(b) => Some(IndexValue::Bool(*b)),
+            Value::Number(n) => n.as_f64().map(IndexValue::Number),
+            Value::String(s) => Some(IndexValue::from_str_value(s)),
+            _ => None,
+        }
+    }
+
+    /// The index value of a string: an instant when it is RFC 3339.
+    pub fn from_str_value(s: &str) -> Self {
+        match Timestamp::parse_rfc3339(s) {
+            Some(ts) => IndexValue::Instant(ts),
+            None => IndexValue::String(s.to_owned()),
+        }
+    }
+
+    /// The order-preserving key bytes.
+    pub fn key(&self) -> Vec<u8> {
+        match self {
+            IndexValue::Bool(false) => vec![TAG_FALSE],
+            IndexValue::Bool(true) => vec![TAG_TRUE],
+            IndexValue::Number(f) => {
+                let bits = f.to_bits();
+                // Flip so that byte order is numeric order (negative numbers reversed).
+                let ordered = if bits >> 63 == 1 {
+                    !bits
+                } else {
+                    bits | (1 << 63)
+                };
+                let mut out = vec![TAG_NUMBER];
+                out.extend_from_slice(&ordered.to_be_bytes());
+                out
+            }
+            IndexValue::Instant(ts) => {
+                let mut out = vec![TAG_INSTANT];
+                out.extend_from_slice(&((ts.as_micros() as u64) ^ (1 << 63)).to_be_bytes());
+                out
+            }
+            IndexValue::String(s) => {
+                let mut out = vec![TAG_STRING];
+                out.extend_from_slice(s.as_bytes());
+                out
+            }
+        }
+    }
+}
+
+/// What a path constraint accepts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PathMatch {
+    /// Equal to one of these values.
+    AnyOf(Vec<IndexValue>),
+    /// Within bounds; each bound is (value, inclusive). Values of another
+    /// type than the bounds never match.
+    Range {
+        /// Lower bound.
+        lower: Option<(IndexValue, bool)>,
+        /// Upper bound.
+        upper: Option<(IndexValue, bool)>,
+    },
+}
+
+/// A constraint on a payload or extras path: the record's value there (or,
+/// for an array, one of its elements) must match.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PathConstraint {
+    /// A dotted path starting with `payload.` or `extras.`.
+    pub path: String,
+    /// The accepted values.
+    pub matcher: PathMatch,
+}
+
+impl PathConstraint {
+    /// Does the record satisfy the constraint?
+    pub fn matches(&self, record: &MetadataRecord) -> bool {
+        let keys = keys_at(record, &self.path);
+        keys.iter().any(|k| self.matches_key(k))
+    }
+
+    pub(crate) fn matches_key(&self, key: &[u8]) -> bool {
+        match &self.matcher {
+            PathMatch::AnyOf(values) => values.iter().any(|v| v.key() == key),
+            PathMatch::Range { lower, upper } => {
+                let tag = key.first().copied();
+                let same_type = |b: &(IndexValue, bool)| b.0.key().first().copied() == tag;
+                if lower.as_ref().is_some_and(|b| !same_type(b))
+                    || upper.as_ref().is_some_and(|b| !same_type(b))
+                {
+                    return false;
+                }
+                let above = lower.as_ref().is_none_or(|(v, inclusive)| {
+                    let bound = v.key();
+                    if *inclusive {
+                        key >= bound.as_slice()
+                    } else {
+                        key > bound.as_slice()
+                    }
+                });
+                let below = upper.as_ref().is_none_or(|(v, inclusive)| {
+                    let bound = v.key();
+                    if *inclusive {
+                        key <= bound.as_slice()
+                    } else {
+                        key < bound.as_slice()
+                    }
+                });
+                above && below
+            }
+        }
+    }
+}
+
+/// Is `path` an indexable path (`payload.x...` or `extras.x...`, plain segments)?
+pub fn check_index_path(path: &str) -> Result<(), String> {
+    let mut segments = path.split('.');
+    match segments.next() {
+        Some("payload" | "extras") => {}
+        _ => {
+            return Err(format!(
+                "indexed path `{path}` must start with `payload.` or `extras.`"
+            ))
+        }
+    }
+    let rest: Vec<&str> = segments.collect();
+    if rest.is_empty() || rest.iter().any(|s| s.is_empty()) {
+        return Err(format!(
+            "indexed path `{path}` needs non-empty segments after the root"
+        ));
+    }
+    Ok(())
+}
+
+/// The index keys of a record at a dotted path: one per scalar (array elements included).
+pub fn keys_at(record: &MetadataRecord, path: &str) -> Vec<Vec<u8>> {
+    let mut segments = path.split('.');
+    let root = match segments.next() {
+        Some("payload") => &record.payload,
+        Some("extras") => &record.extras,
+        _ => return Vec::new(),
+    };
+    let Some(first) = segments.next() else {
+        return Vec::new();
+    };
+    let mut value = root.get(first);
+    for seg in segments {
+        value = value.and_then(|v| v.get(seg));
+    }
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(IndexValue::from_json)
+            .map(|v| v.key())
+            .collect(),
+        Some(v) => IndexValue::from_json(v)
+            .map(|v| v.key())
+            .into_iter()
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_order(values: &[IndexValue]) {
+        for pair in values.windows(2) {
+            assert!(
+                pair[0].key() < pair[1].key(),
+                "{:?} < {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+
+    #[test]
+    fn keys_preserve_order() {
+        check_order(&[
+            IndexValue::Number(-1e9),
+            IndexValue::Number(-2.5),
+            IndexValue::Number(-0.0),
+            IndexValue::Number(0.5),
+            IndexValue::Number(3.0),
+            IndexValue::Number(1e12),
+        ]);
+        check_order(&[
+            IndexValue::from_str_value("1969-01-01T00:00:00Z"),
+            IndexValue::from_str_value("2024-01-10T07:00:00+02:00"),
+            IndexValue::from_str_value("2024-01-10T05:00:00.5Z"),
+        ]);
+        check_order(&[
+            IndexValue::String("a".into()),
+            IndexValue::String("ab".into()),
+            IndexValue::String("b".into()),
+        ]);
+    }
+
+    #[test]
+    fn ranges_do_not_mix_types() {
+        let c = PathConstraint {
+            path: "payload.x".into(),
+            matcher: PathMatch::Range {
+                lower: Some((IndexValue::Number(1.0), true)),
+                upper: None,
+            },
+        };
+        assert!(c.matches_key(&IndexValue::Number(2.0).key()));
+        assert!(!c.matches_key(&IndexValue::Number(0.0).key()));
+        assert!(!c.matches_key(&IndexValue::String("z".into()).key()));
+    }
+}

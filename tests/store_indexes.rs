@@ -1,0 +1,308 @@
+//! Secondary indexes: target, producer, run id and declared payload/extras
+//! paths give the same answers as full scans and as a plain filter over the
+//! records, and `describe_scan` names the index in use.
+
+mod common;
+
+use almanac::query::{IndexValue, PathConstraint, PathMatch, RecordSource, ScanRequest};
+use almanac::{
+    Clock, MetadataRecord, MetadataRepository, Store, StoreOptions, StoredRecord, TimeRange,
+};
+use common::*;
+use proptest::prelude::*;
+use serde_json::json;
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open_with(
+        dir,
+        StoreOptions {
+            clock: Clock::fixed(ts(BASE + 60 * DAY)),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn recon(t: usize, hours: i64, outcome: &str, runs: &[&str], window_hours: i64) -> MetadataRecord {
+    let mut r = MetadataRecord::new(
+        "recon_result",
+        target(t),
+        object(json!({ "outcome": outcome, "ingestion_run_ids": runs, "observed": hours % 7 })),
+        ts(BASE + hours * HOUR),
+        if t.is_multiple_of(2) { "recon.v1" } else { "recon.v2" },
+    );
+    r.context.run_id = Some(format!("recon-{}", hours % 5));
+    r.extras = object(json!({
+        "window_start": ts(BASE + (hours - window_hours) * HOUR).to_rfc3339(),
+        "window_end": ts(BASE + hours * HOUR).to_rfc3339(),
+    }));
+    r
+}
+
+fn scan(store: &Store, request: &ScanRequest) -> Vec<StoredRecord> {
+    store
+        .scan(request)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The same request with and without indexes, and a plain filter, agree.
+fn check(store: &Store, all: &[StoredRecord], request: ScanRequest, expected_index: Option<&str>) {
+    let with = scan(store, &request);
+    let without = scan(
+        store,
+        &ScanRequest {
+            use_indexes: false,
+            ..request.clone()
+        },
+    );
+    let names = |v: &Option<Vec<String>>| v.clone();
+    let mut plain: Vec<StoredRecord> = all
+        .iter()
+        .filter(|r| {
+            let rec = &r.record;
+            request.kinds.as_ref().is_none_or(|k| k.contains(&rec.kind))
+                && request.time.contains(rec.produced_at)
+                && names(&request.targets).is_none_or(|t| t.contains(&rec.target.canonical_name()))
+                && names(&request.producers).is_none_or(|p| p.contains(&rec.producer_id))
+                && names(&request.run_ids)
+                    .is_none_or(|p| rec.context.run_id.as_ref().is_some_and(|r| p.contains(r)))
+                && request.paths.iter().all(|c| c.matches(rec))
+        })
+        .cloned()
+        .collect();
+    plain.sort_by_key(|r| (r.record.produced_at, r.id));
+    assert_eq!(without, plain, "full scan vs plain filter for {request:?}");
+    assert_eq!(with, plain, "indexed scan vs plain filter for {request:?}");
+    let described = store.describe_scan(&request).unwrap();
+    assert_eq!(described.index.as_deref(), expected_index, "{described:?}");
+}
+
+fn outcome_in(values: &[&str]) -> PathConstraint {
+    PathConstraint {
+        path: "payload.outcome".into(),
+        matcher: PathMatch::AnyOf(
+            values
+                .iter()
+                .map(|v| IndexValue::String((*v).into()))
+                .collect(),
+        ),
+    }
+}
+
+#[test]
+fn declared_paths_are_indexed_and_built_for_existing_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut records = Vec::new();
+    for i in 0..300i64 {
+        let outcome = ["pass", "pass", "fail", "timeout", "error"][(i % 5) as usize];
+        records.push(recon(
+            (i % 7) as usize,
+            i * 3,
+            outcome,
+            &[&format!("ing-{}", i % 11)],
+            2 + i % 30,
+        ));
+    }
+    // Half stored before the paths are declared, half after.
+    store.bulk_store(&records[..150]).unwrap();
+    let spec = store.kind("recon_result").unwrap();
+    assert!(
+        spec.indexed_paths.contains(&"payload.outcome".to_owned()),
+        "standard kinds declare it"
+    );
+    store
+        .add_indexed_path("recon_result", "payload.observed")
+        .unwrap();
+    store.bulk_store(&records[150..]).unwrap();
+    let all = scan(&store, &ScanRequest::default());
+    assert_eq!(all.len(), 300);
+
+    let kind = Some(vec!["recon_result".to_owned()]);
+    check(
+        &store,
+        &all,
+        ScanRequest {
+            kinds: kind.clone(),
+            paths: vec![outcome_in(&["fail", "timeout"])],
+            ..ScanRequest::default()
+        },
+        Some("payload.outcome"),
+    );
+    // Arrays are indexed element by element.
+    check(
+        &store,
+        &all,
+        ScanRequest {
+            paths: vec![PathConstraint {
+                path: "payload.ingestion_run_ids".into(),
+                matcher: PathMatch::AnyOf(vec![IndexValue::String("ing-3".into())]),
+            }],
+            ..ScanRequest::default()
+        },
+        Some("payload.ingestion_run_ids"),
+    );
+    // A numeric range on the path declared after half the data existed.
+    check(
+        &store,
+        &all,
+        ScanRequest {
+            kinds: kind.clone(),
+            paths: vec![PathConstraint {
+                path: "payload.observed".into(),
+                matcher: PathMatch::Range {
+                    lower: Some((IndexValue::Number(2.0), true)),
+                    upper: Some((IndexValue::Number(5.0), false)),
+                },
+            }],
+            ..ScanRequest::default()
+        },
+        Some("payload.observed"),
+    );
+    // Windows ending after an instant: a range over instants.
+    check(
+        &store,
+        &all,
+        ScanRequest {
+            kinds: kind.clone(),
+            paths: vec![PathConstraint {
+                path: "extras.window_end".into(),
+                matcher: PathMatch::Range {
+                    lower: Some((IndexValue::Instant(ts(BASE + 500 * HOUR)), false)),
+                    upper: None,
+                },
+            }],
+            time: TimeRange::new(ts(BASE), ts(BASE + 700 * HOUR)),
+            ..ScanRequest::default()
+        },
+        Some("extras.window_end"),
+    );
+    // A run id beats a path; a target beats an equality path.
+    check(
+        &store,
+        &all,
+        ScanRequest {
+            run_ids: Some(vec!["recon-2".into()]),
+            paths: vec![outcome_in(&["pass"])],
+            ..ScanRequest::default()
+        },
+        Some("run_id"),
+    );
+    check(
+        &store,
+        &all,
+        ScanRequest {
+            targets: Some(vec![target(3).canonical_name()]),
+            paths: vec![outcome_in(&["pass"])],
+            ..ScanRequest::default()
+        },
+        Some("target"),
+    );
+    check(
+        &store,
+        &all,
+        ScanRequest {
+            producers: Some(vec!["recon.v2".into()]),
+            ..ScanRequest::default()
+        },
+        Some("producer"),
+    );
+    check(
+        &store,
+        &all,
+        ScanRequest {
+            use_indexes: false,
+            producers: Some(vec!["recon.v2".into()]),
+            ..ScanRequest::default()
+        },
+        None,
+    );
+}
+
+#[test]
+fn a_bad_indexed_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let err = store
+        .add_indexed_path("recon_result", "outcome")
+        .unwrap_err();
+    assert!(err.to_string().contains("payload."), "{err}");
+    assert!(err.is_invalid_input());
+    assert!(!store
+        .kind("recon_result")
+        .unwrap()
+        .indexed_paths
+        .contains(&"outcome".to_owned()));
+}
+
+fn request_strategy() -> impl Strategy<Value = ScanRequest> {
+    (
+        proptest::option::of(proptest::sample::subsequence(
+            vec!["recon_result", "ingestion_volume"],
+            1..=2,
+        )),
+        proptest::option::of((0..600i64, 1..600i64)),
+        proptest::option::of(proptest::sample::subsequence(
+            vec![0usize, 1, 2, 3, 4, 5, 6],
+            1..3,
+        )),
+        proptest::option::of(proptest::sample::subsequence(
+            vec!["recon.v1", "recon.v2", "ingestion.v1"],
+            1..3,
+        )),
+        proptest::option::of(proptest::sample::subsequence(
+            vec!["pass", "fail", "timeout"],
+            1..3,
+        )),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(kinds, time, targets, producers, outcomes, with_run)| ScanRequest {
+                kinds: kinds.map(|k| k.into_iter().map(str::to_owned).collect()),
+                time: time.map_or(TimeRange::ALL, |(from, len)| {
+                    TimeRange::new(ts(BASE + from * HOUR), ts(BASE + (from + len) * HOUR))
+                }),
+                targets: targets
+                    .map(|t| t.into_iter().map(|i| target(i).canonical_name()).collect()),
+                producers: producers.map(|p| p.into_iter().map(str::to_owned).collect()),
+                run_ids: with_run.then(|| vec!["recon-1".to_owned(), "recon-4".to_owned()]),
+                paths: outcomes.map(|o| vec![outcome_in(&o)]).unwrap_or_default(),
+                use_indexes: true,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn indexed_and_full_scans_agree(requests in proptest::collection::vec(request_strategy(), 1..6)) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut records = Vec::new();
+        for i in 0..120i64 {
+            let outcome = ["pass", "fail", "timeout"][(i % 3) as usize];
+            records.push(recon((i % 7) as usize, i * 5, outcome, &["ing-1"], 3));
+            records.push(volume((i % 5) as usize, i * 4, i));
+        }
+        store.bulk_store(&records).unwrap();
+        let all = scan(&store, &ScanRequest::default());
+        for request in requests {
+            let with = scan(&store, &request);
+            let without = scan(&store, &ScanRequest { use_indexes: false, ..request.clone() });
+            prop_assert_eq!(&with, &without);
+            let plain: Vec<&StoredRecord> = all.iter().filter(|r| {
+                let rec = &r.record;
+                request.kinds.as_ref().is_none_or(|k| k.contains(&rec.kind))
+                    && request.time.contains(rec.produced_at)
+                    && request.targets.as_ref().is_none_or(|t| t.contains(&rec.target.canonical_name()))
+                    && request.producers.as_ref().is_none_or(|p| p.contains(&rec.producer_id))
+                    && request.run_ids.as_ref().is_none_or(|p| rec.context.run_id.as_ref().is_some_and(|r| p.contains(r)))
+                    && request.paths.iter().all(|c| c.matches(rec))
+            }).collect();
+            prop_assert_eq!(with.iter().collect::<Vec<_>>(), plain);
+        }
+    }
+}
