@@ -26,13 +26,16 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod consumers;
 pub mod error;
 pub mod kinds;
 pub mod model;
+pub mod producers;
 pub mod query;
 pub mod repository;
 pub mod storage;
 mod store;
+pub mod testdata;
 
 pub use error::{Error, Result};
 pub use model::{

@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::model::{MetadataRecord, MetadataTarget, StoredRecord, TimeRange};
-use crate::query::{Params, QueryOutput};
+use crate::query::{Params, QueryOutput, ScanRequest};
 use crate::storage::WriteOutcome;
 
 /// What storing one record did.
@@ -75,4 +75,10 @@ pub trait MetadataRepository: Send + Sync {
 
     /// Runs a query of the query language with parameter bindings.
     fn query(&self, query: &str, params: &Params) -> Result<QueryOutput>;
+
+    /// Records matching an access-path request (kinds, time range, targets,
+    /// producers, run ids, payload/extras path constraints), ascending by
+    /// (`produced_at`, `id`), answered through the indexes. This is what the
+    /// query language cannot say, such as "arrays containing a run id".
+    fn find(&self, request: &ScanRequest) -> Result<Vec<StoredRecord>>;
 }

@@ -17,7 +17,10 @@ use std::thread::JoinHandle;
 use crate::error::{Error, Result};
 use crate::kinds::{standard_kinds, KindError, KindRegistry, KindSpec, Retention};
 use crate::model::{MetadataRecord, MetadataTarget, StoredRecord, TimeRange, Timestamp};
-use crate::query::{RecordIter, RecordSource, ScanDescription, ScanRequest, TargetInfo};
+use crate::query::{
+    ExecOptions, Params, QueryOutput, RecordIter, RecordSource, ScanDescription, ScanRequest,
+    TargetInfo,
+};
 use crate::repository::{BulkOutcome, MetadataRepository, StoreOutcome};
 use crate::storage::log::{LogReader, LogWriter, DEFAULT_SEGMENT_BYTES, LOG_DIR};
 use crate::storage::{
@@ -700,12 +703,16 @@ impl MetadataRepository for Store {
         self.scan(&request)?.collect()
     }
 
-    fn query(
-        &self,
-        query: &str,
-        params: &crate::query::Params,
-    ) -> Result<crate::query::QueryOutput> {
-        crate::query::run_query(self, query, params, self.now())
+    fn find(&self, request: &ScanRequest) -> Result<Vec<StoredRecord>> {
+        self.scan(request)?.collect()
+    }
+
+    fn query(&self, query: &str, params: &Params) -> Result<QueryOutput> {
+        let options = ExecOptions {
+            now: self.now(),
+            ..ExecOptions::default()
+        };
+        crate::query::prepare(query)?.run(self, params, &options)
     }
 }
 

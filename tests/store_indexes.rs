@@ -29,7 +29,11 @@ fn recon(t: usize, hours: i64, outcome: &str, runs: &[&str], window_hours: i64) 
         target(t),
         object(json!({ "outcome": outcome, "ingestion_run_ids": runs, "observed": hours % 7 })),
         ts(BASE + hours * HOUR),
-        if t.is_multiple_of(2) { "recon.v1" } else { "recon.v2" },
+        if t.is_multiple_of(2) {
+            "recon.v1"
+        } else {
+            "recon.v2"
+        },
     );
     r.context.run_id = Some(format!("recon-{}", hours % 5));
     r.extras = object(json!({

@@ -1,42 +1,563 @@
 //! The query language (spec `query-language.md`): parse → plan → execute.
+//!
+//! ```
+//! use almanac::query::{self, ExecOptions, MemorySource, Params};
+//!
+//! let query = query::parse("recon_result | since 7d | stats count() by target").unwrap();
+//! assert_eq!(query.to_string(), "recon_result | since 7d | stats count() by target");
+//!
+//! // Prepare once, run many times with different bindings.
+//! let prepared = query::prepare("recon_result{table=$table} | latest").unwrap();
+//! let mut params = Params::new();
+//! params.insert_str("table", "orders");
+//! let source = MemorySource::default();
+//! let output = prepared.run(&source, &params, &ExecOptions::default()).unwrap();
+//! assert!(output.rows.is_empty());
+//! ```
+//!
+//! Layers, one way: [`parse`] (syntax only) → the planner (names resolved
+//! before any data is read; access paths chosen once parameters are bound)
+//! → the executor (an iterator pipeline) → a [`RecordSource`].
 
+pub mod ast;
+mod error;
+mod exec;
+mod memory;
+mod parse;
+mod plan;
+mod print;
 mod source;
+mod suggest;
+mod value;
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::Value as Json;
+
+pub use error::{line_column, QueryError};
+pub use memory::MemorySource;
 pub use source::{
     IndexValue, PathConstraint, PathMatch, RecordIter, RecordSource, ScanDescription, ScanRequest,
     TargetInfo,
 };
 
-/// A query that did not parse, plan or run.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum QueryError {
-    /// Placeholder until the parser lands.
-    #[error("the query language is not built yet")]
-    NotBuilt,
+use crate::model::{StoredRecord, Timestamp};
+use ast::Literal;
+use plan::{Access, Bindings, Plan};
+use value::Value;
+
+/// The longest query text accepted, in bytes (64 KiB).
+pub const MAX_QUERY_BYTES: usize = 64 * 1024;
+
+/// The deepest nesting accepted: parentheses, calls, lists, `not`, unary `-`.
+pub const MAX_DEPTH: usize = 128;
+
+/// The deepest expression tree accepted: long operator chains such as
+/// `a or b or c ...` nest without parentheses; use `in (...)` for long lists.
+pub const MAX_TREE_DEPTH: usize = 512;
+
+/// The columns of a stream of records (before any computed field).
+pub const RECORD_COLUMNS: [&str; 6] = [
+    "id",
+    "kind",
+    "target",
+    "produced_at",
+    "producer_id",
+    "payload",
+];
+
+/// Parses a query's text into its syntax tree (syntax only: names are
+/// resolved when the query is prepared).
+pub fn parse(text: &str) -> Result<ast::Query, QueryError> {
+    parse::parse_query(text)
 }
 
-impl QueryError {
-    /// True when the query text or its parameters are at fault (exit 2).
-    pub fn is_invalid_input(&self) -> bool {
-        true
+/// Parses and resolves a query once, for running many times.
+pub fn prepare(text: &str) -> Result<PreparedQuery, QueryError> {
+    let query = parse(text)?;
+    let plan = plan::compile(&query)?;
+    Ok(PreparedQuery {
+        text: text.to_owned(),
+        query,
+        plan,
+    })
+}
+
+/// Parameter bindings: `$name` → a literal value.
+///
+/// A service passes user input only here, never in the query text, so the
+/// input cannot change the query's shape.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Params {
+    values: BTreeMap<String, Literal>,
+}
+
+impl Params {
+    /// No bindings.
+    pub fn new() -> Self {
+        Params::default()
+    }
+
+    /// Binds `$name` to a literal (replacing an earlier binding).
+    pub fn insert(&mut self, name: &str, value: Literal) -> &mut Self {
+        self.values.insert(name.to_owned(), value);
+        self
+    }
+
+    /// Binds `$name` to a string.
+    pub fn insert_str(&mut self, name: &str, value: &str) -> &mut Self {
+        self.insert(name, Literal::String(value.to_owned()))
+    }
+
+    /// Binds `$name` to an integer.
+    pub fn insert_int(&mut self, name: &str, value: i64) -> &mut Self {
+        self.insert(name, Literal::Int(value))
+    }
+
+    /// Binds `$name` to an instant.
+    pub fn insert_instant(&mut self, name: &str, value: Timestamp) -> &mut Self {
+        self.insert(name, Literal::Instant(ast::Instant::At(value)))
+    }
+
+    /// The value bound to `$name`.
+    pub fn get(&self, name: &str) -> Option<&Literal> {
+        self.values.get(name)
+    }
+
+    /// Reads a `--param name=value` binding. The value is read as a literal
+    /// of the language when it is exactly one (a number, a quoted string, an
+    /// instant such as `2024-01-10` or `now - 7d`, a duration, `true`,
+    /// `false`, `null`), and otherwise taken as a plain string: `table=orders`
+    /// binds the string `orders`, `min=5` the integer 5, `name="5"` the
+    /// string `5`.
+    pub fn parse_binding(text: &str) -> Result<(String, Literal), QueryError> {
+        let bad = |message: &str| QueryError::BadBinding {
+            text: text.to_owned(),
+            message: message.to_owned(),
+        };
+        let (name, value) = text
+            .split_once('=')
+            .ok_or_else(|| bad("expected name=value"))?;
+        let name = name.strip_prefix('$').unwrap_or(name);
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(bad("parameter names match [a-z_][a-z0-9_]*"));
+        }
+        let literal =
+            parse::parse_literal(value).unwrap_or_else(|| Literal::String(value.to_owned()));
+        Ok((name.to_owned(), literal))
+    }
+
+    /// Reads and adds a `name=value` binding (see [`Params::parse_binding`]).
+    pub fn insert_binding(&mut self, text: &str) -> Result<&mut Self, QueryError> {
+        let (name, value) = Params::parse_binding(text)?;
+        Ok(self.insert(&name, value))
+    }
+
+    fn values(&self, now: Timestamp) -> BTreeMap<String, Value> {
+        self.values
+            .iter()
+            .map(|(name, lit)| (name.clone(), literal_value(lit, now)))
+            .collect()
     }
 }
 
-/// Parameter bindings (placeholder until the query language lands).
-#[derive(Clone, Debug, Default)]
-pub struct Params {}
+fn literal_value(lit: &Literal, now: Timestamp) -> Value {
+    match lit {
+        Literal::Null => Value::Null,
+        Literal::Bool(b) => Value::Bool(*b),
+        Literal::Int(i) => Value::Int(*i),
+        Literal::Float(x) => value::float(*x),
+        Literal::String(s) => Value::Str(s.clone()),
+        Literal::Instant(ast::Instant::At(ts) | ast::Instant::Date(ts)) => Value::Instant(*ts),
+        Literal::Instant(ast::Instant::Now(offset)) => {
+            let micros = offset.map_or(0, |(sign, d)| {
+                let m = d.micros().unwrap_or(i64::MAX);
+                if sign == ast::Sign::Minus {
+                    -m
+                } else {
+                    m
+                }
+            });
+            Value::Instant(now.saturating_add_micros(micros))
+        }
+        Literal::Duration(d) => Value::Duration(d.micros().unwrap_or(i64::MAX)),
+    }
+}
 
-/// Query results (placeholder until the query language lands).
-#[derive(Clone, Debug, Default)]
-pub struct QueryOutput {}
+/// How a query runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecOptions {
+    /// The instant `now` names (and bare durations count back from).
+    pub now: Timestamp,
+    /// Use secondary indexes and the latest table; with `false` the store
+    /// scans partitions and filters row by row (same results, for checking).
+    pub use_indexes: bool,
+}
 
-/// Runs a query against a source (placeholder until the query language lands).
-pub fn run_query(
-    _source: &dyn RecordSource,
-    _query: &str,
-    _params: &Params,
-    _now: crate::model::Timestamp,
-) -> crate::Result<QueryOutput> {
-    Err(QueryError::NotBuilt.into())
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            now: Timestamp::now(),
+            use_indexes: true,
+        }
+    }
+}
+
+/// One result row.
+// Most rows of a query are of one variant or the other, never mixed.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Row {
+    /// A record, with the fields `extend` and `window` computed for it.
+    Record {
+        /// The record.
+        record: StoredRecord,
+        /// Computed fields, in the order they were introduced.
+        computed: Vec<(String, Json)>,
+    },
+    /// A row of `select` or `stats`: one value per column.
+    Values(Vec<Json>),
+}
+
+impl Row {
+    /// The row as the JSON object of spec `records.md` §3 (`jsonl`): a record
+    /// is its canonical JSON with `id` plus each computed field as an extra
+    /// top-level key; a row of values has one key per column, in order.
+    pub fn to_json(&self, columns: &[String]) -> Json {
+        match self {
+            Row::Record { record, computed } => {
+                let mut json = record.to_json_value();
+                if let Json::Object(map) = &mut json {
+                    for (name, value) in computed {
+                        map.insert(name.clone(), value.clone());
+                    }
+                }
+                json
+            }
+            Row::Values(values) => Json::Object(
+                columns
+                    .iter()
+                    .cloned()
+                    .zip(values.iter().cloned())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The row's cells under `columns` (for tables and CSV): for a record,
+    /// `target` is the canonical name and `produced_at` RFC 3339; other
+    /// columns are computed fields or top-level fields of the record's JSON.
+    pub fn cells(&self, columns: &[String]) -> Vec<Json> {
+        match self {
+            Row::Values(values) => values.clone(),
+            Row::Record { record, computed } => {
+                let json = record.to_json_value();
+                columns
+                    .iter()
+                    .map(|column| {
+                        if let Some((_, v)) = computed.iter().find(|(n, _)| n == column) {
+                            return v.clone();
+                        }
+                        match column.as_str() {
+                            "target" => Json::String(record.record.target_name()),
+                            other => json.get(other).cloned().unwrap_or(Json::Null),
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// All the rows of a query, and the names of its columns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryOutput {
+    /// The column names: for records, [`RECORD_COLUMNS`] then computed fields.
+    pub columns: Vec<String>,
+    /// The rows, in the query's order.
+    pub rows: Vec<Row>,
+}
+
+/// The rows of a query as they are produced.
+pub struct RowStream<'a> {
+    columns: Vec<String>,
+    computed: Vec<String>,
+    records: bool,
+    inner: exec::RowIter<'a>,
+}
+
+impl RowStream<'_> {
+    /// The column names (see [`QueryOutput::columns`]).
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+}
+
+impl Iterator for RowStream<'_> {
+    type Item = crate::Result<Row>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let row = match self.inner.next()? {
+            Ok(row) => row,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(Ok(match row.record {
+            Some(record) if self.records => Row::Record {
+                record,
+                computed: self
+                    .computed
+                    .iter()
+                    .cloned()
+                    .zip(
+                        row.slots
+                            .iter()
+                            .map(Value::to_json)
+                            .chain(std::iter::repeat(Json::Null)),
+                    )
+                    .collect(),
+            },
+            _ => Row::Values(row.slots.iter().map(Value::to_json).collect()),
+        }))
+    }
+}
+
+/// A parsed and resolved query, ready to run with parameter bindings.
+#[derive(Clone, Debug)]
+pub struct PreparedQuery {
+    text: String,
+    query: ast::Query,
+    plan: Plan,
+}
+
+impl PreparedQuery {
+    /// The query text as given.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The syntax tree.
+    pub fn query(&self) -> &ast::Query {
+        &self.query
+    }
+
+    /// The names of the parameters the query uses, without `$`.
+    pub fn param_names(&self) -> Vec<String> {
+        self.plan
+            .params()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// The output columns (see [`QueryOutput::columns`]).
+    pub fn columns(&self) -> Vec<String> {
+        if self.plan.records {
+            RECORD_COLUMNS
+                .iter()
+                .map(|c| (*c).to_owned())
+                .chain(self.plan.columns.iter().cloned())
+                .collect()
+        } else {
+            self.plan.columns.clone()
+        }
+    }
+
+    fn physical(
+        &self,
+        source: &dyn RecordSource,
+        params: &Params,
+        options: &ExecOptions,
+    ) -> crate::Result<plan::Physical> {
+        let values = params.values(options.now);
+        let bound = self.plan.bind(&Bindings {
+            params: &values,
+            now: options.now,
+        })?;
+        plan::access_path(&bound, source, options.use_indexes)
+    }
+
+    /// Runs the query and streams its rows. Parameters are checked (an
+    /// unbound one is an error) before any data is read.
+    pub fn stream<'a>(
+        &self,
+        source: &'a dyn RecordSource,
+        params: &Params,
+        options: &ExecOptions,
+    ) -> crate::Result<RowStream<'a>> {
+        let physical = self.physical(source, params, options)?;
+        Ok(RowStream {
+            columns: self.columns(),
+            computed: self.plan.columns.clone(),
+            records: self.plan.records,
+            inner: exec::execute(physical, source)?,
+        })
+    }
+
+    /// Runs the query and collects its rows.
+    pub fn run(
+        &self,
+        source: &dyn RecordSource,
+        params: &Params,
+        options: &ExecOptions,
+    ) -> crate::Result<QueryOutput> {
+        let stream = self.stream(source, params, options)?;
+        let columns = stream.columns().to_vec();
+        let rows = stream.collect::<crate::Result<Vec<_>>>()?;
+        Ok(QueryOutput { columns, rows })
+    }
+
+    /// How the query would run: the access path (partitions, pruning,
+    /// index) and each step done row by row.
+    pub fn explain(
+        &self,
+        source: &dyn RecordSource,
+        params: &Params,
+        options: &ExecOptions,
+    ) -> crate::Result<String> {
+        let physical = self.physical(source, params, options)?;
+        let mut out = String::new();
+        let _ = writeln!(out, "query: {}", self.query);
+        let list = |l: &Option<Vec<String>>| match l {
+            None => "any".to_owned(),
+            Some(l) if l.is_empty() => "none match".to_owned(),
+            Some(l) => l.join(", "),
+        };
+        match &physical.access {
+            Access::Latest { kinds, targets } => {
+                let _ = writeln!(out, "access: latest table (replaces `latest`)");
+                let _ = writeln!(out, "  kinds: {}", list(kinds));
+                let _ = writeln!(out, "  targets: {}", list(targets));
+            }
+            Access::Scan(request) => {
+                let description = source.describe_scan(request)?;
+                let _ = writeln!(out, "access: scan");
+                let _ = writeln!(out, "  kinds: {}", list(&request.kinds));
+                let time = if request.time == crate::model::TimeRange::ALL {
+                    "all".to_owned()
+                } else {
+                    let bound = |ts: Timestamp, open: Timestamp| {
+                        if ts == open {
+                            "..".to_owned()
+                        } else {
+                            ts.to_rfc3339()
+                        }
+                    };
+                    format!(
+                        "[{}, {})",
+                        bound(request.time.from, Timestamp::MIN),
+                        bound(request.time.until, Timestamp::MAX)
+                    )
+                };
+                let _ = writeln!(out, "  time: {time}");
+                let _ = writeln!(out, "  targets: {}", list(&request.targets));
+                let _ = writeln!(out, "  producers: {}", list(&request.producers));
+                let _ = writeln!(out, "  run ids: {}", list(&request.run_ids));
+                let _ = writeln!(
+                    out,
+                    "  partitions: {} read, {} pruned{}",
+                    description.partitions.len(),
+                    description.partitions_pruned,
+                    if description.partitions.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", description.partitions.join(", "))
+                    }
+                );
+                let _ = writeln!(
+                    out,
+                    "  index: {}",
+                    description
+                        .index
+                        .as_deref()
+                        .unwrap_or("none (full partition scan)")
+                );
+                for filter in &description.row_filters {
+                    let _ = writeln!(out, "  storage filter: {filter}");
+                }
+            }
+        }
+        let _ = writeln!(out, "row by row:");
+        let mut step = 0;
+        for m in &self.query.source.matchers {
+            let in_scan = m.label.is_target_part()
+                || (matches!(m.label, ast::Label::Producer | ast::Label::RunId)
+                    && m.op == ast::MatchOp::Eq);
+            if !in_scan {
+                step += 1;
+                let _ = writeln!(out, "  {step}. filter {m}");
+            }
+        }
+        for (index, stage) in self.query.stages.iter().enumerate() {
+            if physical.absorbed.contains(&index) {
+                let _ = writeln!(out, "  -  {stage}  (answered by the access path)");
+                continue;
+            }
+            step += 1;
+            let note = match &stage.kind {
+                ast::StageKind::Sort(_) => "  (holds all rows; top-N heap when a limit follows)",
+                ast::StageKind::Latest(_) | ast::StageKind::Stats { .. } => {
+                    "  (holds one row per group)"
+                }
+                ast::StageKind::Window { .. } => "  (holds its input rows)",
+                _ => "",
+            };
+            let _ = writeln!(out, "  {step}. {stage}{note}");
+        }
+        if step == 0 {
+            let _ = writeln!(out, "  (nothing)");
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(binding: &str, expected: Literal) {
+        let (name, value) = Params::parse_binding(binding).expect("binding");
+        assert_eq!(name, "p");
+        assert_eq!(value, expected, "{binding}");
+    }
+
+    #[test]
+    fn bindings_read_literals_else_strings() {
+        check("p=5", Literal::Int(5));
+        check("p=-3.5", Literal::Float(-3.5));
+        check("p=\"5\"", Literal::String("5".into()));
+        check("p=orders", Literal::String("orders".into()));
+        check("p=a=b", Literal::String("a=b".into()));
+        check("p=true", Literal::Bool(true));
+        check("p=null", Literal::Null);
+        check("p=", Literal::String(String::new()));
+        check("p=$q", Literal::String("$q".into()));
+        check(
+            "p=2024-01-10",
+            Literal::Instant(ast::Instant::Date(Timestamp::from_micros(
+                1_704_844_800_000_000,
+            ))),
+        );
+        check(
+            "p=30d",
+            Literal::Duration(ast::Duration {
+                amount: 30,
+                unit: ast::DurationUnit::Day,
+            }),
+        );
+        let deep = format!("p={}1{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(matches!(
+            Params::parse_binding(&deep),
+            Ok((_, Literal::String(_)))
+        ));
+        assert!(Params::parse_binding("Bad=1").is_err());
+        assert!(Params::parse_binding("novalue").is_err());
+    }
 }

@@ -1,0 +1,1068 @@
+//! Almanac against SQLite (and redb's own floor) on the same generated records.
+//!
+//! `cargo bench --bench compare` loads the same N records (env
+//! `ALMANAC_BENCH_N`, default 1,000,000; `-- --quick` makes it 2,000 for a
+//! CI smoke test) into an Almanac store and into one SQLite table, runs the
+//! operations of issue 5 on both, checks that both gave the same answers
+//! (same counts, same ids) and prints one table: operation, Almanac, SQLite,
+//! ratio (> 1 means Almanac is better), the target and whether it was met.
+//! Any disagreement between the engines aborts the run: a comparison of
+//! different work does not count.
+//!
+//! SQLite runs with `journal_mode=WAL`, `synchronous=FULL` (commits as durable
+//! as Almanac's), a 1 GiB page cache (redb's default cache size), one table
+//! with a column per top-level field, payload and extras as JSON text, an
+//! index on (kind, target, produced_at) and one on run_id, and `ANALYZE`
+//! after loading. Where Almanac returns records, the SQLite side builds the
+//! same `StoredRecord`s from its rows (parsing the JSON columns), so both
+//! sides hand the caller the same thing.
+//!
+//! Other knobs: `ALMANAC_BENCH_DIR` (where the stores go; default a temp
+//! dir), `ALMANAC_BENCH_THREADS` (16), `ALMANAC_BENCH_PER_THREAD` (records
+//! each thread stores, 100), `ALMANAC_BENCH_LOOKUPS` (latest lookups, 10,000),
+//! `ALMANAC_BENCH_HISTORIES` (history calls, 1,000).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use almanac::kinds::Retention;
+use almanac::model::{JsonObject, MICROS_PER_DAY};
+use almanac::query::ScanRequest;
+use almanac::testdata::{GenConfig, Generator, SplitMix64, SOURCES};
+use almanac::{
+    Clock, MetadataContext, MetadataRecord, MetadataRepository, MetadataTarget, Store,
+    StoreOptions, StoredRecord, TimeRange, Timestamp,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+
+const SEED: u64 = 42;
+const BATCH: usize = 10_000;
+/// Kinds the latest lookups ask for.
+const LOOKUP_KINDS: [&str; 3] = ["ingestion_volume", "ingestion_runtime", "recon_result"];
+/// The SQLite columns a record is rebuilt from, in `row_to_record` order.
+const COLS: &str = "id, kind, source_id, schema, table_name, target_extras, payload, produced_at, \
+                    producer_id, job_id, run_id, namespace, context_extras, version, quality, extras";
+/// `payload.rows` above which the full scan keeps a record (the huge tables).
+const BIG_ROWS: i64 = 50_000_000;
+
+type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> BoxResult<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child-open-latest") {
+        return child_open_latest(&args[1..]);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let n = env_usize("ALMANAC_BENCH_N", if quick { 2_000 } else { 1_000_000 });
+    let settings = Settings {
+        n,
+        threads: env_usize("ALMANAC_BENCH_THREADS", 16),
+        per_thread: env_usize("ALMANAC_BENCH_PER_THREAD", if quick { 10 } else { 100 }),
+        lookups: env_usize("ALMANAC_BENCH_LOOKUPS", if quick { 500 } else { 10_000 }),
+        histories: env_usize("ALMANAC_BENCH_HISTORIES", if quick { 100 } else { 1_000 }),
+        config: GenConfig {
+            n_records: n,
+            n_targets: (n / 200).clamp(50, 5_000),
+            days: 120,
+            // 2024-06-01T00:00:00Z: day-aligned, so 30 days from the start is
+            // exactly 30 day partitions.
+            end: Timestamp::from_micros(1_717_200_000_000_000),
+        },
+    };
+    let _tmp;
+    let dir = match std::env::var_os("ALMANAC_BENCH_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            _tmp = tempfile::tempdir()?;
+            _tmp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&dir)?;
+    for stale in [
+        "almanac",
+        "floor.redb",
+        "sqlite.db",
+        "sqlite.db-wal",
+        "sqlite.db-shm",
+    ] {
+        let p = dir.join(stale);
+        let _ = std::fs::remove_dir_all(&p);
+        let _ = std::fs::remove_file(&p);
+    }
+    run(&settings, &dir)
+}
+
+struct Settings {
+    n: usize,
+    threads: usize,
+    per_thread: usize,
+    lookups: usize,
+    histories: usize,
+    config: GenConfig,
+}
+
+/// Notes the start of a phase on standard error, with the machine's load.
+fn progress(phase: &str) {
+    eprintln!("  {phase} (load average {})", load_average());
+}
+
+/// The first three fields of `/proc/loadavg`, or `?` where there is none.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// One line of the result table.
+struct Row {
+    operation: String,
+    almanac: String,
+    sqlite: String,
+    /// How many times better Almanac is (> 1: Almanac wins).
+    ratio: Option<f64>,
+    target: String,
+    met: Option<bool>,
+}
+
+fn row(operation: &str, almanac: String, sqlite: String, ratio: Option<f64>) -> Row {
+    Row {
+        operation: operation.to_owned(),
+        almanac,
+        sqlite,
+        ratio,
+        target: String::new(),
+        met: None,
+    }
+}
+
+impl Row {
+    fn target(mut self, target: &str, met: bool) -> Row {
+        self.target = target.to_owned();
+        self.met = Some(met);
+        self
+    }
+}
+
+fn check(ok: bool, what: &str) -> BoxResult<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("Almanac and SQLite disagree: {what}").into())
+    }
+}
+
+fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
+    let cfg = &s.config;
+    let end = cfg.end;
+    eprintln!(
+        "compare: N = {} records, {} targets, {} days, in {}",
+        s.n,
+        cfg.n_targets,
+        cfg.days,
+        dir.display()
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    let store_dir = dir.join("almanac");
+    let sqlite_path = dir.join("sqlite.db");
+    let options = || StoreOptions {
+        clock: Clock::fixed(end.saturating_add_micros(2 * MICROS_PER_DAY)),
+        ..StoreOptions::default()
+    };
+
+    // --- bulk loads -----------------------------------------------------
+    let store = Store::open_with(&store_dir, options())?;
+    let mut almanac_load = Duration::ZERO;
+    let mut next_id = 1u64;
+    for batch in batches(SEED, cfg) {
+        let t = Instant::now();
+        let outcome = store.bulk_store(&batch)?;
+        almanac_load += t.elapsed();
+        let expected: Vec<u64> = (next_id..next_id + batch.len() as u64).collect();
+        check(outcome.ids == expected, "bulk_store ids are not 1..=N")?;
+        next_id += batch.len() as u64;
+    }
+    eprintln!("  almanac bulk_store: {almanac_load:?}");
+
+    let mut db = open_sqlite(&sqlite_path)?;
+    create_sqlite_schema(&db)?;
+    let mut sqlite_load = Duration::ZERO;
+    let mut next_id = 1u64;
+    for batch in batches(SEED, cfg) {
+        let t = Instant::now();
+        let txn = db.transaction()?;
+        {
+            let mut insert = txn.prepare_cached(INSERT_SQL)?;
+            for record in &batch {
+                insert_row(&mut insert, next_id, record)?;
+                next_id += 1;
+            }
+        }
+        txn.commit()?;
+        sqlite_load += t.elapsed();
+    }
+    eprintln!("  sqlite inserts: {sqlite_load:?}");
+    db.execute_batch("ANALYZE")?;
+    let n_sqlite: u64 = db.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?;
+    let n_almanac: u64 = store.partitions()?.iter().map(|p| p.info.n_records).sum();
+    check(
+        n_sqlite == s.n as u64 && n_almanac == s.n as u64,
+        "record counts after loading",
+    )?;
+
+    let floor_load = redb_floor(SEED, cfg, &dir.join("floor.redb"))?;
+    eprintln!("  redb floor: {floor_load:?}");
+    let _ = std::fs::remove_file(dir.join("floor.redb"));
+
+    let per_sec = |d: Duration| s.n as f64 / d.as_secs_f64();
+    rows.push(
+        row(
+            &format!("bulk_store of N in batches of {BATCH} (records/s)"),
+            fmt_rate(per_sec(almanac_load)),
+            fmt_rate(per_sec(sqlite_load)),
+            Some(sqlite_load.as_secs_f64() / almanac_load.as_secs_f64()),
+        )
+        .target(
+            ">= 3x",
+            sqlite_load.as_secs_f64() / almanac_load.as_secs_f64() >= 3.0,
+        ),
+    );
+    let floor_ratio = floor_load.as_secs_f64() / almanac_load.as_secs_f64();
+    rows.push(
+        row(
+            "bulk_store vs bare redb append of the same bytes (records/s; SQLite column: redb)",
+            fmt_rate(per_sec(almanac_load)),
+            fmt_rate(per_sec(floor_load)),
+            Some(floor_ratio),
+        )
+        .target(">= 0.5x redb", floor_ratio >= 0.5),
+    );
+
+    // --- 16 threads, one durable record at a time -----------------------
+    progress("concurrent stores");
+    let (almanac_conc, sqlite_conc, n_conc, n_commits) = concurrent(s, &store, &sqlite_path)?;
+    let ratio = sqlite_conc.as_secs_f64() / almanac_conc.as_secs_f64();
+    rows.push(
+        row(
+            &format!(
+                "{} threads x {} single durable stores (commits/s; Almanac grouped them into {n_commits} redb commits)",
+                s.threads, s.per_thread
+            ),
+            fmt_rate(n_conc as f64 / almanac_conc.as_secs_f64()),
+            fmt_rate(n_conc as f64 / sqlite_conc.as_secs_f64()),
+            Some(ratio),
+        )
+        .target(">= 5x", ratio >= 5.0),
+    );
+
+    // --- latest ---------------------------------------------------------
+    progress("latest");
+    let mut rng = SplitMix64::new(SEED ^ 0x1a7e57);
+    let lookups: Vec<(MetadataTarget, &str)> = (0..s.lookups)
+        .map(|_| {
+            let target = cfg.target(rng.below(cfg.n_targets as u64) as usize);
+            let kind = LOOKUP_KINDS[rng.below(LOOKUP_KINDS.len() as u64) as usize];
+            (target, kind)
+        })
+        .collect();
+    // A warm-up pass each, then the measured pass.
+    for (target, kind) in &lookups {
+        store.latest(target, kind)?;
+        sqlite_latest(&db, target, kind)?;
+    }
+    let mut almanac_times = Vec::with_capacity(lookups.len());
+    let mut almanac_ids = Vec::with_capacity(lookups.len());
+    for (target, kind) in &lookups {
+        let t = Instant::now();
+        let found = store.latest(target, kind)?;
+        almanac_times.push(t.elapsed());
+        almanac_ids.push(found.map(|r| r.id));
+    }
+    let mut sqlite_times = Vec::with_capacity(lookups.len());
+    let mut sqlite_ids = Vec::with_capacity(lookups.len());
+    for (target, kind) in &lookups {
+        let t = Instant::now();
+        let found = sqlite_latest(&db, target, kind)?;
+        sqlite_times.push(t.elapsed());
+        sqlite_ids.push(found.map(|r| r.id));
+    }
+    check(almanac_ids == sqlite_ids, "latest ids")?;
+    let (a, q) = (median(&mut almanac_times), median(&mut sqlite_times));
+    let ratio = q.as_secs_f64() / a.as_secs_f64();
+    rows.push(
+        row(
+            &format!(
+                "latest(target, kind), median of {} random lookups ({} found)",
+                s.lookups,
+                almanac_ids.iter().flatten().count()
+            ),
+            fmt_latency(a),
+            fmt_latency(q),
+            Some(ratio),
+        )
+        .target(
+            "<= 2 µs and >= 4x",
+            a <= Duration::from_micros(2) && ratio >= 4.0,
+        ),
+    );
+
+    // --- history, 30 days -----------------------------------------------
+    progress("history");
+    let range = TimeRange::new(end.saturating_add_micros(-30 * MICROS_PER_DAY), end);
+    let histories: Vec<MetadataTarget> = (0..s.histories)
+        .map(|_| cfg.target(rng.below(cfg.n_targets as u64) as usize))
+        .collect();
+    for target in histories.iter().take(100) {
+        store.history(target, "ingestion_volume", range)?;
+        sqlite_history(&db, target, "ingestion_volume", range)?;
+    }
+    let (mut a_times, mut q_times, mut n_rows) = (Vec::new(), Vec::new(), 0usize);
+    let mut a_ids = Vec::new();
+    for target in &histories {
+        let t = Instant::now();
+        let found = store.history(target, "ingestion_volume", range)?;
+        a_times.push(t.elapsed());
+        n_rows += found.len();
+        a_ids.push(ids(&found));
+    }
+    let mut q_ids = Vec::new();
+    for target in &histories {
+        let t = Instant::now();
+        let found = sqlite_history(&db, target, "ingestion_volume", range)?;
+        q_times.push(t.elapsed());
+        q_ids.push(ids(&found));
+    }
+    check(a_ids == q_ids, "history ids")?;
+    let (a, q) = (median(&mut a_times), median(&mut q_times));
+    let ratio = q.as_secs_f64() / a.as_secs_f64();
+    rows.push(
+        row(
+            &format!(
+                "history(target, ingestion_volume, 30 days), median of {} ({:.1} records each)",
+                s.histories,
+                n_rows as f64 / s.histories.max(1) as f64
+            ),
+            fmt_latency(a),
+            fmt_latency(q),
+            Some(ratio),
+        )
+        .target(">= 3x", ratio >= 3.0),
+    );
+
+    // --- selective query ------------------------------------------------
+    progress("selective query");
+    let (mut a_times, mut q_times, mut n_found) = (Vec::new(), Vec::new(), 0usize);
+    for week in 0..4i64 {
+        let until = end.saturating_add_micros(-7 * week * MICROS_PER_DAY);
+        let range = TimeRange::new(until.saturating_add_micros(-7 * MICROS_PER_DAY), until);
+        for (source, _, _) in SOURCES {
+            let t = Instant::now();
+            let found = almanac_selective(&store, source, range)?;
+            a_times.push(t.elapsed());
+            let t = Instant::now();
+            let expected = sqlite_selective(&db, source, range)?;
+            q_times.push(t.elapsed());
+            check(ids(&found) == ids(&expected), "selective query ids")?;
+            n_found += found.len();
+        }
+    }
+    let n_queries = a_times.len();
+    let (a, q) = (median(&mut a_times), median(&mut q_times));
+    let ratio = q.as_secs_f64() / a.as_secs_f64();
+    rows.push(
+        row(
+            &format!(
+                "selective: recon_result, one source, 7 days, outcome = fail; median of {n_queries} ({:.1} records each)",
+                n_found as f64 / n_queries as f64
+            ),
+            fmt_latency(a),
+            fmt_latency(q),
+            Some(ratio),
+        )
+        .target(">= 3x", ratio >= 3.0),
+    );
+
+    // --- full scan with a payload filter ----------------------------------
+    progress("full scan");
+    let (mut a_times, mut q_times) = (Vec::new(), Vec::new());
+    let mut n_big = 0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let found = almanac_full_scan(&store)?;
+        a_times.push(t.elapsed());
+        let t = Instant::now();
+        let expected = sqlite_full_scan(&db)?;
+        q_times.push(t.elapsed());
+        check(ids(&found) == ids(&expected), "full scan ids")?;
+        n_big = found.len();
+    }
+    let (a, q) = (median(&mut a_times), median(&mut q_times));
+    let ratio = q.as_secs_f64() / a.as_secs_f64();
+    rows.push(
+        row(
+            &format!("full scan, payload.rows > {BIG_ROWS}, over all records ({n_big} match), median of 3"),
+            fmt_ms(a),
+            fmt_ms(q),
+            Some(ratio),
+        )
+        .target(">= 2x", ratio >= 2.0),
+    );
+
+    // --- stats by target, 1-day bins --------------------------------------
+    progress("stats");
+    let (mut a_times, mut q_times) = (Vec::new(), Vec::new());
+    let mut n_groups = 0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let a_groups = almanac_stats(&store)?;
+        a_times.push(t.elapsed());
+        let t = Instant::now();
+        let q_groups = sqlite_stats(&db)?;
+        q_times.push(t.elapsed());
+        check(same_groups(&a_groups, &q_groups), "stats groups")?;
+        n_groups = a_groups.len();
+    }
+    let (a, q) = (median(&mut a_times), median(&mut q_times));
+    let ratio = q.as_secs_f64() / a.as_secs_f64();
+    rows.push(
+        row(
+            &format!(
+                "stats count(), avg(payload.rows) by target, bin(produced_at, 1d) ({n_groups} groups), median of 3 [Almanac: Store::scan + Rust aggregation; the query language is not on main yet]"
+            ),
+            fmt_ms(a),
+            fmt_ms(q),
+            Some(ratio),
+        )
+        .target(">= 2x", ratio >= 2.0),
+    );
+
+    // --- size on disk (before expiry) -------------------------------------
+    progress("size on disk");
+    db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+    let sqlite_size = file_len(&sqlite_path) + file_len(&dir.join("sqlite.db-wal"));
+    let redb_size = store.file_size()?;
+    let log_size = dir_size(&store_dir.join("log"));
+    let ratio = sqlite_size as f64 / redb_size as f64;
+    rows.push(
+        row(
+            "store size on disk: almanac.redb vs SQLite db + wal after checkpoint",
+            fmt_bytes(redb_size),
+            fmt_bytes(sqlite_size),
+            Some(ratio),
+        )
+        .target(
+            "<= 1.2x SQLite",
+            redb_size as f64 <= 1.2 * sqlite_size as f64,
+        ),
+    );
+    rows.push(row(
+        "  the same, with Almanac's log/ (JSONL of every record) counted",
+        fmt_bytes(redb_size + log_size),
+        fmt_bytes(sqlite_size),
+        Some(sqlite_size as f64 / (redb_size + log_size) as f64),
+    ));
+
+    // --- expiring the oldest 30 days of one kind -------------------------
+    progress("expiry");
+    let cutoff = cfg.start().saturating_add_micros(30 * MICROS_PER_DAY);
+    store.set_retention("ingestion_volume", Retention::Days(30))?;
+    let now = cutoff.saturating_add_micros(30 * MICROS_PER_DAY);
+    let t = Instant::now();
+    let report = store.apply_retention_at(now, false)?;
+    let almanac_expire = t.elapsed();
+    let t = Instant::now();
+    let deleted = {
+        let txn = db.transaction()?;
+        let n = txn.execute(
+            "DELETE FROM records WHERE kind = 'ingestion_volume' AND produced_at < ?1",
+            params![cutoff.as_micros()],
+        )?;
+        txn.commit()?;
+        n as u64
+    };
+    let sqlite_expire = t.elapsed();
+    check(
+        report.n_records() == deleted && deleted > 0,
+        &format!(
+            "expired rows: Almanac {} in {} partitions, SQLite {deleted}",
+            report.n_records(),
+            report.dropped.len()
+        ),
+    )?;
+    let ratio = sqlite_expire.as_secs_f64() / almanac_expire.as_secs_f64();
+    rows.push(
+        row(
+            &format!(
+                "expire 30 days of ingestion_volume ({deleted} records, {} partitions)",
+                report.dropped.len()
+            ),
+            fmt_ms(almanac_expire),
+            fmt_ms(sqlite_expire),
+            Some(ratio),
+        )
+        .target(">= 50x", ratio >= 50.0),
+    );
+
+    // --- open + first latest, in a fresh process -------------------------
+    progress("open + first latest");
+    let (target, kind) = lookups
+        .iter()
+        .find(|(t, k)| matches!(store.latest(t, k), Ok(Some(_))))
+        .cloned()
+        .ok_or("no lookup found a record")?;
+    drop(store);
+    drop(db);
+    let mut a_open = Vec::new();
+    let mut q_open = Vec::new();
+    let (mut a_id, mut q_id) = (String::new(), String::new());
+    for _ in 0..3 {
+        let (d, id) = open_latest_child("almanac", &store_dir, &target, kind)?;
+        a_open.push(d);
+        a_id = id;
+        let (d, id) = open_latest_child("sqlite", &sqlite_path, &target, kind)?;
+        q_open.push(d);
+        q_id = id;
+    }
+    check(a_id == q_id, "first latest after open")?;
+    let (a, q) = (median(&mut a_open), median(&mut q_open));
+    rows.push(
+        row(
+            "open a store of N and answer the first latest (fresh process, median of 3)",
+            fmt_latency(a),
+            fmt_latency(q),
+            Some(q.as_secs_f64() / a.as_secs_f64()),
+        )
+        .target("<= 50 ms", a <= Duration::from_millis(50)),
+    );
+    rows.push(row(
+        "peak memory while importing N from JSONL",
+        "not measured: `almanac import` is not on main yet".into(),
+        "-".into(),
+        None,
+    ));
+
+    println!("{}", render(s, &rows));
+    Ok(())
+}
+
+/// The generated records in batches of [`BATCH`], made lazily so that N
+/// records never sit in memory at once.
+fn batches(seed: u64, cfg: &GenConfig) -> impl Iterator<Item = Vec<MetadataRecord>> {
+    let mut gen = Generator::new(seed, cfg.clone());
+    std::iter::from_fn(move || {
+        let batch: Vec<MetadataRecord> = gen.by_ref().take(BATCH).collect();
+        (!batch.is_empty()).then_some(batch)
+    })
+}
+
+/// redb's floor: the same encoded bytes appended to a bare `u64 -> &[u8]`
+/// table in the same batches, one durable commit per batch.
+fn redb_floor(seed: u64, cfg: &GenConfig, path: &Path) -> BoxResult<Duration> {
+    const TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
+    let db = redb::Database::create(path)?;
+    let mut total = Duration::ZERO;
+    let mut id = 1u64;
+    for batch in batches(seed, cfg) {
+        let encoded: Vec<Vec<u8>> = batch.iter().map(almanac::storage::encode_record).collect();
+        let t = Instant::now();
+        let mut txn = db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        {
+            let mut table = txn.open_table(TABLE)?;
+            for bytes in &encoded {
+                table.insert(id, bytes.as_slice())?;
+                id += 1;
+            }
+        }
+        txn.commit()?;
+        total += t.elapsed();
+    }
+    Ok(total)
+}
+
+/// `threads` threads each store `per_thread` records one at a time on both
+/// engines; returns the elapsed times, the records stored and Almanac's commits.
+fn concurrent(
+    s: &Settings,
+    store: &Store,
+    sqlite_path: &Path,
+) -> BoxResult<(Duration, Duration, usize, u64)> {
+    let cfg = GenConfig {
+        n_records: s.threads * s.per_thread,
+        days: 1,
+        end: s.config.end.saturating_add_micros(MICROS_PER_DAY),
+        ..s.config.clone()
+    };
+    let records: Vec<MetadataRecord> = Generator::new(SEED + 1, cfg).collect();
+    let chunks: Vec<Vec<MetadataRecord>> = records
+        .chunks(s.per_thread.max(1))
+        .map(<[MetadataRecord]>::to_vec)
+        .collect();
+    let commits_before = store.write_stats().n_commits;
+    let barrier = Arc::new(Barrier::new(chunks.len() + 1));
+    let handles: Vec<_> = chunks
+        .iter()
+        .cloned()
+        .map(|chunk| {
+            let store = store.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || -> Result<Vec<u64>, String> {
+                barrier.wait();
+                chunk
+                    .iter()
+                    .map(|r| store.store(r).map(|o| o.id).map_err(|e| e.to_string()))
+                    .collect()
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t = Instant::now();
+    let mut ids_per_thread = Vec::new();
+    for h in handles {
+        ids_per_thread.push(h.join().map_err(|_| "store thread panicked")??);
+    }
+    let almanac = t.elapsed();
+    let n_commits = store.write_stats().n_commits - commits_before;
+
+    // SQLite gets each record under the id Almanac gave it, so later answers compare by id.
+    let barrier = Arc::new(Barrier::new(chunks.len() + 1));
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .zip(ids_per_thread)
+        .map(|(chunk, ids)| {
+            let path = sqlite_path.to_path_buf();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || -> Result<(), String> {
+                let db = open_sqlite(&path).map_err(|e| e.to_string())?;
+                let mut insert = db.prepare(INSERT_SQL).map_err(|e| e.to_string())?;
+                barrier.wait();
+                for (record, id) in chunk.iter().zip(ids) {
+                    insert_row(&mut insert, id, record).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t = Instant::now();
+    for h in handles {
+        h.join().map_err(|_| "sqlite thread panicked")??;
+    }
+    let sqlite = t.elapsed();
+    Ok((almanac, sqlite, records.len(), n_commits))
+}
+
+fn almanac_selective(
+    store: &Store,
+    source: &str,
+    range: TimeRange,
+) -> BoxResult<Vec<StoredRecord>> {
+    let request = ScanRequest {
+        kinds: Some(vec!["recon_result".into()]),
+        time: range,
+        ..ScanRequest::default()
+    };
+    let mut out = Vec::new();
+    for r in store.scan(&request)? {
+        let r = r?;
+        if r.record.target.source_id == source
+            && r.record.payload.get("outcome").and_then(Value::as_str) == Some("fail")
+        {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+fn almanac_full_scan(store: &Store) -> BoxResult<Vec<StoredRecord>> {
+    let mut out = Vec::new();
+    for r in store.scan(&ScanRequest::default())? {
+        let r = r?;
+        if r.record
+            .payload
+            .get("rows")
+            .and_then(Value::as_i64)
+            .is_some_and(|rows| rows > BIG_ROWS)
+        {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// `(target, day) -> (count, sum of rows, records with rows)`.
+type Groups = HashMap<(String, i64), (u64, f64, u64)>;
+
+fn almanac_stats(store: &Store) -> BoxResult<Groups> {
+    let mut groups = Groups::new();
+    for r in store.scan(&ScanRequest::default())? {
+        let r = r?;
+        let day = r.record.produced_at.as_micros().div_euclid(MICROS_PER_DAY);
+        let entry = groups.entry((r.record.target_name(), day)).or_default();
+        entry.0 += 1;
+        if let Some(rows) = r.record.payload.get("rows").and_then(Value::as_f64) {
+            entry.1 += rows;
+            entry.2 += 1;
+        }
+    }
+    Ok(groups)
+}
+
+fn same_groups(a: &Groups, q: &Groups) -> bool {
+    a.len() == q.len()
+        && a.iter().all(|(key, (count, sum, n))| {
+            q.get(key).is_some_and(|(q_count, q_avg, _)| {
+                let avg = if *n == 0 { f64::NAN } else { sum / *n as f64 };
+                count == q_count
+                    && ((avg.is_nan() && q_avg.is_nan())
+                        || (avg - q_avg).abs() <= 1e-6 * avg.abs().max(1.0))
+            })
+        })
+}
+
+fn ids(records: &[StoredRecord]) -> Vec<u64> {
+    records.iter().map(|r| r.id).collect()
+}
+
+// --- SQLite ------------------------------------------------------------------
+
+const INSERT_SQL: &str = "INSERT INTO records (id, kind, source_id, schema, table_name, target, \
+    target_extras, payload, produced_at, producer_id, job_id, run_id, namespace, tenant, \
+    context_extras, version, quality, extras) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
+fn open_sqlite(path: &Path) -> rusqlite::Result<Connection> {
+    let db = Connection::open(path)?;
+    db.busy_timeout(Duration::from_secs(60))?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "FULL")?;
+    db.pragma_update(None, "cache_size", -1_048_576)?;
+    Ok(db)
+}
+
+fn create_sqlite_schema(db: &Connection) -> rusqlite::Result<()> {
+    db.execute_batch(
+        "CREATE TABLE records (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            source_id TEXT NOT NULL,
+            schema TEXT NOT NULL,
+            table_name TEXT NOT NULL,
+            target TEXT NOT NULL,
+            target_extras TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            produced_at INTEGER NOT NULL,
+            producer_id TEXT NOT NULL,
+            job_id TEXT,
+            run_id TEXT,
+            namespace TEXT,
+            tenant TEXT,
+            context_extras TEXT NOT NULL,
+            version INTEGER,
+            quality TEXT,
+            extras TEXT NOT NULL
+        );
+        CREATE INDEX records_kind_target_time ON records (kind, target, produced_at);
+        CREATE INDEX records_run ON records (run_id);",
+    )
+}
+
+fn json_text(map: &JsonObject) -> String {
+    serde_json::to_string(map).unwrap_or_default()
+}
+
+fn insert_row(
+    insert: &mut rusqlite::Statement<'_>,
+    id: u64,
+    r: &MetadataRecord,
+) -> rusqlite::Result<()> {
+    insert.execute(params![
+        id as i64,
+        r.kind,
+        r.target.source_id,
+        r.target.schema,
+        r.target.table,
+        r.target_name(),
+        json_text(&r.target.extras),
+        json_text(&r.payload),
+        r.produced_at.as_micros(),
+        r.producer_id,
+        r.context.job_id,
+        r.context.run_id,
+        r.context.namespace,
+        r.context.tenant(),
+        json_text(&r.context.extras),
+        r.version.map(|v| v as i64),
+        r.quality.as_ref().map(Value::to_string),
+        json_text(&r.extras),
+    ])?;
+    Ok(())
+}
+
+fn parse_object(text: &str) -> rusqlite::Result<JsonObject> {
+    serde_json::from_str(text).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+/// Rebuilds the stored record from a row selected with [`COLS`].
+fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
+    let quality: Option<String> = row.get(14)?;
+    let record = MetadataRecord {
+        kind: row.get(1)?,
+        target: MetadataTarget {
+            source_id: row.get(2)?,
+            schema: row.get(3)?,
+            table: row.get(4)?,
+            extras: parse_object(&row.get::<_, String>(5)?)?,
+        },
+        payload: parse_object(&row.get::<_, String>(6)?)?,
+        produced_at: Timestamp::from_micros(row.get(7)?),
+        producer_id: row.get(8)?,
+        context: MetadataContext {
+            job_id: row.get(9)?,
+            run_id: row.get(10)?,
+            namespace: row.get(11)?,
+            extras: parse_object(&row.get::<_, String>(12)?)?,
+        },
+        version: row.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+        quality: quality.and_then(|q| serde_json::from_str(&q).ok()),
+        extras: parse_object(&row.get::<_, String>(15)?)?,
+    };
+    Ok(StoredRecord {
+        id: row.get::<_, i64>(0)? as u64,
+        record,
+    })
+}
+
+fn sqlite_latest(
+    db: &Connection,
+    target: &MetadataTarget,
+    kind: &str,
+) -> rusqlite::Result<Option<StoredRecord>> {
+    let mut stmt = db.prepare_cached(&format!(
+        "SELECT {COLS} FROM records WHERE kind = ?1 AND target = ?2 \
+         ORDER BY produced_at DESC, id DESC LIMIT 1"
+    ))?;
+    stmt.query_row(params![kind, target.canonical_name()], row_to_record)
+        .optional()
+}
+
+fn sqlite_history(
+    db: &Connection,
+    target: &MetadataTarget,
+    kind: &str,
+    range: TimeRange,
+) -> rusqlite::Result<Vec<StoredRecord>> {
+    let mut stmt = db.prepare_cached(&format!(
+        "SELECT {COLS} FROM records WHERE kind = ?1 AND target = ?2 \
+         AND produced_at >= ?3 AND produced_at < ?4 ORDER BY produced_at, id"
+    ))?;
+    let rows = stmt.query_map(
+        params![
+            kind,
+            target.canonical_name(),
+            range.from.as_micros(),
+            range.until.as_micros()
+        ],
+        row_to_record,
+    )?;
+    rows.collect()
+}
+
+fn sqlite_selective(
+    db: &Connection,
+    source: &str,
+    range: TimeRange,
+) -> rusqlite::Result<Vec<StoredRecord>> {
+    let mut stmt = db.prepare_cached(&format!(
+        "SELECT {COLS} FROM records WHERE kind = 'recon_result' AND source_id = ?1 \
+         AND produced_at >= ?2 AND produced_at < ?3 \
+         AND json_extract(payload, '$.outcome') = 'fail' ORDER BY produced_at, id"
+    ))?;
+    let rows = stmt.query_map(
+        params![source, range.from.as_micros(), range.until.as_micros()],
+        row_to_record,
+    )?;
+    rows.collect()
+}
+
+fn sqlite_full_scan(db: &Connection) -> rusqlite::Result<Vec<StoredRecord>> {
+    let mut stmt = db.prepare_cached(&format!(
+        "SELECT {COLS} FROM records WHERE json_extract(payload, '$.rows') > ?1 \
+         ORDER BY produced_at, id"
+    ))?;
+    let rows = stmt.query_map(params![BIG_ROWS], row_to_record)?;
+    rows.collect()
+}
+
+fn sqlite_stats(db: &Connection) -> rusqlite::Result<Groups> {
+    let mut stmt = db.prepare_cached(
+        "SELECT target, produced_at / 86400000000 AS day, count(*), \
+         avg(json_extract(payload, '$.rows')) FROM records GROUP BY target, day",
+    )?;
+    let mut groups = Groups::new();
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let avg: Option<f64> = row.get(3)?;
+        groups.insert(
+            (row.get(0)?, row.get(1)?),
+            (row.get::<_, i64>(2)? as u64, avg.unwrap_or(f64::NAN), 0),
+        );
+    }
+    Ok(groups)
+}
+
+// --- open + first latest in a child process -----------------------------------
+
+fn open_latest_child(
+    engine: &str,
+    path: &Path,
+    target: &MetadataTarget,
+    kind: &str,
+) -> BoxResult<(Duration, String)> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(["--child-open-latest", engine])
+        .arg(path)
+        .args([&target.source_id, &target.schema, &target.table, kind])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "child for {engine} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let mut words = text.split_whitespace();
+    let nanos: u64 = words.next().ok_or("child printed nothing")?.parse()?;
+    let id = words.next().unwrap_or("none").to_owned();
+    Ok((Duration::from_nanos(nanos), id))
+}
+
+/// `--child-open-latest ENGINE PATH SOURCE SCHEMA TABLE KIND`: opens the
+/// store and answers one `latest`; prints the nanoseconds that took and the id.
+fn child_open_latest(args: &[String]) -> BoxResult<()> {
+    let [engine, path, source, schema, table, kind, ..] = args else {
+        return Err("usage: --child-open-latest ENGINE PATH SOURCE SCHEMA TABLE KIND".into());
+    };
+    let target = MetadataTarget::new(source, schema, table);
+    let t = Instant::now();
+    let id = match engine.as_str() {
+        "almanac" => {
+            let store = Store::open(path)?;
+            store.latest(&target, kind)?.map(|r| r.id)
+        }
+        _ => {
+            let db = Connection::open(path)?;
+            sqlite_latest(&db, &target, kind)?.map(|r| r.id)
+        }
+    };
+    let elapsed = t.elapsed();
+    match id {
+        Some(id) => println!("{} {id}", elapsed.as_nanos()),
+        None => println!("{} none", elapsed.as_nanos()),
+    }
+    Ok(())
+}
+
+// --- output --------------------------------------------------------------------
+
+fn median(times: &mut [Duration]) -> Duration {
+    if times.is_empty() {
+        return Duration::ZERO;
+    }
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn dir_size(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn fmt_rate(per_sec: f64) -> String {
+    let n = per_sec.round() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{out}/s")
+}
+
+fn fmt_latency(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1_000.0 {
+        format!("{us:.2} µs")
+    } else {
+        format!("{:.2} ms", us / 1_000.0)
+    }
+}
+
+fn fmt_ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn fmt_bytes(n: u64) -> String {
+    format!("{:.1} MB", n as f64 / 1e6)
+}
+
+fn render(s: &Settings, rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nN = {} records ({} targets, {} days); ratio > 1 means Almanac is better; \
+         load average at the end: {}\n",
+        s.n,
+        s.config.n_targets,
+        s.config.days,
+        load_average()
+    );
+    let _ = writeln!(
+        out,
+        "| operation | Almanac | SQLite | ratio | target | met |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---|---|");
+    for r in rows {
+        let ratio = r.ratio.map_or("-".to_owned(), |x| format!("{x:.2}x"));
+        let met = match r.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.operation, r.almanac, r.sqlite, ratio, r.target, met
+        );
+    }
+    out
+}

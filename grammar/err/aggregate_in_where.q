@@ -1,0 +1,1 @@
+k | where count() > 1

@@ -1,0 +1,1 @@
+k | where x = "a\qb"

@@ -1,0 +1,1 @@
+k | extend a 1

@@ -1,0 +1,1 @@
+k | extend kind = 1

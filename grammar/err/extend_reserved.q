@@ -1,0 +1,1 @@
+k | extend null = 1

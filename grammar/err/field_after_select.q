@@ -1,0 +1,1 @@
+k | select target | where payload.rows > 0

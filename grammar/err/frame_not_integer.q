@@ -1,0 +1,1 @@
+k | window count() rows -1.5 .. 0

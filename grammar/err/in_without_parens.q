@@ -1,0 +1,1 @@
+k | where a in 1, 2

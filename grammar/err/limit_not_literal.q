@@ -1,0 +1,1 @@
+k | limit payload.n

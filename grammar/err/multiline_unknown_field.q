@@ -1,0 +1,3 @@
+k
+| where
+   payload.rows > 0 and rowz > 1

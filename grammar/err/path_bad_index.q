@@ -1,0 +1,1 @@
+k | where payload[x] = 1

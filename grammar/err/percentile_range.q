@@ -1,0 +1,1 @@
+k | stats percentile(payload.rows, 101)

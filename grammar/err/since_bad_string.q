@@ -1,0 +1,1 @@
+k | since "yesterday"

@@ -1,0 +1,1 @@
+ingestion_volume | where rows > 0

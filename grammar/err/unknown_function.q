@@ -1,0 +1,1 @@
+k | where lenght(payload.s) > 2

@@ -1,0 +1,1 @@
+k | window count() as n rows 2 .. 1

@@ -1,0 +1,1 @@
+k | window count() by target

@@ -1,0 +1,1 @@
+k | where bin(produced_at) = now

@@ -1,0 +1,1 @@
+k | stats count(), count(payload.x), countif(payload.ok), count_distinct(target), sum(payload.rows), avg(payload.rows), min(payload.rows), max(produced_at), stddev(payload.rows), percentile(payload.rows, 50), first(payload.rows), last(payload.rows)

@@ -1,0 +1,1 @@
+k | stats COUNT ( ) as n

@@ -1,0 +1,1 @@
+k | where exists(payload.x) and len(payload.s) > 2 and lower(payload.a) = upper(payload.b) and abs(payload.n) < 1 and coalesce(payload.a, payload.b, "z") = "z" and timestamp(payload.watermark) > now - 1d and bin(produced_at, 1h) = 2024-01-10

@@ -1,0 +1,1 @@
+ingestion_volume , recon_result,schema_snapshot

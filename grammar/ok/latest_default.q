@@ -1,0 +1,1 @@
+k | latest | latest by kind, target, payload.x

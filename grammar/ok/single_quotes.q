@@ -1,0 +1,1 @@
+k{table='its'} | where payload.name = 'say "hi"' and x = 'it\'s'

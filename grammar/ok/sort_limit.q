@@ -1,0 +1,1 @@
+k | sort payload.rows desc, produced_at asc, id | limit 5

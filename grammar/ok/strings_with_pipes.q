@@ -1,0 +1,1 @@
+k | where payload.filter = "a | b" and payload.x = "{c}"

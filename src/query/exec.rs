@@ -1,0 +1,951 @@
+//! The executor: a pipeline of iterators over rows, one per stage.
+//!
+//! Streaming stages (`where`, `extend`, `select`, `limit`) hold one row at a
+//! time. The others hold what they must: `sort` every row (or, followed by
+//! `limit N`, the best N in a bounded heap), `latest` one row per group,
+//! `stats` one accumulator per group, and `window` every row of its input:
+//! a frame may reach rows after the current one (`rows -1 .. 2`) and each
+//! row's output keeps the input order, so the stage buffers its input and
+//! computes every frame within its group (ordered by `produced_at`, `id`).
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use serde_json::Value as Json;
+
+use super::ast::{Label, Segment};
+use super::plan::{
+    Access, AggFn, BoundMatcher, CAgg, CExpr, CStage, Field, Func, Pattern, Physical,
+};
+use super::source::RecordSource;
+use super::value::{arith, compare, float, total_cmp, Key, Value};
+use crate::model::{StoredRecord, Timestamp};
+
+/// A row in flight: a record with computed slots, or a row of columns.
+#[derive(Clone, Debug)]
+pub(crate) struct XRow {
+    pub(crate) record: Option<StoredRecord>,
+    pub(crate) slots: Vec<Value>,
+    /// Arrival order of rows made by `select`/`stats`.
+    pub(crate) seq: u64,
+}
+
+impl XRow {
+    fn from_record(record: StoredRecord) -> Self {
+        XRow {
+            record: Some(record),
+            slots: Vec::new(),
+            seq: 0,
+        }
+    }
+
+    /// Records order by (`produced_at`, `id`); rows of columns by arrival.
+    fn order(&self) -> (i64, u64) {
+        match &self.record {
+            Some(r) => (r.record.produced_at.as_micros(), r.id),
+            None => (i64::MIN, self.seq),
+        }
+    }
+
+    fn set_slot(&mut self, slot: usize, value: Value) {
+        if slot >= self.slots.len() {
+            self.slots.resize(slot + 1, Value::Null);
+        }
+        self.slots[slot] = value;
+    }
+}
+
+/// A stream of rows in flight.
+pub(crate) type RowIter<'a> = Box<dyn Iterator<Item = crate::Result<XRow>> + 'a>;
+
+/// Runs a physical plan against a source.
+pub(crate) fn execute<'a>(
+    physical: Physical,
+    source: &'a dyn RecordSource,
+) -> crate::Result<RowIter<'a>> {
+    let mut rows: RowIter<'a> = match &physical.access {
+        Access::Scan(request) => Box::new(source.scan(request)?.map(|r| r.map(XRow::from_record))),
+        Access::Latest { kinds, targets } => {
+            let mut records = source.latest_records(kinds.as_deref(), targets.as_deref())?;
+            records.sort_by_key(|r| (r.record.produced_at, r.id));
+            Box::new(records.into_iter().map(|r| Ok(XRow::from_record(r))))
+        }
+    };
+    if !physical.label_filters.is_empty() {
+        let filters = physical.label_filters;
+        rows = Box::new(rows.filter(move |row| match row {
+            Ok(row) => filters.iter().all(|m| label_matches(m, row)),
+            Err(_) => true,
+        }));
+    }
+    for stage in physical.stages {
+        rows = apply(stage.stage, rows);
+    }
+    Ok(rows)
+}
+
+fn label_matches(m: &BoundMatcher, row: &XRow) -> bool {
+    let Some(stored) = &row.record else {
+        return false;
+    };
+    let r = &stored.record;
+    let value: String = match m.label {
+        Label::Source => r.target.source_id.clone(),
+        Label::Schema => r.target.schema.clone(),
+        Label::Table => r.target.table.clone(),
+        Label::Target => r.target.canonical_name(),
+        Label::Producer => r.producer_id.clone(),
+        Label::RunId => r.context.run_id.clone().unwrap_or_default(),
+        Label::JobId => r.context.job_id.clone().unwrap_or_default(),
+        Label::Namespace => r.context.namespace.clone().unwrap_or_default(),
+        Label::Tenant => r.context.tenant().unwrap_or_default().to_owned(),
+    };
+    m.test.matches(&value)
+}
+
+fn apply<'a>(stage: CStage, rows: RowIter<'a>) -> RowIter<'a> {
+    match stage {
+        CStage::Filter(e) => Box::new(rows.filter(move |row| match row {
+            Ok(row) => eval(&e, row).is_true(),
+            Err(_) => true,
+        })),
+        CStage::Extend(assignments) => Box::new(rows.map(move |row| {
+            let mut row = row?;
+            for (slot, e) in &assignments {
+                let value = eval(e, &row);
+                row.set_slot(*slot, value);
+            }
+            Ok(row)
+        })),
+        CStage::Select(exprs) => {
+            let mut seq = 0;
+            Box::new(rows.map(move |row| {
+                let row = row?;
+                seq += 1;
+                Ok(XRow {
+                    record: None,
+                    slots: exprs.iter().map(|e| eval(e, &row)).collect(),
+                    seq,
+                })
+            }))
+        }
+        CStage::Limit(n) => Box::new(rows.take(limit_of(&n))),
+        CStage::Sort { keys, limit } => {
+            let limit = limit.as_ref().map(limit_of);
+            blocking(rows, move |rows| sort(rows, &keys, limit))
+        }
+        CStage::Latest(by) => blocking(rows, move |rows| latest(rows, &by)),
+        CStage::Stats { aggregates, by } => {
+            blocking(rows, move |rows| stats(rows, &aggregates, &by))
+        }
+        CStage::Window {
+            aggregates,
+            slots,
+            by,
+            start,
+            end,
+        } => blocking(rows, move |rows| {
+            window(rows, &aggregates, &slots, &by, start, end)
+        }),
+    }
+}
+
+fn limit_of(n: &CExpr) -> usize {
+    match n {
+        CExpr::Const(Value::Int(i)) => usize::try_from(*i).unwrap_or(usize::MAX),
+        _ => 0,
+    }
+}
+
+/// A stage that needs all of its input before it yields: runs lazily, on
+/// the first pull.
+fn blocking<'a>(
+    rows: RowIter<'a>,
+    run: impl FnOnce(RowIter<'a>) -> crate::Result<Vec<XRow>> + 'a,
+) -> RowIter<'a> {
+    Box::new(std::iter::once_with(move || run(rows)).flat_map(
+        |result| -> Vec<crate::Result<XRow>> {
+            match result {
+                Ok(rows) => rows.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            }
+        },
+    ))
+}
+
+/// Sort keys of one row, with their directions and arrival index (stability).
+struct SortEntry {
+    keys: Vec<(Key, bool)>,
+    index: usize,
+    row: XRow,
+}
+
+impl SortEntry {
+    fn cmp_keys(&self, other: &SortEntry) -> Ordering {
+        for ((a, descending), (b, _)) in self.keys.iter().zip(&other.keys) {
+            let ord = a.cmp(b);
+            let ord = if *descending { ord.reverse() } else { ord };
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        }
+        self.index.cmp(&other.index)
+    }
+}
+
+impl PartialEq for SortEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp_keys(other) == Ordering::Equal
+    }
+}
+impl Eq for SortEntry {}
+impl PartialOrd for SortEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for SortEntry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.cmp_keys(other)
+    }
+}
+
+/// `sort`: nulls first ascending (last descending), ties in arrival order;
+/// with a limit, a heap of at most `limit` rows.
+fn sort(
+    rows: RowIter<'_>,
+    keys: &[(CExpr, bool)],
+    limit: Option<usize>,
+) -> crate::Result<Vec<XRow>> {
+    let entry = |index: usize, row: XRow| SortEntry {
+        keys: keys.iter().map(|(e, d)| (Key(eval(e, &row)), *d)).collect(),
+        index,
+        row,
+    };
+    let mut entries: Vec<SortEntry> = match limit {
+        Some(0) => return Ok(Vec::new()),
+        Some(n) => {
+            let mut heap = BinaryHeap::with_capacity(n.min(4096) + 1);
+            for (index, row) in rows.enumerate() {
+                heap.push(entry(index, row?));
+                if heap.len() > n {
+                    heap.pop();
+                }
+            }
+            heap.into_vec()
+        }
+        None => rows
+            .enumerate()
+            .map(|(index, row)| row.map(|row| entry(index, row)))
+            .collect::<crate::Result<_>>()?,
+    };
+    entries.sort();
+    Ok(entries.into_iter().map(|e| e.row).collect())
+}
+
+fn group_key(by: &[CExpr], row: &XRow) -> Vec<Key> {
+    by.iter().map(|e| Key(eval(e, row))).collect()
+}
+
+/// `latest`: per group the row with the greatest (`produced_at`, `id`),
+/// output in ascending order.
+fn latest(rows: RowIter<'_>, by: &[CExpr]) -> crate::Result<Vec<XRow>> {
+    let mut groups: BTreeMap<Vec<Key>, XRow> = BTreeMap::new();
+    for row in rows {
+        let row = row?;
+        let key = group_key(by, &row);
+        match groups.get_mut(&key) {
+            Some(best) if best.order() >= row.order() => {}
+            Some(best) => *best = row,
+            None => {
+                groups.insert(key, row);
+            }
+        }
+    }
+    let mut out: Vec<XRow> = groups.into_values().collect();
+    out.sort_by_key(XRow::order);
+    Ok(out)
+}
+
+/// `stats`: one row per group, sorted by the group keys; one row in all
+/// (even for no input) without `by`. Columns: the keys, then the aggregates.
+fn stats(rows: RowIter<'_>, aggregates: &[CAgg], by: &[CExpr]) -> crate::Result<Vec<XRow>> {
+    let mut groups: BTreeMap<Vec<Key>, Vec<Acc>> = BTreeMap::new();
+    if by.is_empty() {
+        groups.insert(Vec::new(), aggregates.iter().map(Acc::new).collect());
+    }
+    for row in rows {
+        let row = row?;
+        let key = group_key(by, &row);
+        let accs = groups
+            .entry(key)
+            .or_insert_with(|| aggregates.iter().map(Acc::new).collect());
+        for (acc, agg) in accs.iter_mut().zip(aggregates) {
+            let value = agg.arg.as_ref().map_or(Value::Null, |e| eval(e, &row));
+            acc.feed(value, row.order());
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, accs))| XRow {
+            record: None,
+            slots: key
+                .into_iter()
+                .map(|k| k.0)
+                .chain(accs.into_iter().map(Acc::finish))
+                .collect(),
+            seq: i as u64,
+        })
+        .collect())
+}
+
+/// `window`: for each row, aggregates over the rows at offsets `start..=end`
+/// from it within its group, ordered by (`produced_at`, `id`).
+fn window(
+    rows: RowIter<'_>,
+    aggregates: &[CAgg],
+    slots: &[usize],
+    by: &[CExpr],
+    start: i64,
+    end: i64,
+) -> crate::Result<Vec<XRow>> {
+    let mut rows: Vec<XRow> = rows.collect::<crate::Result<_>>()?;
+    let mut groups: BTreeMap<Vec<Key>, Vec<usize>> = BTreeMap::new();
+    for (index, row) in rows.iter().enumerate() {
+        groups.entry(group_key(by, row)).or_default().push(index);
+    }
+    // Per row and aggregate: the argument's value.
+    let args: Vec<Vec<Value>> = rows
+        .iter()
+        .map(|row| {
+            aggregates
+                .iter()
+                .map(|a| a.arg.as_ref().map_or(Value::Null, |e| eval(e, row)))
+                .collect()
+        })
+        .collect();
+    let mut results: Vec<Vec<Value>> = vec![Vec::new(); rows.len()];
+    for members in groups.values_mut() {
+        members.sort_by_key(|&i| rows[i].order());
+        let n = members.len() as i64;
+        for (pos, &row_index) in members.iter().enumerate() {
+            let pos = pos as i64;
+            let first = pos.saturating_add(start).max(0);
+            let last = pos.saturating_add(end).min(n - 1);
+            let mut values = Vec::with_capacity(aggregates.len());
+            for (k, agg) in aggregates.iter().enumerate() {
+                let mut acc = Acc::new(agg);
+                let mut at = first;
+                while at <= last {
+                    let member = members[at as usize];
+                    acc.feed(args[member][k].clone(), rows[member].order());
+                    at += 1;
+                }
+                values.push(acc.finish());
+            }
+            results[row_index] = values;
+        }
+    }
+    for (row, values) in rows.iter_mut().zip(results) {
+        for (slot, value) in slots.iter().zip(values) {
+            row.set_slot(*slot, value);
+        }
+    }
+    Ok(rows)
+}
+
+/// An aggregate's running state.
+struct Acc {
+    func: AggFn,
+    state: State,
+}
+
+enum State {
+    /// `count()`
+    Rows(u64),
+    /// `count(X)`
+    NonNull(u64),
+    /// `countif(E)`
+    True(u64),
+    Distinct(BTreeSet<Key>),
+    Sum {
+        ints: i128,
+        floats: f64,
+        any_float: bool,
+        n: u64,
+    },
+    Avg {
+        sum: f64,
+        n: u64,
+    },
+    Extreme {
+        number: Option<Value>,
+        instant: Option<Timestamp>,
+        string: Option<String>,
+    },
+    Stddev {
+        n: u64,
+        mean: f64,
+        m2: f64,
+    },
+    Percentile {
+        values: Vec<f64>,
+        p: f64,
+    },
+    Pick(Option<((i64, u64), Value)>),
+}
+
+impl Acc {
+    fn new(agg: &CAgg) -> Acc {
+        let state = match agg.func {
+            AggFn::Count if agg.arg.is_none() => State::Rows(0),
+            AggFn::Count => State::NonNull(0),
+            AggFn::CountIf => State::True(0),
+            AggFn::CountDistinct => State::Distinct(BTreeSet::new()),
+            AggFn::Sum => State::Sum {
+                ints: 0,
+                floats: 0.0,
+                any_float: false,
+                n: 0,
+            },
+            AggFn::Avg => State::Avg { sum: 0.0, n: 0 },
+            AggFn::Min | AggFn::Max => State::Extreme {
+                number: None,
+                instant: None,
+                string: None,
+            },
+            AggFn::Stddev => State::Stddev {
+                n: 0,
+                mean: 0.0,
+                m2: 0.0,
+            },
+            AggFn::Percentile => State::Percentile {
+                values: Vec::new(),
+                p: match &agg.p {
+                    Some(CExpr::Const(v)) => v.as_f64().unwrap_or(50.0),
+                    _ => 50.0,
+                },
+            },
+            AggFn::First | AggFn::Last => State::Pick(None),
+        };
+        Acc {
+            func: agg.func,
+            state,
+        }
+    }
+
+    fn feed(&mut self, value: Value, order: (i64, u64)) {
+        let is_max = self.func == AggFn::Max;
+        let is_last = self.func == AggFn::Last;
+        match &mut self.state {
+            State::Rows(n) => *n += 1,
+            State::NonNull(n) => *n += u64::from(!value.is_null()),
+            State::True(n) => *n += u64::from(value.is_true()),
+            State::Distinct(set) => {
+                if !value.is_null() {
+                    set.insert(Key(normalise_number(value)));
+                }
+            }
+            State::Sum {
+                ints,
+                floats,
+                any_float,
+                n,
+            } => match value {
+                Value::Int(i) => {
+                    *ints += i128::from(i);
+                    *n += 1;
+                }
+                Value::Float(x) => {
+                    *floats += x;
+                    *any_float = true;
+                    *n += 1;
+                }
+                _ => {}
+            },
+            State::Avg { sum, n } => {
+                if let Some(x) = value.as_f64() {
+                    *sum += x;
+                    *n += 1;
+                }
+            }
+            State::Extreme {
+                number,
+                instant,
+                string,
+            } => {
+                let better = |ord: Ordering| {
+                    if is_max {
+                        ord == Ordering::Greater
+                    } else {
+                        ord == Ordering::Less
+                    }
+                };
+                match value {
+                    v @ (Value::Int(_) | Value::Float(_))
+                        if number
+                            .as_ref()
+                            .is_none_or(|best| better(total_cmp(&v, best))) =>
+                    {
+                        *number = Some(v);
+                    }
+                    Value::Instant(ts) if instant.is_none_or(|best| better(ts.cmp(&best))) => {
+                        *instant = Some(ts);
+                    }
+                    Value::Str(s)
+                        if string
+                            .as_ref()
+                            .is_none_or(|best| better(s.as_bytes().cmp(best.as_bytes()))) =>
+                    {
+                        *string = Some(s);
+                    }
+                    _ => {}
+                }
+            }
+            State::Stddev { n, mean, m2 } => {
+                if let Some(x) = value.as_f64() {
+                    *n += 1;
+                    let delta = x - *mean;
+                    *mean += delta / *n as f64;
+                    *m2 += delta * (x - *mean);
+                }
+            }
+            State::Percentile { values, .. } => {
+                if let Some(x) = value.as_f64() {
+                    values.push(x);
+                }
+            }
+            State::Pick(best) => {
+                let replace = match best {
+                    None => true,
+                    Some((at, _)) => {
+                        if is_last {
+                            order > *at
+                        } else {
+                            order < *at
+                        }
+                    }
+                };
+                if replace {
+                    *best = Some((order, value));
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> Value {
+        match self.state {
+            State::Rows(n) | State::NonNull(n) | State::True(n) => {
+                i64::try_from(n).map_or(Value::Null, Value::Int)
+            }
+            State::Distinct(set) => i64::try_from(set.len()).map_or(Value::Null, Value::Int),
+            State::Sum {
+                ints,
+                floats,
+                any_float,
+                n,
+            } => {
+                if n == 0 {
+                    Value::Null
+                } else if any_float {
+                    float(ints as f64 + floats)
+                } else {
+                    i64::try_from(ints).map_or(Value::Null, Value::Int)
+                }
+            }
+            State::Avg { sum, n } => {
+                if n == 0 {
+                    Value::Null
+                } else {
+                    float(sum / n as f64)
+                }
+            }
+            State::Extreme {
+                number,
+                instant,
+                string,
+            } => number
+                .or(instant.map(Value::Instant))
+                .or(string.map(Value::Str))
+                .unwrap_or(Value::Null),
+            State::Stddev { n, m2, .. } => {
+                if n < 2 {
+                    Value::Null
+                } else {
+                    float((m2 / (n - 1) as f64).sqrt())
+                }
+            }
+            State::Percentile { mut values, p } => {
+                if values.is_empty() {
+                    return Value::Null;
+                }
+                values.sort_by(f64::total_cmp);
+                let rank = p / 100.0 * (values.len() - 1) as f64;
+                let lo = rank.floor() as usize;
+                let hi = rank.ceil() as usize;
+                let (Some(a), Some(b)) = (values.get(lo), values.get(hi)) else {
+                    return Value::Null;
+                };
+                float(a + (b - a) * (rank - lo as f64))
+            }
+            State::Pick(best) => best.map_or(Value::Null, |(_, v)| v),
+        }
+    }
+}
+
+/// `1` and `1.0` are one distinct value.
+fn normalise_number(v: Value) -> Value {
+    match v {
+        Value::Float(x) if x.fract() == 0.0 && x.abs() < 9.0e18 => Value::Int(x as i64),
+        other => other,
+    }
+}
+
+// ------------------------------------------------------------------ expressions
+
+/// Evaluates an expression on a row (parameters and `now` are bound).
+pub(crate) fn eval(e: &CExpr, row: &XRow) -> Value {
+    match e {
+        CExpr::Const(v) => v.clone(),
+        CExpr::Param { .. } | CExpr::Now(_) | CExpr::Time(..) => Value::Null,
+        CExpr::Rec(..) | CExpr::Slot(..) => lookup(e, row).unwrap_or(Value::Null),
+        CExpr::Exists(path) => Value::Bool(lookup(path, row).is_some()),
+        CExpr::Neg(x) => match eval(x, row) {
+            Value::Int(i) => i.checked_neg().map_or(Value::Null, Value::Int),
+            Value::Float(f) => Value::Float(-f),
+            _ => Value::Null,
+        },
+        CExpr::Not(x) => Value::Bool(!eval(x, row).is_true()),
+        CExpr::And(a, b) => Value::Bool(eval(a, row).is_true() && eval(b, row).is_true()),
+        CExpr::Or(a, b) => Value::Bool(eval(a, row).is_true() || eval(b, row).is_true()),
+        CExpr::IsNull(x, negated) => Value::Bool(eval(x, row).is_null() != *negated),
+        CExpr::Cmp(op, a, b) => Value::Bool(compare_op(*op, &eval(a, row), &eval(b, row))),
+        CExpr::Arith(op, a, b) => arith(*op, &eval(a, row), &eval(b, row)),
+        CExpr::Regex {
+            expr,
+            pattern,
+            negated,
+        } => {
+            let Pattern::Compiled(re) = pattern else {
+                return Value::Bool(false);
+            };
+            let text = match eval(expr, row) {
+                Value::Str(s) => s,
+                Value::Instant(ts) => ts.to_rfc3339(),
+                _ => return Value::Bool(false),
+            };
+            Value::Bool(re.is_match(&text) != *negated)
+        }
+        CExpr::In(x, list) => {
+            let value = eval(x, row);
+            Value::Bool(list.iter().any(|c| {
+                let candidate = eval(c, row);
+                if candidate.is_null() {
+                    value.is_null()
+                } else {
+                    compare_op(super::ast::BinOp::Eq, &value, &candidate)
+                }
+            }))
+        }
+        CExpr::Func(f, args) => call(*f, args, row),
+    }
+}
+
+fn compare_op(op: super::ast::BinOp, a: &Value, b: &Value) -> bool {
+    use super::ast::BinOp;
+    if let (Value::Json(x), Value::Json(y)) = (a, b) {
+        return match op {
+            BinOp::Eq => x == y,
+            BinOp::Ne => x != y,
+            _ => false,
+        };
+    }
+    let Some(ord) = compare(a, b) else {
+        return false;
+    };
+    match op {
+        BinOp::Eq => ord == Ordering::Equal,
+        BinOp::Ne => ord != Ordering::Equal,
+        BinOp::Lt => ord == Ordering::Less,
+        BinOp::Le => ord != Ordering::Greater,
+        BinOp::Gt => ord == Ordering::Greater,
+        BinOp::Ge => ord != Ordering::Less,
+        _ => false,
+    }
+}
+
+fn call(f: Func, args: &[CExpr], row: &XRow) -> Value {
+    let arg = |i: usize| args.get(i).map_or(Value::Null, |e| eval(e, row));
+    match f {
+        Func::Len => match arg(0) {
+            Value::Str(s) => Value::Int(s.chars().count() as i64),
+            Value::Json(Json::Array(a)) => Value::Int(a.len() as i64),
+            _ => Value::Null,
+        },
+        Func::Lower => match arg(0) {
+            Value::Str(s) => Value::Str(s.to_lowercase()),
+            _ => Value::Null,
+        },
+        Func::Upper => match arg(0) {
+            Value::Str(s) => Value::Str(s.to_uppercase()),
+            _ => Value::Null,
+        },
+        Func::Abs => match arg(0) {
+            Value::Int(i) => i.checked_abs().map_or(Value::Null, Value::Int),
+            Value::Float(x) => Value::Float(x.abs()),
+            _ => Value::Null,
+        },
+        Func::Coalesce => args
+            .iter()
+            .map(|e| eval(e, row))
+            .find(|v| !v.is_null())
+            .unwrap_or(Value::Null),
+        Func::Timestamp => arg(0).to_instant().map_or(Value::Null, Value::Instant),
+        Func::Bin => match (arg(0).to_instant(), arg(1)) {
+            (Some(ts), Value::Duration(d)) if d > 0 => {
+                let micros = ts.as_micros();
+                micros
+                    .checked_sub(micros.rem_euclid(d))
+                    .map_or(Value::Null, |m| Value::Instant(Timestamp::from_micros(m)))
+            }
+            _ => Value::Null,
+        },
+    }
+}
+
+/// The value at a path, or `None` when the row does not have it.
+fn lookup(e: &CExpr, row: &XRow) -> Option<Value> {
+    match e {
+        CExpr::Slot(slot, rest) => {
+            let value = row.slots.get(*slot)?;
+            if rest.is_empty() {
+                return Some(value.clone());
+            }
+            match value {
+                Value::Json(json) => navigate(json, rest).map(Value::from_json),
+                _ => None,
+            }
+        }
+        CExpr::Rec(field, rest) => record_value(row.record.as_ref()?, *field, rest),
+        _ => Some(eval(e, row)),
+    }
+}
+
+fn navigate<'j>(mut json: &'j Json, path: &[Segment]) -> Option<&'j Json> {
+    for segment in path {
+        json = match (segment, json) {
+            (Segment::Field(name), Json::Object(map)) => map.get(name)?,
+            (Segment::Index(i), Json::Array(items)) => items.get(usize::try_from(*i).ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(json)
+}
+
+fn navigate_object(map: &crate::model::JsonObject, path: &[Segment]) -> Option<Value> {
+    match path.split_first() {
+        None => Some(Value::Json(Json::Object(map.clone()))),
+        Some((Segment::Field(name), rest)) => navigate(map.get(name)?, rest).map(Value::from_json),
+        Some((Segment::Index(_), _)) => None,
+    }
+}
+
+fn string_leaf(value: &str, rest: &[Segment]) -> Option<Value> {
+    rest.is_empty().then(|| Value::Str(value.to_owned()))
+}
+
+fn record_value(stored: &StoredRecord, field: Field, rest: &[Segment]) -> Option<Value> {
+    let r = &stored.record;
+    let first = match rest.first() {
+        Some(Segment::Field(name)) => Some(name.as_str()),
+        _ => None,
+    };
+    let after_first = rest.get(1..).unwrap_or(&[]);
+    match field {
+        Field::Id => rest
+            .is_empty()
+            .then(|| i64::try_from(stored.id).map_or(Value::Float(stored.id as f64), Value::Int)),
+        Field::Kind => string_leaf(&r.kind, rest),
+        Field::ProducerId => string_leaf(&r.producer_id, rest),
+        Field::ProducedAt => rest.is_empty().then_some(Value::Instant(r.produced_at)),
+        Field::Version => {
+            if !rest.is_empty() {
+                return None;
+            }
+            r.version
+                .map(|v| i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
+        }
+        Field::Quality => navigate(r.quality.as_ref()?, rest).map(Value::from_json),
+        Field::Payload => navigate_object(&r.payload, rest),
+        Field::Extras => navigate_object(&r.extras, rest),
+        Field::Target => match first {
+            None if rest.is_empty() => Some(Value::Str(r.target.canonical_name())),
+            Some("source_id") => string_leaf(&r.target.source_id, after_first),
+            Some("schema") => string_leaf(&r.target.schema, after_first),
+            Some("table") => string_leaf(&r.target.table, after_first),
+            Some("extras") => navigate_object(&r.target.extras, after_first),
+            _ => None,
+        },
+        Field::Context => {
+            let c = &r.context;
+            let optional =
+                |v: &Option<String>| v.as_deref().and_then(|s| string_leaf(s, after_first));
+            match first {
+                None if rest.is_empty() => Some(Value::Json(context_json(stored))),
+                Some("job_id") => optional(&c.job_id),
+                Some("run_id") => optional(&c.run_id),
+                Some("namespace") => optional(&c.namespace),
+                Some("extras") => navigate_object(&c.extras, after_first),
+                _ => None,
+            }
+        }
+    }
+}
+
+fn context_json(stored: &StoredRecord) -> Json {
+    match stored.to_json_value() {
+        Json::Object(mut map) => map.remove("context").unwrap_or(Json::Null),
+        _ => Json::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{MetadataRecord, StoredRecord, Timestamp};
+    use crate::query::{prepare, ExecOptions, MemorySource, Params};
+
+    fn record(id: u64, line: &str) -> StoredRecord {
+        StoredRecord {
+            id,
+            record: MetadataRecord::from_json_str(line).expect("valid record"),
+        }
+    }
+
+    fn source() -> MemorySource {
+        let r = |id, kind: &str, table: &str, at: &str, payload: &str| {
+            record(
+                id,
+                &format!(
+                    r#"{{"kind":"{kind}","target":{{"schema":"s","table":"{table}"}},"payload":{payload},"produced_at":"{at}","producer_id":"p","context":{{"run_id":"run-{id}"}}}}"#
+                ),
+            )
+        };
+        MemorySource::new(vec![
+            r(
+                1,
+                "vol",
+                "a",
+                "2024-01-01T00:00:00Z",
+                r#"{"rows":10,"outcome":"fail"}"#,
+            ),
+            r(2, "vol", "b", "2024-01-01T12:00:00Z", r#"{"rows":20.5}"#),
+            r(
+                3,
+                "vol",
+                "a",
+                "2024-01-02T00:00:00Z",
+                r#"{"rows":30,"outcome":"pass"}"#,
+            ),
+            r(
+                4,
+                "chk",
+                "a",
+                "2024-01-02T00:00:00Z",
+                r#"{"outcome":"timeout"}"#,
+            ),
+            r(5, "vol", "a", "2024-01-03T00:00:00Z", r#"{"rows":null}"#),
+        ])
+    }
+
+    /// Runs `query` and compares each row's JSON, compacted, keeping only
+    /// the keys in `keys` for record rows (all keys for others).
+    fn check(query: &str, expected: &[&str]) {
+        let prepared = prepare(query).unwrap_or_else(|e| panic!("{}", e.render(query)));
+        let source = source();
+        let options = ExecOptions {
+            now: Timestamp::parse_rfc3339("2024-01-04T00:00:00Z").unwrap(),
+            use_indexes: true,
+        };
+        let output = prepared
+            .run(&source, &Params::new(), &options)
+            .expect("runs");
+        let rows: Vec<String> = output
+            .rows
+            .iter()
+            .map(|row| match row {
+                crate::query::Row::Record { record, computed } => {
+                    let mut text = format!("#{}", record.id);
+                    for (name, value) in computed {
+                        text.push_str(&format!(" {name}={value}"));
+                    }
+                    text
+                }
+                other => other.to_json(&output.columns).to_string(),
+            })
+            .collect();
+        assert_eq!(rows, expected, "{query}");
+    }
+
+    #[test]
+    fn filters_and_time() {
+        check("* | where payload.rows > 15", &["#2", "#3"]);
+        check("vol | since 2d", &["#3", "#5"]);
+        check("* | between 2024-01-01T12:00:00Z .. 2024-01-02", &["#2"]);
+        check("* | where payload.rows = null", &["#4", "#5"]);
+        check("* | where not payload.rows > 15", &["#1", "#4", "#5"]);
+        check(
+            "*{table=~\"a\"} | where payload.outcome in (\"fail\", \"timeout\")",
+            &["#1", "#4"],
+        );
+        check("*{run_id=\"run-3\"}", &["#3"]);
+        check(
+            "*{run_id!=\"run-3\", producer=\"p\"} | limit 2",
+            &["#1", "#2"],
+        );
+    }
+
+    #[test]
+    fn latest_sort_limit() {
+        check("* | latest", &["#2", "#4", "#5"]);
+        check("* | latest by target", &["#2", "#5"]);
+        check("vol | sort payload.rows desc | limit 2", &["#3", "#2"]);
+        check("vol | sort payload.rows", &["#5", "#1", "#2", "#3"]);
+    }
+
+    #[test]
+    fn stats_and_window() {
+        check(
+            "vol | stats count(), sum(payload.rows) as s, avg(payload.rows) as a by target",
+            &[
+                r#"{"target":"s.a","count()":3,"s":40,"a":20.0}"#,
+                r#"{"target":"s.b","count()":1,"s":20.5,"a":20.5}"#,
+            ],
+        );
+        check(
+            "nothing | stats count() as n, max(payload.rows) as m",
+            &[r#"{"n":0,"m":null}"#],
+        );
+        check(
+            "vol | stats count() as n by bin(produced_at, 1d) as day",
+            &[
+                r#"{"day":"2024-01-01T00:00:00Z","n":2}"#,
+                r#"{"day":"2024-01-02T00:00:00Z","n":1}"#,
+                r#"{"day":"2024-01-03T00:00:00Z","n":1}"#,
+            ],
+        );
+        check(
+            "vol | window sum(payload.rows) as s by target rows -1 .. 0",
+            &["#1 s=10", "#2 s=20.5", "#3 s=40", "#5 s=30"],
+        );
+        check(
+            "vol | extend r = payload.rows * 2 | select r, target",
+            &[
+                r#"{"r":20,"target":"s.a"}"#,
+                r#"{"r":41.0,"target":"s.b"}"#,
+                r#"{"r":60,"target":"s.a"}"#,
+                r#"{"r":null,"target":"s.a"}"#,
+            ],
+        );
+    }
+}
