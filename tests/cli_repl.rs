@@ -76,3 +76,49 @@ fn a_locked_store_fails_before_reading_the_script() {
     assert_eq!(code, 1);
     assert!(stderr.contains("already open"), "{stderr}");
 }
+
+#[test]
+fn queries_run_with_formats_params_multi_line_input_and_explain() {
+    let (dir, db) = store_dir();
+    let lines = [
+        volume_line(1, 1, 100),
+        volume_line(1, 2, 200),
+        volume_line(2, 1, 50),
+    ];
+    let file = write_jsonl(dir.path(), "in.jsonl", &lines);
+    assert_eq!(
+        run(&db, &["import", file.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let script = "\
+ingestion_volume | stats count() as n
+# a comment, then a query over three lines
+ingestion_volume |
+  where payload.rows >= 100 |
+  select payload.rows as rows
+.format csv
+.param table t2
+ingestion_volume{table=$table} | select target
+.explain ingestion_volume{table=$table}
+ingestion_volume | where nope > 1
+.format json
+.timing on
+ingestion_volume | limit 1 | select id
+";
+    let (code, stdout, stderr) = parts(&run_with_stdin(&db, &["repl"], script));
+    assert!(stdout.contains(r#"{"n":3}"#), "{stdout}");
+    assert!(
+        stdout.contains("{\"rows\":100}\n{\"rows\":200}\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("target\nsrc:sch.t2\n"), "{stdout}");
+    assert!(stdout.contains("access:"), "{stdout}");
+    assert!(stdout.contains("[\n{\"id\":1}\n]\n"), "{stdout}");
+    assert!(stdout.contains("time: "), "{stdout}");
+    // The bad query is reported with its caret and the script goes on.
+    assert!(
+        stderr.contains("unknown field `nope`") && stderr.contains('^'),
+        "{stderr}"
+    );
+    assert_eq!(code, 2);
+}

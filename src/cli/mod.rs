@@ -7,8 +7,6 @@ mod error;
 mod export;
 mod import;
 mod kinds;
-// Row formats are wired to the query engine when it lands (branch `query`).
-#[allow(dead_code)]
 mod output;
 mod query;
 mod repl;

@@ -3,11 +3,13 @@
 
 use std::path::Path;
 
-use almanac::{Error, MetadataRepository, Store};
+use almanac::query::{self, ExecOptions, Params, PreparedQuery, QueryError, Row};
+use almanac::{Error, Store};
 use clap::Args;
+use serde_json::Value;
 
 use super::error::{CliResult, Failure};
-use super::output::{Format, Out};
+use super::output::{Format, Out, PrintRow, RowPrinter};
 
 /// Arguments of `almanac query`.
 #[derive(Debug, Args)]
@@ -27,22 +29,93 @@ pub struct QueryArgs {
 
 /// Runs `almanac query`.
 pub fn run(db: &Path, args: &QueryArgs) -> CliResult {
+    // A query that does not parse is refused before the store is opened.
+    let prepared = prepare(&args.query)?;
+    let params = bind(&args.params)?;
     let store = super::open_store(db)?;
     let mut out = Out::stdout();
     if args.explain {
-        let plan = explain(&store, &args.query, &args.params)?;
-        out.line(&plan)?;
+        let plan = explain_prepared(&store, &prepared, &params)?;
+        out.write_str(&plan)?;
     } else {
         let format = args.format.unwrap_or_else(Format::default_for_stdout);
-        execute(&store, &args.query, &args.params, format, &mut out)?;
+        print_rows(&store, &prepared, &params, format, &mut out)?;
     }
     out.flush()
 }
 
-/// A failed query as the CLI reports it: a bad query shows its message, the
-/// 1-based column, the query text and a caret (exit 2).
-pub fn query_failure(e: Error, _text: &str) -> Failure {
-    Failure::from(e)
+impl PrintRow for Row {
+    fn to_json(&self, columns: &[String]) -> Value {
+        Row::to_json(self, columns)
+    }
+
+    fn cells(&self, columns: &[String]) -> Vec<Value> {
+        Row::cells(self, columns)
+    }
+}
+
+/// A bad query as the CLI reports it: the message, the 1-based line and
+/// column, the query line and a caret under the column (exit 2).
+fn bad_query(e: &QueryError, text: &str) -> Failure {
+    let rendered = e.render(text);
+    let rendered = rendered.strip_prefix("error: ").unwrap_or(&rendered);
+    Failure::invalid(rendered)
+}
+
+/// A failed run: query errors rendered against the text, the rest as they are.
+fn run_failure(e: Error, text: &str) -> Failure {
+    match e {
+        Error::Query(q) => bad_query(&q, text),
+        other => Failure::from(other),
+    }
+}
+
+fn prepare(text: &str) -> CliResult<PreparedQuery> {
+    query::prepare(text).map_err(|e| bad_query(&e, text))
+}
+
+/// Reads `NAME=VALUE` bindings.
+fn bind(bindings: &[String]) -> CliResult<Params> {
+    let mut params = Params::new();
+    for binding in bindings {
+        params
+            .insert_binding(binding)
+            .map_err(|e| Failure::invalid(e.to_string()))?;
+    }
+    Ok(params)
+}
+
+fn options(store: &Store) -> ExecOptions {
+    ExecOptions {
+        now: store.now(),
+        use_indexes: true,
+    }
+}
+
+fn print_rows(
+    store: &Store,
+    prepared: &PreparedQuery,
+    params: &Params,
+    format: Format,
+    out: &mut Out,
+) -> CliResult<usize> {
+    let text = prepared.text();
+    let stream = prepared
+        .stream(store, params, &options(store))
+        .map_err(|e| run_failure(e, text))?;
+    let mut printer = RowPrinter::new(format, stream.columns().to_vec());
+    printer.begin(out)?;
+    for row in stream {
+        let row = row.map_err(|e| run_failure(e, text))?;
+        printer.row(out, &row)?;
+    }
+    printer.finish(out)
+}
+
+fn explain_prepared(store: &Store, prepared: &PreparedQuery, params: &Params) -> CliResult<String> {
+    prepared
+        .explain(store, params, &options(store))
+        .map_err(|e| run_failure(e, prepared.text()))
 }
 
 /// Runs `text` with `NAME=VALUE` bindings and prints its rows in `format`.
@@ -50,21 +123,18 @@ pub fn query_failure(e: Error, _text: &str) -> Failure {
 pub fn execute(
     store: &Store,
     text: &str,
-    _bindings: &[String],
-    _format: Format,
-    _out: &mut Out,
+    bindings: &[String],
+    format: Format,
+    out: &mut Out,
 ) -> CliResult<usize> {
-    // Wired to the query engine when it lands (branch `query`).
-    store
-        .query(text, &almanac::query::Params::default())
-        .map_err(|e| query_failure(e, text))?;
-    Ok(0)
+    let prepared = prepare(text)?;
+    let params = bind(bindings)?;
+    print_rows(store, &prepared, &params, format, out)
 }
 
 /// The plan of `text` with `NAME=VALUE` bindings, for `--explain` and `.explain`.
-pub fn explain(store: &Store, text: &str, _bindings: &[String]) -> CliResult<String> {
-    store
-        .query(text, &almanac::query::Params::default())
-        .map_err(|e| query_failure(e, text))?;
-    Ok(String::new())
+pub fn explain(store: &Store, text: &str, bindings: &[String]) -> CliResult<String> {
+    let prepared = prepare(text)?;
+    let params = bind(bindings)?;
+    explain_prepared(store, &prepared, &params)
 }
