@@ -1,4 +1,4 @@
-//! `almanac repl` on a pseudo-terminal (util-linux `script`): prompt, tab completion, Ctrl-C, Ctrl-D, persistent history.
+//! `almanac repl` on a pseudo-terminal (util-linux `script`): prompt, tab completion, multi-line queries, Ctrl-C, Ctrl-D, persistent history.
 
 mod cli_support;
 
@@ -88,8 +88,25 @@ impl Terminal {
 #[test]
 fn completion_cancel_and_history_on_a_terminal() {
     let (dir, db) = store_dir();
+    let file = write_jsonl(
+        dir.path(),
+        "in.jsonl",
+        &[volume_line(1, 1, 7), volume_line(1, 2, 9)],
+    );
+    assert_eq!(
+        run(&db, &["import", file.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
     let history = dir.path().join("history");
     let mut term = Terminal::start(&db, &history);
+    term.expect("almanac> ");
+
+    // A kind and a payload path seen in the store complete; a line ending
+    // in `|` continues the query on the next line.
+    term.type_keys("ingestion_vol\t|\r");
+    term.type_keys("  where payload.ro\t > 8 | select payload.rows as r\r");
+    term.expect("│ 9 │");
+    term.expect("1 row");
     term.expect("almanac> ");
 
     // Tab completes a dot command; on a terminal the default format is table.
