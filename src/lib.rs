@@ -42,4 +42,6 @@ pub use model::{
     MetadataContext, MetadataRecord, MetadataTarget, StoredRecord, TimeRange, Timestamp,
 };
 pub use repository::{BulkOutcome, MetadataRepository, StoreOutcome};
-pub use store::{Clock, Governance, PartitionSummary, Store, StoreOptions, WriteStats};
+pub use store::{
+    Clock, Governance, KindStats, PartitionSummary, Store, StoreOptions, StoreStats, WriteStats,
+};

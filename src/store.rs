@@ -183,6 +183,54 @@ pub struct PartitionSummary {
     pub info: PartitionInfo,
 }
 
+/// Records, partitions and time span of one kind, as reported by [`Store::stats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KindStats {
+    /// The kind.
+    pub kind: String,
+    /// Records stored.
+    pub n_records: u64,
+    /// Partitions holding them.
+    pub n_partitions: usize,
+    /// The oldest `produced_at` (`None` when there are no records).
+    pub oldest: Option<Timestamp>,
+    /// The newest `produced_at` (`None` when there are no records).
+    pub newest: Option<Timestamp>,
+}
+
+/// A summary of a store: sizes on disk and figures per kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Size of the redb file in bytes.
+    pub db_bytes: u64,
+    /// Size of the log segments in bytes.
+    pub log_bytes: u64,
+    /// Every kind that has partitions, by name.
+    pub kinds: Vec<KindStats>,
+}
+
+impl StoreStats {
+    /// Records in the whole store.
+    pub fn n_records(&self) -> u64 {
+        self.kinds.iter().map(|k| k.n_records).sum()
+    }
+
+    /// Partitions in the whole store.
+    pub fn n_partitions(&self) -> usize {
+        self.kinds.iter().map(|k| k.n_partitions).sum()
+    }
+
+    /// The oldest `produced_at` in the store.
+    pub fn oldest(&self) -> Option<Timestamp> {
+        self.kinds.iter().filter_map(|k| k.oldest).min()
+    }
+
+    /// The newest `produced_at` in the store.
+    pub fn newest(&self) -> Option<Timestamp> {
+        self.kinds.iter().filter_map(|k| k.newest).max()
+    }
+}
+
 impl Store {
     /// Opens the store in `dir` (created when missing) with default options.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
@@ -508,6 +556,40 @@ impl Store {
     /// Size of the redb file in bytes.
     pub fn file_size(&self) -> Result<u64> {
         Ok(self.inner.engine.file_size()?)
+    }
+
+    /// Sizes on disk and, per kind, records, partitions and the span of
+    /// `produced_at`, from the partition catalog (no record is read).
+    pub fn stats(&self) -> Result<StoreStats> {
+        let mut kinds: Vec<KindStats> = Vec::new();
+        for p in self.partitions()? {
+            let info = p.info;
+            if kinds.last().map(|k| k.kind != p.kind).unwrap_or(true) {
+                kinds.push(KindStats {
+                    kind: p.kind.clone(),
+                    n_records: 0,
+                    n_partitions: 0,
+                    oldest: None,
+                    newest: None,
+                });
+            }
+            let Some(k) = kinds.last_mut() else { continue };
+            k.n_partitions += 1;
+            k.n_records += info.n_records;
+            if info.n_records > 0 {
+                let (min, max) = (
+                    Timestamp::from_micros(info.min_ts),
+                    Timestamp::from_micros(info.max_ts),
+                );
+                k.oldest = Some(k.oldest.map_or(min, |o| o.min(min)));
+                k.newest = Some(k.newest.map_or(max, |n| n.max(max)));
+            }
+        }
+        Ok(StoreStats {
+            db_bytes: self.file_size()?,
+            log_bytes: self.log().size_bytes()?,
+            kinds,
+        })
     }
 
     /// Records matching a scan request, streamed in (`produced_at`, `id`) order.

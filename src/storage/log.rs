@@ -280,6 +280,17 @@ impl LogReader {
         }
     }
 
+    /// Total size of the log's segments in bytes.
+    pub fn size_bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for seg in segments(&self.dir)? {
+            total += fs::metadata(&seg.path)
+                .map_err(|e| StorageError::io(&seg.path, e))?
+                .len();
+        }
+        Ok(total)
+    }
+
     /// Lines of records with `id >= since_id`, with their ids, in id order.
     /// Stops at a torn last line (a write in progress).
     pub fn lines_since(&self, since_id: u64) -> Result<LogLines> {

@@ -1,0 +1,456 @@
+//! `almanac import [FILE|-] [--skip-invalid]`: JSONL records into the store.
+//!
+//! Streaming: lines are read one at a time (at most 1 MiB each) and stored in
+//! batches, so a file of any size never sits in memory. All or nothing by
+//! default, in two passes: the first parses and checks every line without
+//! writing and stops at the first invalid one (exit 2, nothing stored); the
+//! second re-reads the input and stores it with `bulk_store`. Standard input
+//! cannot be read twice, so it is first spooled to a file in the store
+//! directory, removed afterwards. With `--skip-invalid` one pass suffices.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+
+use almanac::model::MAX_RECORD_BYTES;
+use almanac::{Error, MetadataRecord, MetadataRepository, Store, StoredRecord};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::error::{CliResult, Context, Failure};
+use super::output::Out;
+
+/// Records per `bulk_store` call.
+const BATCH_RECORDS: usize = 10_000;
+/// Inputs at least this large show a progress bar (on a terminal).
+const PROGRESS_MIN_BYTES: u64 = 8 << 20;
+
+/// Arguments of `almanac import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The JSONL file; `-` or nothing reads standard input.
+    #[arg(value_name = "FILE|-")]
+    file: Option<PathBuf>,
+    /// Store the valid lines, report each invalid one on standard error, exit 0.
+    #[arg(long)]
+    skip_invalid: bool,
+}
+
+/// What an import did.
+#[derive(Debug, Default)]
+struct Counts {
+    n_stored: usize,
+    n_duplicates: usize,
+    n_rejected: usize,
+}
+
+/// Runs `almanac import`.
+pub fn run(db: &Path, args: &ImportArgs) -> CliResult {
+    let store = super::open_store(db)?;
+    let file = args.file.as_deref().filter(|f| *f != Path::new("-"));
+    let counts = match (file, args.skip_invalid) {
+        (Some(path), false) => import_all_or_nothing(&store, path)?,
+        (None, false) => {
+            let spool = Spool::from_stdin(db)?;
+            import_all_or_nothing(&store, &spool.path)?
+        }
+        (Some(path), true) => {
+            let (reader, len) = open_input(path)?;
+            import_skipping_invalid(&store, reader, len)?
+        }
+        (None, true) => import_skipping_invalid(&store, Box::new(io::stdin().lock()), None)?,
+    };
+    let mut out = Out::stdout();
+    let mut summary = format!(
+        "stored {} records, skipped {} duplicates",
+        counts.n_stored, counts.n_duplicates
+    );
+    if args.skip_invalid {
+        summary.push_str(&format!(", rejected {} invalid lines", counts.n_rejected));
+    }
+    out.line(&summary)?;
+    out.flush()
+}
+
+fn open_input(path: &Path) -> CliResult<(Box<dyn BufRead>, Option<u64>)> {
+    let file = File::open(path)
+        .map_err(|e| Failure::other(format!("cannot read {}: {e}", path.display())))?;
+    let len = file.metadata().ok().map(|m| m.len());
+    Ok((Box::new(BufReader::with_capacity(256 * 1024, file)), len))
+}
+
+/// Pass 1 checks every line, pass 2 stores them; nothing is stored when a line is invalid.
+fn import_all_or_nothing(store: &Store, path: &Path) -> CliResult<Counts> {
+    let (reader, len) = open_input(path)?;
+    let progress = progress_bar(len, "checking");
+    let mut lines = LineReader::new(reader);
+    while let Some(line) = lines
+        .next_line()
+        .with_context(|| format!("cannot read {}", path.display()))?
+    {
+        if let Some(text) = line.text()? {
+            parse_and_check(store, text).map_err(|e| e.at_line(line.number))?;
+        }
+        progress.set_position(lines.bytes_read);
+    }
+    progress.finish_and_clear();
+
+    let (reader, _) = open_input(path)?;
+    let progress = progress_bar(len, "storing");
+    let mut lines = LineReader::new(reader);
+    let mut batch = Batch::default();
+    let mut counts = Counts::default();
+    while let Some(line) = lines
+        .next_line()
+        .with_context(|| format!("cannot read {}", path.display()))?
+    {
+        if let Some(text) = line.text()? {
+            // Checked in pass 1; `bulk_store` checks again, so a line that
+            // changed since is still refused (and named by its line).
+            let record = parse(text).map_err(|e| e.at_line(line.number))?;
+            batch.push(line.number, record);
+            if batch.is_full() {
+                batch.store(store, &mut counts)?;
+                progress.set_position(lines.bytes_read);
+            }
+        }
+    }
+    batch.store(store, &mut counts)?;
+    progress.finish_and_clear();
+    Ok(counts)
+}
+
+/// One pass: valid lines are stored, invalid ones reported and counted.
+fn import_skipping_invalid(
+    store: &Store,
+    reader: Box<dyn BufRead>,
+    len: Option<u64>,
+) -> CliResult<Counts> {
+    let progress = progress_bar(len, "storing");
+    let mut lines = LineReader::new(reader);
+    let mut batch = Batch::default();
+    let mut counts = Counts::default();
+    while let Some(line) = lines.next_line().context("cannot read the input")? {
+        let checked = match line.text() {
+            Ok(Some(text)) => parse_and_check(store, text),
+            Ok(None) => continue,
+            Err(e) => Err(LineError::Invalid(e.message())),
+        };
+        match checked {
+            Ok(record) => batch.push(line.number, record),
+            Err(LineError::Invalid(message)) => {
+                progress.suspend(|| eprintln_quiet(&format!("line {}: {message}", line.number)));
+                counts.n_rejected += 1;
+            }
+            Err(LineError::Fatal(failure)) => return Err(failure),
+        }
+        if batch.is_full() {
+            batch.store(store, &mut counts)?;
+            progress.set_position(lines.bytes_read);
+        }
+    }
+    batch.store(store, &mut counts)?;
+    progress.finish_and_clear();
+    Ok(counts)
+}
+
+fn eprintln_quiet(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(io::stderr().lock(), "{text}");
+}
+
+/// A progress bar on standard error when it is a terminal and the input is large.
+fn progress_bar(len: Option<u64>, what: &'static str) -> ProgressBar {
+    match len {
+        Some(len) if len >= PROGRESS_MIN_BYTES && io::stderr().is_terminal() => {
+            let bar = ProgressBar::new(len);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{msg:>8} [{bar:40}] {binary_bytes}/{binary_total_bytes} ({eta})",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_message(what);
+            bar
+        }
+        _ => ProgressBar::hidden(),
+    }
+}
+
+/// Why one line was not accepted.
+enum LineError {
+    /// The line is at fault: the message names the field.
+    Invalid(String),
+    /// Something else failed (storage): the import stops.
+    Fatal(Failure),
+}
+
+impl LineError {
+    fn at_line(self, number: usize) -> Failure {
+        match self {
+            LineError::Invalid(message) => Failure::invalid(format!("line {number}: {message}")),
+            LineError::Fatal(failure) => failure,
+        }
+    }
+}
+
+/// Parses one line and runs every check `bulk_store` would run.
+///
+/// A line with an `id` (an `export` line) is accepted and its id ignored:
+/// the store assigns ids, and content deduplication makes re-imports no-ops.
+fn parse_and_check(store: &Store, text: &str) -> Result<MetadataRecord, LineError> {
+    let record = parse(text)?;
+    match store.check_record(&record) {
+        Ok(()) => Ok(record),
+        Err(e) => Err(invalid_or_fatal(e)),
+    }
+}
+
+/// Parses one line into a record (format checks only), ignoring an `id`.
+fn parse(text: &str) -> Result<MetadataRecord, LineError> {
+    match MetadataRecord::from_json_str(text) {
+        Ok(record) => Ok(record),
+        Err(e) if e.field == "id" => StoredRecord::from_json_str(text)
+            .map(|stored| stored.record)
+            .map_err(|e| LineError::Invalid(e.to_string())),
+        Err(e) => Err(LineError::Invalid(e.to_string())),
+    }
+}
+
+fn invalid_or_fatal(e: Error) -> LineError {
+    match e {
+        Error::InvalidRecord { error, .. } => LineError::Invalid(error.to_string()),
+        Error::Rejected { error, .. } => LineError::Invalid(error.to_string()),
+        other if other.is_invalid_input() => LineError::Invalid(other.to_string()),
+        other => LineError::Fatal(Failure::from(other)),
+    }
+}
+
+/// Records waiting for one `bulk_store`, with their line numbers.
+#[derive(Default)]
+struct Batch {
+    records: Vec<MetadataRecord>,
+    line_numbers: Vec<usize>,
+}
+
+impl Batch {
+    fn push(&mut self, line_number: usize, record: MetadataRecord) {
+        self.records.push(record);
+        self.line_numbers.push(line_number);
+    }
+
+    fn is_full(&self) -> bool {
+        self.records.len() >= BATCH_RECORDS
+    }
+
+    fn store(&mut self, store: &Store, counts: &mut Counts) -> CliResult {
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        match store.bulk_store(&self.records) {
+            Ok(outcome) => {
+                counts.n_stored += outcome.n_stored;
+                counts.n_duplicates += outcome.n_duplicates;
+            }
+            Err(e) => {
+                let line = e
+                    .record_index()
+                    .and_then(|i| self.line_numbers.get(i).copied());
+                let stored = counts.n_stored;
+                let failure = match invalid_or_fatal(e) {
+                    LineError::Invalid(message) => match line {
+                        Some(n) => Failure::invalid(format!("line {n}: {message}")),
+                        None => Failure::invalid(message),
+                    },
+                    LineError::Fatal(failure) => failure,
+                };
+                return Err(
+                    failure.context(format!("import stopped after storing {stored} records"))
+                );
+            }
+        }
+        self.records.clear();
+        self.line_numbers.clear();
+        Ok(())
+    }
+}
+
+/// One input line (1-based number, counting blank lines).
+struct Line<'a> {
+    number: usize,
+    content: LineContent<'a>,
+}
+
+enum LineContent<'a> {
+    Text(&'a str),
+    NotUtf8,
+    TooLong(usize),
+}
+
+/// A line that cannot be a record before it is even parsed.
+struct BadLine(String);
+
+impl BadLine {
+    fn message(self) -> String {
+        self.0
+    }
+}
+
+impl From<BadLine> for Failure {
+    fn from(e: BadLine) -> Self {
+        Failure::invalid(e.0)
+    }
+}
+
+impl Line<'_> {
+    /// The line's text, `None` for a blank line; a line that is not UTF-8 or
+    /// longer than a record may be is an error naming the line.
+    fn text(&self) -> Result<Option<&str>, BadLine> {
+        match self.content {
+            LineContent::Text(text) => {
+                let text = text.trim_end_matches('\r');
+                Ok(if text.trim().is_empty() { None } else { Some(text) })
+            }
+            LineContent::NotUtf8 => Err(BadLine(format!(
+                "line {}: field `record` is not valid UTF-8",
+                self.number
+            ))),
+            LineContent::TooLong(n) => Err(BadLine(format!(
+                "line {}: field `record` is {n} bytes of JSON, more than the limit of {MAX_RECORD_BYTES}",
+                self.number
+            ))),
+        }
+    }
+}
+
+/// Reads lines of at most [`MAX_RECORD_BYTES`] (longer lines are skipped and
+/// reported, never held in memory).
+struct LineReader {
+    reader: Box<dyn BufRead>,
+    buf: Vec<u8>,
+    number: usize,
+    bytes_read: u64,
+}
+
+impl LineReader {
+    fn new(reader: Box<dyn BufRead>) -> Self {
+        LineReader {
+            reader,
+            buf: Vec::new(),
+            number: 0,
+            bytes_read: 0,
+        }
+    }
+
+    fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        self.buf.clear();
+        let mut line_len = 0usize;
+        let mut saw_any = false;
+        loop {
+            let available = match self.reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                break;
+            }
+            saw_any = true;
+            let newline = available.iter().position(|&b| b == b'\n');
+            let take = newline.unwrap_or(available.len());
+            let room = (MAX_RECORD_BYTES + 2).saturating_sub(self.buf.len());
+            self.buf.extend_from_slice(&available[..take.min(room)]);
+            line_len += take;
+            let consumed = take + usize::from(newline.is_some());
+            self.reader.consume(consumed);
+            self.bytes_read += consumed as u64;
+            if newline.is_some() {
+                break;
+            }
+        }
+        if !saw_any {
+            return Ok(None);
+        }
+        self.number += 1;
+        let content = if line_len > MAX_RECORD_BYTES + 1 {
+            LineContent::TooLong(line_len)
+        } else {
+            match std::str::from_utf8(&self.buf) {
+                Ok(text) => LineContent::Text(text),
+                Err(_) => LineContent::NotUtf8,
+            }
+        };
+        Ok(Some(Line {
+            number: self.number,
+            content,
+        }))
+    }
+}
+
+/// Standard input copied to a file in the store directory, removed on drop.
+struct Spool {
+    path: PathBuf,
+}
+
+impl Spool {
+    fn from_stdin(db: &Path) -> CliResult<Self> {
+        let path = db.join(format!(".import-{}.jsonl.spool", std::process::id()));
+        let spool = Spool { path };
+        let mut file = File::create(&spool.path)
+            .map_err(|e| Failure::other(format!("cannot create {}: {e}", spool.path.display())))?;
+        io::copy(&mut io::stdin().lock(), &mut file).map_err(|e| {
+            Failure::other(format!(
+                "cannot spool standard input to {}: {e}",
+                spool.path.display()
+            ))
+        })?;
+        Ok(spool)
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(input: &str) -> Vec<(usize, Option<String>)> {
+        let mut reader = LineReader::new(Box::new(io::Cursor::new(input.as_bytes().to_vec())));
+        let mut out = Vec::new();
+        while let Some(line) = reader.next_line().unwrap() {
+            let text = line.text().ok().flatten().map(str::to_owned);
+            out.push((line.number, text));
+        }
+        out
+    }
+
+    #[test]
+    fn numbers_count_blank_lines_and_a_last_line_without_newline() {
+        assert_eq!(
+            lines_of("a\n\n  \nb\r\nc"),
+            vec![
+                (1, Some("a".into())),
+                (2, None),
+                (3, None),
+                (4, Some("b".into())),
+                (5, Some("c".into())),
+            ]
+        );
+        assert_eq!(lines_of(""), vec![]);
+        assert_eq!(lines_of("a\n"), vec![(1, Some("a".into()))]);
+    }
+
+    #[test]
+    fn overlong_lines_are_reported_not_kept() {
+        let long = "x".repeat(MAX_RECORD_BYTES + 10);
+        let input = format!("{long}\nok\n");
+        let mut reader = LineReader::new(Box::new(io::Cursor::new(input.into_bytes())));
+        assert!(reader.next_line().unwrap().unwrap().text().is_err());
+        assert!(reader.buf.len() <= MAX_RECORD_BYTES + 2);
+        let second = reader.next_line().unwrap().unwrap();
+        assert_eq!(second.text().ok().flatten(), Some("ok"));
+    }
+}

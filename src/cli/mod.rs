@@ -1,0 +1,111 @@
+//! The command line (spec `records.md` §3): clap definitions and one module
+//! per command. Glue only: every command calls the library and formats what
+//! it returns; errors get context here and map to exit statuses in [`main`].
+
+mod demo;
+mod error;
+mod export;
+mod import;
+mod kinds;
+mod output;
+mod query;
+mod repl;
+mod retention;
+mod stats;
+mod tail;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use almanac::storage::StorageError;
+use almanac::{Error, Store};
+use clap::{Parser, Subcommand};
+
+use error::{CliResult, Failure};
+
+/// Almanac: an embedded metadata engine for data platforms.
+///
+/// Exit status: 0 on success, 2 for bad usage, a bad query or invalid input
+/// (nothing was written), 1 for any other failure (I/O, storage, a store held
+/// by another process).
+#[derive(Debug, Parser)]
+#[command(name = "almanac", version, about, long_about)]
+pub struct Cli {
+    /// The store directory (created on first use).
+    #[arg(
+        long,
+        global = true,
+        env = "ALMANAC_DB",
+        default_value = "./metadata",
+        value_name = "DIR"
+    )]
+    db: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Store JSONL records from a file or standard input (all or nothing by default).
+    Import(import::ImportArgs),
+    /// Run one query and print its rows.
+    Query(query::QueryArgs),
+    /// Interactive shell over the store (also reads a script from standard input).
+    Repl,
+    /// Print committed records as JSONL in id order, from the log files.
+    Tail(tail::TailArgs),
+    /// List the kind registry, or register and change kinds.
+    Kinds(kinds::KindsArgs),
+    /// Apply each kind's retention now: drop whole expired partitions.
+    Retention(retention::RetentionArgs),
+    /// Store size, and records, partitions and time span per kind.
+    Stats(stats::StatsArgs),
+    /// Write the records a query matches (every record without one) as JSONL.
+    Export(export::ExportArgs),
+    /// Fill an empty store with a realistic sample to try queries on.
+    Demo(demo::DemoArgs),
+}
+
+/// Parses the command line, runs the command and maps the outcome to an exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with status 0; usage errors to stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(error::EXIT_INVALID));
+        }
+    };
+    match run(cli) {
+        Ok(()) | Err(Failure::BrokenPipe) => ExitCode::SUCCESS,
+        Err(Failure::Message { code, message }) => {
+            let _ = writeln!(std::io::stderr().lock(), "error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> CliResult {
+    let db = cli.db.as_path();
+    match cli.command {
+        Command::Import(args) => import::run(db, &args),
+        Command::Query(args) => query::run(db, &args),
+        Command::Repl => repl::run(db),
+        Command::Tail(args) => tail::run(db, &args),
+        Command::Kinds(args) => kinds::run(db, &args),
+        Command::Retention(args) => retention::run(db, &args),
+        Command::Stats(args) => stats::run(db, &args),
+        Command::Export(args) => export::run(db, &args),
+        Command::Demo(args) => demo::run(db, &args),
+    }
+}
+
+/// Opens the store in `db`, creating it when missing; a store held by another
+/// process fails at once (exit 1).
+pub fn open_store(db: &Path) -> CliResult<Store> {
+    Store::open(db).map_err(|e| match e {
+        Error::Storage(StorageError::Locked(_)) => Failure::other(e.to_string()),
+        other => Failure::from(other).context(format!("cannot open the store at {}", db.display())),
+    })
+}

@@ -1,0 +1,212 @@
+//! `almanac import`: all or nothing, --skip-invalid, duplicates, stdin, line numbers and fields in errors, a locked store.
+
+mod cli_support;
+
+use almanac::Store;
+use cli_support::*;
+
+#[test]
+fn imports_a_file_and_prints_the_counts() {
+    let (dir, db) = store_dir();
+    let lines: Vec<String> = (1..=5)
+        .map(|d| volume_line(1, d, 100 * i64::from(d)))
+        .collect();
+    let file = write_jsonl(dir.path(), "in.jsonl", &lines);
+    let (code, stdout, stderr) = parts(&run(&db, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("stored 5 records"), "{stdout}");
+    assert!(stdout.contains("skipped 0 duplicates"), "{stdout}");
+    let records = export(&db);
+    assert_eq!(records.len(), 5);
+    assert_eq!(records[0]["payload"]["rows"], 100);
+    assert!(records[0]["id"].is_u64());
+}
+
+#[test]
+fn an_invalid_line_stores_nothing_and_names_line_and_field() {
+    let (dir, db) = store_dir();
+    let mut lines: Vec<String> = (1..=4).map(|d| volume_line(1, d, 10)).collect();
+    // Line 3: rows must be an integer >= 0 (the kind's schema).
+    lines[2] = volume_line(1, 3, -5);
+    let file = write_jsonl(dir.path(), "in.jsonl", &lines);
+    let (code, stdout, stderr) = parts(&run(&db, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
+    let first = stderr.lines().next().unwrap_or("");
+    assert!(first.contains("line 3"), "{stderr}");
+    assert!(first.contains("payload.rows"), "{stderr}");
+    assert!(export(&db).is_empty(), "nothing may be stored");
+}
+
+#[test]
+fn a_missing_field_and_a_bad_json_line_are_reported_with_their_line() {
+    let (dir, db) = store_dir();
+    let good = volume_line(1, 1, 10);
+    let missing_producer = good.replace(r#","producer_id":"ingestion.v1""#, "");
+    let file = write_jsonl(
+        dir.path(),
+        "a.jsonl",
+        &[good.clone(), String::new(), missing_producer],
+    );
+    let (code, _, stderr) = parts(&run(&db, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 2);
+    // Blank lines count: the bad record is on line 3.
+    assert!(
+        stderr.contains("line 3") && stderr.contains("producer_id"),
+        "{stderr}"
+    );
+
+    let file = write_jsonl(dir.path(), "b.jsonl", &[good, "{not json".into()]);
+    let (code, _, stderr) = parts(&run(&db, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("line 2"), "{stderr}");
+    assert!(export(&db).is_empty());
+}
+
+#[test]
+fn skip_invalid_stores_the_good_lines_and_reports_each_bad_one() {
+    let (dir, db) = store_dir();
+    let lines = vec![
+        volume_line(1, 1, 10),
+        volume_line(1, 2, -1),
+        recon_line(1, 2, "pass"),
+        recon_line(1, 3, "maybe"),
+        volume_line(1, 4, 40),
+    ];
+    let file = write_jsonl(dir.path(), "in.jsonl", &lines);
+    let (code, stdout, stderr) = parts(&run(
+        &db,
+        &["import", "--skip-invalid", file.to_str().unwrap()],
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("line 2:") && stderr.contains("payload.rows"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 4:") && stderr.contains("payload.outcome"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("stored 3 records"), "{stdout}");
+    assert!(stdout.contains("rejected 2 invalid lines"), "{stdout}");
+    assert_eq!(export(&db).len(), 3);
+}
+
+#[test]
+fn duplicates_are_counted_not_stored_again() {
+    let (dir, db) = store_dir();
+    let lines = vec![
+        volume_line(1, 1, 10),
+        volume_line(1, 1, 10),
+        volume_line(1, 2, 20),
+    ];
+    let file = write_jsonl(dir.path(), "in.jsonl", &lines);
+    let (code, stdout, _) = parts(&run(&db, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("stored 2 records, skipped 1 duplicates"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = parts(&run(&db, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("stored 0 records, skipped 3 duplicates"),
+        "{stdout}"
+    );
+    assert_eq!(export(&db).len(), 2);
+}
+
+#[test]
+fn reads_standard_input_with_and_without_a_dash() {
+    let (dir, db) = store_dir();
+    let input = format!("{}\n\n{}\n", volume_line(1, 1, 10), volume_line(2, 1, 20));
+    let (code, stdout, stderr) = parts(&run_with_stdin(&db, &["import", "-"], &input));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("stored 2 records"), "{stdout}");
+    let input = format!("{}\n{}", volume_line(3, 1, 10), volume_line(3, 2, 1));
+    let (code, stdout, _) = parts(&run_with_stdin(&db, &["import"], &input));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("stored 2 records"), "{stdout}");
+    assert_eq!(export(&db).len(), 4);
+    // The spool file is gone.
+    let leftovers: Vec<_> = std::fs::read_dir(&db)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains("spool"))
+        .collect();
+    assert!(leftovers.is_empty());
+    drop(dir);
+}
+
+#[test]
+fn invalid_standard_input_stores_nothing() {
+    let (_dir, db) = store_dir();
+    let input = format!("{}\n{{\"kind\": 3}}\n", volume_line(1, 1, 10));
+    let (code, _, stderr) = parts(&run_with_stdin(&db, &["import", "-"], &input));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("kind"),
+        "{stderr}"
+    );
+    assert!(export(&db).is_empty());
+}
+
+#[test]
+fn exported_lines_import_into_another_store() {
+    let (dir, db) = store_dir();
+    let file = write_jsonl(
+        dir.path(),
+        "in.jsonl",
+        &[volume_line(1, 1, 10), recon_line(1, 1, "fail")],
+    );
+    assert_eq!(
+        run(&db, &["import", file.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let exported = run(&db, &["export"]);
+    let other = dir.path().join("other");
+    let (code, stdout, stderr) = parts(&run_with_stdin(
+        &other,
+        &["import"],
+        &String::from_utf8_lossy(&exported.stdout),
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("stored 2 records"), "{stdout}");
+}
+
+#[test]
+fn a_locked_store_fails_with_status_1_and_a_clear_message() {
+    let (dir, db) = store_dir();
+    let file = write_jsonl(dir.path(), "in.jsonl", &[volume_line(1, 1, 10)]);
+    let held = Store::open(&db).expect("open");
+    let (code, _, stderr) = parts(&run(&db, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.lines().next().unwrap_or("").contains("already open"),
+        "{stderr}"
+    );
+    drop(held);
+    assert_eq!(
+        run(&db, &["import", file.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn a_missing_file_fails_with_status_1() {
+    let (dir, db) = store_dir();
+    let missing = dir.path().join("nope.jsonl");
+    let (code, _, stderr) = parts(&run(&db, &["import", missing.to_str().unwrap()]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("nope.jsonl"), "{stderr}");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let (_dir, db) = store_dir();
+    let (code, _, stderr) = parts(&run(&db, &["import", "--no-such-flag"]));
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, _) = parts(&run(&db, &["no-such-command"]));
+    assert_eq!(code, 2);
+    let (code, _, _) = parts(&run(&db, &[]));
+    assert_eq!(code, 2);
+}

@@ -1,0 +1,231 @@
+//! `almanac kinds` (list, register, add-schema, set-retention, show) and `almanac retention [--dry-run]`.
+
+mod cli_support;
+
+use cli_support::*;
+use serde_json::Value;
+
+fn import(dir: &std::path::Path, db: &std::path::Path, lines: &[String]) {
+    let file = write_jsonl(dir, "in.jsonl", lines);
+    let (code, _, stderr) = parts(&run(db, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 0, "{stderr}");
+}
+
+fn kinds_json(db: &std::path::Path) -> Vec<Value> {
+    let (code, stdout, stderr) = parts(&run(db, &["kinds", "--format", "json"]));
+    assert_eq!(code, 0, "{stderr}");
+    serde_json::from_str::<Value>(&stdout)
+        .expect("JSON")
+        .as_array()
+        .cloned()
+        .unwrap()
+}
+
+#[test]
+fn lists_the_standard_kinds_with_counts() {
+    let (dir, db) = store_dir();
+    import(
+        dir.path(),
+        &db,
+        &[
+            volume_line(1, 1, 1),
+            volume_line(1, 2, 2),
+            recon_line(1, 2, "pass"),
+        ],
+    );
+    let (code, stdout, stderr) = parts(&run(&db, &["kinds"]));
+    assert_eq!(code, 0, "{stderr}");
+    for kind in [
+        "ingestion_volume",
+        "ingestion_runtime",
+        "recon_result",
+        "schema_snapshot",
+        "statistics_snapshot",
+        "catalog_diff",
+    ] {
+        assert!(stdout.contains(kind), "{kind} missing from\n{stdout}");
+    }
+    assert!(
+        stdout.contains("retention") && stdout.contains("bucket"),
+        "{stdout}"
+    );
+    let kinds = kinds_json(&db);
+    let volume = kinds
+        .iter()
+        .find(|k| k["kind"] == "ingestion_volume")
+        .unwrap();
+    assert_eq!(volume["records"], 2);
+    assert_eq!(volume["retention"], "forever");
+    assert_eq!(volume["bucket"], "day");
+    assert_eq!(volume["schema_version"], 1);
+    let snapshot = kinds
+        .iter()
+        .find(|k| k["kind"] == "schema_snapshot")
+        .unwrap();
+    assert_eq!(snapshot["bucket"], "month");
+    assert_eq!(snapshot["records"], 0);
+}
+
+#[test]
+fn unregistered_kinds_with_records_are_listed() {
+    let (dir, db) = store_dir();
+    let line = volume_line(1, 1, 1).replace("ingestion_volume", "custom_probe");
+    import(dir.path(), &db, &[line]);
+    let kinds = kinds_json(&db);
+    let custom = kinds.iter().find(|k| k["kind"] == "custom_probe").unwrap();
+    assert_eq!(custom["registered"], false);
+    assert_eq!(custom["records"], 1);
+}
+
+#[test]
+fn registers_a_kind_and_adds_a_schema_version() {
+    let (dir, db) = store_dir();
+    let spec = dir.path().join("kind.json");
+    std::fs::write(
+        &spec,
+        r#"{"name": "dq_check", "description": "data quality checks", "retention": "400d", "bucket": "month",
+            "schema": {"type": "object", "required": ["passed"], "properties": {"passed": {"type": "boolean"}}}}"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = parts(&run(&db, &["kinds", "register", spec.to_str().unwrap()]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("dq_check"), "{stdout}");
+    let kinds = kinds_json(&db);
+    let dq = kinds.iter().find(|k| k["kind"] == "dq_check").unwrap();
+    assert_eq!(dq["retention"], "400d");
+    assert_eq!(dq["bucket"], "month");
+    assert_eq!(dq["schema_version"], 1);
+
+    // The schema is enforced on import.
+    let bad = volume_line(1, 1, 1).replace("ingestion_volume", "dq_check");
+    let file = write_jsonl(dir.path(), "bad.jsonl", &[bad]);
+    let (code, _, stderr) = parts(&run(&db, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("payload"), "{stderr}");
+
+    let schema = dir.path().join("v2.json");
+    std::fs::write(&schema, r#"{"type": "object"}"#).unwrap();
+    let (code, stdout, stderr) = parts(&run(
+        &db,
+        &["kinds", "add-schema", "dq_check", schema.to_str().unwrap()],
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("version 2"), "{stdout}");
+    let (code, stdout, _) = parts(&run(&db, &["kinds", "show", "dq_check"]));
+    assert_eq!(code, 0);
+    let shown: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(shown["schemas"].as_array().map(Vec::len), Some(2));
+
+    // Registering it again is refused.
+    let (code, _, stderr) = parts(&run(&db, &["kinds", "register", spec.to_str().unwrap()]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("already registered"), "{stderr}");
+}
+
+#[test]
+fn bad_kind_specs_and_arguments_exit_2() {
+    let (dir, db) = store_dir();
+    let spec = dir.path().join("kind.json");
+    std::fs::write(&spec, r#"{"name": "Bad-Name"}"#).unwrap();
+    assert_eq!(
+        run(&db, &["kinds", "register", spec.to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
+    std::fs::write(&spec, r#"{"name": "ok_name", "retention": "soon"}"#).unwrap();
+    assert_eq!(
+        run(&db, &["kinds", "register", spec.to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
+    std::fs::write(&spec, "not json").unwrap();
+    assert_eq!(
+        run(&db, &["kinds", "register", spec.to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
+    std::fs::write(&spec, r#"{"name": "k", "schema": {"type": 12}}"#).unwrap();
+    assert_eq!(
+        run(&db, &["kinds", "register", spec.to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&db, &["kinds", "set-retention", "recon_result", "soon"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&db, &["kinds", "set-retention", "no_such_kind", "30d"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&db, &["kinds", "show", "no_such_kind"]).status.code(),
+        Some(2)
+    );
+    let missing = dir.path().join("missing.json");
+    assert_eq!(
+        run(&db, &["kinds", "register", missing.to_str().unwrap()])
+            .status
+            .code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn retention_dry_run_reports_and_retention_drops_expired_partitions() {
+    let (dir, db) = store_dir();
+    // March 2024 is long past: with a 30-day retention every partition expires.
+    import(
+        dir.path(),
+        &db,
+        &[
+            volume_line(1, 1, 1),
+            volume_line(1, 2, 2),
+            recon_line(1, 2, "pass"),
+        ],
+    );
+    let (code, stdout, _) = parts(&run(&db, &["retention"]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("dropped 0 partitions"), "{stdout}");
+
+    let (code, stdout, stderr) = parts(&run(
+        &db,
+        &["kinds", "set-retention", "ingestion_volume", "30d"],
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("30 days"), "{stdout}");
+
+    let (code, stdout, _) = parts(&run(&db, &["retention", "--dry-run"]));
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("would drop 2 partitions (2 records)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ingestion_volume/2024-03-01"), "{stdout}");
+    assert_eq!(export(&db).len(), 3, "a dry run changes nothing");
+
+    let (code, stdout, _) = parts(&run(&db, &["retention", "--format", "json"]));
+    assert_eq!(code, 0);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["dry_run"], false);
+    assert_eq!(report["partitions"], 2);
+    assert_eq!(report["records"], 2);
+    let left = export(&db);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["kind"], "recon_result");
+
+    let (code, stdout, _) = parts(&run(
+        &db,
+        &["kinds", "set-retention", "ingestion_volume", "forever"],
+    ));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("forever"), "{stdout}");
+}
