@@ -140,6 +140,20 @@ impl MetadataRecord {
         validate::record_from_value(value, false).map(|(record, _)| record)
     }
 
+    /// Sorts the keys of every JSON object in the record (payload, extras,
+    /// target and context extras, at every depth). Stored records are kept
+    /// in this form, so a record reads back, logs and exports identically.
+    pub fn normalize(&mut self) {
+        for map in [
+            &mut self.payload,
+            &mut self.extras,
+            &mut self.target.extras,
+            &mut self.context.extras,
+        ] {
+            sort_object(map);
+        }
+    }
+
     /// Checks the field rules of spec §1 on a record built in code.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate::check_record(self)
@@ -158,6 +172,28 @@ impl MetadataRecord {
     /// The canonical JSON text, on one line.
     pub fn to_json_string(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn sort_object(map: &mut JsonObject) {
+    map.sort_keys();
+    for value in map.values_mut() {
+        sort_value(value);
+    }
+}
+
+fn sort_value(value: &mut Value) {
+    // Iterative: nesting depth is bounded by validation, but keep the stack flat anyway.
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                map.sort_keys();
+                stack.extend(map.values_mut());
+            }
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            _ => {}
+        }
     }
 }
 

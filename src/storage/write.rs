@@ -41,8 +41,10 @@ pub struct PreparedRecord {
 }
 
 impl PreparedRecord {
-    /// Encodes and hashes a record for a kind with the given bucket and indexed paths.
-    pub fn new(record: MetadataRecord, bucket: Bucket, indexed_paths: &[String]) -> Self {
+    /// Normalises (sorted object keys), encodes and hashes a record for a
+    /// kind with the given bucket and indexed paths.
+    pub fn new(mut record: MetadataRecord, bucket: Bucket, indexed_paths: &[String]) -> Self {
+        record.normalize();
         let encoded = encode_record(&record);
         let hash = content_hash(&encoded);
         let partition = PartitionKey {
