@@ -131,6 +131,14 @@ const QUERIES: &[&str] = &[
     "ingestion_volume, recon_result | latest",
     "ingestion_note | latest by target",
     r#"recon_result | where payload.outcome = "pass" | stats count() by producer_id"#,
+    r#"recon_result | where payload.outcome in ("fail", "error") and payload.observed >= 40 | stats count() by target"#,
+    "recon_result | where payload.observed < 20 or payload.observed > 90 | stats count()",
+    "recon_result | where 10 >= payload.observed | select target, payload.observed",
+    "ingestion_volume | where extras.window_end > 2024-05-01T00:00:00Z and extras.window_end <= 2024-05-03",
+    r#"ingestion_volume | where extras.window_end = "2024-04-01T03:00:00Z""#,
+    "ingestion_volume | overlaps 2024-05-01 .. 2024-05-02 | stats count() by target",
+    "ingestion_volume | where extras.window_end >= 2024-05-01T00:30:00Z and extras.window_end < 2024-05-01T05:30:00Z",
+    "ingestion_volume | where extras.window_start > 2024-05-01T02:30:00+02:00 | limit 3",
 ];
 
 #[test]
@@ -201,6 +209,35 @@ fn explain_shows_partition_pruning_and_the_index() {
     assert!(plan.contains("target"), "{plan}");
     assert!(plan.contains("recon_result/"), "{plan}");
     assert!(plan.contains("pruned"), "{plan}");
+}
+
+#[test]
+fn explain_shows_a_path_index_for_a_payload_filter() {
+    let f = fixture();
+    let options = ExecOptions {
+        now: ts(NOW),
+        use_indexes: true,
+    };
+    let text = r#"recon_result | where payload.outcome in ("fail", "timeout")"#;
+    let plan = query::prepare(text)
+        .unwrap()
+        .explain(&f.store, &Params::new(), &options)
+        .unwrap();
+    assert!(plan.contains("payload.outcome"), "{plan}");
+    let scan = query::prepare(text).unwrap();
+    let with = scan.run(&f.store, &Params::new(), &options).unwrap();
+    let without = scan
+        .run(
+            &f.store,
+            &Params::new(),
+            &ExecOptions {
+                use_indexes: false,
+                ..options
+            },
+        )
+        .unwrap();
+    assert_eq!(with, without);
+    assert!(!with.rows.is_empty());
 }
 
 #[test]

@@ -460,15 +460,25 @@ impl PreparedQuery {
                 let _ = writeln!(out, "  targets: {}", list(&request.targets));
                 let _ = writeln!(out, "  producers: {}", list(&request.producers));
                 let _ = writeln!(out, "  run ids: {}", list(&request.run_ids));
+                for constraint in &request.paths {
+                    let _ = writeln!(
+                        out,
+                        "  path: {} {}",
+                        constraint.path,
+                        describe_path_match(&constraint.matcher)
+                    );
+                }
                 let _ = writeln!(
                     out,
                     "  partitions: {} read, {} pruned{}",
                     description.partitions.len(),
                     description.partitions_pruned,
-                    if description.partitions.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", description.partitions.join(", "))
+                    match description.partitions.as_slice() {
+                        [] => String::new(),
+                        few @ [_, ..] if few.len() <= 6 => format!(" ({})", few.join(", ")),
+                        [first, second, .., before_last, last] =>
+                            format!(" ({first}, {second}, ... {before_last}, {last})"),
+                        _ => String::new(),
                     }
                 );
                 let _ = writeln!(
@@ -559,5 +569,40 @@ mod tests {
         ));
         assert!(Params::parse_binding("Bad=1").is_err());
         assert!(Params::parse_binding("novalue").is_err());
+    }
+}
+
+/// `in (...)` or a range, for `explain`.
+fn describe_path_match(matcher: &source::PathMatch) -> String {
+    use source::{IndexValue, PathMatch};
+    let show = |v: &IndexValue| match v {
+        IndexValue::Bool(b) => b.to_string(),
+        IndexValue::Number(n) => n.to_string(),
+        IndexValue::Instant(ts) => ts.to_rfc3339(),
+        IndexValue::String(s) => format!("{s:?}"),
+    };
+    match matcher {
+        PathMatch::AnyOf(values) => {
+            let list: Vec<String> = values.iter().map(show).collect();
+            format!("in ({})", list.join(", "))
+        }
+        PathMatch::Range { lower, upper } => {
+            let mut parts = Vec::new();
+            if let Some((v, inclusive)) = lower {
+                parts.push(format!(
+                    "{} {}",
+                    if *inclusive { ">=" } else { ">" },
+                    show(v)
+                ));
+            }
+            if let Some((v, inclusive)) = upper {
+                parts.push(format!(
+                    "{} {}",
+                    if *inclusive { "<=" } else { "<" },
+                    show(v)
+                ));
+            }
+            parts.join(" and ")
+        }
     }
 }

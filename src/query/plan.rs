@@ -17,7 +17,7 @@ use regex::Regex;
 
 use super::ast::*;
 use super::error::QueryError;
-use super::source::{RecordSource, ScanRequest};
+use super::source::{IndexValue, PathConstraint, PathMatch, RecordSource, ScanRequest};
 use super::suggest;
 use super::value::{parse_instant, Value};
 use crate::model::{TimeRange, Timestamp};
@@ -1286,7 +1286,17 @@ pub(crate) fn access_path(
                 for conjunct in split_and(expr.clone()) {
                     match time_bound(&conjunct) {
                         Some(range) => time = time.intersect(&range),
-                        None => rest.push(conjunct),
+                        None => {
+                            // Path constraints select a superset of the rows
+                            // (arrays, instants written differently): the
+                            // conjunct stays to be checked row by row.
+                            if let Some(constraint) =
+                                path_constraint(&conjunct).filter(|_| use_indexes)
+                            {
+                                request.paths.push(constraint);
+                            }
+                            rest.push(conjunct);
+                        }
                     }
                 }
                 match join_and(rest) {
@@ -1361,6 +1371,86 @@ fn time_bound(e: &CExpr) -> Option<TimeRange> {
         BinOp::Eq => TimeRange::new(ts, next),
         _ => return None,
     })
+}
+
+/// A constraint on a payload or extras path that holds for every row where
+/// `e` is true (so the index may narrow the scan), when `e` is
+/// `path OP constant` (either way round) or `path in (constants)`.
+fn path_constraint(e: &CExpr) -> Option<PathConstraint> {
+    fn path_of(e: &CExpr) -> Option<String> {
+        let CExpr::Rec(field, segments) = e else {
+            return None;
+        };
+        let mut path = match field {
+            Field::Payload => "payload".to_owned(),
+            Field::Extras => "extras".to_owned(),
+            _ => return None,
+        };
+        if segments.is_empty() {
+            return None;
+        }
+        for segment in segments {
+            match segment {
+                Segment::Field(name) if !name.is_empty() && !name.contains('.') => {
+                    path.push('.');
+                    path.push_str(name);
+                }
+                _ => return None,
+            }
+        }
+        Some(path)
+    }
+    // Strings and booleans only for equality: string order differs from the
+    // index's order for strings that read as instants.
+    fn value_of(v: &CExpr, for_range: bool) -> Option<IndexValue> {
+        let CExpr::Const(v) = v else {
+            return None;
+        };
+        match v {
+            Value::Bool(b) if !for_range => Some(IndexValue::Bool(*b)),
+            Value::Int(i) => Some(IndexValue::Number(*i as f64)),
+            Value::Float(f) => Some(IndexValue::Number(*f)),
+            Value::Str(s) if !for_range => Some(IndexValue::from_str_value(s)),
+            Value::Instant(ts) => Some(IndexValue::Instant(*ts)),
+            _ => None,
+        }
+    }
+    match e {
+        CExpr::In(x, list) => {
+            let path = path_of(x)?;
+            let values = list
+                .iter()
+                .map(|v| value_of(v, false))
+                .collect::<Option<Vec<_>>>()?;
+            Some(PathConstraint {
+                path,
+                matcher: PathMatch::AnyOf(values),
+            })
+        }
+        CExpr::Cmp(op, a, b) => {
+            let (op, path, constant) = match (path_of(a), path_of(b)) {
+                (Some(path), None) => (*op, path, &**b),
+                (None, Some(path)) => (flip(*op)?, path, &**a),
+                _ => return None,
+            };
+            // Range bounds are inclusive: i64 to f64 rounding must never
+            // leave out a row that the exact comparison keeps.
+            let matcher = match op {
+                BinOp::Eq => PathMatch::AnyOf(vec![value_of(constant, false)?]),
+                BinOp::Gt | BinOp::Ge => PathMatch::Range {
+                    lower: Some((value_of(constant, true)?, true)),
+                    upper: None,
+                },
+                BinOp::Lt | BinOp::Le => PathMatch::Range {
+                    lower: None,
+                    upper: Some((value_of(constant, true)?, true)),
+                },
+                _ => return None,
+            };
+            Some(PathConstraint { path, matcher })
+        }
+        _ => None,
+    }
 }
 
 fn flip(op: BinOp) -> Option<BinOp> {

@@ -521,7 +521,7 @@ impl Engine {
         }
         for c in &request.paths {
             if index_name != Some(c.path.as_str()) {
-                row_filters.push(format!("{} matches {:?}", c.path, c.matcher));
+                row_filters.push(format!("{} checked on each record", c.path));
             }
         }
         if request.time != TimeRange::ALL {
