@@ -528,6 +528,41 @@ impl PreparedQuery {
     }
 }
 
+/// `in (...)` or a range, for `explain`.
+fn describe_path_match(matcher: &source::PathMatch) -> String {
+    use source::{IndexValue, PathMatch};
+    let show = |v: &IndexValue| match v {
+        IndexValue::Bool(b) => b.to_string(),
+        IndexValue::Number(n) => n.to_string(),
+        IndexValue::Instant(ts) => ts.to_rfc3339(),
+        IndexValue::String(s) => format!("{s:?}"),
+    };
+    match matcher {
+        PathMatch::AnyOf(values) => {
+            let list: Vec<String> = values.iter().map(show).collect();
+            format!("in ({})", list.join(", "))
+        }
+        PathMatch::Range { lower, upper } => {
+            let mut parts = Vec::new();
+            if let Some((v, inclusive)) = lower {
+                parts.push(format!(
+                    "{} {}",
+                    if *inclusive { ">=" } else { ">" },
+                    show(v)
+                ));
+            }
+            if let Some((v, inclusive)) = upper {
+                parts.push(format!(
+                    "{} {}",
+                    if *inclusive { "<=" } else { "<" },
+                    show(v)
+                ));
+            }
+            parts.join(" and ")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,40 +604,5 @@ mod tests {
         ));
         assert!(Params::parse_binding("Bad=1").is_err());
         assert!(Params::parse_binding("novalue").is_err());
-    }
-}
-
-/// `in (...)` or a range, for `explain`.
-fn describe_path_match(matcher: &source::PathMatch) -> String {
-    use source::{IndexValue, PathMatch};
-    let show = |v: &IndexValue| match v {
-        IndexValue::Bool(b) => b.to_string(),
-        IndexValue::Number(n) => n.to_string(),
-        IndexValue::Instant(ts) => ts.to_rfc3339(),
-        IndexValue::String(s) => format!("{s:?}"),
-    };
-    match matcher {
-        PathMatch::AnyOf(values) => {
-            let list: Vec<String> = values.iter().map(show).collect();
-            format!("in ({})", list.join(", "))
-        }
-        PathMatch::Range { lower, upper } => {
-            let mut parts = Vec::new();
-            if let Some((v, inclusive)) = lower {
-                parts.push(format!(
-                    "{} {}",
-                    if *inclusive { ">=" } else { ">" },
-                    show(v)
-                ));
-            }
-            if let Some((v, inclusive)) = upper {
-                parts.push(format!(
-                    "{} {}",
-                    if *inclusive { "<=" } else { "<" },
-                    show(v)
-                ));
-            }
-            parts.join(" and ")
-        }
     }
 }
