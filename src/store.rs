@@ -24,8 +24,8 @@ use crate::query::{
 use crate::repository::{BulkOutcome, MetadataRepository, StoreOutcome};
 use crate::storage::log::{LogReader, LogWriter, DEFAULT_SEGMENT_BYTES, LOG_DIR};
 use crate::storage::{
-    check_index_path, Engine, PartitionInfo, PreparedRecord, RetentionReport, StorageError,
-    WriteOutcome,
+    check_index_path, decode_record, Engine, PartitionInfo, PreparedRecord, RetentionReport,
+    StorageError, WriteOutcome,
 };
 
 /// Where "now" comes from: the system clock, or a fixed or scripted one in tests.
@@ -100,11 +100,18 @@ impl Default for StoreOptions {
     }
 }
 
+/// Batches at least this large are prepared on several threads.
+const PARALLEL_PREPARE_MIN: usize = 2048;
+
 /// A write waiting for the writer thread.
 struct Job {
     records: Vec<PreparedRecord>,
-    reply: SyncSender<Result<Vec<WriteOutcome>, StorageError>>,
+    reply: SyncSender<Reply>,
 }
+
+/// The writer's answer, with the job's records handed back so the caller's
+/// thread frees what it allocated (cross-thread frees contend in malloc).
+type Reply = (Result<Vec<WriteOutcome>, StorageError>, Vec<PreparedRecord>);
 
 /// Counters of the writer since the store was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -307,27 +314,63 @@ impl Store {
             .registry
             .read()
             .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
-        records
-            .iter()
-            .enumerate()
-            .map(|(i, record)| {
-                record.validate().map_err(|error| Error::InvalidRecord {
+        let prepare_one = |i: usize, record: &MetadataRecord| -> Result<PreparedRecord> {
+            record.validate().map_err(|error| Error::InvalidRecord {
+                index: Some(i),
+                error,
+            })?;
+            registry
+                .check(record, now, strict)
+                .map_err(|error| Error::Rejected {
                     index: Some(i),
                     error,
                 })?;
-                registry
-                    .check(record, now, strict)
-                    .map_err(|error| Error::Rejected {
-                        index: Some(i),
-                        error,
-                    })?;
-                Ok(PreparedRecord::new(
-                    record.clone(),
-                    registry.bucket_of(&record.kind),
-                    registry.indexed_paths_of(&record.kind),
-                ))
-            })
-            .collect()
+            Ok(PreparedRecord::new(
+                record,
+                registry.bucket_of(&record.kind),
+                registry.indexed_paths_of(&record.kind),
+            ))
+        };
+        let n_threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        if records.len() < PARALLEL_PREPARE_MIN || n_threads < 2 {
+            return records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| prepare_one(i, r))
+                .collect();
+        }
+        // Large batches: validate and encode on every core while the writer
+        // waits; chunk results come back in order, so the first error
+        // reported is the one with the lowest index.
+        let chunk = records.len().div_ceil(n_threads);
+        let prepare_one = &prepare_one;
+        let chunks: Vec<Result<Vec<PreparedRecord>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = records
+                .chunks(chunk)
+                .enumerate()
+                .map(|(c, part)| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .enumerate()
+                            .map(|(i, r)| prepare_one(c * chunk + i, r))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StorageError::WriterGone("a preparing thread panicked".into()).into())
+                    })
+                })
+                .collect()
+        });
+        let mut prepared = Vec::with_capacity(records.len());
+        for part in chunks {
+            prepared.extend(part?);
+        }
+        Ok(prepared)
     }
 
     /// Runs every check `store` would run (record format, kind registry,
@@ -358,9 +401,10 @@ impl Store {
             .ok_or_else(|| StorageError::WriterGone("the store is closing".into()))?;
         jobs.send(Job { records, reply })
             .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
-        let outcome = answer
+        let (outcome, records) = answer
             .recv()
             .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
+        drop(records);
         Ok(outcome?)
     }
 
@@ -656,25 +700,26 @@ impl Writer<'_> {
                         if !subs.is_empty() {
                             subs.retain(|s| {
                                 committed.iter().all(|(id, p)| {
-                                    let record = StoredRecord {
-                                        id: *id,
-                                        record: p.record.clone(),
-                                    };
-                                    s.send(record).is_ok()
+                                    // Rebuilt from its bytes: the writer holds no record.
+                                    match decode_record(&p.encoded) {
+                                        Ok(record) => {
+                                            s.send(StoredRecord { id: *id, record }).is_ok()
+                                        }
+                                        Err(_) => true,
+                                    }
                                 })
                             });
                         }
                     }
                     for (job, job_outcomes) in group.into_iter().zip(outcomes) {
-                        let _ = job.reply.send(Ok(job_outcomes));
+                        let _ = job.reply.send((Ok(job_outcomes), job.records));
                     }
                 }
                 Err(e) => {
                     let message = e.to_string();
                     for job in group {
-                        let _ = job
-                            .reply
-                            .send(Err(StorageError::Redb(format!("commit failed: {message}"))));
+                        let error = StorageError::Redb(format!("commit failed: {message}"));
+                        let _ = job.reply.send((Err(error), job.records));
                     }
                 }
             }

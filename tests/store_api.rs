@@ -332,3 +332,24 @@ fn the_repository_is_object_safe() {
         out.id
     );
 }
+
+#[test]
+fn a_large_batch_reports_its_first_invalid_record() {
+    // Large batches are prepared on several threads: the error must still be
+    // the lowest invalid index, and nothing may be written.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut records: Vec<_> = (0..5000)
+        .map(|i| volume(i % 50, (i / 50) as i64, i as i64))
+        .collect();
+    records[4100].producer_id.clear();
+    records[3001].target.table.clear();
+    let err = store.bulk_store(&records).unwrap_err();
+    assert_eq!(err.record_index(), Some(3001), "{err}");
+    assert!(store.tail(1).unwrap().is_empty());
+    records[3001].target.table = "t".into();
+    records[4100].producer_id = "p".into();
+    let out = store.bulk_store(&records).unwrap();
+    assert_eq!(out.n_stored, 5000);
+    assert_eq!(out.ids, (1..=5000).collect::<Vec<u64>>());
+}

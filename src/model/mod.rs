@@ -6,7 +6,8 @@ mod time;
 mod validate;
 
 pub use record::{
-    canonical_name, JsonObject, MetadataContext, MetadataRecord, MetadataTarget, StoredRecord,
+    canonical_name, JsonObject, MetadataContext, MetadataRecord, MetadataTarget, SortedJson,
+    StoredRecord,
 };
 pub use time::{Timestamp, MICROS_PER_DAY, MICROS_PER_SECOND};
 pub use validate::{

@@ -1,6 +1,6 @@
 //! The record: one fact a producer emitted about one artifact (spec `records.md` §1).
 
-use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeStruct, Serializer};
 use serde_json::{Map, Value};
 
 use super::time::Timestamp;
@@ -225,22 +225,59 @@ impl StoredRecord {
     }
 }
 
-struct TargetJson<'a>(&'a MetadataTarget);
+/// A JSON object serialised as is, or with its keys sorted (at every depth).
+struct Obj<'a, const SORTED: bool>(&'a JsonObject);
 
-impl Serialize for TargetJson<'_> {
+impl<const SORTED: bool> Serialize for Obj<'_, SORTED> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !SORTED {
+            return self.0.serialize(s);
+        }
+        let mut entries: Vec<(&String, &Value)> = self.0.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut map = s.serialize_map(Some(entries.len()))?;
+        for (key, value) in entries {
+            map.serialize_entry(key, &SortedValue(value))?;
+        }
+        map.end()
+    }
+}
+
+/// A JSON value with the keys of its objects sorted.
+struct SortedValue<'a>(&'a Value);
+
+impl Serialize for SortedValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(map) => Obj::<true>(map).serialize(s),
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&SortedValue(item))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+struct TargetJson<'a, const SORTED: bool>(&'a MetadataTarget);
+
+impl<const SORTED: bool> Serialize for TargetJson<'_, SORTED> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("target", 4)?;
         st.serialize_field("source_id", &self.0.source_id)?;
         st.serialize_field("schema", &self.0.schema)?;
         st.serialize_field("table", &self.0.table)?;
-        st.serialize_field("extras", &self.0.extras)?;
+        st.serialize_field("extras", &Obj::<SORTED>(&self.0.extras))?;
         st.end()
     }
 }
 
-struct ContextJson<'a>(&'a MetadataContext);
+struct ContextJson<'a, const SORTED: bool>(&'a MetadataContext);
 
-impl Serialize for ContextJson<'_> {
+impl<const SORTED: bool> Serialize for ContextJson<'_, SORTED> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let c = self.0;
         let mut st = s.serialize_struct("context", 4)?;
@@ -253,31 +290,46 @@ impl Serialize for ContextJson<'_> {
         if let Some(namespace) = &c.namespace {
             st.serialize_field("namespace", namespace)?;
         }
-        st.serialize_field("extras", &c.extras)?;
+        st.serialize_field("extras", &Obj::<SORTED>(&c.extras))?;
         st.end()
     }
 }
 
-fn serialize_record<S: SerializeStruct>(st: &mut S, r: &MetadataRecord) -> Result<(), S::Error> {
+fn serialize_record<S: SerializeStruct, const SORTED: bool>(
+    st: &mut S,
+    r: &MetadataRecord,
+) -> Result<(), S::Error> {
     st.serialize_field("kind", &r.kind)?;
-    st.serialize_field("target", &TargetJson(&r.target))?;
-    st.serialize_field("payload", &r.payload)?;
+    st.serialize_field("target", &TargetJson::<SORTED>(&r.target))?;
+    st.serialize_field("payload", &Obj::<SORTED>(&r.payload))?;
     st.serialize_field("produced_at", &r.produced_at.to_rfc3339())?;
     st.serialize_field("producer_id", &r.producer_id)?;
-    st.serialize_field("context", &ContextJson(&r.context))?;
+    st.serialize_field("context", &ContextJson::<SORTED>(&r.context))?;
     if let Some(version) = r.version {
         st.serialize_field("version", &version)?;
     }
     if let Some(quality) = &r.quality {
         st.serialize_field("quality", quality)?;
     }
-    st.serialize_field("extras", &r.extras)
+    st.serialize_field("extras", &Obj::<SORTED>(&r.extras))
 }
 
 impl Serialize for MetadataRecord {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("record", 9)?;
-        serialize_record(&mut st, self)?;
+        serialize_record::<_, false>(&mut st, self)?;
+        st.end()
+    }
+}
+
+/// Serialises a record in the store's canonical form: object keys sorted at
+/// every depth, without copying the record (see [`MetadataRecord::normalize`]).
+pub struct SortedJson<'a>(pub &'a MetadataRecord);
+
+impl Serialize for SortedJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("record", 9)?;
+        serialize_record::<_, true>(&mut st, self.0)?;
         st.end()
     }
 }
@@ -286,7 +338,7 @@ impl Serialize for StoredRecord {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("record", 10)?;
         st.serialize_field("id", &self.id)?;
-        serialize_record(&mut st, &self.record)?;
+        serialize_record::<_, false>(&mut st, &self.record)?;
         st.end()
     }
 }

@@ -563,7 +563,13 @@ impl Engine {
             .paths
             .iter()
             .find(|c| matches!(c.matcher, PathMatch::AnyOf(_)));
-        let range_path = request.paths.first();
+        // A lower bound (window_end > T, values above X) is usually the
+        // selective side of a range over time-like values.
+        let range_path = request
+            .paths
+            .iter()
+            .find(|c| matches!(c.matcher, PathMatch::Range { lower: Some(_), .. }))
+            .or(request.paths.first());
         let index = if !request.use_indexes {
             IndexChoice::Full
         } else if let Some(runs) = &request.run_ids {

@@ -18,53 +18,65 @@ use crate::kinds::{Bucket, KindSpec, Retention};
 use crate::model::{MetadataRecord, Timestamp};
 
 /// A validated record with everything the writer needs computed up front,
-/// so that encoding and hashing run on the caller's thread, not the writer's.
+/// so that encoding, hashing and JSON rendering run on the caller's thread,
+/// not the writer's. It holds only what the write transaction reads, not
+/// the record itself (which [`decode_record`](super::decode_record) can
+/// rebuild from `encoded`).
 #[derive(Clone, Debug)]
 pub struct PreparedRecord {
-    /// The record.
-    pub record: MetadataRecord,
-    /// Its encoding (see `docs/format.md`).
+    /// The record's encoding (see `docs/format.md`), object keys sorted.
     pub encoded: Vec<u8>,
     /// The xxh3-128 hash of `encoded`.
     pub hash: u128,
-    /// The partition it belongs to.
+    /// The partition it belongs to (its kind and bucket start).
     pub partition: PartitionKey,
     /// The kind's bucket (for the catalog).
     pub bucket: Bucket,
+    /// `produced_at` in microseconds.
+    pub produced_at: i64,
     /// The canonical target name.
     pub target_name: String,
+    /// `(source_id, schema, table)`, for the target dictionary.
+    pub target_parts: (String, String, String),
+    /// The producer id.
+    pub producer_id: String,
+    /// `context.run_id`.
+    pub run_id: Option<String>,
     /// Index keys per indexed path of the kind (see `path_index`).
     pub path_keys: Vec<(String, Vec<Vec<u8>>)>,
-    /// The canonical JSON of the record without its opening brace: a log
-    /// line is `{"id":N,` followed by this.
+    /// The canonical JSON of the record (keys sorted) without its opening
+    /// brace: a log line is `{"id":N,` followed by this.
     pub json_tail: String,
 }
 
 impl PreparedRecord {
-    /// Normalises (sorted object keys), encodes and hashes a record for a
-    /// kind with the given bucket and indexed paths.
-    pub fn new(mut record: MetadataRecord, bucket: Bucket, indexed_paths: &[String]) -> Self {
-        record.normalize();
-        let encoded = encode_record(&record);
+    /// Encodes, hashes and renders a record for a kind with the given bucket
+    /// and indexed paths. Object keys come out sorted in both the encoding
+    /// and the JSON, the store's canonical form, without copying the record.
+    pub fn new(record: &MetadataRecord, bucket: Bucket, indexed_paths: &[String]) -> Self {
+        let encoded = encode_record(record);
         let hash = content_hash(&encoded);
         let partition = PartitionKey {
             kind: record.kind.clone(),
             bucket_start: bucket_start(bucket, record.produced_at),
         };
-        let target_name = record.target.canonical_name();
         let path_keys = indexed_paths
             .iter()
-            .map(|path| (path.clone(), keys_at(&record, path)))
+            .map(|path| (path.clone(), keys_at(record, path)))
             .collect();
-        let json = record.to_json_string();
+        let json = serde_json::to_string(&crate::model::SortedJson(record)).unwrap_or_default();
         let json_tail = json.get(1..).unwrap_or_default().to_owned();
+        let t = &record.target;
         PreparedRecord {
-            record,
             encoded,
             hash,
             partition,
             bucket,
-            target_name,
+            produced_at: record.produced_at.as_micros(),
+            target_name: t.canonical_name(),
+            target_parts: (t.source_id.clone(), t.schema.clone(), t.table.clone()),
+            producer_id: record.producer_id.clone(),
+            run_id: record.context.run_id.clone(),
             path_keys,
             json_tail,
         }
@@ -163,22 +175,22 @@ impl<'txn> PartTables<'txn> {
     }
 }
 
-/// Committed facts the write path would otherwise read back from redb for
-/// every record: dictionary ids and the (`produced_at`, `id`) of each latest
-/// entry. Only write transactions touch it, under its lock, and what a
-/// transaction adds is merged only after the commit succeeds.
+/// Facts the write path would otherwise read back from redb for every
+/// record: dictionary ids and the (`produced_at`, `id`) of each latest
+/// entry. Only write transactions touch it, under its lock. Entries are
+/// added as a transaction writes them; if the transaction then fails, the
+/// whole cache is cleared, so it never holds what was not committed.
 #[derive(Debug, Default)]
 pub(crate) struct WriteCache {
     targets: HashMap<String, u64>,
     producers: HashMap<String, u64>,
-    latest: HashMap<(String, String), (i64, u64)>,
+    /// kind → target name → (produced_at, id) of the latest entry.
+    latest: HashMap<String, HashMap<String, (i64, u64)>>,
 }
 
 impl WriteCache {
-    fn merge(&mut self, staged: WriteCache) {
-        self.targets.extend(staged.targets);
-        self.producers.extend(staged.producers);
-        self.latest.extend(staged.latest);
+    fn clear(&mut self) {
+        *self = WriteCache::default();
     }
 }
 
@@ -188,9 +200,9 @@ fn dict_id(
     meta: &mut Table<'_, &'static str, u64>,
     counter: &'static str,
     key: &str,
-    (cached, staged): (&HashMap<String, u64>, &mut HashMap<String, u64>),
+    cache: &mut HashMap<String, u64>,
 ) -> Result<u64> {
-    if let Some(id) = cached.get(key).or_else(|| staged.get(key)) {
+    if let Some(id) = cache.get(key) {
         return Ok(*id);
     }
     let existing = table.get(key)?.map(|v| v.value());
@@ -203,8 +215,55 @@ fn dict_id(
             id
         }
     };
-    staged.insert(key.to_owned(), id);
+    cache.insert(key.to_owned(), id);
     Ok(id)
+}
+
+/// Looks up or assigns the id of a prepared record's target.
+fn dict_target_id(
+    targets: &mut Table<'_, &'static str, (u64, &'static str, &'static str, &'static str)>,
+    meta: &mut Table<'_, &'static str, u64>,
+    prepared: &PreparedRecord,
+    cache: &mut HashMap<String, u64>,
+) -> Result<u64> {
+    let name = prepared.target_name.as_str();
+    if let Some(id) = cache.get(name) {
+        return Ok(*id);
+    }
+    let existing = targets.get(name)?.map(|v| v.value().0);
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            let id = meta.get(META_NEXT_TARGET_ID)?.map_or(1, |v| v.value());
+            meta.insert(META_NEXT_TARGET_ID, id + 1)?;
+            let (source_id, schema, table) = &prepared.target_parts;
+            targets.insert(
+                name,
+                (id, source_id.as_str(), schema.as_str(), table.as_str()),
+            )?;
+            id
+        }
+    };
+    cache.insert(name.to_owned(), id);
+    Ok(id)
+}
+
+fn set_latest(
+    cache: &mut HashMap<String, HashMap<String, (i64, u64)>>,
+    kind: &str,
+    target: &str,
+    order: (i64, u64),
+) {
+    let per_kind = match cache.get_mut(kind) {
+        Some(m) => m,
+        None => cache.entry(kind.to_owned()).or_default(),
+    };
+    match per_kind.get_mut(target) {
+        Some(slot) => *slot = order,
+        None => {
+            per_kind.insert(target.to_owned(), order);
+        }
+    }
 }
 
 /// A dropped (or, in a dry run, droppable) partition.
@@ -251,7 +310,19 @@ impl Engine {
             .write_cache
             .lock()
             .map_err(|_| super::StorageError::WriterGone("write cache lock poisoned".into()))?;
-        let mut staged = WriteCache::default();
+        let result = self.write_locked(groups, &mut cache);
+        if result.is_err() {
+            // The failed transaction may have cached what it did not commit.
+            cache.clear();
+        }
+        result
+    }
+
+    fn write_locked(
+        &self,
+        groups: &[&[PreparedRecord]],
+        cache: &mut WriteCache,
+    ) -> Result<Vec<Vec<WriteOutcome>>> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| super::StorageError::Redb(e.to_string()))?;
@@ -279,82 +350,47 @@ impl Engine {
                     }
                     let id = next_id;
                     next_id += 1;
-                    let record = &prepared.record;
-                    let ts = record.produced_at.as_micros();
+                    let ts = prepared.produced_at;
                     part.records.insert((ts, id), prepared.encoded.as_slice())?;
                     part.hashes.insert((prepared.hash, id), ts)?;
-                    let cached_target = cache
-                        .targets
-                        .get(prepared.target_name.as_str())
-                        .or_else(|| staged.targets.get(prepared.target_name.as_str()))
-                        .copied();
-                    let target_id = match cached_target {
-                        Some(tid) => tid,
-                        None => {
-                            let existing = targets
-                                .get(prepared.target_name.as_str())?
-                                .map(|v| v.value().0);
-                            let tid = match existing {
-                                Some(tid) => tid,
-                                None => {
-                                    let tid =
-                                        meta.get(META_NEXT_TARGET_ID)?.map_or(1, |v| v.value());
-                                    meta.insert(META_NEXT_TARGET_ID, tid + 1)?;
-                                    let t = &record.target;
-                                    let parts = (
-                                        tid,
-                                        t.source_id.as_str(),
-                                        t.schema.as_str(),
-                                        t.table.as_str(),
-                                    );
-                                    targets.insert(prepared.target_name.as_str(), parts)?;
-                                    tid
-                                }
-                            };
-                            staged.targets.insert(prepared.target_name.clone(), tid);
-                            tid
-                        }
-                    };
+                    let target_id =
+                        dict_target_id(&mut targets, &mut meta, prepared, &mut cache.targets)?;
                     part.by_target.insert((target_id, ts, id), ())?;
                     let producer_id = dict_id(
                         &mut producers,
                         &mut meta,
                         META_NEXT_PRODUCER_ID,
-                        &record.producer_id,
-                        (&cache.producers, &mut staged.producers),
+                        &prepared.producer_id,
+                        &mut cache.producers,
                     )?;
                     part.by_producer.insert((producer_id, ts, id), ())?;
-                    if let Some(run_id) = &record.context.run_id {
+                    if let Some(run_id) = &prepared.run_id {
                         part.by_run.insert((run_id.as_str(), ts, id), ())?;
                     }
                     part.index_paths(&txn, &prepared.partition, &prepared.path_keys, ts, id)?;
                     part.info.add(ts, id);
-                    let latest_key = (record.kind.as_str(), prepared.target_name.as_str());
-                    let cache_key = (record.kind.clone(), prepared.target_name.clone());
-                    let known = staged
+                    let kind = prepared.partition.kind.as_str();
+                    let latest_key = (kind, prepared.target_name.as_str());
+                    let known = cache
                         .latest
-                        .get(&cache_key)
-                        .or_else(|| cache.latest.get(&cache_key))
+                        .get(kind)
+                        .and_then(|m| m.get(prepared.target_name.as_str()))
                         .copied();
                     let current = match known {
                         Some(order) => Some(order),
                         None => latest.get(latest_key)?.map(|v| latest_order(v.value())),
                     };
-                    let newer = current.is_none_or(|order| order < (ts, id));
-                    staged.latest.insert(
-                        cache_key,
-                        if newer {
-                            (ts, id)
-                        } else {
-                            current.unwrap_or((ts, id))
-                        },
-                    );
-                    if newer {
+                    if current.is_none_or(|order| order < (ts, id)) {
                         let mut value = Vec::with_capacity(16 + prepared.encoded.len());
                         value.extend_from_slice(&ts.to_le_bytes());
                         value.extend_from_slice(&id.to_le_bytes());
                         value.extend_from_slice(&prepared.encoded);
                         latest.insert(latest_key, value.as_slice())?;
+                        set_latest(&mut cache.latest, kind, &prepared.target_name, (ts, id));
+                    } else if known.is_none() {
+                        if let Some(order) = current {
+                            set_latest(&mut cache.latest, kind, &prepared.target_name, order);
+                        }
                     }
                     group_outcomes.push(WriteOutcome::Stored(id));
                 }
@@ -373,7 +409,6 @@ impl Engine {
             outcomes
         };
         txn.commit()?;
-        cache.merge(staged);
         Ok(outcomes)
     }
 
@@ -495,7 +530,7 @@ impl Engine {
                 for target in &stale {
                     latest.remove((spec.name.as_str(), target.as_str()))?;
                 }
-                cache.latest.retain(|(kind, _), _| kind != &spec.name);
+                cache.latest.remove(&spec.name);
                 let all_tables: Vec<String> =
                     txn.list_tables()?.map(|t| t.name().to_owned()).collect();
                 for start in expired.keys() {

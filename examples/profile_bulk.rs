@@ -1,0 +1,40 @@
+//! Profiling aid: bulk-stores N generated records in batches of 10,000 and
+//! prints the time split between preparing (validation, encoding) and the
+//! whole call. `cargo run --release --example profile_bulk -- 200000`
+use std::time::Instant;
+
+use almanac::testdata::{GenConfig, Generator};
+use almanac::{MetadataRepository, Store};
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("open");
+    let records: Vec<_> = Generator::new(
+        7,
+        GenConfig {
+            n_records: n,
+            ..GenConfig::default()
+        },
+    )
+    .collect();
+    let mut check = std::time::Duration::ZERO;
+    let start = Instant::now();
+    for batch in records.chunks(10_000) {
+        let t = Instant::now();
+        for r in batch {
+            store.check_record(r).expect("valid");
+        }
+        check += t.elapsed();
+        store.bulk_store(batch).expect("stored");
+    }
+    let total = start.elapsed();
+    println!(
+        "{n} records: {:.0}/s overall; check_record alone {:.1}% of the time",
+        n as f64 / (total - check).as_secs_f64(),
+        100.0 * check.as_secs_f64() / total.as_secs_f64()
+    );
+}
