@@ -1,0 +1,52 @@
+//! Profiling aid: median latency of `latest` over random targets of a
+//! generated store. `cargo run --release --example profile_latest -- 200000`
+use std::time::Instant;
+
+use almanac::testdata::{GenConfig, Generator};
+use almanac::{MetadataRepository, Store};
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("open");
+    let records: Vec<_> = Generator::new(
+        7,
+        GenConfig {
+            n_records: n,
+            ..GenConfig::default()
+        },
+    )
+    .collect();
+    for batch in records.chunks(10_000) {
+        store.bulk_store(batch).expect("stored");
+    }
+    let probes: Vec<_> = records.iter().step_by(97).take(10_000).collect();
+    let mut times = Vec::with_capacity(probes.len());
+    let mut found = 0;
+    for r in &probes {
+        let t = Instant::now();
+        let latest = store.latest(&r.target, &r.kind).expect("latest");
+        times.push(t.elapsed());
+        found += usize::from(latest.is_some());
+    }
+    times.sort();
+    // Repeat the lookups (unmeasured) so a profiler sees mostly `latest`.
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    for _ in 0..rounds {
+        for r in &probes {
+            std::hint::black_box(store.latest(&r.target, &r.kind).expect("latest"));
+        }
+    }
+    println!(
+        "latest: median {:?}, p90 {:?} over {} lookups ({found} found)",
+        times[times.len() / 2],
+        times[times.len() * 9 / 10],
+        times.len()
+    );
+}
