@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use almanac::kinds::Retention;
 use almanac::model::{JsonObject, MICROS_PER_DAY};
-use almanac::query::ScanRequest;
+use almanac::query::{self, ExecOptions, Params, QueryOutput, Row as QueryRow};
 use almanac::testdata::{GenConfig, Generator, SplitMix64, SOURCES};
 use almanac::{
     Clock, MetadataContext, MetadataRecord, MetadataRepository, MetadataTarget, Store,
@@ -367,6 +367,21 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
 
     // --- selective query ------------------------------------------------
     progress("selective query");
+    {
+        let mut params = Params::new();
+        params
+            .insert_str("source", SOURCES[0].0)
+            .insert_instant("from", end.saturating_add_micros(-7 * MICROS_PER_DAY))
+            .insert_instant("until", end);
+        for (text, params) in [
+            (SELECTIVE_QUERY.to_owned(), &params),
+            (full_scan_query(), &Params::new()),
+            (STATS_QUERY.to_owned(), &Params::new()),
+        ] {
+            let plan = query::prepare(&text)?.explain(&store, params, &ExecOptions::default())?;
+            eprintln!("    {}", plan.trim_end().replace('\n', "\n    "));
+        }
+    }
     let (mut a_times, mut q_times, mut n_found) = (Vec::new(), Vec::new(), 0usize);
     for week in 0..4i64 {
         let until = end.saturating_add_micros(-7 * week * MICROS_PER_DAY);
@@ -443,7 +458,7 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     rows.push(
         row(
             &format!(
-                "stats count(), avg(payload.rows) by target, bin(produced_at, 1d) ({n_groups} groups), median of 3 [Almanac: Store::scan + Rust aggregation; the query language is not on main yet]"
+                "stats count(), avg(payload.rows) by target, bin(produced_at, 1d) ({n_groups} groups), median of 3"
             ),
             fmt_ms(a),
             fmt_ms(q),
@@ -668,57 +683,86 @@ fn concurrent(
     Ok((almanac, sqlite, records.len(), n_commits))
 }
 
+/// The selective query, in the query language (parameters, not pasted text).
+const SELECTIVE_QUERY: &str = "recon_result{source=$source} | between $from .. $until \
+                               | where payload.outcome = \"fail\"";
+
+/// The full scan with a payload filter, in the query language.
+fn full_scan_query() -> String {
+    format!("* | where payload.rows > {BIG_ROWS}")
+}
+
+/// The stats of issue 5 over every record (SQLite's GROUP BY has no kind filter either).
+const STATS_QUERY: &str = "* | stats count(), avg(payload.rows) by target, bin(produced_at, 1d)";
+
+/// The records of a query's answer, in its order; an error if a row is not a record.
+fn records_of(output: QueryOutput) -> BoxResult<Vec<StoredRecord>> {
+    output
+        .rows
+        .into_iter()
+        .map(|row| match row {
+            QueryRow::Record { record, .. } => Ok(record),
+            QueryRow::Values(values) => {
+                Err(format!("expected records, the query returned values {values:?}").into())
+            }
+        })
+        .collect()
+}
+
 fn almanac_selective(
     store: &Store,
     source: &str,
     range: TimeRange,
 ) -> BoxResult<Vec<StoredRecord>> {
-    let request = ScanRequest {
-        kinds: Some(vec!["recon_result".into()]),
-        time: range,
-        ..ScanRequest::default()
-    };
-    let mut out = Vec::new();
-    for r in store.scan(&request)? {
-        let r = r?;
-        if r.record.target.source_id == source
-            && r.record.payload.get("outcome").and_then(Value::as_str) == Some("fail")
-        {
-            out.push(r);
-        }
-    }
-    Ok(out)
+    let mut params = Params::new();
+    params
+        .insert_str("source", source)
+        .insert_instant("from", range.from)
+        .insert_instant("until", range.until);
+    records_of(store.query(SELECTIVE_QUERY, &params)?)
 }
 
 fn almanac_full_scan(store: &Store) -> BoxResult<Vec<StoredRecord>> {
-    let mut out = Vec::new();
-    for r in store.scan(&ScanRequest::default())? {
-        let r = r?;
-        if r.record
-            .payload
-            .get("rows")
-            .and_then(Value::as_i64)
-            .is_some_and(|rows| rows > BIG_ROWS)
-        {
-            out.push(r);
-        }
-    }
-    Ok(out)
+    records_of(store.query(&full_scan_query(), &Params::new())?)
 }
 
-/// `(target, day) -> (count, sum of rows, records with rows)`.
+/// `(target, day) -> (count, average of rows or NaN, unused)`.
 type Groups = HashMap<(String, i64), (u64, f64, u64)>;
 
 fn almanac_stats(store: &Store) -> BoxResult<Groups> {
+    let output = store.query(STATS_QUERY, &Params::new())?;
+    let expected = [
+        "target",
+        "bin(produced_at, 1d)",
+        "count()",
+        "avg(payload.rows)",
+    ];
+    if output.columns != expected {
+        return Err(format!("stats columns {:?}, expected {expected:?}", output.columns).into());
+    }
     let mut groups = Groups::new();
-    for r in store.scan(&ScanRequest::default())? {
-        let r = r?;
-        let day = r.record.produced_at.as_micros().div_euclid(MICROS_PER_DAY);
-        let entry = groups.entry((r.record.target_name(), day)).or_default();
-        entry.0 += 1;
-        if let Some(rows) = r.record.payload.get("rows").and_then(Value::as_f64) {
-            entry.1 += rows;
-            entry.2 += 1;
+    for row in output.rows {
+        let QueryRow::Values(values) = row else {
+            return Err("stats returned a record".into());
+        };
+        let bad = || format!("unexpected stats row {values:?}");
+        let [target, bin, count, avg] = values.as_slice() else {
+            return Err(bad().into());
+        };
+        let target = target.as_str().ok_or_else(bad)?.to_owned();
+        let bin = bin
+            .as_str()
+            .and_then(Timestamp::parse_rfc3339)
+            .ok_or_else(bad)?;
+        let count = count.as_u64().ok_or_else(bad)?;
+        let avg = if avg.is_null() {
+            f64::NAN
+        } else {
+            avg.as_f64().ok_or_else(bad)?
+        };
+        let key = (target, bin.as_micros().div_euclid(MICROS_PER_DAY));
+        if groups.insert(key, (count, avg, 0)).is_some() {
+            return Err(bad().into());
         }
     }
     Ok(groups)
@@ -726,9 +770,8 @@ fn almanac_stats(store: &Store) -> BoxResult<Groups> {
 
 fn same_groups(a: &Groups, q: &Groups) -> bool {
     a.len() == q.len()
-        && a.iter().all(|(key, (count, sum, n))| {
+        && a.iter().all(|(key, (count, avg, _))| {
             q.get(key).is_some_and(|(q_count, q_avg, _)| {
-                let avg = if *n == 0 { f64::NAN } else { sum / *n as f64 };
                 count == q_count
                     && ((avg.is_nan() && q_avg.is_nan())
                         || (avg - q_avg).abs() <= 1e-6 * avg.abs().max(1.0))
