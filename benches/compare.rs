@@ -89,6 +89,8 @@ fn main() -> BoxResult<()> {
         "sqlite.db",
         "sqlite.db-wal",
         "sqlite.db-shm",
+        "import.jsonl",
+        "import",
     ] {
         let p = dir.join(stale);
         let _ = std::fs::remove_dir_all(&p);
@@ -565,15 +567,93 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
         )
         .target("<= 50 ms", a <= Duration::from_millis(50)),
     );
-    rows.push(row(
-        "peak memory while importing N from JSONL",
-        "not measured: `almanac import` is not on main yet".into(),
-        "-".into(),
-        None,
-    ));
+    progress("import from JSONL");
+    rows.extend(import_rows(s, dir)?);
 
     println!("{}", render(s, &rows));
     Ok(())
+}
+
+/// `almanac import` of the N records as JSONL under `/usr/bin/time -v`: peak
+/// memory (maximum resident set size) and the import rate (both passes).
+///
+/// The binary is the package's own `almanac`, which cargo builds (bench
+/// profile: release with debug info) along with this bench.
+fn import_rows(s: &Settings, dir: &Path) -> BoxResult<Vec<Row>> {
+    const OPERATION: &str = "peak memory while importing N from JSONL (`almanac import FILE`)";
+    let time = Path::new("/usr/bin/time");
+    if !time.is_file() {
+        return Ok(vec![row(
+            OPERATION,
+            "not measured: no /usr/bin/time".into(),
+            "-".into(),
+            None,
+        )]);
+    }
+    let cli = Path::new(env!("CARGO_BIN_EXE_almanac"));
+    let jsonl = dir.join("import.jsonl");
+    let store_dir = dir.join("import");
+    {
+        use std::io::Write as _;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&jsonl)?);
+        for batch in batches(SEED, &s.config) {
+            for record in &batch {
+                out.write_all(record.to_json_string().as_bytes())?;
+                out.write_all(b"\n")?;
+            }
+        }
+        out.flush()?;
+    }
+    let jsonl_size = file_len(&jsonl);
+    let t = Instant::now();
+    let out = Command::new(time)
+        .arg("-v")
+        .arg(cli)
+        .arg("--db")
+        .arg(&store_dir)
+        .arg("import")
+        .arg(&jsonl)
+        .output()?;
+    let elapsed = t.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("almanac import failed: {stdout}{stderr}").into());
+    }
+    let expected = format!("stored {} records, skipped 0 duplicates", s.n);
+    check(
+        stdout.trim() == expected,
+        &format!(
+            "almanac import printed {:?}, expected {expected:?}",
+            stdout.trim()
+        ),
+    )?;
+    let max_rss_kb: u64 = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or("no maximum resident set size in the output of /usr/bin/time -v")?;
+    let _ = std::fs::remove_file(&jsonl);
+    let _ = std::fs::remove_dir_all(&store_dir);
+    let peak = max_rss_kb * 1024;
+    Ok(vec![
+        row(
+            OPERATION,
+            fmt_bytes(peak),
+            "-".into(),
+            None,
+        )
+        .target("<= 300 MB", peak <= 300_000_000),
+        row(
+            &format!(
+                "  import rate: {} of JSONL, check pass + store pass, process start to exit (records/s)",
+                fmt_bytes(jsonl_size)
+            ),
+            fmt_rate(s.n as f64 / elapsed.as_secs_f64()),
+            "-".into(),
+            None,
+        ),
+    ])
 }
 
 /// The generated records in batches of [`BATCH`], made lazily so that N
