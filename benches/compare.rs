@@ -522,6 +522,11 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
             report.dropped.len()
         ),
     )?;
+    eprintln!(
+        "  almanac.redb after the expiry: {} (before: {})",
+        fmt_bytes(store.file_size()?),
+        fmt_bytes(redb_size)
+    );
     let ratio = sqlite_expire.as_secs_f64() / almanac_expire.as_secs_f64();
     rows.push(
         row(
