@@ -381,7 +381,13 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
             (STATS_QUERY.to_owned(), &Params::new()),
         ] {
             let plan = query::prepare(&text)?.explain(&store, params, &ExecOptions::default())?;
-            eprintln!("    {}", plan.trim_end().replace('\n', "\n    "));
+            for line in plan.lines() {
+                // The target list of a source label can be thousands of names.
+                match line.char_indices().nth(200) {
+                    Some((cut, _)) => eprintln!("    {} ...", &line[..cut]),
+                    None => eprintln!("    {line}"),
+                }
+            }
         }
     }
     let (mut a_times, mut q_times, mut n_found) = (Vec::new(), Vec::new(), 0usize);
@@ -473,7 +479,17 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     progress("size on disk");
     db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
     let sqlite_size = file_len(&sqlite_path) + file_len(&dir.join("sqlite.db-wal"));
+    // At rest, as SQLite's after its checkpoint: while a store is open redb's
+    // file holds free space it trims when the database is closed.
+    let open_size = store.file_size()?;
+    drop(store);
+    let store = Store::open_with(&store_dir, options())?;
     let redb_size = store.file_size()?;
+    eprintln!(
+        "  almanac.redb: {} while open after the loads, {} closed and reopened",
+        fmt_bytes(open_size),
+        fmt_bytes(redb_size)
+    );
     let log_size = dir_size(&store_dir.join("log"));
     let ratio = sqlite_size as f64 / redb_size as f64;
     rows.push(
