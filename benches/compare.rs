@@ -9,6 +9,13 @@
 //! Any disagreement between the engines aborts the run: a comparison of
 //! different work does not count.
 //!
+//! The selective query, the full scan and the stats run through the query
+//! language on the Almanac side (`MetadataRepository::query`, the product
+//! path); their plans are printed on standard error. The import row writes
+//! the N records as JSONL and runs this package's `almanac import FILE`
+//! (cargo builds the binary with the bench) under `/usr/bin/time -v` for its
+//! peak memory.
+//!
 //! SQLite runs with `journal_mode=WAL`, `synchronous=FULL` (commits as durable
 //! as Almanac's), a 1 GiB page cache (redb's default cache size), one table
 //! with a column per top-level field, payload and extras as JSON text, an
