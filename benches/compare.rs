@@ -9,6 +9,13 @@
 //! Any disagreement between the engines aborts the run: a comparison of
 //! different work does not count.
 //!
+//! The selective query, the full scan and the stats run through the query
+//! language on the Almanac side (`MetadataRepository::query`, the product
+//! path); their plans are printed on standard error. The import row writes
+//! the N records as JSONL and runs this package's `almanac import FILE`
+//! (cargo builds the binary with the bench) under `/usr/bin/time -v` for its
+//! peak memory.
+//!
 //! SQLite runs with `journal_mode=WAL`, `synchronous=FULL` (commits as durable
 //! as Almanac's), a 1 GiB page cache (redb's default cache size), one table
 //! with a column per top-level field, payload and extras as JSON text, an
@@ -31,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use almanac::kinds::Retention;
 use almanac::model::{JsonObject, MICROS_PER_DAY};
-use almanac::query::ScanRequest;
+use almanac::query::{self, ExecOptions, Params, QueryOutput, Row as QueryRow};
 use almanac::testdata::{GenConfig, Generator, SplitMix64, SOURCES};
 use almanac::{
     Clock, MetadataContext, MetadataRecord, MetadataRepository, MetadataTarget, Store,
@@ -89,6 +96,8 @@ fn main() -> BoxResult<()> {
         "sqlite.db",
         "sqlite.db-wal",
         "sqlite.db-shm",
+        "import.jsonl",
+        "import",
     ] {
         let p = dir.join(stale);
         let _ = std::fs::remove_dir_all(&p);
@@ -367,6 +376,27 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
 
     // --- selective query ------------------------------------------------
     progress("selective query");
+    {
+        let mut params = Params::new();
+        params
+            .insert_str("source", SOURCES[0].0)
+            .insert_instant("from", end.saturating_add_micros(-7 * MICROS_PER_DAY))
+            .insert_instant("until", end);
+        for (text, params) in [
+            (SELECTIVE_QUERY.to_owned(), &params),
+            (full_scan_query(), &Params::new()),
+            (STATS_QUERY.to_owned(), &Params::new()),
+        ] {
+            let plan = query::prepare(&text)?.explain(&store, params, &ExecOptions::default())?;
+            for line in plan.lines() {
+                // The target list of a source label can be thousands of names.
+                match line.char_indices().nth(200) {
+                    Some((cut, _)) => eprintln!("    {} ...", &line[..cut]),
+                    None => eprintln!("    {line}"),
+                }
+            }
+        }
+    }
     let (mut a_times, mut q_times, mut n_found) = (Vec::new(), Vec::new(), 0usize);
     for week in 0..4i64 {
         let until = end.saturating_add_micros(-7 * week * MICROS_PER_DAY);
@@ -443,7 +473,7 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     rows.push(
         row(
             &format!(
-                "stats count(), avg(payload.rows) by target, bin(produced_at, 1d) ({n_groups} groups), median of 3 [Almanac: Store::scan + Rust aggregation; the query language is not on main yet]"
+                "stats count(), avg(payload.rows) by target, bin(produced_at, 1d) ({n_groups} groups), median of 3"
             ),
             fmt_ms(a),
             fmt_ms(q),
@@ -456,7 +486,17 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     progress("size on disk");
     db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
     let sqlite_size = file_len(&sqlite_path) + file_len(&dir.join("sqlite.db-wal"));
+    // At rest, as SQLite's after its checkpoint: while a store is open redb's
+    // file holds free space it trims when the database is closed.
+    let open_size = store.file_size()?;
+    drop(store);
+    let store = Store::open_with(&store_dir, options())?;
     let redb_size = store.file_size()?;
+    eprintln!(
+        "  almanac.redb: {} while open after the loads, {} closed and reopened",
+        fmt_bytes(open_size),
+        fmt_bytes(redb_size)
+    );
     let log_size = dir_size(&store_dir.join("log"));
     let ratio = sqlite_size as f64 / redb_size as f64;
     rows.push(
@@ -505,6 +545,11 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
             report.dropped.len()
         ),
     )?;
+    eprintln!(
+        "  almanac.redb after the expiry: {} (before: {})",
+        fmt_bytes(store.file_size()?),
+        fmt_bytes(redb_size)
+    );
     let ratio = sqlite_expire.as_secs_f64() / almanac_expire.as_secs_f64();
     rows.push(
         row(
@@ -550,15 +595,93 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
         )
         .target("<= 50 ms", a <= Duration::from_millis(50)),
     );
-    rows.push(row(
-        "peak memory while importing N from JSONL",
-        "not measured: `almanac import` is not on main yet".into(),
-        "-".into(),
-        None,
-    ));
+    progress("import from JSONL");
+    rows.extend(import_rows(s, dir)?);
 
     println!("{}", render(s, &rows));
     Ok(())
+}
+
+/// `almanac import` of the N records as JSONL under `/usr/bin/time -v`: peak
+/// memory (maximum resident set size) and the import rate (both passes).
+///
+/// The binary is the package's own `almanac`, which cargo builds (bench
+/// profile: release with debug info) along with this bench.
+fn import_rows(s: &Settings, dir: &Path) -> BoxResult<Vec<Row>> {
+    const OPERATION: &str = "peak memory while importing N from JSONL (`almanac import FILE`)";
+    let time = Path::new("/usr/bin/time");
+    if !time.is_file() {
+        return Ok(vec![row(
+            OPERATION,
+            "not measured: no /usr/bin/time".into(),
+            "-".into(),
+            None,
+        )]);
+    }
+    let cli = Path::new(env!("CARGO_BIN_EXE_almanac"));
+    let jsonl = dir.join("import.jsonl");
+    let store_dir = dir.join("import");
+    {
+        use std::io::Write as _;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&jsonl)?);
+        for batch in batches(SEED, &s.config) {
+            for record in &batch {
+                out.write_all(record.to_json_string().as_bytes())?;
+                out.write_all(b"\n")?;
+            }
+        }
+        out.flush()?;
+    }
+    let jsonl_size = file_len(&jsonl);
+    let t = Instant::now();
+    let out = Command::new(time)
+        .arg("-v")
+        .arg(cli)
+        .arg("--db")
+        .arg(&store_dir)
+        .arg("import")
+        .arg(&jsonl)
+        .output()?;
+    let elapsed = t.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("almanac import failed: {stdout}{stderr}").into());
+    }
+    let expected = format!("stored {} records, skipped 0 duplicates", s.n);
+    check(
+        stdout.trim() == expected,
+        &format!(
+            "almanac import printed {:?}, expected {expected:?}",
+            stdout.trim()
+        ),
+    )?;
+    let max_rss_kb: u64 = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or("no maximum resident set size in the output of /usr/bin/time -v")?;
+    let _ = std::fs::remove_file(&jsonl);
+    let _ = std::fs::remove_dir_all(&store_dir);
+    let peak = max_rss_kb * 1024;
+    Ok(vec![
+        row(
+            OPERATION,
+            fmt_bytes(peak),
+            "-".into(),
+            None,
+        )
+        .target("<= 300 MB", peak <= 300_000_000),
+        row(
+            &format!(
+                "  import rate: {} of JSONL, check pass + store pass, process start to exit (records/s)",
+                fmt_bytes(jsonl_size)
+            ),
+            fmt_rate(s.n as f64 / elapsed.as_secs_f64()),
+            "-".into(),
+            None,
+        ),
+    ])
 }
 
 /// The generated records in batches of [`BATCH`], made lazily so that N
@@ -668,57 +791,86 @@ fn concurrent(
     Ok((almanac, sqlite, records.len(), n_commits))
 }
 
+/// The selective query, in the query language (parameters, not pasted text).
+const SELECTIVE_QUERY: &str = "recon_result{source=$source} | between $from .. $until \
+                               | where payload.outcome = \"fail\"";
+
+/// The full scan with a payload filter, in the query language.
+fn full_scan_query() -> String {
+    format!("* | where payload.rows > {BIG_ROWS}")
+}
+
+/// The stats of issue 5 over every record (SQLite's GROUP BY has no kind filter either).
+const STATS_QUERY: &str = "* | stats count(), avg(payload.rows) by target, bin(produced_at, 1d)";
+
+/// The records of a query's answer, in its order; an error if a row is not a record.
+fn records_of(output: QueryOutput) -> BoxResult<Vec<StoredRecord>> {
+    output
+        .rows
+        .into_iter()
+        .map(|row| match row {
+            QueryRow::Record { record, .. } => Ok(record),
+            QueryRow::Values(values) => {
+                Err(format!("expected records, the query returned values {values:?}").into())
+            }
+        })
+        .collect()
+}
+
 fn almanac_selective(
     store: &Store,
     source: &str,
     range: TimeRange,
 ) -> BoxResult<Vec<StoredRecord>> {
-    let request = ScanRequest {
-        kinds: Some(vec!["recon_result".into()]),
-        time: range,
-        ..ScanRequest::default()
-    };
-    let mut out = Vec::new();
-    for r in store.scan(&request)? {
-        let r = r?;
-        if r.record.target.source_id == source
-            && r.record.payload.get("outcome").and_then(Value::as_str) == Some("fail")
-        {
-            out.push(r);
-        }
-    }
-    Ok(out)
+    let mut params = Params::new();
+    params
+        .insert_str("source", source)
+        .insert_instant("from", range.from)
+        .insert_instant("until", range.until);
+    records_of(store.query(SELECTIVE_QUERY, &params)?)
 }
 
 fn almanac_full_scan(store: &Store) -> BoxResult<Vec<StoredRecord>> {
-    let mut out = Vec::new();
-    for r in store.scan(&ScanRequest::default())? {
-        let r = r?;
-        if r.record
-            .payload
-            .get("rows")
-            .and_then(Value::as_i64)
-            .is_some_and(|rows| rows > BIG_ROWS)
-        {
-            out.push(r);
-        }
-    }
-    Ok(out)
+    records_of(store.query(&full_scan_query(), &Params::new())?)
 }
 
-/// `(target, day) -> (count, sum of rows, records with rows)`.
+/// `(target, day) -> (count, average of rows or NaN, unused)`.
 type Groups = HashMap<(String, i64), (u64, f64, u64)>;
 
 fn almanac_stats(store: &Store) -> BoxResult<Groups> {
+    let output = store.query(STATS_QUERY, &Params::new())?;
+    let expected = [
+        "target",
+        "bin(produced_at, 1d)",
+        "count()",
+        "avg(payload.rows)",
+    ];
+    if output.columns != expected {
+        return Err(format!("stats columns {:?}, expected {expected:?}", output.columns).into());
+    }
     let mut groups = Groups::new();
-    for r in store.scan(&ScanRequest::default())? {
-        let r = r?;
-        let day = r.record.produced_at.as_micros().div_euclid(MICROS_PER_DAY);
-        let entry = groups.entry((r.record.target_name(), day)).or_default();
-        entry.0 += 1;
-        if let Some(rows) = r.record.payload.get("rows").and_then(Value::as_f64) {
-            entry.1 += rows;
-            entry.2 += 1;
+    for row in output.rows {
+        let QueryRow::Values(values) = row else {
+            return Err("stats returned a record".into());
+        };
+        let bad = || format!("unexpected stats row {values:?}");
+        let [target, bin, count, avg] = values.as_slice() else {
+            return Err(bad().into());
+        };
+        let target = target.as_str().ok_or_else(bad)?.to_owned();
+        let bin = bin
+            .as_str()
+            .and_then(Timestamp::parse_rfc3339)
+            .ok_or_else(bad)?;
+        let count = count.as_u64().ok_or_else(bad)?;
+        let avg = if avg.is_null() {
+            f64::NAN
+        } else {
+            avg.as_f64().ok_or_else(bad)?
+        };
+        let key = (target, bin.as_micros().div_euclid(MICROS_PER_DAY));
+        if groups.insert(key, (count, avg, 0)).is_some() {
+            return Err(bad().into());
         }
     }
     Ok(groups)
@@ -726,9 +878,8 @@ fn almanac_stats(store: &Store) -> BoxResult<Groups> {
 
 fn same_groups(a: &Groups, q: &Groups) -> bool {
     a.len() == q.len()
-        && a.iter().all(|(key, (count, sum, n))| {
+        && a.iter().all(|(key, (count, avg, _))| {
             q.get(key).is_some_and(|(q_count, q_avg, _)| {
-                let avg = if *n == 0 { f64::NAN } else { sum / *n as f64 };
                 count == q_count
                     && ((avg.is_nan() && q_avg.is_nan())
                         || (avg - q_avg).abs() <= 1e-6 * avg.abs().max(1.0))
