@@ -87,6 +87,9 @@ pub struct StoreOptions {
     pub clock: Clock,
     /// Most records the writer groups into one commit (bulk batches are never split).
     pub max_group_records: usize,
+    /// redb's page cache, in bytes. redb's own default is 1 GiB, too much for
+    /// an engine embedded in someone else's process; 128 MiB by default.
+    pub cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -96,9 +99,13 @@ impl Default for StoreOptions {
             log_segment_bytes: DEFAULT_SEGMENT_BYTES,
             clock: Clock::system(),
             max_group_records: 100_000,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
+
+/// The default page cache of a store (see [`StoreOptions::cache_bytes`]).
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
 
 /// Batches at least this large are prepared on several threads.
 const PARALLEL_PREPARE_MIN: usize = 2048;
@@ -250,7 +257,7 @@ impl Store {
     /// another open handle) holds the store. Repairs the log after a crash.
     pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        let engine = Arc::new(Engine::open(&dir, &standard_kinds())?);
+        let engine = Arc::new(Engine::open(&dir, &standard_kinds(), options.cache_bytes)?);
         let registry = KindRegistry::from_specs(engine.load_kinds()?)?;
         let mut log = LogWriter::open(&dir.join(LOG_DIR), options.log_segment_bytes)?;
         let next_id = engine.next_id()?;

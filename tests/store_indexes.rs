@@ -241,6 +241,50 @@ fn a_bad_indexed_path_is_refused() {
         .contains(&"outcome".to_owned()));
 }
 
+#[test]
+fn index_choice_follows_selectivity_and_existence() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let records: Vec<MetadataRecord> = (0..100i64)
+        .map(|i| {
+            recon(
+                (i % 7) as usize,
+                i,
+                ["pass", "fail"][(i % 2) as usize],
+                &["r"],
+                1,
+            )
+        })
+        .collect();
+    store.bulk_store(&records).unwrap();
+    let all = scan(&store, &ScanRequest::default());
+    // Many target names (a broad label matcher): the outcome index is one range.
+    let many: Vec<String> = (0..70).map(|i| target(i).canonical_name()).collect();
+    let request = ScanRequest {
+        targets: Some(many),
+        paths: vec![outcome_in(&["fail"])],
+        ..ScanRequest::default()
+    };
+    check(&store, &all, request, Some("payload.outcome"));
+    // A path no partition indexes is a row filter, not an index.
+    let unindexed = PathConstraint {
+        path: "payload.observed".into(),
+        matcher: PathMatch::Range {
+            lower: Some((IndexValue::Number(3.0), true)),
+            upper: None,
+        },
+    };
+    check(
+        &store,
+        &all,
+        ScanRequest {
+            paths: vec![unindexed],
+            ..ScanRequest::default()
+        },
+        None,
+    );
+}
+
 fn request_strategy() -> impl Strategy<Value = ScanRequest> {
     (
         proptest::option::of(proptest::sample::subsequence(

@@ -192,16 +192,22 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Opens (creating when missing) the redb file of the store in `dir`.
-    /// A new store gets the format version and the given initial kinds.
-    pub fn open(dir: &Path, initial_kinds: &[KindSpec]) -> Result<Self> {
+    /// Opens (creating when missing) the redb file of the store in `dir`,
+    /// with a page cache of `cache_bytes`. A new store gets the format
+    /// version and the given initial kinds.
+    pub fn open(dir: &Path, initial_kinds: &[KindSpec], cache_bytes: usize) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         let path = dir.join(DB_FILE);
-        let db = Database::builder().create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Locked(dir.to_path_buf()),
-            redb::DatabaseError::Storage(redb::StorageError::Io(io)) => StorageError::io(&path, io),
-            other => StorageError::Redb(other.to_string()),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Locked(dir.to_path_buf()),
+                redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+                    StorageError::io(&path, io)
+                }
+                other => StorageError::Redb(other.to_string()),
+            })?;
         let engine = Engine {
             db,
             dir: dir.to_path_buf(),

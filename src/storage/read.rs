@@ -19,6 +19,9 @@ use crate::kinds::Bucket;
 use crate::model::{StoredRecord, TimeRange};
 use crate::query::{ScanDescription, ScanRequest, TargetInfo};
 
+/// Above this many targets, an indexed path equality is preferred to the target index.
+const FEW_TARGETS: usize = 64;
+
 /// The catalog entry of one partition (48 bytes plus a bucket byte on disk).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PartitionInfo {
@@ -570,10 +573,27 @@ impl Engine {
             .iter()
             .find(|c| matches!(c.matcher, PathMatch::Range { lower: Some(_), .. }))
             .or(request.paths.first());
+        // Only paths some partition of the scan actually indexes.
+        let indexed = |c: &&PathConstraint| {
+            per_kind.iter().flatten().any(|entry| {
+                let name = path_table_name(&entry.key, &c.path);
+                txn.open_table(path_index_def(&name)).is_ok()
+            })
+        };
+        let eq_path = eq_path.filter(indexed);
+        let range_path = range_path.filter(indexed);
+        let many_targets = request
+            .targets
+            .as_ref()
+            .is_some_and(|t| t.len() > FEW_TARGETS);
         let index = if !request.use_indexes {
             IndexChoice::Full
         } else if let Some(runs) = &request.run_ids {
             IndexChoice::Run(runs.clone())
+        } else if let (true, Some(c)) = (many_targets, eq_path) {
+            // A label matcher that names many targets (`source="x"`) reads
+            // one index range per target; an equality on a path is one range.
+            IndexChoice::Path(c.clone())
         } else if let Some(targets) = &request.targets {
             let table = txn.open_table(TARGETS)?;
             let mut ids = Vec::new();
