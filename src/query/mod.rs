@@ -140,14 +140,7 @@ impl Params {
             .split_once('=')
             .ok_or_else(|| bad("expected name=value"))?;
         let name = name.strip_prefix('$').unwrap_or(name);
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
+        if !parse::is_param_name(name) {
             return Err(bad("parameter names match [a-z_][a-z0-9_]*"));
         }
         let literal =

@@ -170,6 +170,16 @@ fn is_ident_start(c: char) -> bool {
     c.is_ascii_alphabetic() || c == '_'
 }
 
+/// Is `name` a parameter name, `[a-z_][a-z0-9_]*` (without the `$`)?
+pub(crate) fn is_param_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 fn is_ident_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
@@ -1112,14 +1122,7 @@ impl<'t> Parser<'t> {
     fn param(&self, i: &'t str) -> R<'t, String> {
         let (rest, _) = tag("$").parse(i)?;
         let (rest, name) = take_while::<_, _, PErr>(is_ident_char).parse(rest)?;
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
+        if !is_param_name(name) {
             return self.invalid(
                 i,
                 name.len() + 1,
