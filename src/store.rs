@@ -697,12 +697,10 @@ impl Writer<'_> {
                         .iter()
                         .map(|(id, _)| format!("{{\"id\":{id},"))
                         .collect();
-                    let _ = log.append_lines(
-                        committed
-                            .iter()
-                            .zip(&heads)
-                            .map(|((id, p), head)| (*id, head.as_str(), p.json_tail.as_str())),
-                    );
+                    let _ =
+                        log.append_lines(committed.iter().zip(&heads).map(|((id, p), head)| {
+                            (*id, head.as_str(), p.json.get(1..).unwrap_or_default())
+                        }));
                     if let Ok(mut subs) = subscribers.lock() {
                         if !subs.is_empty() {
                             subs.retain(|s| {

@@ -64,7 +64,7 @@ pub(crate) fn record_from_str(text: &str, allow_id: bool) -> Result<(MetadataRec
     check_text_depth(text)?;
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ValidationError::new("record", format!("is not valid JSON: {e}")))?;
-    record_from_value(&value, allow_id)
+    fields_from_value(&value, allow_id)
 }
 
 fn check_text_depth(text: &str) -> Result<()> {
@@ -118,6 +118,12 @@ pub(crate) fn record_from_value(
             format!("nests deeper than {MAX_RECORD_DEPTH} levels"),
         ));
     }
+    fields_from_value(value, allow_id)
+}
+
+/// The field rules, on a value whose depth is already known to be within
+/// the limit (the text path measures it before parsing).
+fn fields_from_value(value: &Value, allow_id: bool) -> Result<(MetadataRecord, Option<u64>)> {
     let obj = value
         .as_object()
         .ok_or_else(|| ValidationError::new("record", "must be a JSON object"))?;
@@ -303,15 +309,15 @@ pub(crate) fn check_record(record: &MetadataRecord) -> Result<()> {
             ));
         }
     }
-    for (field, object) in [
-        ("payload", &record.payload),
-        ("extras", &record.extras),
-        ("target.extras", &record.target.extras),
-        ("context.extras", &record.context.extras),
+    // (field, levels above the object: the record is level 1)
+    for (field, object, above) in [
+        ("payload", &record.payload, 1),
+        ("extras", &record.extras, 1),
+        ("target.extras", &record.target.extras, 2),
+        ("context.extras", &record.context.extras, 2),
     ] {
         let depth = 1 + object.values().map(value_depth).max().unwrap_or(0);
-        // The object sits at level 2 or 3 of the record; 3 is the safe bound.
-        if depth + 2 > MAX_RECORD_DEPTH {
+        if depth + above > MAX_RECORD_DEPTH {
             return Err(ValidationError::new(
                 field,
                 format!("nests deeper than {MAX_RECORD_DEPTH} levels"),
@@ -474,6 +480,16 @@ mod tests {
         check("payload", Some(&format!("{{\"a\":{deep}}}")), "record");
         let big = format!("\"{}\"", "x".repeat(MAX_RECORD_BYTES));
         check("payload", Some(&format!("{{\"a\":{big}}}")), "record");
+        // Exactly 64 levels (record, payload, then 62 nested arrays) is allowed.
+        let at_limit = format!("{}{}", "[".repeat(62), "]".repeat(62));
+        let mut obj: Value = serde_json::from_str(VALID).unwrap();
+        obj["payload"] = serde_json::from_str(&format!("{{\"a\":{at_limit}}}")).unwrap();
+        let text = obj.to_string();
+        let record = MetadataRecord::from_json_str(&text).unwrap();
+        assert!(record.validate().is_ok());
+        assert!(MetadataRecord::from_json_value(&obj).is_ok());
+        let over = format!("{}{}", "[".repeat(63), "]".repeat(63));
+        check("payload", Some(&format!("{{\"a\":{over}}}")), "record");
         let err = MetadataRecord::from_json_str("not json").unwrap_err();
         assert_eq!(err.field, "record");
     }

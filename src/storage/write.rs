@@ -44,9 +44,9 @@ pub struct PreparedRecord {
     pub run_id: Option<String>,
     /// Index keys per indexed path of the kind (see `path_index`).
     pub path_keys: Vec<(String, Vec<Vec<u8>>)>,
-    /// The canonical JSON of the record (keys sorted) without its opening
-    /// brace: a log line is `{"id":N,` followed by this.
-    pub json_tail: String,
+    /// The canonical JSON of the record (keys sorted): a log line is
+    /// `{"id":N,` followed by this without its opening brace.
+    pub json: String,
 }
 
 impl PreparedRecord {
@@ -65,7 +65,6 @@ impl PreparedRecord {
             .map(|path| (path.clone(), keys_at(record, path)))
             .collect();
         let json = serde_json::to_string(&crate::model::SortedJson(record)).unwrap_or_default();
-        let json_tail = json.get(1..).unwrap_or_default().to_owned();
         let t = &record.target;
         PreparedRecord {
             encoded,
@@ -78,7 +77,7 @@ impl PreparedRecord {
             producer_id: record.producer_id.clone(),
             run_id: record.context.run_id.clone(),
             path_keys,
-            json_tail,
+            json,
         }
     }
 }
