@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::kinds::{standard_kinds, KindError, KindRegistry, KindSpec, Retention};
@@ -109,6 +110,17 @@ pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
 
 /// Batches at least this large are prepared on several threads.
 const PARALLEL_PREPARE_MIN: usize = 2048;
+
+/// The longest the writer waits for the callers of its last group to come
+/// back before committing a smaller group.
+const GROUP_WAIT_MAX: Duration = Duration::from_millis(2);
+
+/// Threads that prepare a large batch: the machine's cores, at most 4,
+/// asked once per process.
+fn prepare_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+}
 
 /// A write waiting for the writer thread.
 struct Job {
@@ -338,8 +350,14 @@ impl Store {
                 registry.indexed_paths_of(&record.kind),
             ))
         };
-        let n_threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        if records.len() < PARALLEL_PREPARE_MIN || n_threads < 2 {
+        // Small batches never ask for the core count: the standard library
+        // reads cgroup files to answer, which cost more than preparing a record.
+        let n_threads = if records.len() < PARALLEL_PREPARE_MIN {
+            1
+        } else {
+            prepare_threads()
+        };
+        if n_threads < 2 {
             return records
                 .iter()
                 .enumerate()
@@ -662,6 +680,11 @@ impl Writer<'_> {
     /// Takes every job waiting, commits them together, logs, notifies, answers.
     fn run(&self, mut log: LogWriter, jobs: &Receiver<Job>) {
         let (engine, subscribers, max_group) = (self.engine, self.subscribers, self.max_group);
+        // Callers answered by the last commit come back together a few
+        // microseconds after it: `last_jobs` and `last_commit` let the next
+        // group wait briefly for them (see `GROUP_WAIT_MAX`).
+        let mut last_jobs = 1usize;
+        let mut last_commit = Duration::ZERO;
         while let Ok(first) = jobs.recv() {
             let mut group = vec![first];
             let mut n_records = group[0].records.len();
@@ -674,9 +697,29 @@ impl Writer<'_> {
                     Err(_) => break,
                 }
             }
+            if group.len() < last_jobs && n_records < max_group {
+                // Fewer callers than last time: wait for the rest, at most a
+                // quarter of the last commit's time (a commit is an fsync, so
+                // this adds little latency and saves whole commits).
+                let deadline = Instant::now() + (last_commit / 4).min(GROUP_WAIT_MAX);
+                while group.len() < last_jobs && n_records < max_group {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match jobs.recv_timeout(left) {
+                        Ok(job) => {
+                            n_records += job.records.len();
+                            group.push(job);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            last_jobs = group.len();
             let slices: Vec<&[PreparedRecord]> =
                 group.iter().map(|j| j.records.as_slice()).collect();
-            match engine.write(&slices) {
+            let started = Instant::now();
+            let written = engine.write(&slices);
+            last_commit = started.elapsed();
+            match written {
                 Ok(outcomes) => {
                     let committed: Vec<(u64, &PreparedRecord)> = group
                         .iter()
