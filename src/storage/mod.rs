@@ -57,8 +57,6 @@ pub(crate) enum PartTable {
     ByProducer,
     /// `(run_id, produced_at, id) -> ()`.
     ByRun,
-    /// `(content hash, id) -> produced_at`.
-    Hashes,
 }
 
 impl PartTable {
@@ -68,7 +66,6 @@ impl PartTable {
             PartTable::ByTarget => "tgt",
             PartTable::ByProducer => "prd",
             PartTable::ByRun => "run",
-            PartTable::Hashes => "dup",
         }
     }
 }
@@ -99,9 +96,6 @@ pub(crate) fn by_dict_id_def(name: &str) -> TableDefinition<'_, (u64, i64, u64),
     TableDefinition::new(name)
 }
 pub(crate) fn by_run_def(name: &str) -> TableDefinition<'_, (&'static str, i64, u64), ()> {
-    TableDefinition::new(name)
-}
-pub(crate) fn hashes_def(name: &str) -> TableDefinition<'_, (u128, u64), i64> {
     TableDefinition::new(name)
 }
 

@@ -5,20 +5,20 @@ use std::collections::{BTreeMap, HashMap};
 
 use redb::{Durability, ReadableTable, Table, TableHandle, WriteTransaction};
 
-use super::codec::{content_hash, encode_record};
+use super::codec::encode_record;
 use super::partition::{bucket_end, bucket_start, partition_name, PartitionKey};
 use super::path_index::keys_at;
 use super::read::PartitionInfo;
 use super::{
-    by_dict_id_def, by_run_def, hashes_def, part_prefix, part_table_name, path_index_def,
-    path_table_name, records_def, Engine, PartTable, Result, LATEST, META, META_NEXT_ID,
-    META_NEXT_PRODUCER_ID, META_NEXT_TARGET_ID, PARTITIONS, PRODUCERS, TARGETS,
+    by_dict_id_def, by_run_def, part_prefix, part_table_name, path_index_def, path_table_name,
+    records_def, Engine, PartTable, Result, LATEST, META, META_NEXT_ID, META_NEXT_PRODUCER_ID,
+    META_NEXT_TARGET_ID, PARTITIONS, PRODUCERS, TARGETS,
 };
 use crate::kinds::{Bucket, KindSpec, Retention};
 use crate::model::{MetadataRecord, Timestamp};
 
 /// A validated record with everything the writer needs computed up front,
-/// so that encoding, hashing and JSON rendering run on the caller's thread,
+/// so that encoding, index keys and JSON rendering run on the caller's thread,
 /// not the writer's. It holds only what the write transaction reads, not
 /// the record itself (which [`decode_record`](super::decode_record) can
 /// rebuild from `encoded`).
@@ -26,8 +26,6 @@ use crate::model::{MetadataRecord, Timestamp};
 pub struct PreparedRecord {
     /// The record's encoding (see `docs/format.md`), object keys sorted.
     pub encoded: Vec<u8>,
-    /// The xxh3-128 hash of `encoded`.
-    pub hash: u128,
     /// The partition it belongs to (its kind and bucket start).
     pub partition: PartitionKey,
     /// The kind's bucket (for the catalog).
@@ -50,12 +48,11 @@ pub struct PreparedRecord {
 }
 
 impl PreparedRecord {
-    /// Encodes, hashes and renders a record for a kind with the given bucket
+    /// Encodes and renders a record for a kind with the given bucket
     /// and indexed paths. Object keys come out sorted in both the encoding
     /// and the JSON, the store's canonical form, without copying the record.
     pub fn new(record: &MetadataRecord, bucket: Bucket, indexed_paths: &[String]) -> Self {
         let encoded = encode_record(record);
-        let hash = content_hash(&encoded);
         let partition = PartitionKey {
             kind: record.kind.clone(),
             bucket_start: bucket_start(bucket, record.produced_at),
@@ -68,7 +65,6 @@ impl PreparedRecord {
         let t = &record.target;
         PreparedRecord {
             encoded,
-            hash,
             partition,
             bucket,
             produced_at: record.produced_at.as_micros(),
@@ -109,7 +105,6 @@ struct PartTables<'txn> {
     by_target: Table<'txn, (u64, i64, u64), ()>,
     by_producer: Table<'txn, (u64, i64, u64), ()>,
     by_run: Table<'txn, (&'static str, i64, u64), ()>,
-    hashes: Table<'txn, (u128, u64), i64>,
     paths: HashMap<String, PathIndexTable<'txn>>,
     info: PartitionInfo,
 }
@@ -130,7 +125,6 @@ impl<'txn> PartTables<'txn> {
             by_target: txn.open_table(by_dict_id_def(&name(PartTable::ByTarget)))?,
             by_producer: txn.open_table(by_dict_id_def(&name(PartTable::ByProducer)))?,
             by_run: txn.open_table(by_run_def(&name(PartTable::ByRun)))?,
-            hashes: txn.open_table(hashes_def(&name(PartTable::Hashes)))?,
             paths: HashMap::new(),
             info,
         })
@@ -160,11 +154,17 @@ impl<'txn> PartTables<'txn> {
     }
 
     /// The id of a stored record with exactly these bytes, if any.
-    fn find_duplicate(&self, hash: u128, encoded: &[u8]) -> Result<Option<u64>> {
-        for entry in self.hashes.range((hash, 0u64)..=(hash, u64::MAX))? {
-            let (key, ts) = entry?;
-            let (_, id) = key.value();
-            if let Some(bytes) = self.records.get((ts.value(), id))? {
+    ///
+    /// Identical content means the same kind, target and `produced_at`, so
+    /// the candidates are the target index entries at that instant (almost
+    /// always none); each is confirmed by comparing the stored bytes.
+    fn find_duplicate(&self, target_id: u64, ts: i64, encoded: &[u8]) -> Result<Option<u64>> {
+        for entry in self
+            .by_target
+            .range((target_id, ts, 0u64)..=(target_id, ts, u64::MAX))?
+        {
+            let (_, _, id) = entry?.0.value();
+            if let Some(bytes) = self.records.get((ts, id))? {
                 if bytes.value() == encoded {
                     return Ok(Some(id));
                 }
@@ -343,17 +343,16 @@ impl Engine {
                     let Some(part) = parts.get_mut(&prepared.partition) else {
                         continue;
                     };
-                    if let Some(id) = part.find_duplicate(prepared.hash, &prepared.encoded)? {
+                    let ts = prepared.produced_at;
+                    let target_id =
+                        dict_target_id(&mut targets, &mut meta, prepared, &mut cache.targets)?;
+                    if let Some(id) = part.find_duplicate(target_id, ts, &prepared.encoded)? {
                         group_outcomes.push(WriteOutcome::Duplicate(id));
                         continue;
                     }
                     let id = next_id;
                     next_id += 1;
-                    let ts = prepared.produced_at;
                     part.records.insert((ts, id), prepared.encoded.as_slice())?;
-                    part.hashes.insert((prepared.hash, id), ts)?;
-                    let target_id =
-                        dict_target_id(&mut targets, &mut meta, prepared, &mut cache.targets)?;
                     part.by_target.insert((target_id, ts, id), ())?;
                     let producer_id = dict_id(
                         &mut producers,

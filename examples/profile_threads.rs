@@ -1,0 +1,49 @@
+//! Profiling aid: bulk-loads N generated records, then 16 threads each store
+//! 100 new records one durable `store` call at a time; prints commits/s and
+//! how many redb commits the writer grouped them into.
+//! `cargo run --release --example profile_threads -- 200000`
+use std::time::Instant;
+
+use almanac::testdata::{GenConfig, Generator};
+use almanac::{MetadataRepository, Store};
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    let (threads, per_thread) = (16, 100);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("open");
+    let config = GenConfig {
+        n_records: n + threads * per_thread,
+        ..GenConfig::default()
+    };
+    let mut records: Vec<_> = Generator::new(7, config).collect();
+    let extra = records.split_off(n);
+    for batch in records.chunks(10_000) {
+        store.bulk_store(batch).expect("stored");
+    }
+    let before = store.write_stats();
+    eprintln!("loaded {n} records; storing {threads} x {per_thread}");
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for part in extra.chunks(per_thread) {
+            let store = &store;
+            scope.spawn(move || {
+                for r in part {
+                    store.store(r).expect("stored");
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed();
+    let after = store.write_stats();
+    println!(
+        "{} stores: {:.0}/s in {} redb commits ({:.2} ms per commit)",
+        threads * per_thread,
+        (threads * per_thread) as f64 / elapsed.as_secs_f64(),
+        after.n_commits - before.n_commits,
+        elapsed.as_secs_f64() * 1e3 / (after.n_commits - before.n_commits) as f64
+    );
+}
