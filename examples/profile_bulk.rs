@@ -11,8 +11,10 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
+    // `ALMANAC_PROFILE_DIR=DIR` keeps the store there (for inspecting it).
+    let kept = std::env::var_os("ALMANAC_PROFILE_DIR").map(std::path::PathBuf::from);
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = Store::open(kept.as_deref().unwrap_or(dir.path())).expect("open");
     let records: Vec<_> = Generator::new(
         7,
         GenConfig {

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -122,6 +122,14 @@ fn prepare_threads() -> usize {
     *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
 }
 
+/// What the writer thread is asked to do.
+enum Msg {
+    /// Store these records.
+    Write(Job),
+    /// Expired partitions wait under `purge/`: delete them between writes.
+    Purge,
+}
+
 /// A write waiting for the writer thread.
 struct Job {
     records: Vec<PreparedRecord>,
@@ -152,7 +160,7 @@ struct Inner {
     counters: Arc<WriteCounters>,
     registry: RwLock<KindRegistry>,
     options: StoreOptions,
-    jobs: Option<Sender<Job>>,
+    jobs: Option<Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
     subscribers: Arc<Mutex<Vec<Sender<StoredRecord>>>>,
     dir: PathBuf,
@@ -279,7 +287,7 @@ impl Store {
             log.append(&missing)?;
             log.sync()?;
         }
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let subscribers: Arc<Mutex<Vec<Sender<StoredRecord>>>> = Arc::default();
         let counters: Arc<WriteCounters> = Arc::default();
         let writer = {
@@ -300,6 +308,10 @@ impl Store {
                 })
                 .map_err(|e| StorageError::io(&dir, e))?
         };
+        if engine.purge_pending()? > 0 {
+            // Expired partitions an earlier process did not finish deleting.
+            let _ = tx.send(Msg::Purge);
+        }
         Ok(Store {
             inner: Arc::new(Inner {
                 engine,
@@ -424,7 +436,7 @@ impl Store {
             .jobs
             .as_ref()
             .ok_or_else(|| StorageError::WriterGone("the store is closing".into()))?;
-        jobs.send(Job { records, reply })
+        jobs.send(Msg::Write(Job { records, reply }))
             .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
         let (outcome, records) = answer
             .recv()
@@ -604,7 +616,39 @@ impl Store {
     /// Applies (or, with `dry_run`, reports) retention as of `now`.
     pub fn apply_retention_at(&self, now: Timestamp, dry_run: bool) -> Result<RetentionReport> {
         let kinds = self.kinds();
-        Ok(self.inner.engine.apply_retention(&kinds, now, dry_run)?)
+        let report = self.inner.engine.apply_retention(&kinds, now, dry_run)?;
+        if !report.dry_run && !report.dropped.is_empty() {
+            // The expired partitions are gone from every read; their tables
+            // are deleted by the writer thread between writes.
+            if let Some(jobs) = &self.inner.jobs {
+                let _ = jobs.send(Msg::Purge);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Deletes, now and on this thread, every table of expired partitions
+    /// still waiting to be deleted, and returns how many it deleted.
+    ///
+    /// [`Store::apply_retention`] commits the expiry at once (the dropped
+    /// partitions' tables are renamed, which costs the same however many
+    /// rows they hold) and leaves the deletion, which visits every page,
+    /// to the writer thread between writes. Call this to reclaim the space
+    /// before going on, e.g. at the end of a command-line run.
+    pub fn purge_expired(&self) -> Result<usize> {
+        let mut n = 0;
+        loop {
+            let step = self.inner.engine.purge_step()?;
+            if step == 0 {
+                return Ok(n);
+            }
+            n += step;
+        }
+    }
+
+    /// The number of tables of expired partitions not yet deleted.
+    pub fn purge_pending(&self) -> Result<usize> {
+        Ok(self.inner.engine.purge_pending()?)
     }
 
     /// Every partition, by kind then bucket.
@@ -678,22 +722,48 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     /// Takes every job waiting, commits them together, logs, notifies, answers.
-    fn run(&self, mut log: LogWriter, jobs: &Receiver<Job>) {
+    fn run(&self, mut log: LogWriter, jobs: &Receiver<Msg>) {
         let (engine, subscribers, max_group) = (self.engine, self.subscribers, self.max_group);
         // Callers answered by the last commit come back together a few
         // microseconds after it: `last_jobs` and `last_commit` let the next
         // group wait briefly for them (see `GROUP_WAIT_MAX`).
         let mut last_jobs = 1usize;
         let mut last_commit = Duration::ZERO;
-        while let Ok(first) = jobs.recv() {
+        let mut purging = false;
+        loop {
+            let msg = if purging {
+                // Writes first; one partition's deletion whenever none waits.
+                match jobs.try_recv() {
+                    Ok(msg) => msg,
+                    Err(TryRecvError::Empty) => {
+                        // An error leaves the tables for the next attempt.
+                        purging = matches!(engine.purge_step(), Ok(n) if n > 0);
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match jobs.recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                }
+            };
+            let first = match msg {
+                Msg::Write(job) => job,
+                Msg::Purge => {
+                    purging = true;
+                    continue;
+                }
+            };
             let mut group = vec![first];
             let mut n_records = group[0].records.len();
             while n_records < max_group {
                 match jobs.try_recv() {
-                    Ok(job) => {
+                    Ok(Msg::Write(job)) => {
                         n_records += job.records.len();
                         group.push(job);
                     }
+                    Ok(Msg::Purge) => purging = true,
                     Err(_) => break,
                 }
             }
@@ -705,10 +775,11 @@ impl Writer<'_> {
                 while group.len() < last_jobs && n_records < max_group {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match jobs.recv_timeout(left) {
-                        Ok(job) => {
+                        Ok(Msg::Write(job)) => {
                             n_records += job.records.len();
                             group.push(job);
                         }
+                        Ok(Msg::Purge) => purging = true,
                         Err(_) => break,
                     }
                 }

@@ -230,6 +230,107 @@ fn records_older_than_retention_are_rejected_and_retention_drops_partitions() {
     assert!(store.apply_retention().unwrap().dropped.is_empty());
 }
 
+/// A store whose clock the test moves.
+fn open_at(dir: &std::path::Path, now: &Arc<std::sync::atomic::AtomicI64>) -> Store {
+    let clock_now = Arc::clone(now);
+    Store::open_with(
+        dir,
+        StoreOptions {
+            clock: Clock::from_fn(move || {
+                Timestamp::from_micros(clock_now.load(std::sync::atomic::Ordering::SeqCst))
+            }),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn expired_tables_are_purged_after_the_expiry_and_new_writes_to_their_bucket_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(BASE + 10 * DAY));
+    let store = open_at(dir.path(), &now);
+    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
+    spec.retention = Retention::Days(3);
+    store.register_kind(spec).unwrap();
+    let beat = |t: usize, hours: i64, rows: i64| {
+        let mut r = volume(t, hours, rows);
+        r.kind = "heartbeat".into();
+        r
+    };
+    store
+        .bulk_store(&[beat(1, 24 * 7 + 1, 1), beat(1, 24 * 8 + 1, 2)])
+        .unwrap();
+    // Expire as of day 12 (cutoff day 9) while the clock still says day 10.
+    let report = store
+        .apply_retention_at(ts(BASE + 12 * DAY), false)
+        .unwrap();
+    assert_eq!(report.dropped.len(), 2);
+    // Gone from every read at once, whether or not the tables are deleted yet.
+    assert!(store.latest(&target(1), "heartbeat").unwrap().is_none());
+    assert!(store
+        .history(&target(1), "heartbeat", TimeRange::ALL)
+        .unwrap()
+        .is_empty());
+    assert!(store.partitions().unwrap().is_empty());
+    // By the clock, day 8 is still inside the retention: a new record for
+    // that bucket gets fresh tables, untouched by the purge of the old ones.
+    let fresh = store.store(&beat(1, 24 * 8 + 3, 3)).unwrap();
+    store.purge_expired().unwrap();
+    assert_eq!(store.purge_pending().unwrap(), 0);
+    let history = store
+        .history(&target(1), "heartbeat", TimeRange::ALL)
+        .unwrap();
+    let ids: Vec<u64> = history.iter().map(|r| r.id).collect();
+    assert_eq!(ids, [fresh.id]);
+    drop(store);
+    let store = open_at(dir.path(), &now);
+    assert_eq!(
+        store.latest(&target(1), "heartbeat").unwrap().unwrap().id,
+        fresh.id
+    );
+}
+
+#[test]
+fn the_writer_purges_expired_tables_in_the_background_even_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(BASE + 20 * DAY));
+    let store = open_at(dir.path(), &now);
+    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
+    spec.retention = Retention::Days(30);
+    store.register_kind(spec).unwrap();
+    let beats: Vec<_> = (0..10 * 24)
+        .map(|h| {
+            let mut r = volume(h as usize % 7, h, h);
+            r.kind = "heartbeat".into();
+            r
+        })
+        .collect();
+    store.bulk_store(&beats).unwrap();
+    let report = store
+        .apply_retention_at(ts(BASE + 39 * DAY), false)
+        .unwrap();
+    assert_eq!(report.dropped.len(), 9);
+    drop(store); // the writer may stop before it has deleted everything
+    let store = open_at(dir.path(), &now);
+    // Reopening hands what is left to the writer; wait for it (bounded).
+    let mut waited = 0;
+    while store.purge_pending().unwrap() > 0 {
+        assert!(waited < 600, "the writer never purged the expired tables");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+    }
+    let left = store.partitions().unwrap();
+    assert_eq!(left.len(), 1, "day 9 is not expired yet");
+    let history = store
+        .history(&target(0), "heartbeat", TimeRange::ALL)
+        .unwrap();
+    assert!(history
+        .iter()
+        .all(|r| r.record.produced_at >= ts(BASE + 9 * DAY)));
+    assert!(!history.is_empty());
+}
+
 #[test]
 fn a_second_open_fails_at_once_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

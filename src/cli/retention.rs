@@ -31,6 +31,13 @@ pub fn run(db: &Path, args: &RetentionArgs) -> CliResult {
         store.apply_retention()
     }
     .context("cannot apply retention")?;
+    if !report.dry_run {
+        // Reclaim the dropped partitions' space before the process ends
+        // (the writer would otherwise finish it on the next open).
+        store
+            .purge_expired()
+            .context("cannot delete the expired partitions' tables")?;
+    }
     let mut out = Out::stdout();
     match args.format {
         ReportFormat::Json => {

@@ -42,9 +42,14 @@ pub(crate) const PARTITIONS: TableDefinition<(&str, i64), &[u8]> =
     TableDefinition::new("partitions");
 
 const META_FORMAT_VERSION: &str = "format_version";
-const META_NEXT_ID: &str = "next_id";
+pub(crate) const META_NEXT_ID: &str = "next_id";
 const META_NEXT_TARGET_ID: &str = "next_target_id";
 const META_NEXT_PRODUCER_ID: &str = "next_producer_id";
+/// The sequence number of the next retention run that moves tables to `purge/`.
+pub(crate) const META_NEXT_PURGE: &str = "next_purge";
+/// Tables of expired partitions, renamed `purge/{run}/{original name}`,
+/// wait under this prefix until the writer deletes them.
+pub(crate) const PURGE_PREFIX: &str = "purge/";
 
 /// The tables of one partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

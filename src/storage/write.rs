@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use redb::{Durability, ReadableTable, Table, TableHandle, WriteTransaction};
+use redb::{Durability, ReadableDatabase, ReadableTable, Table, TableHandle, WriteTransaction};
 
 use super::codec::encode_record;
 use super::partition::{bucket_end, bucket_start, partition_name, PartitionKey};
@@ -12,7 +12,7 @@ use super::read::PartitionInfo;
 use super::{
     by_dict_id_def, by_run_def, part_prefix, part_table_name, path_index_def, path_table_name,
     records_def, Engine, PartTable, Result, LATEST, META, META_NEXT_ID, META_NEXT_PRODUCER_ID,
-    META_NEXT_TARGET_ID, PARTITIONS, PRODUCERS, TARGETS,
+    META_NEXT_PURGE, META_NEXT_TARGET_ID, PARTITIONS, PRODUCERS, PURGE_PREFIX, TARGETS,
 };
 use crate::kinds::{Bucket, KindSpec, Retention};
 use crate::model::{MetadataRecord, Timestamp};
@@ -476,6 +476,8 @@ impl Engine {
             .lock()
             .map_err(|_| super::StorageError::WriterGone("write cache lock poisoned".into()))?;
         let txn = self.db.begin_write()?;
+        let mut all_tables: Option<Vec<String>> = None;
+        let mut purge_run: Option<u64> = None;
         {
             let mut catalog = txn.open_table(PARTITIONS)?;
             let mut latest = txn.open_table(LATEST)?;
@@ -529,18 +531,36 @@ impl Engine {
                     latest.remove((spec.name.as_str(), target.as_str()))?;
                 }
                 cache.latest.remove(&spec.name);
-                let all_tables: Vec<String> =
-                    txn.list_tables()?.map(|t| t.name().to_owned()).collect();
+                if all_tables.is_none() {
+                    all_tables = Some(txn.list_tables()?.map(|t| t.name().to_owned()).collect());
+                }
+                let purge_run = match purge_run {
+                    Some(run) => run,
+                    None => {
+                        let mut meta = txn.open_table(META)?;
+                        let run = meta.get(META_NEXT_PURGE)?.map_or(1, |v| v.value());
+                        meta.insert(META_NEXT_PURGE, run + 1)?;
+                        purge_run = Some(run);
+                        run
+                    }
+                };
                 for start in expired.keys() {
                     let key = PartitionKey {
                         kind: spec.name.clone(),
                         bucket_start: *start,
                     };
-                    // Every table of the partition, path indexes included.
+                    // Every table of the partition, path indexes included, is
+                    // renamed (a change to the table directory only, however
+                    // many rows it holds); the writer deletes them later.
                     let prefix = part_prefix(&key);
-                    for name in all_tables.iter().filter(|n| n.starts_with(&prefix)) {
-                        // The definition's types don't matter for deletion.
-                        txn.delete_table(records_def(name))?;
+                    for name in all_tables
+                        .iter()
+                        .flatten()
+                        .filter(|n| n.starts_with(&prefix))
+                    {
+                        // The definition's types don't matter for renaming.
+                        let purged = format!("{PURGE_PREFIX}{purge_run}/{name}");
+                        txn.rename_table(records_def(name), records_def(&purged))?;
                     }
                     catalog.remove((spec.name.as_str(), *start))?;
                 }
@@ -552,6 +572,50 @@ impl Engine {
             txn.commit()?;
         }
         Ok(report)
+    }
+
+    /// Deletes the tables of one expired partition waiting under `purge/`
+    /// (see [`Engine::apply_retention`]) in one transaction. Returns the
+    /// number of tables deleted (0 when nothing waits).
+    ///
+    /// Deleting a table visits every page it holds, so this is the part of
+    /// expiry whose cost grows with the rows; it runs after the expiry has
+    /// committed, one partition per transaction, between writes.
+    pub fn purge_step(&self) -> Result<usize> {
+        let mut txn = self.db.begin_write()?;
+        // A crash before this commits leaves the tables to the next attempt.
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| super::StorageError::Redb(e.to_string()))?;
+        let waiting: Vec<String> = txn
+            .list_tables()?
+            .map(|t| t.name().to_owned())
+            .filter(|n| n.starts_with(PURGE_PREFIX))
+            .collect();
+        // `purge/{run}/part/{kind}/{bucket}/`: the first table's partition.
+        let Some(prefix) = waiting
+            .first()
+            .and_then(|n| n.rfind('/').map(|i| n[..=i].to_owned()))
+        else {
+            txn.abort()?;
+            return Ok(0);
+        };
+        let mut n_deleted = 0;
+        for name in waiting.iter().filter(|n| n.starts_with(&prefix)) {
+            txn.delete_table(records_def(name))?;
+            n_deleted += 1;
+        }
+        txn.commit()?;
+        Ok(n_deleted)
+    }
+
+    /// The number of tables of expired partitions not yet deleted.
+    pub fn purge_pending(&self) -> Result<usize> {
+        let txn = self.db.begin_read()?;
+        let n = txn
+            .list_tables()?
+            .filter(|t| t.name().starts_with(PURGE_PREFIX))
+            .count();
+        Ok(n)
     }
 }
 
