@@ -5,7 +5,7 @@
 //!
 //! The read benches run on a store preloaded with `ALMANAC_BENCH_SIZE`
 //! records (default 50,000) from `almanac::testdata`. The query language's
-//! benches (parse, plan, representative queries) join these once it lands.
+//! benches (parse, prepare, representative queries) are in `benches/query.rs`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
