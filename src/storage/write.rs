@@ -149,7 +149,8 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
         }
         for (path, keys) in &prepared.path_keys {
             for k in keys {
-                self.pending_paths.push((path.as_str(), k.as_slice(), ts, id));
+                self.pending_paths
+                    .push((path.as_str(), k.as_slice(), ts, id));
             }
         }
     }
