@@ -25,8 +25,8 @@ use crate::query::{
 use crate::repository::{BulkOutcome, MetadataRepository, StoreOutcome};
 use crate::storage::log::{LogReader, LogWriter, DEFAULT_SEGMENT_BYTES, LOG_DIR};
 use crate::storage::{
-    check_index_path, decode_record, Engine, PartitionInfo, PreparedRecord, RetentionReport,
-    StorageError, WriteOutcome,
+    check_index_path, decode_record, CompactReport, Engine, PartitionInfo, PreparedRecord,
+    RetentionReport, StorageError, WriteOutcome,
 };
 
 /// Where "now" comes from: the system clock, or a fixed or scripted one in tests.
@@ -324,6 +324,25 @@ impl Store {
                 dir,
             }),
         })
+    }
+
+    /// Compacts the closed store in `dir`: deletes the tables of expired
+    /// partitions still waiting for the writer, then rewrites `almanac.redb`
+    /// without its free space (see [`storage::compact`](crate::storage::compact)).
+    ///
+    /// Fails with [`StorageError::NoStore`] when `dir` holds no store (none
+    /// is created) and with [`StorageError::Locked`] while any handle,
+    /// in this process or another, has it open. The log is not touched.
+    pub fn compact(dir: impl AsRef<Path>) -> Result<CompactReport> {
+        let dir = dir.as_ref();
+        if !dir.join(crate::storage::DB_FILE).is_file() {
+            return Err(StorageError::NoStore(dir.to_path_buf()).into());
+        }
+        {
+            let store = Store::open(dir)?;
+            store.purge_expired()?;
+        }
+        Ok(crate::storage::compact(dir)?)
     }
 
     /// The store directory.

@@ -1,4 +1,4 @@
-//! `almanac stats`, `export` (all records, broken pipe), `demo` (deterministic, refuses a filled store), `--db`/`$ALMANAC_DB`.
+//! `almanac stats`, `export` (all records, broken pipe), `demo` (deterministic, refuses a filled store), `compact`, `--db`/`$ALMANAC_DB`.
 
 mod cli_support;
 
@@ -228,4 +228,48 @@ fn the_store_comes_from_db_or_almanac_db() {
         .unwrap();
     assert_eq!(output.status.code(), Some(0));
     assert!(dir.path().join("metadata").join("almanac.redb").exists());
+}
+
+#[test]
+fn compact_rewrites_a_closed_store_and_refuses_a_held_one() {
+    let (dir, db) = store_dir();
+    let file = write_jsonl(
+        dir.path(),
+        "in.jsonl",
+        &[volume_line(1, 1, 1), recon_line(1, 2, "pass")],
+    );
+    assert_eq!(
+        run(&db, &["import", file.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let (code, stdout, stderr) = parts(&run(&db, &["compact", "--format", "json"]));
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let after = report["bytes_after"].as_u64().unwrap();
+    assert!(
+        after <= report["bytes_before"].as_u64().unwrap(),
+        "{report}"
+    );
+    assert_eq!(
+        after,
+        std::fs::metadata(db.join("almanac.redb")).unwrap().len()
+    );
+    let (code, stdout, _) = parts(&run(&db, &["export"]));
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+
+    let held = Store::open(&db).unwrap();
+    let (code, _, stderr) = parts(&run(&db, &["compact"]));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("already open"),
+        "{stderr}"
+    );
+    drop(held);
+
+    let missing = dir.path().join("no-store-here");
+    let (code, _, stderr) = parts(&run(&missing, &["compact"]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no store at"), "{stderr}");
+    assert!(!missing.exists());
 }

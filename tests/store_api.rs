@@ -454,3 +454,78 @@ fn a_large_batch_reports_its_first_invalid_record() {
     assert_eq!(out.n_stored, 5000);
     assert_eq!(out.ids, (1..=5000).collect::<Vec<u64>>());
 }
+
+#[test]
+fn compaction_shrinks_a_closed_store_and_keeps_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(BASE + 20 * DAY));
+    let store = open_at(dir.path(), &now);
+    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
+    spec.retention = Retention::Days(30);
+    store.register_kind(spec).unwrap();
+    for day in 0..20 {
+        let beats: Vec<_> = (0..500)
+            .map(|i| {
+                let mut r = volume(i % 40, day * 24 + (i as i64 % 24), i as i64);
+                r.kind = "heartbeat".into();
+                r
+            })
+            .collect();
+        store.bulk_store(&beats).unwrap();
+    }
+    let kept: Vec<u64> = (0..20)
+        .map(|i| store.store(&volume(i, 1 + i as i64, 7)).unwrap().id)
+        .collect();
+    // Expire 15 of the 20 days: their pages become free space in the file.
+    let report = store
+        .apply_retention_at(ts(BASE + 45 * DAY), false)
+        .unwrap();
+    assert_eq!(report.dropped.len(), 15);
+    let history_before = store
+        .history(&target(3), "heartbeat", TimeRange::ALL)
+        .unwrap();
+    assert!(!history_before.is_empty());
+
+    // Not while the store is open, and no store is created where none is.
+    let err = Store::compact(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(StorageError::Locked(_))),
+        "{err:?}"
+    );
+    drop(store);
+    let empty = tempfile::tempdir().unwrap();
+    let missing = empty.path().join("nothing");
+    let err = Store::compact(&missing).unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(StorageError::NoStore(_))),
+        "{err:?}"
+    );
+    assert!(!missing.exists());
+
+    let compacted = Store::compact(dir.path()).unwrap();
+    assert!(
+        compacted.bytes_after < compacted.bytes_before,
+        "{compacted:?}"
+    );
+    assert_eq!(
+        compacted.bytes_after,
+        std::fs::metadata(dir.path().join("almanac.redb"))
+            .unwrap()
+            .len()
+    );
+    let store = open_at(dir.path(), &now);
+    assert_eq!(store.purge_pending().unwrap(), 0);
+    let history_after = store
+        .history(&target(3), "heartbeat", TimeRange::ALL)
+        .unwrap();
+    assert_eq!(history_after, history_before);
+    for (i, id) in kept.iter().enumerate() {
+        let latest = store
+            .latest(&target(i), "ingestion_volume")
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.id, *id);
+    }
+    // Still writable after compaction.
+    store.store(&volume(1, 30, 1)).unwrap();
+}

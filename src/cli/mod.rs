@@ -2,6 +2,7 @@
 //! per command. Glue only: every command calls the library and formats what
 //! it returns; errors get context here and map to exit statuses in [`main`].
 
+mod compact;
 mod demo;
 mod error;
 mod export;
@@ -65,6 +66,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Fill an empty store with a realistic sample to try queries on.
     Demo(demo::DemoArgs),
+    /// Rewrite almanac.redb without its free space (the store must be closed elsewhere).
+    Compact(compact::CompactArgs),
 }
 
 /// Parses the command line, runs the command and maps the outcome to an exit status.
@@ -98,6 +101,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Stats(args) => stats::run(db, &args),
         Command::Export(args) => export::run(db, &args),
         Command::Demo(args) => demo::run(db, &args),
+        Command::Compact(args) => compact::run(db, &args),
     }
 }
 

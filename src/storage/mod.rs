@@ -135,9 +135,64 @@ pub enum StorageError {
     /// An error inside redb.
     #[error("storage engine error: {0}")]
     Redb(String),
+    /// There is no store (no `almanac.redb`) in the directory.
+    #[error("no store at {0} (it has no almanac.redb)")]
+    NoStore(PathBuf),
     /// The store's writer has shut down (the handle is being dropped) or failed earlier.
     #[error("the store's writer is not running: {0}")]
     WriterGone(String),
+}
+
+/// The sizes of the redb file before and after [`compact`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Size of `almanac.redb` before, in bytes.
+    pub bytes_before: u64,
+    /// Size of `almanac.redb` after, in bytes.
+    pub bytes_after: u64,
+}
+
+/// Rewrites the redb file of the closed store in `dir` without its free
+/// space: redb moves pages towards the start of the file and truncates it.
+///
+/// Copy-on-write leaves freed pages behind every commit; redb reuses them,
+/// but a store that grew fast (a bulk import) keeps the high-water mark.
+/// Compaction needs the file to itself: a store open in this or another
+/// process fails with [`StorageError::Locked`]. Each step is a redb commit,
+/// so a crash part-way leaves a consistent (partly compacted) file.
+pub fn compact(dir: &Path) -> Result<CompactReport> {
+    let path = dir.join(DB_FILE);
+    let size = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| m.len())
+            .map_err(|e| StorageError::io(path, e))
+    };
+    if !path.is_file() {
+        return Err(StorageError::NoStore(dir.to_path_buf()));
+    }
+    let bytes_before = size(&path)?;
+    {
+        let mut db = Database::builder()
+            .open(&path)
+            .map_err(|e| open_error(dir, &path, e))?;
+        while db
+            .compact()
+            .map_err(|e| StorageError::Redb(e.to_string()))?
+        {}
+    }
+    Ok(CompactReport {
+        bytes_before,
+        bytes_after: size(&path)?,
+    })
+}
+
+/// Maps redb's error opening a database file to ours.
+fn open_error(dir: &Path, path: &Path, e: redb::DatabaseError) -> StorageError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Locked(dir.to_path_buf()),
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => StorageError::io(path, io),
+        other => StorageError::Redb(other.to_string()),
+    }
 }
 
 impl StorageError {
@@ -200,13 +255,7 @@ impl Engine {
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Locked(dir.to_path_buf()),
-                redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
-                    StorageError::io(&path, io)
-                }
-                other => StorageError::Redb(other.to_string()),
-            })?;
+            .map_err(|e| open_error(dir, &path, e))?;
         let engine = Engine {
             db,
             dir: dir.to_path_buf(),
