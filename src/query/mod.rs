@@ -38,8 +38,8 @@ use serde_json::Value as Json;
 pub use error::{line_column, QueryError};
 pub use memory::MemorySource;
 pub use source::{
-    IndexValue, PathConstraint, PathMatch, RecordIter, RecordSource, ScanDescription, ScanRequest,
-    TargetInfo,
+    IndexValue, KeySet, PathConstraint, PathMatch, Projection, RecordIter, RecordSource,
+    ScanDescription, ScanRequest, TargetInfo,
 };
 
 use crate::model::{StoredRecord, Timestamp};
