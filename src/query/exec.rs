@@ -9,7 +9,7 @@
 //! computes every frame within its group (ordered by `produced_at`, `id`).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use serde_json::Value as Json;
 
@@ -269,22 +269,41 @@ fn latest(rows: RowIter<'_>, by: &[CExpr]) -> crate::Result<Vec<XRow>> {
 
 /// `stats`: one row per group, sorted by the group keys; one row in all
 /// (even for no input) without `by`. Columns: the keys, then the aggregates.
+///
+/// Rows find their group through a hash map keyed by a compact byte
+/// encoding of the key values (see [`write_group_key`]), written into one
+/// reused buffer, so a row of an existing group allocates nothing. The
+/// groups keep their first row's key values, and are sorted by them at the end.
 fn stats(rows: RowIter<'_>, aggregates: &[CAgg], by: &[CExpr]) -> crate::Result<Vec<XRow>> {
-    let mut groups: BTreeMap<Vec<Key>, Vec<Acc>> = BTreeMap::new();
+    let new_accs = || aggregates.iter().map(Acc::new).collect::<Vec<Acc>>();
+    let mut index: HashMap<Box<[u8]>, usize> = HashMap::new();
+    let mut groups: Vec<(Vec<Key>, Vec<Acc>)> = Vec::new();
     if by.is_empty() {
-        groups.insert(Vec::new(), aggregates.iter().map(Acc::new).collect());
+        groups.push((Vec::new(), new_accs()));
+        index.insert(Box::default(), 0);
     }
+    let mut buf = Vec::with_capacity(64);
     for row in rows {
         let row = row?;
-        let key = group_key(by, &row);
-        let accs = groups
-            .entry(key)
-            .or_insert_with(|| aggregates.iter().map(Acc::new).collect());
-        for (acc, agg) in accs.iter_mut().zip(aggregates) {
+        buf.clear();
+        for e in by {
+            write_group_key(e, &row, &mut buf);
+        }
+        let group = match index.get(buf.as_slice()) {
+            Some(&group) => group,
+            None => {
+                groups.push((group_key(by, &row), new_accs()));
+                index.insert(buf.as_slice().into(), groups.len() - 1);
+                groups.len() - 1
+            }
+        };
+        for (acc, agg) in groups[group].1.iter_mut().zip(aggregates) {
             let value = agg.arg.as_ref().map_or(Value::Null, |e| eval(e, &row));
             acc.feed(value, row.order());
         }
     }
+    drop(index);
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(groups
         .into_iter()
         .enumerate()
@@ -298,6 +317,82 @@ fn stats(rows: RowIter<'_>, aggregates: &[CAgg], by: &[CExpr]) -> crate::Result<
             seq: i as u64,
         })
         .collect())
+}
+
+/// Appends the group key bytes of `e` on `row`: equal bytes exactly when
+/// the values are equal [`Key`]s, so a hash map can find groups. A record's
+/// canonical target name is written from its parts, without building it.
+fn write_group_key(e: &CExpr, row: &XRow, out: &mut Vec<u8>) {
+    if let (CExpr::Rec(Field::Target, rest), Some(stored)) = (e, &row.record) {
+        if rest.is_empty() {
+            let t = &stored.record.target;
+            let len = t.source_id.len()
+                + usize::from(!t.source_id.is_empty())
+                + t.schema.len()
+                + 1
+                + t.table.len();
+            out.push(KEY_STR);
+            out.extend_from_slice(&(len as u64).to_le_bytes());
+            if !t.source_id.is_empty() {
+                out.extend_from_slice(t.source_id.as_bytes());
+                out.push(b':');
+            }
+            out.extend_from_slice(t.schema.as_bytes());
+            out.push(b'.');
+            out.extend_from_slice(t.table.as_bytes());
+            return;
+        }
+    }
+    write_value_key(&eval(e, row), out);
+}
+
+const KEY_NULL: u8 = 0;
+const KEY_BOOL: u8 = 1;
+const KEY_INT: u8 = 2;
+const KEY_FLOAT: u8 = 3;
+const KEY_INSTANT: u8 = 4;
+const KEY_DURATION: u8 = 5;
+const KEY_STR: u8 = 6;
+const KEY_JSON: u8 = 7;
+
+/// The group key bytes of a value (see [`write_group_key`]). Numbers that
+/// compare equal share bytes: a float with an integer value in i64's range
+/// is written as that integer (so `1` and `1.0`, `0` and `-0.0` are one
+/// group); other floats by their bits (finite, so `total_cmp` equality is
+/// bit equality). Variable-length values carry their length.
+fn write_value_key(v: &Value, out: &mut Vec<u8>) {
+    let mut tagged = |tag: u8, word: u64| {
+        out.push(tag);
+        out.extend_from_slice(&word.to_le_bytes());
+    };
+    match v {
+        Value::Null => out.push(KEY_NULL),
+        Value::Bool(b) => {
+            out.push(KEY_BOOL);
+            out.push(u8::from(*b));
+        }
+        Value::Int(i) => tagged(KEY_INT, *i as u64),
+        Value::Float(x) => {
+            const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+            if x.fract() == 0.0 && *x >= -TWO_63 && *x < TWO_63 {
+                tagged(KEY_INT, *x as i64 as u64);
+            } else {
+                tagged(KEY_FLOAT, x.to_bits());
+            }
+        }
+        Value::Instant(ts) => tagged(KEY_INSTANT, ts.as_micros() as u64),
+        Value::Duration(d) => tagged(KEY_DURATION, *d as u64),
+        Value::Str(s) => {
+            tagged(KEY_STR, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+        }
+        Value::Json(j) => {
+            // `total_cmp` compares arrays and objects by their JSON text.
+            let text = j.to_string();
+            tagged(KEY_JSON, text.len() as u64);
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
 }
 
 /// `window`: for each row, aggregates over the rows at offsets `start..=end`
