@@ -276,7 +276,8 @@ fn latest(rows: RowIter<'_>, by: &[CExpr]) -> crate::Result<Vec<XRow>> {
 /// groups keep their first row's key values, and are sorted by them at the end.
 fn stats(rows: RowIter<'_>, aggregates: &[CAgg], by: &[CExpr]) -> crate::Result<Vec<XRow>> {
     let new_accs = || aggregates.iter().map(Acc::new).collect::<Vec<Acc>>();
-    let mut index: HashMap<Box<[u8]>, usize> = HashMap::new();
+    let mut index: HashMap<Box<[u8]>, usize, KeyHashBuilder> =
+        HashMap::with_hasher(KeyHashBuilder::new());
     let mut groups: Vec<(Vec<Key>, Vec<Acc>)> = Vec::new();
     if by.is_empty() {
         groups.push((Vec::new(), new_accs()));
@@ -344,6 +345,41 @@ fn write_group_key(e: &CExpr, row: &XRow, out: &mut Vec<u8>) {
         }
     }
     write_value_key(&eval(e, row), out);
+}
+
+/// Hashes group key bytes with one-shot xxh3 (already a dependency, for
+/// content hashes), a few times faster than SipHash on short keys. The seed
+/// is random per query, so stored values cannot be chosen to collide.
+#[derive(Clone, Copy)]
+struct KeyHashBuilder(u64);
+
+impl KeyHashBuilder {
+    fn new() -> Self {
+        use std::hash::BuildHasher;
+        KeyHashBuilder(std::hash::RandomState::new().hash_one(0u64))
+    }
+}
+
+impl std::hash::BuildHasher for KeyHashBuilder {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_usize(&mut self, n: usize) {
+        // The length prefix of a slice: the bytes' hash covers it anyway.
+        self.0 ^= n as u64;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 const KEY_NULL: u8 = 0;

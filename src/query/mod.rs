@@ -311,13 +311,13 @@ impl Iterator for RowStream<'_> {
                     .cloned()
                     .zip(
                         row.slots
-                            .iter()
-                            .map(Value::to_json)
+                            .into_iter()
+                            .map(Value::into_json)
                             .chain(std::iter::repeat(Json::Null)),
                     )
                     .collect(),
             },
-            _ => Row::Values(row.slots.iter().map(Value::to_json).collect()),
+            _ => Row::Values(row.slots.into_iter().map(Value::into_json).collect()),
         }))
     }
 }

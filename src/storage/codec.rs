@@ -323,22 +323,34 @@ pub(crate) enum EncodedScalar<'a> {
     Str(&'a str),
 }
 
-/// Calls `f` with each scalar at the dotted `path` (`payload.a.b` or
-/// `extras.a`) of an encoded record: the value there, or each scalar
+/// The object a path starts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PathRoot {
+    Payload,
+    Extras,
+    /// Any other root: no record has a value there.
+    Other,
+}
+
+/// Calls `f` with each scalar at the path `root.segments...` (`payload.a.b`
+/// or `extras.a`) of an encoded record: the value there, or each scalar
 /// element of an array there; nothing for nulls, objects or a missing path.
 /// Stops early when `f` returns true, and returns whether it did. The
 /// byte-level twin of [`super::keys_at`].
 pub(crate) fn any_scalar_at(
     bytes: &[u8],
-    path: &str,
+    root: PathRoot,
+    segments: &[String],
     mut f: impl FnMut(EncodedScalar<'_>) -> bool,
 ) -> Result<bool> {
-    let mut segments = path.split('.');
-    let in_payload = match segments.next() {
-        Some("payload") => true,
-        Some("extras") => false,
-        _ => return Ok(false),
+    let in_payload = match root {
+        PathRoot::Payload => true,
+        PathRoot::Extras => false,
+        PathRoot::Other => return Ok(false),
     };
+    if segments.is_empty() {
+        return Ok(false);
+    }
     let mut r = Reader { bytes, pos: 0 };
     if r.byte()? != RECORD_ENCODING_V1 {
         return Err(DecodeError("unknown record encoding version"));
@@ -363,10 +375,7 @@ pub(crate) fn any_scalar_at(
         }
     }
     // At the root object; find each segment in turn (keys are sorted).
-    let mut segments = segments.peekable();
-    if segments.peek().is_none() {
-        return Ok(false);
-    }
+    let mut segments = segments.iter().peekable();
     let mut is_object = true; // the root is an object without a tag
     while let Some(segment) = segments.next() {
         if !is_object || !r.find_key(segment.as_bytes())? {

@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::codec::{any_scalar_at, DecodeError, EncodedScalar};
+use super::codec::{any_scalar_at, DecodeError, EncodedScalar, PathRoot};
 use crate::model::{MetadataRecord, Timestamp};
 
 const TAG_FALSE: u8 = 0;
@@ -148,6 +148,9 @@ impl PathConstraint {
 #[derive(Clone, Debug)]
 pub(crate) struct KeyTest {
     path: String,
+    /// The path split once: its root and the segments below it.
+    root: PathRoot,
+    segments: Vec<String>,
     matcher: KeyMatcher,
 }
 
@@ -164,8 +167,16 @@ enum KeyMatcher {
 impl KeyTest {
     pub(crate) fn new(c: &PathConstraint) -> Self {
         let bound = |b: &Option<(IndexValue, bool)>| b.as_ref().map(|(v, inc)| (v.key(), *inc));
+        let mut segments = c.path.split('.');
+        let root = match segments.next() {
+            Some("payload") => PathRoot::Payload,
+            Some("extras") => PathRoot::Extras,
+            _ => PathRoot::Other,
+        };
         KeyTest {
             path: c.path.clone(),
+            root,
+            segments: segments.map(str::to_owned).collect(),
             matcher: match &c.matcher {
                 PathMatch::AnyOf(values) => {
                     KeyMatcher::AnyOf(values.iter().map(IndexValue::key).collect())
@@ -188,8 +199,8 @@ impl KeyTest {
     /// Does the encoded record satisfy the constraint? Equal to decoding it
     /// and calling [`KeyTest::matches`], without decoding it.
     pub(crate) fn matches_encoded(&self, bytes: &[u8]) -> Result<bool, DecodeError> {
-        let mut key = Vec::with_capacity(16);
-        any_scalar_at(bytes, &self.path, |scalar| {
+        let mut key = Vec::new();
+        any_scalar_at(bytes, self.root, &self.segments, |scalar| {
             // Fast path: a number against number bounds needs no buffer.
             if let (EncodedScalar::Number(f), KeyMatcher::Range { .. }) = (scalar, &self.matcher) {
                 return self.matches_key(&number_key(f));
