@@ -1,6 +1,6 @@
 //! Profiling aid: the compare bench's full scan with a payload filter and its
 //! `stats` query, on a generated store (built once in DIR, reused after).
-//! `cargo run --release --example profile_scan -- DIR [N] [ROUNDS] [full|stats|both]`
+//! `cargo run --release --example profile_scan -- DIR [N] [ROUNDS] [full|stats|both|QUERY]`
 use std::time::Instant;
 
 use almanac::query::Params;
@@ -32,10 +32,13 @@ fn main() {
         }
         eprintln!("built a store of {n} records in {dir}");
     }
-    for (name, query) in [("full scan", FULL_SCAN), ("stats", STATS)] {
-        if which != "both" && !name.starts_with(which) {
-            continue;
-        }
+    let queries = match which {
+        "full" => vec![("full scan", FULL_SCAN)],
+        "stats" => vec![("stats", STATS)],
+        "both" => vec![("full scan", FULL_SCAN), ("stats", STATS)],
+        other => vec![("query", other)],
+    };
+    for (name, query) in queries {
         for _ in 0..rounds {
             let t = Instant::now();
             let out = store.query(query, &Params::new()).expect("query");

@@ -158,19 +158,22 @@ fn limit_of(n: &CExpr) -> usize {
 }
 
 /// A stage that needs all of its input before it yields: runs lazily, on
-/// the first pull.
-fn blocking<'a>(
+/// the first pull, then yields its output without copying it.
+fn blocking<'a, I>(
     rows: RowIter<'a>,
-    run: impl FnOnce(RowIter<'a>) -> crate::Result<Vec<XRow>> + 'a,
-) -> RowIter<'a> {
-    Box::new(std::iter::once_with(move || run(rows)).flat_map(
-        |result| -> Vec<crate::Result<XRow>> {
+    run: impl FnOnce(RowIter<'a>) -> crate::Result<I> + 'a,
+) -> RowIter<'a>
+where
+    I: IntoIterator<Item = XRow> + 'a,
+{
+    Box::new(
+        std::iter::once_with(move || run(rows)).flat_map(|result| -> RowIter<'a> {
             match result {
-                Ok(rows) => rows.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
+                Ok(rows) => Box::new(rows.into_iter().map(Ok)),
+                Err(e) => Box::new(std::iter::once(Err(e))),
             }
-        },
-    ))
+        }),
+    )
 }
 
 /// Sort keys of one row, with their directions and arrival index (stability).
@@ -274,7 +277,11 @@ fn latest(rows: RowIter<'_>, by: &[CExpr]) -> crate::Result<Vec<XRow>> {
 /// encoding of the key values (see [`write_group_key`]), written into one
 /// reused buffer, so a row of an existing group allocates nothing. The
 /// groups keep their first row's key values, and are sorted by them at the end.
-fn stats(rows: RowIter<'_>, aggregates: &[CAgg], by: &[CExpr]) -> crate::Result<Vec<XRow>> {
+fn stats(
+    rows: RowIter<'_>,
+    aggregates: &[CAgg],
+    by: &[CExpr],
+) -> crate::Result<impl Iterator<Item = XRow>> {
     let new_accs = || aggregates.iter().map(Acc::new).collect::<Vec<Acc>>();
     let mut index: HashMap<Box<[u8]>, usize, KeyHashBuilder> =
         HashMap::with_hasher(KeyHashBuilder::new());
@@ -304,20 +311,19 @@ fn stats(rows: RowIter<'_>, aggregates: &[CAgg], by: &[CExpr]) -> crate::Result<
         }
     }
     drop(index);
-    groups.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(groups
-        .into_iter()
-        .enumerate()
-        .map(|(i, (key, accs))| XRow {
-            record: None,
-            slots: key
-                .into_iter()
-                .map(|k| k.0)
-                .chain(accs.into_iter().map(Acc::finish))
-                .collect(),
-            seq: i as u64,
-        })
-        .collect())
+    // Group keys are distinct, so an unstable sort gives the one order.
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // Rows are built as they are pulled: an `XRow` is large (it can hold a
+    // record), a `Vec` of them for every group is not needed.
+    Ok(groups.into_iter().enumerate().map(|(i, (key, accs))| XRow {
+        record: None,
+        slots: key
+            .into_iter()
+            .map(|k| k.0)
+            .chain(accs.into_iter().map(Acc::finish))
+            .collect(),
+        seq: i as u64,
+    }))
 }
 
 /// Appends the group key bytes of `e` on `row`: equal bytes exactly when
