@@ -159,20 +159,25 @@ impl RowFilter {
         }
     }
 
-    /// The record, if it passes the filter: path constraints are checked on
-    /// the bytes, so most rejected records are never decoded.
-    fn decode_kept(&self, id: u64, bytes: &[u8]) -> Result<Option<StoredRecord>> {
+    /// Decodes the record into `slot` and returns true if it passes the
+    /// filter (`slot` is left empty otherwise). Path constraints are checked
+    /// on the bytes, so most rejected records are never decoded; the record
+    /// is built in its slot because it is large and moving it costs.
+    fn decode_kept(&self, id: u64, bytes: &[u8], slot: &mut Option<StoredRecord>) -> Result<bool> {
         for test in &self.paths {
             if !test.matches_encoded(bytes)? {
-                return Ok(None);
+                return Ok(false);
             }
         }
         let record = match &self.projection {
             None => decode_record(bytes)?,
             Some(p) => decode_projected(bytes, p)?,
         };
-        let r = StoredRecord { id, record };
-        Ok(self.keeps(&r).then_some(r))
+        let kept = self.keeps(slot.insert(StoredRecord { id, record }));
+        if !kept {
+            *slot = None;
+        }
+        Ok(kept)
     }
 
     /// The constraints other than paths.
@@ -226,37 +231,28 @@ enum PartScan {
 }
 
 impl PartScan {
-    /// Feeds each (id, encoded record) to `f` until it returns a value.
-    fn next_with<T>(
-        &mut self,
-        mut f: impl FnMut(u64, &[u8]) -> Result<Option<T>>,
-    ) -> Option<Result<T>> {
-        let mut step = |id: u64, bytes: &[u8]| f(id, bytes).transpose();
+    /// Feeds each (id, encoded record) to `f` until it returns true; false
+    /// when the partition has no more records.
+    fn next_with(&mut self, mut f: impl FnMut(u64, &[u8]) -> Result<bool>) -> Result<bool> {
         match self {
             PartScan::Range(range) => {
                 for entry in range.by_ref() {
-                    let out = match entry {
-                        Ok((key, value)) => step(key.value().1, value.value()),
-                        Err(e) => Some(Err(e.into())),
-                    };
-                    if out.is_some() {
-                        return out;
+                    let (key, value) = entry?;
+                    if f(key.value().1, value.value())? {
+                        return Ok(true);
                     }
                 }
-                None
+                Ok(false)
             }
             PartScan::Keys { records, keys } => {
                 for key in keys.by_ref() {
-                    let out = match records.get(key) {
-                        Ok(Some(v)) => step(key.1, v.value()),
-                        Ok(None) => None,
-                        Err(e) => Some(Err(e.into())),
-                    };
-                    if out.is_some() {
-                        return out;
+                    if let Some(v) = records.get(key)? {
+                        if f(key.1, v.value())? {
+                            return Ok(true);
+                        }
                     }
                 }
-                None
+                Ok(false)
             }
         }
     }
@@ -374,20 +370,20 @@ impl KindScan {
         }))
     }
 
-    fn next_record(&mut self) -> Option<Result<StoredRecord>> {
+    /// Puts the next matching record into `slot`; false when there is none.
+    fn next_into(&mut self, slot: &mut Option<StoredRecord>) -> Result<bool> {
         loop {
             if let Some(scan) = &mut self.current {
                 let filter = &self.filter;
-                match scan.next_with(|id, bytes| filter.decode_kept(id, bytes)) {
-                    Some(result) => return Some(result),
-                    None => self.current = None,
+                if scan.next_with(|id, bytes| filter.decode_kept(id, bytes, slot))? {
+                    return Ok(true);
                 }
+                self.current = None;
             }
-            let entry = self.partitions.next()?;
-            match self.open_partition(&entry) {
-                Ok(scan) => self.current = scan,
-                Err(e) => return Some(Err(e)),
-            }
+            let Some(entry) = self.partitions.next() else {
+                return Ok(false);
+            };
+            self.current = self.open_partition(&entry)?;
         }
     }
 }
@@ -403,16 +399,14 @@ pub(crate) struct Scan {
 
 impl Scan {
     fn pull(&mut self, idx: usize) -> Result<()> {
-        match self.kinds[idx].next_record() {
-            Some(Ok(r)) => {
+        let slot = &mut self.pending[idx];
+        if self.kinds[idx].next_into(slot)? {
+            if let Some(r) = slot {
                 self.heads
                     .push(Reverse((r.record.produced_at.as_micros(), r.id, idx)));
-                self.pending[idx] = Some(r);
-                Ok(())
             }
-            Some(Err(e)) => Err(e),
-            None => Ok(()),
         }
+        Ok(())
     }
 }
 
