@@ -328,6 +328,16 @@ mod tests {
     }
 
     #[test]
+    fn negative_zero_has_the_key_of_zero() {
+        assert_eq!(
+            IndexValue::Number(-0.0).key(),
+            IndexValue::Number(0.0).key()
+        );
+        assert!(IndexValue::Number(-1e-300).key() < IndexValue::Number(-0.0).key());
+        assert!(IndexValue::Number(-0.0).key() < IndexValue::Number(1e-300).key());
+    }
+
+    #[test]
     fn ranges_do_not_mix_types() {
         let c = PathConstraint {
             path: "payload.x".into(),
