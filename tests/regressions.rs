@@ -55,3 +55,39 @@ fn log_and_store_show_the_same_json() {
     let out = store.query("ingestion_volume", &Params::new()).unwrap();
     assert_eq!(out.rows.len(), 1);
 }
+
+/// The path index keyed `-0.0` below `0.0`, so an indexed `rows >= 0` or
+/// `rows = 0` missed a record whose rows were `-0.0` (which equals 0).
+#[test]
+fn negative_zero_is_found_by_indexed_zero_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .add_indexed_path("ingestion_volume", "payload.rows")
+        .unwrap();
+    let mut negative_zero = volume(1, 1, 0);
+    negative_zero
+        .payload
+        .insert("rows".into(), serde_json::json!(-0.0));
+    let ids = store
+        .bulk_store(&[negative_zero, volume(2, 2, 0), volume(3, 3, 5)])
+        .unwrap()
+        .ids;
+    for (query, n_found) in [
+        ("ingestion_volume | where payload.rows >= 0", 3),
+        ("ingestion_volume | where payload.rows = 0", 2),
+        ("ingestion_volume | where payload.rows <= 0", 2),
+    ] {
+        let found: Vec<u64> = store
+            .query(query, &Params::new())
+            .unwrap()
+            .rows
+            .into_iter()
+            .filter_map(|row| match row {
+                almanac::query::Row::Record { record, .. } => Some(record.id),
+                almanac::query::Row::Values(_) => None,
+            })
+            .collect();
+        assert_eq!(found, ids[..n_found], "{query}");
+    }
+}

@@ -318,6 +318,7 @@ fn request_strategy() -> impl Strategy<Value = ScanRequest> {
                 run_ids: with_run.then(|| vec!["recon-1".to_owned(), "recon-4".to_owned()]),
                 paths: outcomes.map(|o| vec![outcome_in(&o)]).unwrap_or_default(),
                 use_indexes: true,
+                projection: None,
             },
         )
 }

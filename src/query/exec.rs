@@ -9,7 +9,7 @@
 //! computes every frame within its group (ordered by `produced_at`, `id`).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use serde_json::Value as Json;
 
@@ -158,19 +158,22 @@ fn limit_of(n: &CExpr) -> usize {
 }
 
 /// A stage that needs all of its input before it yields: runs lazily, on
-/// the first pull.
-fn blocking<'a>(
+/// the first pull, then yields its output without copying it.
+fn blocking<'a, I>(
     rows: RowIter<'a>,
-    run: impl FnOnce(RowIter<'a>) -> crate::Result<Vec<XRow>> + 'a,
-) -> RowIter<'a> {
-    Box::new(std::iter::once_with(move || run(rows)).flat_map(
-        |result| -> Vec<crate::Result<XRow>> {
+    run: impl FnOnce(RowIter<'a>) -> crate::Result<I> + 'a,
+) -> RowIter<'a>
+where
+    I: IntoIterator<Item = XRow> + 'a,
+{
+    Box::new(
+        std::iter::once_with(move || run(rows)).flat_map(|result| -> RowIter<'a> {
             match result {
-                Ok(rows) => rows.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
+                Ok(rows) => Box::new(rows.into_iter().map(Ok)),
+                Err(e) => Box::new(std::iter::once(Err(e))),
             }
-        },
-    ))
+        }),
+    )
 }
 
 /// Sort keys of one row, with their directions and arrival index (stability).
@@ -269,35 +272,169 @@ fn latest(rows: RowIter<'_>, by: &[CExpr]) -> crate::Result<Vec<XRow>> {
 
 /// `stats`: one row per group, sorted by the group keys; one row in all
 /// (even for no input) without `by`. Columns: the keys, then the aggregates.
-fn stats(rows: RowIter<'_>, aggregates: &[CAgg], by: &[CExpr]) -> crate::Result<Vec<XRow>> {
-    let mut groups: BTreeMap<Vec<Key>, Vec<Acc>> = BTreeMap::new();
+///
+/// Rows find their group through a hash map keyed by a compact byte
+/// encoding of the key values (see [`write_group_key`]), written into one
+/// reused buffer, so a row of an existing group allocates nothing. The
+/// groups keep their first row's key values, and are sorted by them at the end.
+fn stats(
+    rows: RowIter<'_>,
+    aggregates: &[CAgg],
+    by: &[CExpr],
+) -> crate::Result<impl Iterator<Item = XRow>> {
+    let new_accs = || aggregates.iter().map(Acc::new).collect::<Vec<Acc>>();
+    let mut index: HashMap<Box<[u8]>, usize, KeyHashBuilder> =
+        HashMap::with_hasher(KeyHashBuilder::new());
+    let mut groups: Vec<(Vec<Key>, Vec<Acc>)> = Vec::new();
     if by.is_empty() {
-        groups.insert(Vec::new(), aggregates.iter().map(Acc::new).collect());
+        groups.push((Vec::new(), new_accs()));
+        index.insert(Box::default(), 0);
     }
+    let mut buf = Vec::with_capacity(64);
     for row in rows {
         let row = row?;
-        let key = group_key(by, &row);
-        let accs = groups
-            .entry(key)
-            .or_insert_with(|| aggregates.iter().map(Acc::new).collect());
-        for (acc, agg) in accs.iter_mut().zip(aggregates) {
+        buf.clear();
+        for e in by {
+            write_group_key(e, &row, &mut buf);
+        }
+        let group = match index.get(buf.as_slice()) {
+            Some(&group) => group,
+            None => {
+                groups.push((group_key(by, &row), new_accs()));
+                index.insert(buf.as_slice().into(), groups.len() - 1);
+                groups.len() - 1
+            }
+        };
+        for (acc, agg) in groups[group].1.iter_mut().zip(aggregates) {
             let value = agg.arg.as_ref().map_or(Value::Null, |e| eval(e, &row));
             acc.feed(value, row.order());
         }
     }
-    Ok(groups
-        .into_iter()
-        .enumerate()
-        .map(|(i, (key, accs))| XRow {
-            record: None,
-            slots: key
-                .into_iter()
-                .map(|k| k.0)
-                .chain(accs.into_iter().map(Acc::finish))
-                .collect(),
-            seq: i as u64,
-        })
-        .collect())
+    drop(index);
+    // Group keys are distinct, so an unstable sort gives the one order.
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // Rows are built as they are pulled: an `XRow` is large (it can hold a
+    // record), a `Vec` of them for every group is not needed.
+    Ok(groups.into_iter().enumerate().map(|(i, (key, accs))| XRow {
+        record: None,
+        slots: key
+            .into_iter()
+            .map(|k| k.0)
+            .chain(accs.into_iter().map(Acc::finish))
+            .collect(),
+        seq: i as u64,
+    }))
+}
+
+/// Appends the group key bytes of `e` on `row`: equal bytes exactly when
+/// the values are equal [`Key`]s, so a hash map can find groups. A record's
+/// canonical target name is written from its parts, without building it.
+fn write_group_key(e: &CExpr, row: &XRow, out: &mut Vec<u8>) {
+    if let (CExpr::Rec(Field::Target, rest), Some(stored)) = (e, &row.record) {
+        if rest.is_empty() {
+            let t = &stored.record.target;
+            let len = t.source_id.len()
+                + usize::from(!t.source_id.is_empty())
+                + t.schema.len()
+                + 1
+                + t.table.len();
+            out.push(KEY_STR);
+            out.extend_from_slice(&(len as u64).to_le_bytes());
+            if !t.source_id.is_empty() {
+                out.extend_from_slice(t.source_id.as_bytes());
+                out.push(b':');
+            }
+            out.extend_from_slice(t.schema.as_bytes());
+            out.push(b'.');
+            out.extend_from_slice(t.table.as_bytes());
+            return;
+        }
+    }
+    write_value_key(&eval(e, row), out);
+}
+
+/// Hashes group key bytes with one-shot xxh3 (already a dependency, for
+/// content hashes), a few times faster than SipHash on short keys. The seed
+/// is random per query, so stored values cannot be chosen to collide.
+#[derive(Clone, Copy)]
+struct KeyHashBuilder(u64);
+
+impl KeyHashBuilder {
+    fn new() -> Self {
+        use std::hash::BuildHasher;
+        KeyHashBuilder(std::hash::RandomState::new().hash_one(0u64))
+    }
+}
+
+impl std::hash::BuildHasher for KeyHashBuilder {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_usize(&mut self, n: usize) {
+        // The length prefix of a slice: the bytes' hash covers it anyway.
+        self.0 ^= n as u64;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+const KEY_NULL: u8 = 0;
+const KEY_BOOL: u8 = 1;
+const KEY_INT: u8 = 2;
+const KEY_FLOAT: u8 = 3;
+const KEY_INSTANT: u8 = 4;
+const KEY_DURATION: u8 = 5;
+const KEY_STR: u8 = 6;
+const KEY_JSON: u8 = 7;
+
+/// The group key bytes of a value (see [`write_group_key`]). Numbers that
+/// compare equal share bytes: a float with an integer value in i64's range
+/// is written as that integer (so `1` and `1.0`, `0` and `-0.0` are one
+/// group); other floats by their bits (finite, so `total_cmp` equality is
+/// bit equality). Variable-length values carry their length.
+fn write_value_key(v: &Value, out: &mut Vec<u8>) {
+    let mut tagged = |tag: u8, word: u64| {
+        out.push(tag);
+        out.extend_from_slice(&word.to_le_bytes());
+    };
+    match v {
+        Value::Null => out.push(KEY_NULL),
+        Value::Bool(b) => {
+            out.push(KEY_BOOL);
+            out.push(u8::from(*b));
+        }
+        Value::Int(i) => tagged(KEY_INT, *i as u64),
+        Value::Float(x) => {
+            const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+            if x.fract() == 0.0 && *x >= -TWO_63 && *x < TWO_63 {
+                tagged(KEY_INT, *x as i64 as u64);
+            } else {
+                tagged(KEY_FLOAT, x.to_bits());
+            }
+        }
+        Value::Instant(ts) => tagged(KEY_INSTANT, ts.as_micros() as u64),
+        Value::Duration(d) => tagged(KEY_DURATION, *d as u64),
+        Value::Str(s) => {
+            tagged(KEY_STR, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+        }
+        Value::Json(j) => {
+            // `total_cmp` compares arrays and objects by their JSON text.
+            let text = j.to_string();
+            tagged(KEY_JSON, text.len() as u64);
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
 }
 
 /// `window`: for each row, aggregates over the rows at offsets `start..=end`
@@ -947,5 +1084,50 @@ mod tests {
                 r#"{"r":null,"target":"s.a"}"#,
             ],
         );
+    }
+
+    #[test]
+    fn group_key_bytes_are_equal_exactly_for_equal_keys() {
+        use super::{write_value_key, Key, Value};
+        let values = [
+            Value::Null,
+            Value::Bool(false),
+            Value::Bool(true),
+            Value::Int(0),
+            Value::Int(1),
+            Value::Int(-1),
+            Value::Int(i64::MAX),
+            Value::Float(0.0),
+            Value::Float(1.0),
+            Value::Float(1.5),
+            Value::Float(-1.0),
+            Value::Float(9.3e18),
+            Value::Float(-9_223_372_036_854_775_808.0),
+            Value::Int(i64::MIN),
+            Value::Str("1".into()),
+            Value::Str("a".into()),
+            Value::Str("ab".into()),
+            Value::Instant(Timestamp::from_micros(1)),
+            Value::Duration(1),
+            Value::Json(serde_json::json!([1, 2])),
+            Value::Json(serde_json::json!({"a": 1})),
+        ];
+        let bytes = |v: &Value| {
+            let mut out = Vec::new();
+            write_value_key(v, &mut out);
+            out
+        };
+        for a in &values {
+            for b in &values {
+                assert_eq!(
+                    Key(a.clone()) == Key(b.clone()),
+                    bytes(a) == bytes(b),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
+        // -0.0 is 0, as for `=` and count_distinct (the BTreeMap this
+        // replaced put -0.0 and 0.0 in one group or two depending on order).
+        assert_eq!(bytes(&Value::Float(-0.0)), bytes(&Value::Int(0)));
     }
 }

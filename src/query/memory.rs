@@ -61,12 +61,22 @@ fn partition_of(r: &StoredRecord) -> String {
 impl RecordSource for MemorySource {
     fn scan(&self, request: &ScanRequest) -> crate::Result<RecordIter<'_>> {
         let request = request.clone();
+        let projection = request.projection.clone();
         Ok(Box::new(
             self.records
                 .iter()
                 .filter(move |r| Self::matches(&request, r))
-                .cloned()
-                .map(Ok),
+                .map(move |r| {
+                    // Projected like the store's records, so that a
+                    // projection missing a field the query reads shows here.
+                    Ok(match &projection {
+                        None => r.clone(),
+                        Some(p) => StoredRecord {
+                            id: r.id,
+                            record: p.apply(&r.record),
+                        },
+                    })
+                }),
         ))
     }
 

@@ -38,8 +38,8 @@ use serde_json::Value as Json;
 pub use error::{line_column, QueryError};
 pub use memory::MemorySource;
 pub use source::{
-    IndexValue, PathConstraint, PathMatch, RecordIter, RecordSource, ScanDescription, ScanRequest,
-    TargetInfo,
+    IndexValue, KeySet, PathConstraint, PathMatch, Projection, RecordIter, RecordSource,
+    ScanDescription, ScanRequest, TargetInfo,
 };
 
 use crate::model::{StoredRecord, Timestamp};
@@ -311,13 +311,13 @@ impl Iterator for RowStream<'_> {
                     .cloned()
                     .zip(
                         row.slots
-                            .iter()
-                            .map(Value::to_json)
+                            .into_iter()
+                            .map(Value::into_json)
                             .chain(std::iter::repeat(Json::Null)),
                     )
                     .collect(),
             },
-            _ => Row::Values(row.slots.iter().map(Value::to_json).collect()),
+            _ => Row::Values(row.slots.into_iter().map(Value::into_json).collect()),
         }))
     }
 }

@@ -17,7 +17,7 @@ use regex::Regex;
 
 use super::ast::*;
 use super::error::QueryError;
-use super::source::{IndexValue, PathConstraint, PathMatch, RecordSource, ScanRequest};
+use super::source::{IndexValue, PathConstraint, PathMatch, Projection, RecordSource, ScanRequest};
 use super::suggest;
 use super::value::{parse_instant, Value};
 use crate::model::{TimeRange, Timestamp};
@@ -1316,12 +1316,66 @@ pub(crate) fn access_path(
             && absorbed.contains(&s.origin))
     });
     request.time = time;
+    request.projection = projection(&stages, &label_filters);
     Ok(Physical {
         access: Access::Scan(request),
         label_filters,
         stages,
         absorbed,
     })
+}
+
+/// The parts of each record the pipeline reads, when its output is not
+/// records: what the label filters and the stages up to the first one that
+/// turns records into rows (`select`, `stats`) name. `None` (every part)
+/// when records reach the output.
+fn projection(stages: &[PlanStage], label_filters: &[BoundMatcher]) -> Option<Projection> {
+    let last = stages.iter().position(|s| !s.records)?;
+    let mut p = Projection::default();
+    for m in label_filters {
+        match m.label {
+            Label::Source | Label::Schema | Label::Table | Label::Target => p.target = true,
+            Label::Producer => p.producer_id = true,
+            Label::RunId | Label::JobId | Label::Namespace => p.context = true,
+            Label::Tenant => p.context_extras = true,
+        }
+    }
+    fn walk(e: &CExpr, p: &mut Projection) {
+        if let CExpr::Rec(field, rest) = e {
+            let first = match rest.first() {
+                Some(Segment::Field(name)) => Some(name.as_str()),
+                _ => None,
+            };
+            match field {
+                Field::Id | Field::ProducedAt => {}
+                Field::Kind => p.kind = true,
+                Field::ProducerId => p.producer_id = true,
+                Field::Version => p.version = true,
+                Field::Quality => p.quality = true,
+                Field::Payload => p.payload.add(first),
+                Field::Extras => p.extras.add(first),
+                Field::Target => match first {
+                    Some("extras") => p.target_extras = true,
+                    _ => p.target = true,
+                },
+                Field::Context => match first {
+                    Some("extras") => p.context_extras = true,
+                    Some(_) => p.context = true,
+                    None => {
+                        p.context = true;
+                        p.context_extras = true;
+                    }
+                },
+            }
+        }
+        for child in children(e) {
+            walk(child, p);
+        }
+    }
+    for stage in &stages[..=last] {
+        for_each_expr(&stage.stage, &mut |e| walk(e, &mut p));
+    }
+    Some(p)
 }
 
 fn split_and(e: CExpr) -> Vec<CExpr> {

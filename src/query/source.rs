@@ -5,7 +5,7 @@
 
 use crate::error::Result;
 use crate::model::{StoredRecord, TimeRange};
-pub use crate::storage::{IndexValue, PathConstraint, PathMatch};
+pub use crate::storage::{IndexValue, KeySet, PathConstraint, PathMatch, Projection};
 
 /// The constraints of a scan; `None` means "no constraint".
 #[derive(Clone, Debug, PartialEq)]
@@ -26,6 +26,11 @@ pub struct ScanRequest {
     /// When false, the engine must not use secondary indexes (full partition
     /// scans with row filters); results must be the same either way.
     pub use_indexes: bool,
+    /// The parts of each record the reader needs; `None` is every part.
+    /// A source may leave the other parts empty (empty strings and
+    /// objects, `None`) or fill them; which records it yields does not
+    /// depend on this.
+    pub projection: Option<Projection>,
 }
 
 impl Default for ScanRequest {
@@ -38,6 +43,7 @@ impl Default for ScanRequest {
             run_ids: None,
             paths: Vec::new(),
             use_indexes: true,
+            projection: None,
         }
     }
 }

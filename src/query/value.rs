@@ -54,6 +54,15 @@ impl Value {
         }
     }
 
+    /// [`Value::to_json`], consuming the value (no copy of strings).
+    pub(crate) fn into_json(self) -> Json {
+        match self {
+            Value::Str(s) => Json::String(s),
+            Value::Json(j) => j,
+            other => other.to_json(),
+        }
+    }
+
     pub(crate) fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }

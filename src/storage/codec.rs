@@ -110,6 +110,300 @@ pub fn decode_record(bytes: &[u8]) -> Result<MetadataRecord> {
     })
 }
 
+/// Which top-level keys of an object (`payload`, `extras`) a projection keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum KeySet {
+    /// None: the object decodes as empty.
+    #[default]
+    Nothing,
+    /// Only these keys (their whole values).
+    Keys(Vec<String>),
+    /// Every key.
+    All,
+}
+
+impl KeySet {
+    fn keeps(&self, key: &[u8]) -> bool {
+        match self {
+            KeySet::Nothing => false,
+            KeySet::Keys(keys) => keys.iter().any(|k| k.as_bytes() == key),
+            KeySet::All => true,
+        }
+    }
+
+    /// Adds `key` (or everything when `None`).
+    pub fn add(&mut self, key: Option<&str>) {
+        match (key, &mut *self) {
+            (_, KeySet::All) => {}
+            (None, _) => *self = KeySet::All,
+            (Some(key), KeySet::Nothing) => *self = KeySet::Keys(vec![key.to_owned()]),
+            (Some(key), KeySet::Keys(keys)) => {
+                if !keys.iter().any(|k| k == key) {
+                    keys.push(key.to_owned());
+                }
+            }
+        }
+    }
+
+    fn union(&mut self, other: &KeySet) {
+        match other {
+            KeySet::Nothing => {}
+            KeySet::All => *self = KeySet::All,
+            KeySet::Keys(keys) => keys.iter().for_each(|k| self.add(Some(k))),
+        }
+    }
+}
+
+/// The parts of a record a reader needs; the others decode as empty (empty
+/// strings and objects, `None`), which saves building them. `produced_at`
+/// is always decoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Projection {
+    /// `kind`.
+    pub kind: bool,
+    /// `target.source_id`, `target.schema` and `target.table`.
+    pub target: bool,
+    /// `target.extras`.
+    pub target_extras: bool,
+    /// Keys of `payload`.
+    pub payload: KeySet,
+    /// `producer_id`.
+    pub producer_id: bool,
+    /// `context.job_id`, `run_id`, `namespace`.
+    pub context: bool,
+    /// `context.extras`.
+    pub context_extras: bool,
+    /// `version`.
+    pub version: bool,
+    /// `quality`.
+    pub quality: bool,
+    /// Keys of `extras`.
+    pub extras: KeySet,
+}
+
+impl Projection {
+    /// Every field: decoding with it equals [`decode_record`].
+    pub fn all() -> Self {
+        Projection {
+            kind: true,
+            target: true,
+            target_extras: true,
+            payload: KeySet::All,
+            producer_id: true,
+            context: true,
+            context_extras: true,
+            version: true,
+            quality: true,
+            extras: KeySet::All,
+        }
+    }
+
+    /// Keeps what either projection keeps.
+    pub fn union(&mut self, other: &Projection) {
+        self.kind |= other.kind;
+        self.target |= other.target;
+        self.target_extras |= other.target_extras;
+        self.payload.union(&other.payload);
+        self.producer_id |= other.producer_id;
+        self.context |= other.context;
+        self.context_extras |= other.context_extras;
+        self.version |= other.version;
+        self.quality |= other.quality;
+        self.extras.union(&other.extras);
+    }
+
+    /// The record with only the projected parts (the value-level twin of
+    /// [`decode_projected`]).
+    pub fn apply(&self, record: &MetadataRecord) -> MetadataRecord {
+        let text = |keep: bool, s: &String| if keep { s.clone() } else { String::new() };
+        let object = |keys: &KeySet, map: &JsonObject| match keys {
+            KeySet::All => map.clone(),
+            KeySet::Nothing => JsonObject::new(),
+            KeySet::Keys(_) => map
+                .iter()
+                .filter(|(k, _)| keys.keeps(k.as_bytes()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        let all = |keep: bool, map: &JsonObject| {
+            object(if keep { &KeySet::All } else { &KeySet::Nothing }, map)
+        };
+        let c = &record.context;
+        let opt = |keep: bool, v: &Option<String>| if keep { v.clone() } else { None };
+        MetadataRecord {
+            kind: text(self.kind, &record.kind),
+            target: MetadataTarget {
+                source_id: text(self.target, &record.target.source_id),
+                schema: text(self.target, &record.target.schema),
+                table: text(self.target, &record.target.table),
+                extras: all(self.target_extras, &record.target.extras),
+            },
+            payload: object(&self.payload, &record.payload),
+            produced_at: record.produced_at,
+            producer_id: text(self.producer_id, &record.producer_id),
+            context: MetadataContext {
+                job_id: opt(self.context, &c.job_id),
+                run_id: opt(self.context, &c.run_id),
+                namespace: opt(self.context, &c.namespace),
+                extras: all(self.context_extras, &c.extras),
+            },
+            version: record.version.filter(|_| self.version),
+            quality: record.quality.clone().filter(|_| self.quality),
+            extras: object(&self.extras, &record.extras),
+        }
+    }
+}
+
+/// Decodes only the parts of a record `projection` names (see [`Projection`]);
+/// equal to decoding the whole record, then [`Projection::apply`].
+pub fn decode_projected(bytes: &[u8], projection: &Projection) -> Result<MetadataRecord> {
+    let mut r = Reader { bytes, pos: 0 };
+    if r.byte()? != RECORD_ENCODING_V1 {
+        return Err(DecodeError("unknown record encoding version"));
+    }
+    let p = projection;
+    let kind = r.string_if(p.kind)?;
+    let target = MetadataTarget {
+        source_id: r.string_if(p.target)?,
+        schema: r.string_if(p.target)?,
+        table: r.string_if(p.target)?,
+        extras: r.object_keys(if p.target_extras {
+            &KeySet::All
+        } else {
+            &KeySet::Nothing
+        })?,
+    };
+    let payload = r.object_keys(&p.payload)?;
+    let produced_at = Timestamp::from_micros(r.i64_le()?);
+    let producer_id = r.string_if(p.producer_id)?;
+    let context = MetadataContext {
+        job_id: r.opt_string_if(p.context)?,
+        run_id: r.opt_string_if(p.context)?,
+        namespace: r.opt_string_if(p.context)?,
+        extras: r.object_keys(if p.context_extras {
+            &KeySet::All
+        } else {
+            &KeySet::Nothing
+        })?,
+    };
+    let version = match r.byte()? {
+        0 => None,
+        _ => Some(r.varint()?).filter(|_| p.version),
+    };
+    let quality = match r.byte()? {
+        0 => None,
+        _ if p.quality => Some(r.value(0)?),
+        _ => {
+            r.skip_value(0)?;
+            None
+        }
+    };
+    let extras = r.object_keys(&p.extras)?;
+    if r.pos != bytes.len() {
+        return Err(DecodeError("trailing bytes after record"));
+    }
+    Ok(MetadataRecord {
+        kind,
+        target,
+        payload,
+        produced_at,
+        producer_id,
+        context,
+        version,
+        quality,
+        extras,
+    })
+}
+
+/// A scalar read from encoded bytes, without allocating (strings borrowed).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum EncodedScalar<'a> {
+    Bool(bool),
+    Number(f64),
+    Str(&'a str),
+}
+
+/// The object a path starts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PathRoot {
+    Payload,
+    Extras,
+    /// Any other root: no record has a value there.
+    Other,
+}
+
+/// Calls `f` with each scalar at the path `root.segments...` (`payload.a.b`
+/// or `extras.a`) of an encoded record: the value there, or each scalar
+/// element of an array there; nothing for nulls, objects or a missing path.
+/// Stops early when `f` returns true, and returns whether it did. The
+/// byte-level twin of [`super::keys_at`].
+pub(crate) fn any_scalar_at(
+    bytes: &[u8],
+    root: PathRoot,
+    segments: &[String],
+    mut f: impl FnMut(EncodedScalar<'_>) -> bool,
+) -> Result<bool> {
+    let in_payload = match root {
+        PathRoot::Payload => true,
+        PathRoot::Extras => false,
+        PathRoot::Other => return Ok(false),
+    };
+    if segments.is_empty() {
+        return Ok(false);
+    }
+    let mut r = Reader { bytes, pos: 0 };
+    if r.byte()? != RECORD_ENCODING_V1 {
+        return Err(DecodeError("unknown record encoding version"));
+    }
+    for _ in 0..4 {
+        r.skip_string()?;
+    }
+    r.skip_object(0)?; // target.extras
+    if !in_payload {
+        r.skip_object(0)?; // payload
+        r.take(8)?; // produced_at
+        r.skip_string()?; // producer_id
+        for _ in 0..3 {
+            r.skip_opt_string()?;
+        }
+        r.skip_object(0)?; // context.extras
+        if r.byte()? != 0 {
+            r.varint()?;
+        }
+        if r.byte()? != 0 {
+            r.skip_value(0)?;
+        }
+    }
+    // At the root object; find each segment in turn (keys are sorted).
+    let mut segments = segments.iter().peekable();
+    let mut is_object = true; // the root is an object without a tag
+    while let Some(segment) = segments.next() {
+        if !is_object || !r.find_key(segment.as_bytes())? {
+            return Ok(false);
+        }
+        if segments.peek().is_some() {
+            is_object = r.byte()? == TAG_OBJECT;
+        }
+    }
+    match r.byte()? {
+        TAG_ARRAY => {
+            let n = r.len()?;
+            for _ in 0..n {
+                if let Some(s) = r.scalar_or_skip()? {
+                    if f(s) {
+                        return Ok(true);
+                    }
+                }
+            }
+            Ok(false)
+        }
+        _ => {
+            r.pos -= 1;
+            Ok(r.scalar_or_skip()?.is_some_and(f))
+        }
+    }
+}
+
 /// The 128-bit content hash of an encoded record (xxh3-128), for duplicate detection.
 pub fn content_hash(encoded: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(encoded)
@@ -191,7 +485,7 @@ struct Reader<'a> {
     pos: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn byte(&mut self) -> Result<u8> {
         let b = *self
             .bytes
@@ -201,13 +495,14 @@ impl Reader<'_> {
         Ok(b)
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8]> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self
             .pos
             .checked_add(n)
             .filter(|&end| end <= self.bytes.len())
             .ok_or(DecodeError("record bytes end early"))?;
-        let slice = &self.bytes[self.pos..end];
+        let bytes: &'a [u8] = self.bytes;
+        let slice = &bytes[self.pos..end];
         self.pos = end;
         Ok(slice)
     }
@@ -251,6 +546,151 @@ impl Reader<'_> {
             0 => Ok(None),
             _ => self.string().map(Some),
         }
+    }
+
+    fn str_ref(&mut self) -> Result<&'a str> {
+        let n = self.len()?;
+        let raw = self.take(n)?;
+        std::str::from_utf8(raw).map_err(|_| DecodeError("string is not UTF-8"))
+    }
+
+    fn skip_string(&mut self) -> Result<()> {
+        let n = self.len()?;
+        self.take(n).map(|_| ())
+    }
+
+    fn skip_opt_string(&mut self) -> Result<()> {
+        match self.byte()? {
+            0 => Ok(()),
+            _ => self.skip_string(),
+        }
+    }
+
+    fn string_if(&mut self, keep: bool) -> Result<String> {
+        if keep {
+            self.string()
+        } else {
+            self.skip_string().map(|()| String::new())
+        }
+    }
+
+    fn opt_string_if(&mut self, keep: bool) -> Result<Option<String>> {
+        if keep {
+            self.opt_string()
+        } else {
+            self.skip_opt_string().map(|()| None)
+        }
+    }
+
+    /// An object with only the keys of `keys` (the others skipped).
+    fn object_keys(&mut self, keys: &KeySet) -> Result<JsonObject> {
+        match keys {
+            KeySet::All => self.object(0),
+            KeySet::Nothing => self.skip_object(0).map(|()| JsonObject::new()),
+            KeySet::Keys(_) => {
+                let n = self.len()?;
+                let mut map = Map::new();
+                for _ in 0..n {
+                    let key_len = self.len()?;
+                    let key = self.take(key_len)?;
+                    if keys.keeps(key) {
+                        let key = std::str::from_utf8(key)
+                            .map_err(|_| DecodeError("string is not UTF-8"))?
+                            .to_owned();
+                        let value = self.value(1)?;
+                        map.insert(key, value);
+                    } else {
+                        self.skip_value(1)?;
+                    }
+                }
+                Ok(map)
+            }
+        }
+    }
+
+    fn skip_object(&mut self, depth: usize) -> Result<()> {
+        if depth > MAX_DECODE_DEPTH {
+            return Err(DecodeError("value nested too deeply"));
+        }
+        let n = self.len()?;
+        for _ in 0..n {
+            self.skip_string()?;
+            self.skip_value(depth + 1)?;
+        }
+        Ok(())
+    }
+
+    fn skip_value(&mut self, depth: usize) -> Result<()> {
+        if depth > MAX_DECODE_DEPTH {
+            return Err(DecodeError("value nested too deeply"));
+        }
+        match self.byte()? {
+            TAG_NULL | TAG_FALSE | TAG_TRUE => {}
+            TAG_INT | TAG_UINT => {
+                self.varint()?;
+            }
+            TAG_FLOAT => {
+                self.take(8)?;
+            }
+            TAG_STRING => self.skip_string()?,
+            TAG_ARRAY => {
+                let n = self.len()?;
+                for _ in 0..n {
+                    self.skip_value(depth + 1)?;
+                }
+            }
+            TAG_OBJECT => self.skip_object(depth + 1)?,
+            _ => return Err(DecodeError("unknown value tag")),
+        }
+        Ok(())
+    }
+
+    /// In an object (at its entry count), moves to the value of `key` and
+    /// returns true, or returns false when it has no such key. Keys are
+    /// written sorted, so the search stops at the first greater key.
+    fn find_key(&mut self, key: &[u8]) -> Result<bool> {
+        let n = self.len()?;
+        for _ in 0..n {
+            let key_len = self.len()?;
+            let found = self.take(key_len)?;
+            match found.cmp(key) {
+                std::cmp::Ordering::Equal => return Ok(true),
+                std::cmp::Ordering::Greater => return Ok(false),
+                std::cmp::Ordering::Less => self.skip_value(1)?,
+            }
+        }
+        Ok(false)
+    }
+
+    /// The next value as a scalar, or `None` (skipped) for nulls, arrays and objects.
+    fn scalar_or_skip(&mut self) -> Result<Option<EncodedScalar<'a>>> {
+        let tag = self.byte()?;
+        Ok(Some(match tag {
+            TAG_FALSE => EncodedScalar::Bool(false),
+            TAG_TRUE => EncodedScalar::Bool(true),
+            TAG_INT => {
+                let z = self.varint()?;
+                EncodedScalar::Number((((z >> 1) as i64) ^ -((z & 1) as i64)) as f64)
+            }
+            TAG_UINT => EncodedScalar::Number(self.varint()? as f64),
+            TAG_FLOAT => {
+                let raw = self.take(8)?;
+                let mut buf = [0u8; 8];
+                buf.copy_from_slice(raw);
+                let f = f64::from_le_bytes(buf);
+                if !f.is_finite() {
+                    return Err(DecodeError("non-finite number"));
+                }
+                EncodedScalar::Number(f)
+            }
+            TAG_STRING => EncodedScalar::Str(self.str_ref()?),
+            TAG_NULL | TAG_ARRAY | TAG_OBJECT => {
+                self.pos -= 1;
+                self.skip_value(1)?;
+                return Ok(None);
+            }
+            _ => return Err(DecodeError("unknown value tag")),
+        }))
     }
 
     fn object(&mut self, depth: usize) -> Result<JsonObject> {
@@ -348,5 +788,322 @@ mod tests {
             1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
         ])
         .is_err());
+    }
+
+    mod lazy {
+        //! Lazy decoding equals full decoding: projections, and path
+        //! constraints tested on the bytes.
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        use super::super::*;
+        use crate::storage::path_index::KeyTest;
+        use crate::storage::{IndexValue, PathConstraint, PathMatch};
+
+        /// Keys drawn from a small set, so paths often exist.
+        const KEYS: [&str; 6] = ["rows", "a", "b", "outcome", "z", "ts"];
+
+        fn scalar() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                (-3i64..3).prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                prop_oneof![
+                    Just(0.0f64),
+                    Just(-0.0),
+                    Just(1.0),
+                    Just(-1.5),
+                    Just(5e7),
+                    Just(1e300),
+                    any::<f64>().prop_filter("finite", |f| f.is_finite()),
+                ]
+                .prop_map(|f| json!(f)),
+                prop_oneof![
+                    Just("1"),
+                    Just("-0.0"),
+                    Just("50000001"),
+                    Just("true"),
+                    Just("2024-01-10T05:00:00Z"),
+                    Just("2024-01-10T07:00:00+02:00"),
+                    Just("pass"),
+                    Just(""),
+                ]
+                .prop_map(Value::from),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            scalar().prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec((prop::sample::select(&KEYS[..]), inner), 0..4).prop_map(
+                        |entries| Value::Object(
+                            entries
+                                .into_iter()
+                                .map(|(k, v)| (k.to_owned(), v))
+                                .collect()
+                        )
+                    ),
+                ]
+            })
+        }
+
+        fn object() -> impl Strategy<Value = JsonObject> {
+            prop::collection::vec((prop::sample::select(&KEYS[..]), value()), 0..5).prop_map(
+                |entries| {
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect()
+                },
+            )
+        }
+
+        fn record() -> impl Strategy<Value = MetadataRecord> {
+            (
+                object(),
+                object(),
+                object(),
+                prop::option::of(value()),
+                prop::option::of(any::<u64>()),
+                prop::option::of("[a-z]{0,3}"),
+                any::<i64>(),
+            )
+                .prop_map(
+                    |(payload, extras, target_extras, quality, version, run_id, at)| {
+                        MetadataRecord {
+                            kind: "k".into(),
+                            target: MetadataTarget {
+                                source_id: "src".into(),
+                                schema: "s".into(),
+                                table: "t".into(),
+                                extras: target_extras,
+                            },
+                            payload,
+                            produced_at: Timestamp::from_micros(at),
+                            producer_id: "p".into(),
+                            context: MetadataContext {
+                                job_id: Some("j".into()),
+                                run_id,
+                                namespace: None,
+                                extras: JsonObject::new(),
+                            },
+                            version,
+                            quality,
+                            extras,
+                        }
+                    },
+                )
+        }
+
+        fn key_set() -> impl Strategy<Value = KeySet> {
+            prop_oneof![
+                Just(KeySet::Nothing),
+                Just(KeySet::All),
+                prop::collection::vec(prop::sample::select(&KEYS[..]), 1..3)
+                    .prop_map(|k| KeySet::Keys(k.into_iter().map(str::to_owned).collect())),
+            ]
+        }
+
+        fn projection() -> impl Strategy<Value = Projection> {
+            (any::<[bool; 8]>(), key_set(), key_set()).prop_map(|(b, payload, extras)| Projection {
+                kind: b[0],
+                target: b[1],
+                target_extras: b[2],
+                payload,
+                producer_id: b[3],
+                context: b[4],
+                context_extras: b[5],
+                version: b[6],
+                quality: b[7],
+                extras,
+            })
+        }
+
+        fn index_value() -> impl Strategy<Value = IndexValue> {
+            prop_oneof![
+                any::<bool>().prop_map(IndexValue::Bool),
+                prop_oneof![
+                    Just(0.0f64),
+                    Just(-0.0),
+                    Just(1.0),
+                    Just(-1.5),
+                    Just(5e7),
+                    (-3i64..3).prop_map(|i| i as f64),
+                    any::<f64>().prop_filter("finite", |f| f.is_finite()),
+                ]
+                .prop_map(IndexValue::Number),
+                prop_oneof![
+                    Just("1"),
+                    Just("pass"),
+                    Just("true"),
+                    Just("2024-01-10T05:00:00Z")
+                ]
+                .prop_map(IndexValue::from_str_value),
+            ]
+        }
+
+        fn constraint() -> impl Strategy<Value = PathConstraint> {
+            let path = (
+                prop::sample::select(&["payload", "extras", "context", "target"][..]),
+                prop::collection::vec(prop::sample::select(&KEYS[..]), 0..3),
+            )
+                .prop_map(|(root, segments)| {
+                    std::iter::once(root)
+                        .chain(segments)
+                        .collect::<Vec<_>>()
+                        .join(".")
+                });
+            let bound = || prop::option::of((index_value(), any::<bool>()));
+            let matcher = prop_oneof![
+                prop::collection::vec(index_value(), 0..3).prop_map(PathMatch::AnyOf),
+                (bound(), bound()).prop_map(|(lower, upper)| PathMatch::Range { lower, upper }),
+            ];
+            (path, matcher).prop_map(|(path, matcher)| PathConstraint { path, matcher })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn projected_decoding_equals_decoding_then_projecting(
+                record in record(),
+                projection in projection(),
+            ) {
+                let bytes = encode_record(&record);
+                let lazy = decode_projected(&bytes, &projection).unwrap();
+                prop_assert_eq!(lazy, projection.apply(&decode_record(&bytes).unwrap()));
+                prop_assert_eq!(decode_projected(&bytes, &Projection::all()).unwrap(), record);
+                // Truncations are errors, never panics.
+                for cut in 0..bytes.len() {
+                    prop_assert!(decode_projected(&bytes[..cut], &projection).is_err());
+                }
+            }
+
+            #[test]
+            fn byte_level_constraint_equals_value_level(
+                record in record(),
+                constraint in constraint(),
+            ) {
+                let bytes = encode_record(&record);
+                let test = KeyTest::new(&constraint);
+                prop_assert_eq!(
+                    test.matches_encoded(&bytes).unwrap(),
+                    constraint.matches(&record)
+                );
+                for cut in 0..bytes.len() {
+                    // A truncated record may still be tested (the path may
+                    // lie before the cut), but never panics.
+                    let _ = test.matches_encoded(&bytes[..cut]);
+                }
+            }
+        }
+
+        fn check(payload: Value, constraint: &str, matcher: PathMatch, expected: bool) {
+            let Value::Object(payload) = payload else {
+                panic!("payload must be an object")
+            };
+            let mut record = MetadataRecord::from_json_str(
+                r#"{"kind":"k","target":{"table":"t"},"payload":{},"produced_at":"2024-01-10T05:00:00Z","producer_id":"p"}"#,
+            )
+            .unwrap();
+            record.payload = payload;
+            let c = PathConstraint {
+                path: constraint.into(),
+                matcher,
+            };
+            assert_eq!(c.matches(&record), expected, "value level: {c:?}");
+            let bytes = encode_record(&record);
+            assert_eq!(
+                KeyTest::new(&c).matches_encoded(&bytes).unwrap(),
+                expected,
+                "byte level: {c:?}"
+            );
+        }
+
+        fn at_least(x: f64) -> PathMatch {
+            PathMatch::Range {
+                lower: Some((IndexValue::Number(x), true)),
+                upper: None,
+            }
+        }
+
+        #[test]
+        fn edge_cases() {
+            // ints, uints and floats compare as numbers
+            check(
+                json!({"rows": 50000001}),
+                "payload.rows",
+                at_least(5e7),
+                true,
+            );
+            check(json!({"rows": 5e7}), "payload.rows", at_least(5e7), true);
+            check(
+                json!({"rows": 49999999.5}),
+                "payload.rows",
+                at_least(5e7),
+                false,
+            );
+            check(
+                json!({"rows": u64::MAX}),
+                "payload.rows",
+                at_least(5e7),
+                true,
+            );
+            check(json!({"rows": -1}), "payload.rows", at_least(0.0), false);
+            // -0.0 is 0
+            check(json!({"rows": -0.0}), "payload.rows", at_least(0.0), true);
+            check(
+                json!({"rows": -0.0}),
+                "payload.rows",
+                PathMatch::AnyOf(vec![IndexValue::Number(0.0)]),
+                true,
+            );
+            // strings that look like numbers are strings
+            check(
+                json!({"rows": "60000000"}),
+                "payload.rows",
+                at_least(5e7),
+                false,
+            );
+            // missing paths, nested objects, arrays
+            check(json!({"row": 6e7}), "payload.rows", at_least(5e7), false);
+            check(
+                json!({"a": {"rows": 6e7}}),
+                "payload.a.rows",
+                at_least(5e7),
+                true,
+            );
+            check(
+                json!({"a": [{"rows": 6e7}]}),
+                "payload.a.rows",
+                at_least(5e7),
+                false,
+            );
+            check(
+                json!({"a": [1, [6e7], 6e7]}),
+                "payload.a",
+                at_least(5e7),
+                true,
+            );
+            check(
+                json!({"a": {"rows": 6e7}}),
+                "payload.a",
+                at_least(5e7),
+                false,
+            );
+            check(json!({"rows": null}), "payload.rows", at_least(5e7), false);
+            check(json!({"rows": 6e7}), "payload", at_least(5e7), false);
+            check(json!({"rows": 6e7}), "extras.rows", at_least(5e7), false);
+            // instants written differently are one instant
+            check(
+                json!({"ts": "2024-01-10T07:00:00+02:00"}),
+                "payload.ts",
+                PathMatch::AnyOf(vec![IndexValue::from_str_value("2024-01-10T05:00:00Z")]),
+                true,
+            );
+        }
     }
 }

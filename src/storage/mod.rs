@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-pub use codec::{content_hash, decode_record, encode_record, DecodeError};
+pub use codec::{
+    content_hash, decode_projected, decode_record, encode_record, DecodeError, KeySet, Projection,
+};
 pub use partition::{bucket_end, bucket_label, bucket_start, partition_name, PartitionKey};
 pub use path_index::{check_index_path, keys_at, IndexValue, PathConstraint, PathMatch};
 pub use read::PartitionInfo;

@@ -9,6 +9,7 @@
 
 use serde_json::Value;
 
+use super::codec::{any_scalar_at, DecodeError, EncodedScalar, PathRoot};
 use crate::model::{MetadataRecord, Timestamp};
 
 const TAG_FALSE: u8 = 0;
@@ -57,18 +58,7 @@ impl IndexValue {
         match self {
             IndexValue::Bool(false) => vec![TAG_FALSE],
             IndexValue::Bool(true) => vec![TAG_TRUE],
-            IndexValue::Number(f) => {
-                let bits = f.to_bits();
-                // Flip so that byte order is numeric order (negative numbers reversed).
-                let ordered = if bits >> 63 == 1 {
-                    !bits
-                } else {
-                    bits | (1 << 63)
-                };
-                let mut out = vec![TAG_NUMBER];
-                out.extend_from_slice(&ordered.to_be_bytes());
-                out
-            }
+            IndexValue::Number(f) => number_key(*f).to_vec(),
             IndexValue::Instant(ts) => {
                 let mut out = vec![TAG_INSTANT];
                 out.extend_from_slice(&((ts.as_micros() as u64) ^ (1 << 63)).to_be_bytes());
@@ -80,6 +70,39 @@ impl IndexValue {
                 out
             }
         }
+    }
+}
+
+/// The key of a number: `-0.0` is `0.0` (they compare equal, so they must
+/// share a key, or a range from `0` would miss `-0.0`).
+fn number_key(f: f64) -> [u8; 9] {
+    let f = if f == 0.0 { 0.0 } else { f };
+    let bits = f.to_bits();
+    // Flip so that byte order is numeric order (negative numbers reversed).
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    let mut out = [TAG_NUMBER; 9];
+    out[1..].copy_from_slice(&ordered.to_be_bytes());
+    out
+}
+
+/// Writes the index key of an encoded scalar into `out` (cleared first).
+fn scalar_key(scalar: EncodedScalar<'_>, out: &mut Vec<u8>) {
+    out.clear();
+    match scalar {
+        EncodedScalar::Bool(false) => out.push(TAG_FALSE),
+        EncodedScalar::Bool(true) => out.push(TAG_TRUE),
+        EncodedScalar::Number(f) => out.extend_from_slice(&number_key(f)),
+        EncodedScalar::Str(s) => match Timestamp::parse_rfc3339(s) {
+            Some(ts) => out.extend_from_slice(&IndexValue::Instant(ts).key()),
+            None => {
+                out.push(TAG_STRING);
+                out.extend_from_slice(s.as_bytes());
+            }
+        },
     }
 }
 
@@ -111,31 +134,101 @@ pub struct PathConstraint {
 impl PathConstraint {
     /// Does the record satisfy the constraint?
     pub fn matches(&self, record: &MetadataRecord) -> bool {
-        let keys = keys_at(record, &self.path);
-        keys.iter().any(|k| self.matches_key(k))
+        KeyTest::new(self).matches(record)
+    }
+
+    #[cfg(test)]
+    fn matches_key(&self, key: &[u8]) -> bool {
+        KeyTest::new(self).matches_key(key)
+    }
+}
+
+/// A [`PathConstraint`] with its bounds' keys computed once, for testing
+/// many records.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyTest {
+    path: String,
+    /// The path split once: its root and the segments below it.
+    root: PathRoot,
+    segments: Vec<String>,
+    matcher: KeyMatcher,
+}
+
+#[derive(Clone, Debug)]
+enum KeyMatcher {
+    AnyOf(Vec<Vec<u8>>),
+    /// Bounds as (key, inclusive); a key of another type tag never matches.
+    Range {
+        lower: Option<(Vec<u8>, bool)>,
+        upper: Option<(Vec<u8>, bool)>,
+    },
+}
+
+impl KeyTest {
+    pub(crate) fn new(c: &PathConstraint) -> Self {
+        let bound = |b: &Option<(IndexValue, bool)>| b.as_ref().map(|(v, inc)| (v.key(), *inc));
+        let mut segments = c.path.split('.');
+        let root = match segments.next() {
+            Some("payload") => PathRoot::Payload,
+            Some("extras") => PathRoot::Extras,
+            _ => PathRoot::Other,
+        };
+        KeyTest {
+            path: c.path.clone(),
+            root,
+            segments: segments.map(str::to_owned).collect(),
+            matcher: match &c.matcher {
+                PathMatch::AnyOf(values) => {
+                    KeyMatcher::AnyOf(values.iter().map(IndexValue::key).collect())
+                }
+                PathMatch::Range { lower, upper } => KeyMatcher::Range {
+                    lower: bound(lower),
+                    upper: bound(upper),
+                },
+            },
+        }
+    }
+
+    /// Does the record satisfy the constraint?
+    pub(crate) fn matches(&self, record: &MetadataRecord) -> bool {
+        keys_at(record, &self.path)
+            .iter()
+            .any(|k| self.matches_key(k))
+    }
+
+    /// Does the encoded record satisfy the constraint? Equal to decoding it
+    /// and calling [`KeyTest::matches`], without decoding it.
+    pub(crate) fn matches_encoded(&self, bytes: &[u8]) -> Result<bool, DecodeError> {
+        let mut key = Vec::new();
+        any_scalar_at(bytes, self.root, &self.segments, |scalar| {
+            // Fast path: a number against number bounds needs no buffer.
+            if let (EncodedScalar::Number(f), KeyMatcher::Range { .. }) = (scalar, &self.matcher) {
+                return self.matches_key(&number_key(f));
+            }
+            scalar_key(scalar, &mut key);
+            self.matches_key(&key)
+        })
     }
 
     pub(crate) fn matches_key(&self, key: &[u8]) -> bool {
         match &self.matcher {
-            PathMatch::AnyOf(values) => values.iter().any(|v| v.key() == key),
-            PathMatch::Range { lower, upper } => {
+            KeyMatcher::AnyOf(values) => values.iter().any(|v| v.as_slice() == key),
+            KeyMatcher::Range { lower, upper } => {
                 let tag = key.first().copied();
-                let same_type = |b: &(IndexValue, bool)| b.0.key().first().copied() == tag;
+                let same_type = |b: &(Vec<u8>, bool)| b.0.first().copied() == tag;
                 if lower.as_ref().is_some_and(|b| !same_type(b))
                     || upper.as_ref().is_some_and(|b| !same_type(b))
                 {
                     return false;
                 }
-                let above = lower.as_ref().is_none_or(|(v, inclusive)| {
-                    let bound = v.key();
+                let above = lower.as_ref().is_none_or(|(bound, inclusive)| {
                     if *inclusive {
                         key >= bound.as_slice()
                     } else {
                         key > bound.as_slice()
                     }
                 });
-                let below = upper.as_ref().is_none_or(|(v, inclusive)| {
-                    let bound = v.key();
+                let below = upper.as_ref().is_none_or(|(bound, inclusive)| {
                     if *inclusive {
                         key <= bound.as_slice()
                     } else {
@@ -232,6 +325,16 @@ mod tests {
             IndexValue::String("ab".into()),
             IndexValue::String("b".into()),
         ]);
+    }
+
+    #[test]
+    fn negative_zero_has_the_key_of_zero() {
+        assert_eq!(
+            IndexValue::Number(-0.0).key(),
+            IndexValue::Number(0.0).key()
+        );
+        assert!(IndexValue::Number(-1e-300).key() < IndexValue::Number(-0.0).key());
+        assert!(IndexValue::Number(-0.0).key() < IndexValue::Number(1e-300).key());
     }
 
     #[test]

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableError};
 
-use super::codec::decode_record;
+use super::codec::{decode_projected, decode_record, Projection};
 use super::partition::partition_name;
-use super::path_index::{PathConstraint, PathMatch};
+use super::path_index::{KeyTest, PathConstraint, PathMatch};
 use super::write::latest_order;
 use super::{
     by_dict_id_def, by_run_def, part_table_name, path_index_def, path_table_name, records_def,
@@ -125,28 +125,62 @@ fn missing_table_is_empty<T>(r: std::result::Result<T, TableError>) -> Result<Op
     }
 }
 
-/// The exact row filter of a scan request.
-#[derive(Debug, Default)]
+/// The exact row filter of a scan request, and how much of each record to decode.
+#[derive(Debug)]
 struct RowFilter {
     time: Option<TimeRange>,
     targets: Option<HashSet<String>>,
     producers: Option<HashSet<String>>,
     run_ids: Option<HashSet<String>>,
-    paths: Vec<PathConstraint>,
+    /// Path constraints, tested on the encoded bytes before decoding.
+    paths: Vec<KeyTest>,
+    /// What to decode: the request's projection plus what the filter reads;
+    /// `None` decodes everything.
+    projection: Option<Projection>,
 }
 
 impl RowFilter {
     fn new(request: &ScanRequest) -> Self {
         let set = |v: &Option<Vec<String>>| v.as_ref().map(|v| v.iter().cloned().collect());
+        let projection = request.projection.as_ref().map(|p| {
+            let mut p = p.clone();
+            p.target |= request.targets.is_some();
+            p.producer_id |= request.producers.is_some();
+            p.context |= request.run_ids.is_some();
+            p
+        });
         RowFilter {
             time: Some(request.time),
             targets: set(&request.targets),
             producers: set(&request.producers),
             run_ids: set(&request.run_ids),
-            paths: request.paths.clone(),
+            paths: request.paths.iter().map(KeyTest::new).collect(),
+            projection,
         }
     }
 
+    /// Decodes the record into `slot` and returns true if it passes the
+    /// filter (`slot` is left empty otherwise). Path constraints are checked
+    /// on the bytes, so most rejected records are never decoded; the record
+    /// is built in its slot because it is large and moving it costs.
+    fn decode_kept(&self, id: u64, bytes: &[u8], slot: &mut Option<StoredRecord>) -> Result<bool> {
+        for test in &self.paths {
+            if !test.matches_encoded(bytes)? {
+                return Ok(false);
+            }
+        }
+        let record = match &self.projection {
+            None => decode_record(bytes)?,
+            Some(p) => decode_projected(bytes, p)?,
+        };
+        let kept = self.keeps(slot.insert(StoredRecord { id, record }));
+        if !kept {
+            *slot = None;
+        }
+        Ok(kept)
+    }
+
+    /// The constraints other than paths.
     fn keeps(&self, r: &StoredRecord) -> bool {
         let rec = &r.record;
         self.time.is_none_or(|t| t.contains(rec.produced_at))
@@ -162,7 +196,6 @@ impl RowFilter {
                 .run_ids
                 .as_ref()
                 .is_none_or(|s| rec.context.run_id.as_ref().is_some_and(|r| s.contains(r)))
-            && self.paths.iter().all(|c| c.matches(rec))
     }
 }
 
@@ -198,21 +231,28 @@ enum PartScan {
 }
 
 impl PartScan {
-    fn next_raw(&mut self) -> Option<Result<(u64, Vec<u8>)>> {
+    /// Feeds each (id, encoded record) to `f` until it returns true; false
+    /// when the partition has no more records.
+    fn next_with(&mut self, mut f: impl FnMut(u64, &[u8]) -> Result<bool>) -> Result<bool> {
         match self {
-            PartScan::Range(range) => range.next().map(|entry| {
-                let (key, value) = entry?;
-                Ok((key.value().1, value.value().to_vec()))
-            }),
-            PartScan::Keys { records, keys } => {
-                for key in keys.by_ref() {
-                    match records.get(key) {
-                        Ok(Some(v)) => return Some(Ok((key.1, v.value().to_vec()))),
-                        Ok(None) => continue,
-                        Err(e) => return Some(Err(e.into())),
+            PartScan::Range(range) => {
+                for entry in range.by_ref() {
+                    let (key, value) = entry?;
+                    if f(key.value().1, value.value())? {
+                        return Ok(true);
                     }
                 }
-                None
+                Ok(false)
+            }
+            PartScan::Keys { records, keys } => {
+                for key in keys.by_ref() {
+                    if let Some(v) = records.get(key)? {
+                        if f(key.1, v.value())? {
+                            return Ok(true);
+                        }
+                    }
+                }
+                Ok(false)
             }
         }
     }
@@ -283,10 +323,11 @@ impl KindScan {
                     // Not indexed in this partition: scan it with the row filter.
                     return Ok(Some(PartScan::Range(records.range((from, 0)..(until, 0))?)));
                 };
+                let test = KeyTest::new(constraint);
                 let mut push = |item: std::result::Result<_, redb::StorageError>| -> Result<()> {
                     let (k, _): (redb::AccessGuard<'_, (&[u8], i64, u64)>, _) = item?;
                     let (value, ts, id) = k.value();
-                    if from <= ts && ts < until && constraint.matches_key(value) {
+                    if from <= ts && ts < until && test.matches_key(value) {
                         keys.push((ts, id));
                     }
                     Ok(())
@@ -329,29 +370,20 @@ impl KindScan {
         }))
     }
 
-    fn next_record(&mut self) -> Option<Result<StoredRecord>> {
+    /// Puts the next matching record into `slot`; false when there is none.
+    fn next_into(&mut self, slot: &mut Option<StoredRecord>) -> Result<bool> {
         loop {
             if let Some(scan) = &mut self.current {
-                match scan.next_raw() {
-                    Some(Ok((id, bytes))) => {
-                        let record = match decode_record(&bytes) {
-                            Ok(r) => StoredRecord { id, record: r },
-                            Err(e) => return Some(Err(e.into())),
-                        };
-                        if self.filter.keeps(&record) {
-                            return Some(Ok(record));
-                        }
-                        continue;
-                    }
-                    Some(Err(e)) => return Some(Err(e)),
-                    None => self.current = None,
+                let filter = &self.filter;
+                if scan.next_with(|id, bytes| filter.decode_kept(id, bytes, slot))? {
+                    return Ok(true);
                 }
+                self.current = None;
             }
-            let entry = self.partitions.next()?;
-            match self.open_partition(&entry) {
-                Ok(scan) => self.current = scan,
-                Err(e) => return Some(Err(e)),
-            }
+            let Some(entry) = self.partitions.next() else {
+                return Ok(false);
+            };
+            self.current = self.open_partition(&entry)?;
         }
     }
 }
@@ -367,16 +399,14 @@ pub(crate) struct Scan {
 
 impl Scan {
     fn pull(&mut self, idx: usize) -> Result<()> {
-        match self.kinds[idx].next_record() {
-            Some(Ok(r)) => {
+        let slot = &mut self.pending[idx];
+        if self.kinds[idx].next_into(slot)? {
+            if let Some(r) = slot {
                 self.heads
                     .push(Reverse((r.record.produced_at.as_micros(), r.id, idx)));
-                self.pending[idx] = Some(r);
-                Ok(())
             }
-            Some(Err(e)) => Err(e),
-            None => Ok(()),
         }
+        Ok(())
     }
 }
 
