@@ -17,7 +17,8 @@
 //! peak memory.
 //!
 //! SQLite runs with `journal_mode=WAL`, `synchronous=FULL` (commits as durable
-//! as Almanac's), a 1 GiB page cache (redb's default cache size), one table
+//! as Almanac's), the same 1 GiB page cache as the Almanac store here
+//! (`CACHE_BYTES`; Almanac's default is 128 MiB), one table
 //! with a column per top-level field, payload and extras as JSON text, an
 //! index on (kind, target, produced_at) and one on run_id, and `ANALYZE`
 //! after loading. Where Almanac returns records, the SQLite side builds the
@@ -192,6 +193,7 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     let sqlite_path = dir.join("sqlite.db");
     let options = || StoreOptions {
         clock: Clock::fixed(end.saturating_add_micros(2 * MICROS_PER_DAY)),
+        cache_bytes: CACHE_BYTES,
         ..StoreOptions::default()
     };
 
@@ -947,12 +949,18 @@ const INSERT_SQL: &str = "INSERT INTO records (id, kind, source_id, schema, tabl
     context_extras, version, quality, extras) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 
+/// The page cache of both engines: the Almanac store (`StoreOptions::cache_bytes`)
+/// and every SQLite connection. `almanac import` (the import row) and the
+/// open + first `latest` child run with Almanac's default (128 MiB).
+const CACHE_BYTES: usize = 1 << 30;
+
 fn open_sqlite(path: &Path) -> rusqlite::Result<Connection> {
     let db = Connection::open(path)?;
     db.busy_timeout(Duration::from_secs(60))?;
     db.pragma_update(None, "journal_mode", "WAL")?;
     db.pragma_update(None, "synchronous", "FULL")?;
-    db.pragma_update(None, "cache_size", -1_048_576)?;
+    // A negative cache_size is in KiB.
+    db.pragma_update(None, "cache_size", -((CACHE_BYTES / 1024) as i64))?;
     Ok(db)
 }
 
