@@ -10,6 +10,7 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableError};
 use super::codec::decode_record;
 use super::partition::partition_name;
 use super::path_index::{PathConstraint, PathMatch};
+use super::snapshot::RecordsTable;
 use super::write::latest_order;
 use super::{
     by_dict_id_def, by_run_def, part_table_name, path_index_def, path_table_name, records_def,
@@ -433,16 +434,22 @@ impl Engine {
         target_name: &str,
         range: TimeRange,
     ) -> Result<Vec<StoredRecord>> {
-        let mut out = Vec::new();
         if range.is_empty() {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let snapshot = self.snapshot()?;
         let Some(target_id) = snapshot.target_id(target_name)? else {
-            return Ok(out);
+            return Ok(Vec::new());
         };
         let (from, until) = (range.from.as_micros(), range.until.as_micros());
-        for part in snapshot.partitions(kind)?.iter() {
+        let partitions = snapshot.partitions(kind)?;
+        // First the keys, partition by partition: keys come in (produced_at,
+        // id) order within a partition, and partitions of a kind do not
+        // overlap in time. Then the records, into a vector of the right size
+        // (records are large: growing it would copy them and ask malloc for
+        // ever larger blocks).
+        let mut keys: Vec<(&RecordsTable, i64, u64)> = Vec::new();
+        for part in partitions.iter() {
             let (key, info) = (&part.entry.key, &part.entry.info);
             if key.bucket_start >= until {
                 break; // partitions come in bucket order
@@ -454,16 +461,18 @@ impl Engine {
             let (Some(records), Some(index)) = (&tables.records, &tables.by_target) else {
                 continue;
             };
-            // Keys come in (produced_at, id) order within a partition, and
-            // partitions of a kind do not overlap in time.
             for item in index.range((target_id, from, 0)..(target_id, until, 0))? {
                 let (_, ts, id) = item?.0.value();
-                if let Some(bytes) = records.get((ts, id))? {
-                    out.push(StoredRecord {
-                        id,
-                        record: decode_record(bytes.value())?,
-                    });
-                }
+                keys.push((records, ts, id));
+            }
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for (records, ts, id) in keys {
+            if let Some(bytes) = records.get((ts, id))? {
+                out.push(StoredRecord {
+                    id,
+                    record: decode_record(bytes.value())?,
+                });
             }
         }
         Ok(out)
