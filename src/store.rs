@@ -4,8 +4,9 @@
 //! and encoded on the caller's thread, then handed to one writer thread that
 //! groups every write waiting at that moment into one durable redb commit
 //! (group commit), appends the new records to the log, wakes subscribers and
-//! answers each caller. Reads open their own redb snapshot and never wait for
-//! the writer.
+//! answers each caller. `latest` and `history` share one redb read snapshot
+//! that every commit invalidates before the writer answers; scans open their
+//! own. Reads never wait for a write transaction.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
