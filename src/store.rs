@@ -4,8 +4,9 @@
 //! and encoded on the caller's thread, then handed to one writer thread that
 //! groups every write waiting at that moment into one durable redb commit
 //! (group commit), appends the new records to the log, wakes subscribers and
-//! answers each caller. Reads open their own redb snapshot and never wait for
-//! the writer.
+//! answers each caller. `latest` and `history` share one redb read snapshot
+//! that every commit invalidates before the writer answers; scans open their
+//! own. Reads never wait for a write transaction.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -892,13 +893,12 @@ impl MetadataRepository for Store {
         kind: &str,
         range: TimeRange,
     ) -> Result<Vec<StoredRecord>> {
-        let request = ScanRequest {
-            kinds: Some(vec![kind.to_owned()]),
-            time: range,
-            targets: Some(vec![target.canonical_name()]),
-            ..ScanRequest::default()
-        };
-        self.scan(&request)?.collect()
+        // The same answer as a scan of this kind, target and range, by a
+        // path of its own: no planning, one target id, cached tables.
+        Ok(self
+            .inner
+            .engine
+            .history(kind, &target.canonical_name(), range)?)
     }
 
     fn find(&self, request: &ScanRequest) -> Result<Vec<StoredRecord>> {

@@ -11,11 +11,12 @@ pub mod log;
 mod partition;
 mod path_index;
 mod read;
+mod snapshot;
 mod write;
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 
 pub use codec::{
     content_hash, decode_projected, decode_record, encode_record, DecodeError, KeySet, Projection,
@@ -235,7 +236,9 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// The redb database of one store, with its tables created.
 pub struct Engine {
-    db: Database,
+    /// The redb database, behind the wrapper whose commits invalidate the
+    /// shared read snapshot.
+    db: snapshot::Db,
     dir: PathBuf,
     /// What the write path has already looked up; see `write::WriteCache`.
     write_cache: std::sync::Mutex<write::WriteCache>,
@@ -259,7 +262,7 @@ impl Engine {
             .create(&path)
             .map_err(|e| open_error(dir, &path, e))?;
         let engine = Engine {
-            db,
+            db: snapshot::Db::new(db),
             dir: dir.to_path_buf(),
             write_cache: std::sync::Mutex::default(),
         };
@@ -270,6 +273,11 @@ impl Engine {
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The shared read snapshot of the last commit (see `snapshot.rs`).
+    pub(crate) fn snapshot(&self) -> Result<std::sync::Arc<snapshot::Snapshot>> {
+        self.db.snapshot()
     }
 
     fn init(&self, initial_kinds: &[KindSpec]) -> Result<()> {

@@ -5,15 +5,16 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 
-use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableError};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableError};
 
 use super::codec::{decode_projected, decode_record, Projection};
 use super::partition::partition_name;
 use super::path_index::{KeyTest, PathConstraint, PathMatch};
+use super::snapshot::RecordsTable;
 use super::write::latest_order;
 use super::{
     by_dict_id_def, by_run_def, part_table_name, path_index_def, path_table_name, records_def,
-    Engine, PartTable, PartitionKey, Result, StorageError, LATEST, PARTITIONS, PRODUCERS, TARGETS,
+    Engine, PartTable, PartitionKey, Result, StorageError, PARTITIONS, PRODUCERS, TARGETS,
 };
 use crate::kinds::Bucket;
 use crate::model::{StoredRecord, TimeRange};
@@ -438,17 +439,73 @@ impl Iterator for Scan {
 
 impl Engine {
     fn begin_read(&self) -> Result<ReadTransaction> {
-        Ok(self.db.begin_read()?)
+        self.db.begin_read()
     }
 
-    /// The latest record of `kind` for the canonical target `target_name`: one lookup.
+    /// The latest record of `kind` for the canonical target `target_name`:
+    /// one lookup in the shared snapshot's latest table.
     pub fn latest(&self, kind: &str, target_name: &str) -> Result<Option<StoredRecord>> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(LATEST)?;
-        let Some(value) = table.get((kind, target_name))? else {
+        let snapshot = self.snapshot()?;
+        let Some(value) = snapshot.latest().get((kind, target_name))? else {
             return Ok(None);
         };
         decode_latest(value.value()).map(Some)
+    }
+
+    /// The records of `kind` for the canonical target `target_name` produced
+    /// within `range`, in (`produced_at`, `id`) order: the same answer as a
+    /// [`Engine::scan`] of that kind, target and range, without its
+    /// planning. The target's id is resolved once, then each partition of
+    /// the kind overlapping the range (tables opened once per snapshot)
+    /// gives the keys from its by-target index.
+    pub fn history(
+        &self,
+        kind: &str,
+        target_name: &str,
+        range: TimeRange,
+    ) -> Result<Vec<StoredRecord>> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let snapshot = self.snapshot()?;
+        let Some(target_id) = snapshot.target_id(target_name)? else {
+            return Ok(Vec::new());
+        };
+        let (from, until) = (range.from.as_micros(), range.until.as_micros());
+        let partitions = snapshot.partitions(kind)?;
+        // First the keys, partition by partition: keys come in (produced_at,
+        // id) order within a partition, and partitions of a kind do not
+        // overlap in time. Then the records, into a vector of the right size
+        // (records are large: growing it would copy them and ask malloc for
+        // ever larger blocks).
+        let mut keys: Vec<(&RecordsTable, i64, u64)> = Vec::new();
+        for part in partitions.iter() {
+            let (key, info) = (&part.entry.key, &part.entry.info);
+            if key.bucket_start >= until {
+                break; // partitions come in bucket order
+            }
+            if info.bucket_end <= from || info.min_ts >= until || info.max_ts < from {
+                continue;
+            }
+            let tables = snapshot.part_tables(part)?;
+            let (Some(records), Some(index)) = (&tables.records, &tables.by_target) else {
+                continue;
+            };
+            for item in index.range((target_id, from, 0)..(target_id, until, 0))? {
+                let (_, ts, id) = item?.0.value();
+                keys.push((records, ts, id));
+            }
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for (records, ts, id) in keys {
+            if let Some(bytes) = records.get((ts, id))? {
+                out.push(StoredRecord {
+                    id,
+                    record: decode_record(bytes.value())?,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Latest records for the given kinds and targets (all when `None`), from the latest table.
@@ -457,8 +514,8 @@ impl Engine {
         kinds: Option<&[String]>,
         targets: Option<&[String]>,
     ) -> Result<Vec<StoredRecord>> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(LATEST)?;
+        let snapshot = self.snapshot()?;
+        let table = snapshot.latest();
         let mut out = Vec::new();
         let target_set: Option<HashSet<&str>> =
             targets.map(|t| t.iter().map(String::as_str).collect());
@@ -710,7 +767,10 @@ impl Engine {
     }
 }
 
-fn catalog_of(txn: &ReadTransaction, kinds: Option<&[String]>) -> Result<Vec<CatalogEntry>> {
+pub(crate) fn catalog_of(
+    txn: &ReadTransaction,
+    kinds: Option<&[String]>,
+) -> Result<Vec<CatalogEntry>> {
     let table = txn.open_table(PARTITIONS)?;
     let mut out = Vec::new();
     let mut push = |kind: &str, start: i64, value: &[u8]| -> Result<()> {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use redb::{Durability, ReadableDatabase, ReadableTable, Table, TableHandle, WriteTransaction};
+use redb::{Durability, ReadableTable, Table, TableHandle, WriteTransaction};
 
 use super::codec::encode_record;
 use super::partition::{bucket_end, bucket_start, partition_name, PartitionKey};

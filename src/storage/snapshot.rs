@@ -1,0 +1,325 @@
+//! The shared read snapshot: one redb read transaction, with the tables
+//! point reads need opened from it once, reused by every `latest` and
+//! `history` call until a write commits.
+//!
+//! Opening a read transaction and a table costs more than the lookup itself
+//! (redb checks a table's definition by building type-name strings on every
+//! open), so point reads share one [`Snapshot`] behind an `Arc`.
+//!
+//! **Invalidation.** The engine reaches redb only through [`Db`], whose
+//! write transactions ([`WriteTxn`]) bump the generation and drop the cached
+//! snapshot when they commit, *after* the commit and before the writer
+//! answers its callers. Nothing else can commit: the `Database` is private
+//! to this module. A reader takes the cached snapshot only if it was
+//! opened at the current generation, otherwise it opens a new one. So once
+//! `store()` has returned, a `latest()` on any thread sees the record; and a
+//! stale snapshot never outlives the next commit in the cache (a live read
+//! transaction keeps redb from reusing the pages freed after it).
+
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableError, WriteTransaction,
+};
+
+use super::read::{catalog_of, CatalogEntry};
+use super::{by_dict_id_def, part_table_name, records_def, PartTable, Result, LATEST, TARGETS};
+
+/// `(kind, target name) -> (produced_at, id, encoded record)`.
+pub(crate) type LatestTable = ReadOnlyTable<(&'static str, &'static str), &'static [u8]>;
+/// `target name -> (target id, source_id, schema, table)`.
+pub(crate) type TargetsTable =
+    ReadOnlyTable<&'static str, (u64, &'static str, &'static str, &'static str)>;
+/// A partition's records: `(produced_at, id) -> encoded record`.
+pub(crate) type RecordsTable = ReadOnlyTable<(i64, u64), &'static [u8]>;
+/// A partition's by-target index: `(target id, produced_at, id) -> ()`.
+pub(crate) type ByTargetTable = ReadOnlyTable<(u64, i64, u64), ()>;
+
+/// The engine's redb database: read transactions, write transactions that
+/// invalidate the shared snapshot on commit, and the snapshot itself.
+pub(crate) struct Db {
+    /// Declared first, so cached read transactions are dropped before the database.
+    snapshots: Snapshots,
+    db: Database,
+}
+
+impl Db {
+    pub(crate) fn new(db: Database) -> Self {
+        Db {
+            snapshots: Snapshots::default(),
+            db,
+        }
+    }
+
+    /// A new read transaction of its own (for scans and rare reads).
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// A write transaction; committing it invalidates the shared snapshot.
+    pub(crate) fn begin_write(&self) -> Result<WriteTxn<'_>> {
+        Ok(WriteTxn {
+            txn: self.db.begin_write()?,
+            snapshots: &self.snapshots,
+        })
+    }
+
+    /// The shared snapshot of the last commit.
+    pub(crate) fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        self.snapshots.get(&self.db)
+    }
+
+    /// The generation of the last commit (for tests).
+    #[cfg(test)]
+    pub(crate) fn generation(&self) -> u64 {
+        self.snapshots.generation.load(Ordering::Acquire)
+    }
+}
+
+/// A redb write transaction whose commit invalidates the shared snapshot.
+/// Dropping or aborting it changes nothing, so needs no invalidation.
+pub(crate) struct WriteTxn<'db> {
+    txn: WriteTransaction,
+    snapshots: &'db Snapshots,
+}
+
+impl WriteTxn<'_> {
+    /// Commits, then invalidates the shared snapshot (even if the commit
+    /// failed: a spare invalidation only costs the next read a new snapshot).
+    pub(crate) fn commit(self) -> Result<()> {
+        let committed = self.txn.commit();
+        self.snapshots.invalidate();
+        Ok(committed?)
+    }
+
+    /// Aborts: nothing was written.
+    pub(crate) fn abort(self) -> Result<()> {
+        Ok(self.txn.abort()?)
+    }
+}
+
+impl Deref for WriteTxn<'_> {
+    type Target = WriteTransaction;
+
+    fn deref(&self) -> &WriteTransaction {
+        &self.txn
+    }
+}
+
+impl DerefMut for WriteTxn<'_> {
+    fn deref_mut(&mut self) -> &mut WriteTransaction {
+        &mut self.txn
+    }
+}
+
+/// The cached snapshot and the generation of the last commit.
+#[derive(Default)]
+struct Snapshots {
+    /// Bumped after every committed write transaction.
+    generation: AtomicU64,
+    current: Mutex<Option<Arc<Snapshot>>>,
+}
+
+impl Snapshots {
+    /// The snapshot of the current generation, opening one when the cached
+    /// one is older (or missing).
+    fn get(&self, db: &Database) -> Result<Arc<Snapshot>> {
+        let mut current = self.lock();
+        // Read before `begin_read`: the snapshot holds at least every commit
+        // whose bump this load sees (commits bump after they are visible).
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(snapshot) = current.as_ref() {
+            if snapshot.generation == generation {
+                return Ok(Arc::clone(snapshot));
+            }
+        }
+        let snapshot = Arc::new(Snapshot::open(db, generation)?);
+        *current = Some(Arc::clone(&snapshot));
+        Ok(snapshot)
+    }
+
+    /// Called after every commit: later reads open a new snapshot. The old
+    /// one is dropped here (unless a reader still holds it), so it does not
+    /// pin the pages the commit freed.
+    fn invalidate(&self) {
+        let mut current = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let stale = current.take();
+        drop(current);
+        drop(stale);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<Snapshot>>> {
+        // The guarded value is a cache: a panic elsewhere cannot leave it
+        // inconsistent, so a poisoned lock is still usable.
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The tables of one partition needed by `history`, opened once per snapshot.
+pub(crate) struct PartTables {
+    /// `None` when the partition has no such table (nothing to read).
+    pub records: Option<RecordsTable>,
+    pub by_target: Option<ByTargetTable>,
+}
+
+/// A partition of the catalog with its lazily opened tables.
+pub(crate) struct SnapshotPartition {
+    pub entry: CatalogEntry,
+    tables: OnceLock<PartTables>,
+}
+
+/// One read transaction and what point reads open from it.
+pub(crate) struct Snapshot {
+    generation: u64,
+    latest: LatestTable,
+    targets: OnceLock<TargetsTable>,
+    /// Per kind, its partitions in bucket order (the catalog, read once).
+    kinds: Mutex<HashMap<String, Arc<[SnapshotPartition]>>>,
+    txn: ReadTransaction,
+}
+
+impl Snapshot {
+    fn open(db: &Database, generation: u64) -> Result<Self> {
+        let txn = db.begin_read()?;
+        Ok(Snapshot {
+            generation,
+            latest: txn.open_table(LATEST)?,
+            targets: OnceLock::new(),
+            kinds: Mutex::default(),
+            txn,
+        })
+    }
+
+    /// The latest table.
+    pub(crate) fn latest(&self) -> &LatestTable {
+        &self.latest
+    }
+
+    /// The target dictionary.
+    pub(crate) fn targets(&self) -> Result<&TargetsTable> {
+        if let Some(table) = self.targets.get() {
+            return Ok(table);
+        }
+        let table = self.txn.open_table(TARGETS)?;
+        // Another thread may have set it meanwhile; either table is the same.
+        Ok(self.targets.get_or_init(|| table))
+    }
+
+    /// The dictionary id of a canonical target name, if it has had records.
+    pub(crate) fn target_id(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.targets()?.get(name)?.map(|v| v.value().0))
+    }
+
+    /// The partitions of `kind`, in bucket order.
+    pub(crate) fn partitions(&self, kind: &str) -> Result<Arc<[SnapshotPartition]>> {
+        let mut kinds = self.kinds.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(parts) = kinds.get(kind) {
+            return Ok(Arc::clone(parts));
+        }
+        let parts: Arc<[SnapshotPartition]> = catalog_of(&self.txn, Some(&[kind.to_owned()]))?
+            .into_iter()
+            .map(|entry| SnapshotPartition {
+                entry,
+                tables: OnceLock::new(),
+            })
+            .collect();
+        kinds.insert(kind.to_owned(), Arc::clone(&parts));
+        Ok(parts)
+    }
+
+    /// The records table and by-target index of a partition.
+    pub(crate) fn part_tables<'a>(&self, part: &'a SnapshotPartition) -> Result<&'a PartTables> {
+        if let Some(tables) = part.tables.get() {
+            return Ok(tables);
+        }
+        let key = &part.entry.key;
+        let records = missing_is_none(
+            self.txn
+                .open_table(records_def(&part_table_name(key, PartTable::Records))),
+        )?;
+        let by_target = missing_is_none(
+            self.txn
+                .open_table(by_dict_id_def(&part_table_name(key, PartTable::ByTarget))),
+        )?;
+        Ok(part
+            .tables
+            .get_or_init(|| PartTables { records, by_target }))
+    }
+}
+
+fn missing_is_none<T>(r: std::result::Result<T, TableError>) -> Result<Option<T>> {
+    match r {
+        Ok(t) => Ok(Some(t)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::{standard_kinds, Bucket, KindSpec, Retention};
+    use crate::model::{JsonObject, MetadataRecord, MetadataTarget, Timestamp};
+    use crate::storage::{Engine, PreparedRecord};
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn snapshots_are_shared_across_threads() {
+        assert_send_sync::<Db>();
+        assert_send_sync::<Snapshot>();
+    }
+
+    /// Each step must bump the generation and replace the cached snapshot.
+    fn check_invalidates(engine: &Engine, what: &str, step: impl FnOnce()) {
+        let before = engine.snapshot().unwrap();
+        let generation = engine.db.generation();
+        step();
+        assert!(
+            engine.db.generation() > generation,
+            "{what} did not invalidate the read snapshot"
+        );
+        assert!(!Arc::ptr_eq(&before, &engine.snapshot().unwrap()), "{what}");
+    }
+
+    #[test]
+    fn every_committed_write_transaction_invalidates_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &standard_kinds(), 1 << 20).unwrap();
+        let mut spec = KindSpec::new("heartbeat", "test kind");
+        check_invalidates(&engine, "put_kind", || engine.put_kind(&spec).unwrap());
+        let day = 86_400_000_000;
+        let record = MetadataRecord::new(
+            "heartbeat",
+            MetadataTarget::new("s", "d", "t"),
+            JsonObject::new(),
+            Timestamp::from_micros(10 * day),
+            "p",
+        );
+        let prepared = PreparedRecord::new(&record, Bucket::Day, &[]);
+        check_invalidates(&engine, "write", || {
+            engine.write(&[std::slice::from_ref(&prepared)]).unwrap();
+        });
+        check_invalidates(&engine, "put_kind_and_index", || {
+            engine
+                .put_kind_and_index(&spec, &["payload.rows".to_owned()])
+                .unwrap();
+        });
+        spec.retention = Retention::Days(1);
+        let now = Timestamp::from_micros(20 * day);
+        // A dry run commits nothing; the real run renames the tables.
+        let dry = engine.apply_retention(&[spec.clone()], now, true).unwrap();
+        assert_eq!(dry.dropped.len(), 1);
+        check_invalidates(&engine, "apply_retention", || {
+            let report = engine.apply_retention(&[spec], now, false).unwrap();
+            assert_eq!(report.dropped.len(), 1);
+        });
+        check_invalidates(&engine, "purge_step", || {
+            assert!(engine.purge_step().unwrap() > 0);
+        });
+    }
+}
