@@ -9,7 +9,7 @@
 //! computes every frame within its group (ordered by `produced_at`, `id`).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use serde_json::Value as Json;
 
@@ -273,63 +273,189 @@ fn latest(rows: RowIter<'_>, by: &[CExpr]) -> crate::Result<Vec<XRow>> {
 /// `stats`: one row per group, sorted by the group keys; one row in all
 /// (even for no input) without `by`. Columns: the keys, then the aggregates.
 ///
-/// Rows find their group through a hash map keyed by a compact byte
-/// encoding of the key values (see [`write_group_key`]), written into one
-/// reused buffer, so a row of an existing group allocates nothing. The
-/// groups keep their first row's key values, and are sorted by them at the end.
+/// Per group the state is compact and allocates nothing of its own: the
+/// key's bytes (see [`write_group_key`]) in one arena of a [`GroupTable`],
+/// and the accumulators in one flat `Vec` (group `g`'s are at
+/// `g * n_aggs ..`). Key values are rebuilt from the bytes once, after the
+/// input, to sort the groups and emit their rows; the bytes of a float
+/// with an integer value (or of JSON) do not say what the row held, so
+/// such groups keep their first row's key values aside.
 fn stats(
     rows: RowIter<'_>,
     aggregates: &[CAgg],
     by: &[CExpr],
 ) -> crate::Result<impl Iterator<Item = XRow>> {
-    let new_accs = || aggregates.iter().map(Acc::new).collect::<Vec<Acc>>();
-    let mut index: HashMap<Box<[u8]>, usize, KeyHashBuilder> =
-        HashMap::with_hasher(KeyHashBuilder::new());
-    let mut groups: Vec<(Vec<Key>, Vec<Acc>)> = Vec::new();
+    let n_aggs = aggregates.len();
+    let n_keys = by.len();
+    let mut table = GroupTable::new();
+    let mut accs: Vec<Acc> = Vec::new();
+    // (group, its first row's key values) where the bytes lose them.
+    let mut kept_keys: Vec<(usize, Vec<Value>)> = Vec::new();
     if by.is_empty() {
-        groups.push((Vec::new(), new_accs()));
-        index.insert(Box::default(), 0);
+        table.find_or_insert(&[]);
+        accs.extend(aggregates.iter().map(Acc::new));
     }
     let mut buf = Vec::with_capacity(64);
     for row in rows {
         let row = row?;
         buf.clear();
+        let mut exact = true;
         for e in by {
-            write_group_key(e, &row, &mut buf);
+            exact &= write_group_key(e, &row, &mut buf);
         }
-        let group = match index.get(buf.as_slice()) {
-            Some(&group) => group,
-            None => {
-                groups.push((group_key(by, &row), new_accs()));
-                index.insert(buf.as_slice().into(), groups.len() - 1);
-                groups.len() - 1
+        let (group, is_new) = table.find_or_insert(&buf);
+        if is_new {
+            accs.extend(aggregates.iter().map(Acc::new));
+            if !exact {
+                kept_keys.push((
+                    group,
+                    group_key(by, &row).into_iter().map(|k| k.0).collect(),
+                ));
             }
-        };
-        for (acc, agg) in groups[group].1.iter_mut().zip(aggregates) {
+        }
+        let start = group * n_aggs;
+        for (acc, agg) in accs[start..start + n_aggs].iter_mut().zip(aggregates) {
             let value = agg.arg.as_ref().map_or(Value::Null, |e| eval(e, &row));
             acc.feed(value, row.order());
         }
     }
-    drop(index);
-    // Group keys are distinct, so an unstable sort gives the one order.
-    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let n_groups = table.len();
+    let mut keys: Vec<Value> = Vec::with_capacity(n_groups * n_keys);
+    for group in 0..n_groups {
+        let mut bytes = table.key(group);
+        for _ in 0..n_keys {
+            keys.push(read_value_key(&mut bytes).unwrap_or(Value::Null));
+        }
+    }
+    drop(table);
+    for (group, values) in kept_keys {
+        for (slot, value) in keys[group * n_keys..].iter_mut().zip(values) {
+            *slot = value;
+        }
+    }
+    let mut order: Vec<usize> = (0..n_groups).collect();
+    if n_keys > 0 {
+        // Group keys are distinct, so an unstable sort gives the one order.
+        order.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&keys[a * n_keys..][..n_keys], &keys[b * n_keys..][..n_keys]);
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| total_cmp(x, y))
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        });
+    }
     // Rows are built as they are pulled: an `XRow` is large (it can hold a
     // record), a `Vec` of them for every group is not needed.
-    Ok(groups.into_iter().enumerate().map(|(i, (key, accs))| XRow {
-        record: None,
-        slots: key
-            .into_iter()
-            .map(|k| k.0)
-            .chain(accs.into_iter().map(Acc::finish))
-            .collect(),
-        seq: i as u64,
+    Ok(order.into_iter().enumerate().map(move |(i, group)| {
+        let key = keys[group * n_keys..][..n_keys]
+            .iter_mut()
+            .map(|k| std::mem::replace(k, Value::Null));
+        let done = accs[group * n_aggs..][..n_aggs].iter_mut().map(|acc| {
+            let func = acc.func;
+            std::mem::replace(
+                acc,
+                Acc {
+                    func,
+                    state: State::Rows(0),
+                },
+            )
+            .finish()
+        });
+        XRow {
+            record: None,
+            slots: key.chain(done).collect(),
+            seq: i as u64,
+        }
     }))
 }
 
+/// Groups by key bytes: an open-addressing hash table (linear probing) of
+/// group indexes over one arena of keys, so a new group costs no allocation
+/// of its own. Keys are hashed with one-shot xxh3 (already a dependency,
+/// for content hashes), with a random seed per query, so stored values
+/// cannot be chosen to collide.
+struct GroupTable {
+    seed: u64,
+    /// Group index + 1; 0 is an empty slot. The length is a power of two.
+    slots: Vec<usize>,
+    /// Per group: the key's hash and where its bytes end in `arena` (they
+    /// start where the previous group's end).
+    hashes: Vec<u64>,
+    ends: Vec<usize>,
+    arena: Vec<u8>,
+}
+
+impl GroupTable {
+    fn new() -> Self {
+        use std::hash::BuildHasher;
+        GroupTable {
+            seed: std::hash::RandomState::new().hash_one(0u64),
+            slots: vec![0; 64],
+            hashes: Vec::new(),
+            ends: Vec::new(),
+            arena: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn key(&self, group: usize) -> &[u8] {
+        let start = group.checked_sub(1).map_or(0, |g| self.ends[g]);
+        &self.arena[start..self.ends[group]]
+    }
+
+    /// The group of `key`, and whether it was just created.
+    fn find_or_insert(&mut self, key: &[u8]) -> (usize, bool) {
+        let hash = xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed);
+        let mask = self.slots.len() - 1;
+        let mut at = hash as usize & mask;
+        loop {
+            match self.slots[at] {
+                0 => break,
+                slot => {
+                    let group = slot - 1;
+                    if self.hashes[group] == hash && self.key(group) == key {
+                        return (group, false);
+                    }
+                }
+            }
+            at = (at + 1) & mask;
+        }
+        let group = self.len();
+        self.slots[at] = group + 1;
+        self.hashes.push(hash);
+        self.arena.extend_from_slice(key);
+        self.ends.push(self.arena.len());
+        // At most half full, so probes stay short and a slot is always free.
+        if self.len() * 2 > self.slots.len() {
+            self.grow();
+        }
+        (group, true)
+    }
+
+    fn grow(&mut self) {
+        let mut slots = vec![0; self.slots.len() * 2];
+        let mask = slots.len() - 1;
+        for (group, &hash) in self.hashes.iter().enumerate() {
+            let mut at = hash as usize & mask;
+            while slots[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            slots[at] = group + 1;
+        }
+        self.slots = slots;
+    }
+}
+
 /// Appends the group key bytes of `e` on `row`: equal bytes exactly when
-/// the values are equal [`Key`]s, so a hash map can find groups. A record's
-/// canonical target name is written from its parts, without building it.
-fn write_group_key(e: &CExpr, row: &XRow, out: &mut Vec<u8>) {
+/// the values are equal [`Key`]s, so a hash table can find groups. A
+/// record's canonical target name is written from its parts, without
+/// building it. Returns whether [`read_value_key`] gives back the value
+/// itself (see [`write_value_key`]).
+fn write_group_key(e: &CExpr, row: &XRow, out: &mut Vec<u8>) -> bool {
     if let (CExpr::Rec(Field::Target, rest), Some(stored)) = (e, &row.record) {
         if rest.is_empty() {
             let t = &stored.record.target;
@@ -347,45 +473,10 @@ fn write_group_key(e: &CExpr, row: &XRow, out: &mut Vec<u8>) {
             out.extend_from_slice(t.schema.as_bytes());
             out.push(b'.');
             out.extend_from_slice(t.table.as_bytes());
-            return;
+            return true;
         }
     }
-    write_value_key(&eval(e, row), out);
-}
-
-/// Hashes group key bytes with one-shot xxh3 (already a dependency, for
-/// content hashes), a few times faster than SipHash on short keys. The seed
-/// is random per query, so stored values cannot be chosen to collide.
-#[derive(Clone, Copy)]
-struct KeyHashBuilder(u64);
-
-impl KeyHashBuilder {
-    fn new() -> Self {
-        use std::hash::BuildHasher;
-        KeyHashBuilder(std::hash::RandomState::new().hash_one(0u64))
-    }
-}
-
-impl std::hash::BuildHasher for KeyHashBuilder {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(self.0)
-    }
-}
-
-struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
-    }
-    fn write_usize(&mut self, n: usize) {
-        // The length prefix of a slice: the bytes' hash covers it anyway.
-        self.0 ^= n as u64;
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
+    write_value_key(&eval(e, row), out)
 }
 
 const KEY_NULL: u8 = 0;
@@ -401,8 +492,10 @@ const KEY_JSON: u8 = 7;
 /// compare equal share bytes: a float with an integer value in i64's range
 /// is written as that integer (so `1` and `1.0`, `0` and `-0.0` are one
 /// group); other floats by their bits (finite, so `total_cmp` equality is
-/// bit equality). Variable-length values carry their length.
-fn write_value_key(v: &Value, out: &mut Vec<u8>) {
+/// bit equality). Variable-length values carry their length. Returns false
+/// when [`read_value_key`] would not give back `v` itself: for such floats
+/// (it gives the integer) and for JSON (kept as text).
+fn write_value_key(v: &Value, out: &mut Vec<u8>) -> bool {
     let mut tagged = |tag: u8, word: u64| {
         out.push(tag);
         out.extend_from_slice(&word.to_le_bytes());
@@ -418,9 +511,9 @@ fn write_value_key(v: &Value, out: &mut Vec<u8>) {
             const TWO_63: f64 = 9_223_372_036_854_775_808.0;
             if x.fract() == 0.0 && *x >= -TWO_63 && *x < TWO_63 {
                 tagged(KEY_INT, *x as i64 as u64);
-            } else {
-                tagged(KEY_FLOAT, x.to_bits());
+                return false;
             }
+            tagged(KEY_FLOAT, x.to_bits());
         }
         Value::Instant(ts) => tagged(KEY_INSTANT, ts.as_micros() as u64),
         Value::Duration(d) => tagged(KEY_DURATION, *d as u64),
@@ -433,8 +526,45 @@ fn write_value_key(v: &Value, out: &mut Vec<u8>) {
             let text = j.to_string();
             tagged(KEY_JSON, text.len() as u64);
             out.extend_from_slice(text.as_bytes());
+            return false;
         }
     }
+    true
+}
+
+/// Reads back one value written by [`write_value_key`] and advances
+/// `bytes` past it; `None` on bytes it did not write. JSON comes back as
+/// a string of its text (callers keep JSON keys aside).
+fn read_value_key(bytes: &mut &[u8]) -> Option<Value> {
+    let (&tag, rest) = bytes.split_first()?;
+    *bytes = rest;
+    let mut word = || -> Option<u64> {
+        let (w, rest) = bytes.split_first_chunk::<8>()?;
+        *bytes = rest;
+        Some(u64::from_le_bytes(*w))
+    };
+    Some(match tag {
+        KEY_NULL => Value::Null,
+        KEY_BOOL => {
+            let (&b, rest) = bytes.split_first()?;
+            *bytes = rest;
+            Value::Bool(b != 0)
+        }
+        KEY_INT => Value::Int(word()? as i64),
+        KEY_FLOAT => Value::Float(f64::from_bits(word()?)),
+        KEY_INSTANT => Value::Instant(Timestamp::from_micros(word()? as i64)),
+        KEY_DURATION => Value::Duration(word()? as i64),
+        KEY_STR | KEY_JSON => {
+            let len = usize::try_from(word()?).ok()?;
+            if len > bytes.len() {
+                return None;
+            }
+            let (text, rest) = bytes.split_at(len);
+            *bytes = rest;
+            Value::Str(String::from_utf8_lossy(text).into_owned())
+        }
+        _ => return None,
+    })
 }
 
 /// `window`: for each row, aggregates over the rows at offsets `start..=end`
@@ -1071,6 +1201,27 @@ mod tests {
                 r#"{"day":"2024-01-03T00:00:00Z","n":1}"#,
             ],
         );
+        // Keys that group bytes do not give back (floats with integer
+        // values, JSON) come out as the group's first row had them.
+        check(
+            "vol | stats count() as n by payload.rows / 2 as h",
+            &[
+                r#"{"h":null,"n":1}"#,
+                r#"{"h":5.0,"n":1}"#,
+                r#"{"h":10.25,"n":1}"#,
+                r#"{"h":15.0,"n":1}"#,
+            ],
+        );
+        check(
+            "* | stats count() as n by payload, kind",
+            &[
+                r#"{"payload":{"outcome":"timeout"},"kind":"chk","n":1}"#,
+                r#"{"payload":{"rows":10,"outcome":"fail"},"kind":"vol","n":1}"#,
+                r#"{"payload":{"rows":20.5},"kind":"vol","n":1}"#,
+                r#"{"payload":{"rows":30,"outcome":"pass"},"kind":"vol","n":1}"#,
+                r#"{"payload":{"rows":null},"kind":"vol","n":1}"#,
+            ],
+        );
         check(
             "vol | window sum(payload.rows) as s by target rows -1 .. 0",
             &["#1 s=10", "#2 s=20.5", "#3 s=40", "#5 s=30"],
@@ -1124,6 +1275,19 @@ mod tests {
                     bytes(a) == bytes(b),
                     "{a:?} vs {b:?}"
                 );
+            }
+        }
+        // Reading the bytes back gives the value, but for what the writer
+        // says it loses.
+        for v in &values {
+            let mut out = Vec::new();
+            let exact = write_value_key(v, &mut out);
+            let mut rest = out.as_slice();
+            let back = super::read_value_key(&mut rest).expect("reads back");
+            assert!(rest.is_empty(), "{v:?}");
+            assert_eq!(exact, &back == v, "{v:?} read back as {back:?}");
+            if !matches!(v, Value::Json(_)) {
+                assert_eq!(Key(back), Key(v.clone()), "{v:?}");
             }
         }
         // -0.0 is 0, as for `=` and count_distinct (the BTreeMap this
