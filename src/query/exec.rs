@@ -60,9 +60,16 @@ pub(crate) type RowIter<'a> = Box<dyn Iterator<Item = crate::Result<XRow>> + 'a>
 
 /// Runs a physical plan against a source.
 pub(crate) fn execute<'a>(
-    physical: Physical,
+    mut physical: Physical,
     source: &'a dyn RecordSource,
 ) -> crate::Result<RowIter<'a>> {
+    if let Some(rows) = stats_over_scan(&mut physical, source) {
+        let mut rows = rows;
+        for stage in physical.stages {
+            rows = apply(stage.stage, rows);
+        }
+        return Ok(rows);
+    }
     let mut rows: RowIter<'a> = match &physical.access {
         Access::Scan(request) => Box::new(source.scan(request)?.map(|r| r.map(XRow::from_record))),
         Access::Latest { kinds, targets } => {
@@ -82,6 +89,89 @@ pub(crate) fn execute<'a>(
         rows = apply(stage.stage, rows);
     }
     Ok(rows)
+}
+
+/// When a scan's records go through `where`/`extend` stages into `stats`
+/// (no record reaches the output), runs them all over
+/// [`RecordSource::scan_each`]: each record is looked at in the source's
+/// own place (decoded over the previous one) instead of being built and
+/// moved through the pipeline. Removes the stages it runs from `physical`
+/// and returns the stats rows (computed on the first pull); `None` leaves
+/// `physical` as it was.
+fn stats_over_scan<'a>(
+    physical: &mut Physical,
+    source: &'a dyn RecordSource,
+) -> Option<RowIter<'a>> {
+    let Access::Scan(request) = &physical.access else {
+        return None;
+    };
+    let n_streaming = physical
+        .stages
+        .iter()
+        .take_while(|s| matches!(s.stage, CStage::Filter(_) | CStage::Extend(_)))
+        .count();
+    if !matches!(
+        physical.stages.get(n_streaming).map(|s| &s.stage),
+        Some(CStage::Stats { .. })
+    ) {
+        return None;
+    }
+    let request = request.clone();
+    let label_filters = std::mem::take(&mut physical.label_filters);
+    let mut taken = physical.stages.drain(..=n_streaming).map(|s| s.stage);
+    let streaming: Vec<CStage> = taken.by_ref().take(n_streaming).collect();
+    let Some(CStage::Stats { aggregates, by }) = taken.next() else {
+        return None;
+    };
+    drop(taken);
+    let run = move || -> crate::Result<Box<dyn Iterator<Item = XRow>>> {
+        let mut grouping = Grouping::new(&aggregates, &by);
+        // The row the stages see; its record is swapped with the source's
+        // place for each record, and back, so the source keeps its buffers.
+        let mut row = XRow::from_record(StoredRecord {
+            id: 0,
+            record: crate::storage::empty_record(),
+        });
+        source.scan_each(&request, &mut |record| {
+            let Some(place) = row.record.as_mut() else {
+                return;
+            };
+            std::mem::swap(place, record);
+            row.slots.clear();
+            if label_filters.iter().all(|m| label_matches(m, &row))
+                && run_streaming(&streaming, &mut row)
+            {
+                grouping.add(&row);
+            }
+            if let Some(place) = row.record.as_mut() {
+                std::mem::swap(place, record);
+            }
+        })?;
+        Ok(grouping.finish())
+    };
+    Some(blocking(Box::new(std::iter::empty()), move |_| run()))
+}
+
+/// Runs `where` and `extend` stages on one row; false when a `where`
+/// drops it.
+fn run_streaming(stages: &[CStage], row: &mut XRow) -> bool {
+    for stage in stages {
+        match stage {
+            CStage::Filter(e) => {
+                if !eval(e, row).is_true() {
+                    return false;
+                }
+            }
+            CStage::Extend(assignments) => {
+                for (slot, e) in assignments {
+                    let value = eval(e, row);
+                    row.set_slot(*slot, value);
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn label_matches(m: &BoundMatcher, row: &XRow) -> bool {
@@ -284,90 +374,119 @@ fn stats(
     rows: RowIter<'_>,
     aggregates: &[CAgg],
     by: &[CExpr],
-) -> crate::Result<impl Iterator<Item = XRow>> {
-    let n_aggs = aggregates.len();
-    let n_keys = by.len();
-    let mut table = GroupTable::new();
-    let mut accs: Vec<Acc> = Vec::new();
-    // (group, its first row's key values) where the bytes lose them.
-    let mut kept_keys: Vec<(usize, Vec<Value>)> = Vec::new();
-    if by.is_empty() {
-        table.find_or_insert(&[]);
-        accs.extend(aggregates.iter().map(Acc::new));
-    }
-    let mut buf = Vec::with_capacity(64);
+) -> crate::Result<Box<dyn Iterator<Item = XRow>>> {
+    let mut grouping = Grouping::new(aggregates, by);
     for row in rows {
-        let row = row?;
-        buf.clear();
+        grouping.add(&row?);
+    }
+    Ok(grouping.finish())
+}
+
+/// The state of a `stats` stage while rows arrive (see [`stats`]).
+struct Grouping<'q> {
+    aggregates: &'q [CAgg],
+    by: &'q [CExpr],
+    table: GroupTable,
+    accs: Vec<Acc>,
+    /// (group, its first row's key values) where the bytes lose them.
+    kept_keys: Vec<(usize, Vec<Value>)>,
+    buf: Vec<u8>,
+}
+
+impl<'q> Grouping<'q> {
+    fn new(aggregates: &'q [CAgg], by: &'q [CExpr]) -> Self {
+        let mut grouping = Grouping {
+            aggregates,
+            by,
+            table: GroupTable::new(),
+            accs: Vec::new(),
+            kept_keys: Vec::new(),
+            buf: Vec::with_capacity(64),
+        };
+        if by.is_empty() {
+            grouping.table.find_or_insert(&[]);
+            grouping.accs.extend(aggregates.iter().map(Acc::new));
+        }
+        grouping
+    }
+
+    fn add(&mut self, row: &XRow) {
+        let (aggregates, by) = (self.aggregates, self.by);
+        self.buf.clear();
         let mut exact = true;
         for e in by {
-            exact &= write_group_key(e, &row, &mut buf);
+            exact &= write_group_key(e, row, &mut self.buf);
         }
-        let (group, is_new) = table.find_or_insert(&buf);
+        let (group, is_new) = self.table.find_or_insert(&self.buf);
         if is_new {
-            accs.extend(aggregates.iter().map(Acc::new));
+            self.accs.extend(aggregates.iter().map(Acc::new));
             if !exact {
-                kept_keys.push((
-                    group,
-                    group_key(by, &row).into_iter().map(|k| k.0).collect(),
-                ));
+                let values = group_key(by, row).into_iter().map(|k| k.0).collect();
+                self.kept_keys.push((group, values));
             }
         }
-        let start = group * n_aggs;
-        for (acc, agg) in accs[start..start + n_aggs].iter_mut().zip(aggregates) {
-            let value = agg.arg.as_ref().map_or(Value::Null, |e| eval(e, &row));
+        let start = group * aggregates.len();
+        let accs = &mut self.accs[start..start + aggregates.len()];
+        for (acc, agg) in accs.iter_mut().zip(aggregates) {
+            let value = agg.arg.as_ref().map_or(Value::Null, |e| eval(e, row));
             acc.feed(value, row.order());
         }
     }
-    let n_groups = table.len();
-    let mut keys: Vec<Value> = Vec::with_capacity(n_groups * n_keys);
-    for group in 0..n_groups {
-        let mut bytes = table.key(group);
-        for _ in 0..n_keys {
-            keys.push(read_value_key(&mut bytes).unwrap_or(Value::Null));
+
+    /// The groups' rows, sorted by their keys, built as they are pulled.
+    fn finish(self) -> Box<dyn Iterator<Item = XRow>> {
+        let n_aggs = self.aggregates.len();
+        let n_keys = self.by.len();
+        let n_groups = self.table.len();
+        let mut keys: Vec<Value> = Vec::with_capacity(n_groups * n_keys);
+        for group in 0..n_groups {
+            let mut bytes = self.table.key(group);
+            for _ in 0..n_keys {
+                keys.push(read_value_key(&mut bytes).unwrap_or(Value::Null));
+            }
         }
-    }
-    drop(table);
-    for (group, values) in kept_keys {
-        for (slot, value) in keys[group * n_keys..].iter_mut().zip(values) {
-            *slot = value;
+        for (group, values) in self.kept_keys {
+            for (slot, value) in keys[group * n_keys..].iter_mut().zip(values) {
+                *slot = value;
+            }
         }
-    }
-    let mut order: Vec<usize> = (0..n_groups).collect();
-    if n_keys > 0 {
-        // Group keys are distinct, so an unstable sort gives the one order.
-        order.sort_unstable_by(|&a, &b| {
-            let (a, b) = (&keys[a * n_keys..][..n_keys], &keys[b * n_keys..][..n_keys]);
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| total_cmp(x, y))
-                .find(|o| o.is_ne())
-                .unwrap_or(Ordering::Equal)
-        });
-    }
-    // Rows are built as they are pulled: an `XRow` is large (it can hold a
-    // record), a `Vec` of them for every group is not needed.
-    Ok(order.into_iter().enumerate().map(move |(i, group)| {
-        let key = keys[group * n_keys..][..n_keys]
-            .iter_mut()
-            .map(|k| std::mem::replace(k, Value::Null));
-        let done = accs[group * n_aggs..][..n_aggs].iter_mut().map(|acc| {
-            let func = acc.func;
-            std::mem::replace(
-                acc,
-                Acc {
-                    func,
-                    state: State::Rows(0),
-                },
-            )
-            .finish()
-        });
-        XRow {
-            record: None,
-            slots: key.chain(done).collect(),
-            seq: i as u64,
+        let mut order: Vec<usize> = (0..n_groups).collect();
+        if n_keys > 0 {
+            // Group keys are distinct, so an unstable sort gives the one order.
+            order.sort_unstable_by(|&a, &b| {
+                let (a, b) = (&keys[a * n_keys..][..n_keys], &keys[b * n_keys..][..n_keys]);
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| total_cmp(x, y))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(Ordering::Equal)
+            });
         }
-    }))
+        // An `XRow` is large (it can hold a record): a `Vec` of one per
+        // group is not needed.
+        let mut accs = self.accs;
+        Box::new(order.into_iter().enumerate().map(move |(i, group)| {
+            let key = keys[group * n_keys..][..n_keys]
+                .iter_mut()
+                .map(|k| std::mem::replace(k, Value::Null));
+            let done = accs[group * n_aggs..][..n_aggs].iter_mut().map(|acc| {
+                let func = acc.func;
+                std::mem::replace(
+                    acc,
+                    Acc {
+                        func,
+                        state: State::Rows(0),
+                    },
+                )
+                .finish()
+            });
+            XRow {
+                record: None,
+                slots: key.chain(done).collect(),
+                seq: i as u64,
+            }
+        }))
+    }
 }
 
 /// Groups by key bytes: an open-addressing hash table (linear probing) of
