@@ -517,7 +517,19 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64> {
+        // Most varints (lengths, small counts) are one byte.
+        match self.bytes.get(self.pos) {
+            Some(&b) if b < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(b))
+            }
+            _ => self.varint_long(),
+        }
+    }
+
+    fn varint_long(&mut self) -> Result<u64> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;
