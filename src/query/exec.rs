@@ -9,7 +9,7 @@
 //! computes every frame within its group (ordered by `produced_at`, `id`).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use serde_json::Value as Json;
 
@@ -439,10 +439,14 @@ impl<'q> Grouping<'q> {
         let n_keys = self.by.len();
         let n_groups = self.table.len();
         let mut keys: Vec<Value> = Vec::with_capacity(n_groups * n_keys);
+        // Where each key value's bytes end within its group's key.
+        let mut ends: Vec<usize> = Vec::with_capacity(n_groups * n_keys);
         for group in 0..n_groups {
-            let mut bytes = self.table.key(group);
+            let all = self.table.key(group);
+            let mut bytes = all;
             for _ in 0..n_keys {
                 keys.push(read_value_key(&mut bytes).unwrap_or(Value::Null));
+                ends.push(all.len() - bytes.len());
             }
         }
         for (group, values) in self.kept_keys {
@@ -450,18 +454,40 @@ impl<'q> Grouping<'q> {
                 *slot = value;
             }
         }
-        let mut order: Vec<usize> = (0..n_groups).collect();
-        if n_keys > 0 {
-            // Group keys are distinct, so an unstable sort gives the one order.
-            order.sort_unstable_by(|&a, &b| {
-                let (a, b) = (&keys[a * n_keys..][..n_keys], &keys[b * n_keys..][..n_keys]);
-                a.iter()
-                    .zip(b)
-                    .map(|(x, y)| total_cmp(x, y))
-                    .find(|o| o.is_ne())
-                    .unwrap_or(Ordering::Equal)
-            });
+        // The groups sort by ranks rather than values: per key column, the
+        // distinct values (equal exactly when their bytes are) are sorted
+        // once and numbered, so the sort of the groups compares integers.
+        let mut ranks: Vec<usize> = vec![0; n_groups * n_keys];
+        for column in 0..n_keys {
+            let mut ids: HashMap<&[u8], usize> = HashMap::new();
+            // A group holding each distinct value, by id.
+            let mut holders: Vec<usize> = Vec::new();
+            for group in 0..n_groups {
+                let at = group * n_keys + column;
+                let start = if column == 0 { 0 } else { ends[at - 1] };
+                let part = self.table.key(group).get(start..ends[at]).unwrap_or(&[]);
+                ranks[at] = *ids.entry(part).or_insert_with(|| {
+                    holders.push(group);
+                    holders.len() - 1
+                });
+            }
+            let value = |id: usize| &keys[holders[id] * n_keys + column];
+            let mut by_value: Vec<usize> = (0..holders.len()).collect();
+            by_value.sort_unstable_by(|&a, &b| total_cmp(value(a), value(b)));
+            let mut rank_of = vec![0; holders.len()];
+            for (rank, id) in by_value.into_iter().enumerate() {
+                rank_of[id] = rank;
+            }
+            for group in 0..n_groups {
+                let at = group * n_keys + column;
+                ranks[at] = rank_of[ranks[at]];
+            }
         }
+        let mut order: Vec<usize> = (0..n_groups).collect();
+        // Group keys are distinct, so an unstable sort gives the one order.
+        order.sort_unstable_by(|&a, &b| {
+            ranks[a * n_keys..][..n_keys].cmp(&ranks[b * n_keys..][..n_keys])
+        });
         // An `XRow` is large (it can hold a record): a `Vec` of one per
         // group is not needed.
         let mut accs = self.accs;
@@ -680,7 +706,11 @@ fn read_value_key(bytes: &mut &[u8]) -> Option<Value> {
             }
             let (text, rest) = bytes.split_at(len);
             *bytes = rest;
-            Value::Str(String::from_utf8_lossy(text).into_owned())
+            // Written from a `str`; lossy only for bytes it did not write.
+            Value::Str(
+                String::from_utf8(text.to_vec())
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            )
         }
         _ => return None,
     })
