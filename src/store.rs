@@ -919,7 +919,7 @@ impl RecordSource for Store {
         Store::scan(self, request)
     }
 
-    fn scan_each(&self, request: &ScanRequest, f: &mut dyn FnMut(&mut StoredRecord)) -> Result<()> {
+    fn scan_each(&self, request: &ScanRequest, f: &mut dyn FnMut(&StoredRecord)) -> Result<()> {
         Ok(self.inner.engine.scan_each(request, f)?)
     }
 

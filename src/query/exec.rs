@@ -55,6 +55,35 @@ impl XRow {
     }
 }
 
+/// A borrowed view of a row: what expressions read. The stats of a scan
+/// evaluate on the source's record in place (see [`stats_over_scan`]).
+#[derive(Clone, Copy)]
+pub(crate) struct RowRef<'r> {
+    record: Option<&'r StoredRecord>,
+    slots: &'r [Value],
+    seq: u64,
+}
+
+impl RowRef<'_> {
+    /// As [`XRow::order`].
+    fn order(&self) -> (i64, u64) {
+        match self.record {
+            Some(r) => (r.record.produced_at.as_micros(), r.id),
+            None => (i64::MIN, self.seq),
+        }
+    }
+}
+
+impl<'r> From<&'r XRow> for RowRef<'r> {
+    fn from(row: &'r XRow) -> Self {
+        RowRef {
+            record: row.record.as_ref(),
+            slots: &row.slots,
+            seq: row.seq,
+        }
+    }
+}
+
 /// A stream of rows in flight.
 pub(crate) type RowIter<'a> = Box<dyn Iterator<Item = crate::Result<XRow>> + 'a>;
 
@@ -81,7 +110,7 @@ pub(crate) fn execute<'a>(
     if !physical.label_filters.is_empty() {
         let filters = physical.label_filters;
         rows = Box::new(rows.filter(move |row| match row {
-            Ok(row) => filters.iter().all(|m| label_matches(m, row)),
+            Ok(row) => filters.iter().all(|m| label_matches(m, row.into())),
             Err(_) => true,
         }));
     }
@@ -126,25 +155,23 @@ fn stats_over_scan<'a>(
     drop(taken);
     let run = move || -> crate::Result<Box<dyn Iterator<Item = XRow>>> {
         let mut grouping = Grouping::new(&aggregates, &by);
-        // The row the stages see; its record is swapped with the source's
-        // place for each record, and back, so the source keeps its buffers.
-        let mut row = XRow::from_record(StoredRecord {
-            id: 0,
-            record: crate::storage::empty_record(),
-        });
+        // The slots `extend` sets on the current record.
+        let mut slots: Vec<Value> = Vec::new();
         source.scan_each(&request, &mut |record| {
-            let Some(place) = row.record.as_mut() else {
-                return;
+            slots.clear();
+            let bare = RowRef {
+                record: Some(record),
+                slots: &[],
+                seq: 0,
             };
-            std::mem::swap(place, record);
-            row.slots.clear();
-            if label_filters.iter().all(|m| label_matches(m, &row))
-                && run_streaming(&streaming, &mut row)
+            if label_filters.iter().all(|m| label_matches(m, bare))
+                && run_streaming(&streaming, record, &mut slots)
             {
-                grouping.add(&row);
-            }
-            if let Some(place) = row.record.as_mut() {
-                std::mem::swap(place, record);
+                grouping.add(RowRef {
+                    record: Some(record),
+                    slots: &slots,
+                    seq: 0,
+                });
             }
         })?;
         Ok(grouping.finish())
@@ -152,20 +179,33 @@ fn stats_over_scan<'a>(
     Some(blocking(Box::new(std::iter::empty()), move |_| run()))
 }
 
-/// Runs `where` and `extend` stages on one row; false when a `where`
-/// drops it.
-fn run_streaming(stages: &[CStage], row: &mut XRow) -> bool {
+/// Runs `where` and `extend` stages on one record and the slots `extend`
+/// sets; false when a `where` drops it.
+fn run_streaming(stages: &[CStage], record: &StoredRecord, slots: &mut Vec<Value>) -> bool {
     for stage in stages {
         match stage {
             CStage::Filter(e) => {
+                let row = RowRef {
+                    record: Some(record),
+                    slots,
+                    seq: 0,
+                };
                 if !eval(e, row).is_true() {
                     return false;
                 }
             }
             CStage::Extend(assignments) => {
                 for (slot, e) in assignments {
+                    let row = RowRef {
+                        record: Some(record),
+                        slots,
+                        seq: 0,
+                    };
                     let value = eval(e, row);
-                    row.set_slot(*slot, value);
+                    if *slot >= slots.len() {
+                        slots.resize(slot + 1, Value::Null);
+                    }
+                    slots[*slot] = value;
                 }
             }
             _ => return false,
@@ -174,8 +214,8 @@ fn run_streaming(stages: &[CStage], row: &mut XRow) -> bool {
     true
 }
 
-fn label_matches(m: &BoundMatcher, row: &XRow) -> bool {
-    let Some(stored) = &row.record else {
+fn label_matches(m: &BoundMatcher, row: RowRef<'_>) -> bool {
+    let Some(stored) = row.record else {
         return false;
     };
     let r = &stored.record;
@@ -336,7 +376,8 @@ fn sort(
     Ok(entries.into_iter().map(|e| e.row).collect())
 }
 
-fn group_key(by: &[CExpr], row: &XRow) -> Vec<Key> {
+fn group_key<'r>(by: &[CExpr], row: impl Into<RowRef<'r>>) -> Vec<Key> {
+    let row = row.into();
     by.iter().map(|e| Key(eval(e, row))).collect()
 }
 
@@ -377,7 +418,7 @@ fn stats(
 ) -> crate::Result<Box<dyn Iterator<Item = XRow>>> {
     let mut grouping = Grouping::new(aggregates, by);
     for row in rows {
-        grouping.add(&row?);
+        grouping.add((&row?).into());
     }
     Ok(grouping.finish())
 }
@@ -410,7 +451,7 @@ impl<'q> Grouping<'q> {
         grouping
     }
 
-    fn add(&mut self, row: &XRow) {
+    fn add(&mut self, row: RowRef<'_>) {
         let (aggregates, by) = (self.aggregates, self.by);
         self.buf.clear();
         let mut exact = true;
@@ -600,8 +641,8 @@ impl GroupTable {
 /// record's canonical target name is written from its parts, without
 /// building it. Returns whether [`read_value_key`] gives back the value
 /// itself (see [`write_value_key`]).
-fn write_group_key(e: &CExpr, row: &XRow, out: &mut Vec<u8>) -> bool {
-    if let (CExpr::Rec(Field::Target, rest), Some(stored)) = (e, &row.record) {
+fn write_group_key(e: &CExpr, row: RowRef<'_>, out: &mut Vec<u8>) -> bool {
+    if let (CExpr::Rec(Field::Target, rest), Some(stored)) = (e, row.record) {
         if rest.is_empty() {
             let t = &stored.record.target;
             let len = t.source_id.len()
@@ -1021,7 +1062,11 @@ fn normalise_number(v: Value) -> Value {
 // ------------------------------------------------------------------ expressions
 
 /// Evaluates an expression on a row (parameters and `now` are bound).
-pub(crate) fn eval(e: &CExpr, row: &XRow) -> Value {
+pub(crate) fn eval<'r>(e: &CExpr, row: impl Into<RowRef<'r>>) -> Value {
+    eval_ref(e, row.into())
+}
+
+fn eval_ref(e: &CExpr, row: RowRef<'_>) -> Value {
     match e {
         CExpr::Const(v) => v.clone(),
         CExpr::Param { .. } | CExpr::Now(_) | CExpr::Time(..) => Value::Null,
@@ -1091,7 +1136,7 @@ fn compare_op(op: super::ast::BinOp, a: &Value, b: &Value) -> bool {
     }
 }
 
-fn call(f: Func, args: &[CExpr], row: &XRow) -> Value {
+fn call(f: Func, args: &[CExpr], row: RowRef<'_>) -> Value {
     let arg = |i: usize| args.get(i).map_or(Value::Null, |e| eval(e, row));
     match f {
         Func::Len => match arg(0) {
@@ -1131,7 +1176,7 @@ fn call(f: Func, args: &[CExpr], row: &XRow) -> Value {
 }
 
 /// The value at a path, or `None` when the row does not have it.
-fn lookup(e: &CExpr, row: &XRow) -> Option<Value> {
+fn lookup(e: &CExpr, row: RowRef<'_>) -> Option<Value> {
     match e {
         CExpr::Slot(slot, rest) => {
             let value = row.slots.get(*slot)?;
@@ -1143,7 +1188,7 @@ fn lookup(e: &CExpr, row: &XRow) -> Option<Value> {
                 _ => None,
             }
         }
-        CExpr::Rec(field, rest) => record_value(row.record.as_ref()?, *field, rest),
+        CExpr::Rec(field, rest) => record_value(row.record?, *field, rest),
         _ => Some(eval(e, row)),
     }
 }

@@ -83,12 +83,12 @@ pub trait RecordSource {
     /// Records satisfying `request`, ascending by (`produced_at`, `id`).
     fn scan(&self, request: &ScanRequest) -> Result<RecordIter<'_>>;
     /// Calls `f` on each record `scan(request)` yields, in the same order,
-    /// for readers that do not keep records. A source may decode each
-    /// record over the previous one, reusing its buffers; `f` may change
-    /// the record it is given. The default runs [`RecordSource::scan`].
-    fn scan_each(&self, request: &ScanRequest, f: &mut dyn FnMut(&mut StoredRecord)) -> Result<()> {
+    /// for readers that do not keep records: a source may decode each
+    /// record over the previous one, reusing its buffers. The default runs
+    /// [`RecordSource::scan`].
+    fn scan_each(&self, request: &ScanRequest, f: &mut dyn FnMut(&StoredRecord)) -> Result<()> {
         for record in self.scan(request)? {
-            f(&mut record?);
+            f(&record?);
         }
         Ok(())
     }

@@ -580,13 +580,8 @@ impl Engine {
     /// Calls `f` on each record [`Engine::scan`] would yield, in the same
     /// order. Each kind's records are decoded into one place, reusing its
     /// buffers, so a reader that does not keep records (`stats`) costs
-    /// neither a record's allocations nor its moves; `f` may change the
-    /// record it is given (the next is decoded over it).
-    pub fn scan_each(
-        &self,
-        request: &ScanRequest,
-        f: &mut dyn FnMut(&mut StoredRecord),
-    ) -> Result<()> {
+    /// neither a record's allocations nor its moves.
+    pub fn scan_each(&self, request: &ScanRequest, f: &mut dyn FnMut(&StoredRecord)) -> Result<()> {
         let mut kinds = self.kind_scans(request)?;
         let mut places: Vec<StoredRecord> = kinds
             .iter()
