@@ -919,6 +919,10 @@ impl RecordSource for Store {
         Store::scan(self, request)
     }
 
+    fn scan_each(&self, request: &ScanRequest, f: &mut dyn FnMut(&StoredRecord)) -> Result<()> {
+        Ok(self.inner.engine.scan_each(request, f)?)
+    }
+
     fn latest_records(
         &self,
         kinds: Option<&[String]>,

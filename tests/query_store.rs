@@ -139,6 +139,11 @@ const QUERIES: &[&str] = &[
     "ingestion_volume | overlaps 2024-05-01 .. 2024-05-02 | stats count() by target",
     "ingestion_volume | where extras.window_end >= 2024-05-01T00:30:00Z and extras.window_end < 2024-05-01T05:30:00Z",
     "ingestion_volume | where extras.window_start > 2024-05-01T02:30:00+02:00 | limit 3",
+    // `stats` over the store's reused-record scan: label filters, `extend`
+    // and `where` before it, order-sensitive aggregates, stages after it.
+    r#"*{producer=~"rec.*"} | extend r = payload.observed * 2 | where r > 10 | stats count(), sum(r), first(target), last(kind), count_distinct(target) by kind, bin(produced_at, 7d)"#,
+    "* | stats count() as n, avg(payload.rows) as a, min(produced_at), max(target) by target, bin(produced_at, 1d) as day | where n > 1 | limit 7",
+    r#"*{schema!="sales"} | stats count(), avg(payload.observed), stddev(payload.rows) by payload.outcome, context.run_id"#,
 ];
 
 #[test]

@@ -55,14 +55,50 @@ impl XRow {
     }
 }
 
+/// A borrowed view of a row: what expressions read. The stats of a scan
+/// evaluate on the source's record in place (see [`stats_over_scan`]).
+#[derive(Clone, Copy)]
+pub(crate) struct RowRef<'r> {
+    record: Option<&'r StoredRecord>,
+    slots: &'r [Value],
+    seq: u64,
+}
+
+impl RowRef<'_> {
+    /// As [`XRow::order`].
+    fn order(&self) -> (i64, u64) {
+        match self.record {
+            Some(r) => (r.record.produced_at.as_micros(), r.id),
+            None => (i64::MIN, self.seq),
+        }
+    }
+}
+
+impl<'r> From<&'r XRow> for RowRef<'r> {
+    fn from(row: &'r XRow) -> Self {
+        RowRef {
+            record: row.record.as_ref(),
+            slots: &row.slots,
+            seq: row.seq,
+        }
+    }
+}
+
 /// A stream of rows in flight.
 pub(crate) type RowIter<'a> = Box<dyn Iterator<Item = crate::Result<XRow>> + 'a>;
 
 /// Runs a physical plan against a source.
 pub(crate) fn execute<'a>(
-    physical: Physical,
+    mut physical: Physical,
     source: &'a dyn RecordSource,
 ) -> crate::Result<RowIter<'a>> {
+    if let Some(rows) = stats_over_scan(&mut physical, source) {
+        let mut rows = rows;
+        for stage in physical.stages {
+            rows = apply(stage.stage, rows);
+        }
+        return Ok(rows);
+    }
     let mut rows: RowIter<'a> = match &physical.access {
         Access::Scan(request) => Box::new(source.scan(request)?.map(|r| r.map(XRow::from_record))),
         Access::Latest { kinds, targets } => {
@@ -74,7 +110,7 @@ pub(crate) fn execute<'a>(
     if !physical.label_filters.is_empty() {
         let filters = physical.label_filters;
         rows = Box::new(rows.filter(move |row| match row {
-            Ok(row) => filters.iter().all(|m| label_matches(m, row)),
+            Ok(row) => filters.iter().all(|m| label_matches(m, row.into())),
             Err(_) => true,
         }));
     }
@@ -84,8 +120,102 @@ pub(crate) fn execute<'a>(
     Ok(rows)
 }
 
-fn label_matches(m: &BoundMatcher, row: &XRow) -> bool {
-    let Some(stored) = &row.record else {
+/// When a scan's records go through `where`/`extend` stages into `stats`
+/// (no record reaches the output), runs them all over
+/// [`RecordSource::scan_each`]: each record is looked at in the source's
+/// own place (decoded over the previous one) instead of being built and
+/// moved through the pipeline. Removes the stages it runs from `physical`
+/// and returns the stats rows (computed on the first pull); `None` leaves
+/// `physical` as it was.
+fn stats_over_scan<'a>(
+    physical: &mut Physical,
+    source: &'a dyn RecordSource,
+) -> Option<RowIter<'a>> {
+    let Access::Scan(request) = &physical.access else {
+        return None;
+    };
+    let n_streaming = physical
+        .stages
+        .iter()
+        .take_while(|s| matches!(s.stage, CStage::Filter(_) | CStage::Extend(_)))
+        .count();
+    if !matches!(
+        physical.stages.get(n_streaming).map(|s| &s.stage),
+        Some(CStage::Stats { .. })
+    ) {
+        return None;
+    }
+    let request = request.clone();
+    let label_filters = std::mem::take(&mut physical.label_filters);
+    let mut taken = physical.stages.drain(..=n_streaming).map(|s| s.stage);
+    let streaming: Vec<CStage> = taken.by_ref().take(n_streaming).collect();
+    let Some(CStage::Stats { aggregates, by }) = taken.next() else {
+        return None;
+    };
+    drop(taken);
+    let run = move || -> crate::Result<Box<dyn Iterator<Item = XRow>>> {
+        let mut grouping = Grouping::new(&aggregates, &by);
+        // The slots `extend` sets on the current record.
+        let mut slots: Vec<Value> = Vec::new();
+        source.scan_each(&request, &mut |record| {
+            slots.clear();
+            let bare = RowRef {
+                record: Some(record),
+                slots: &[],
+                seq: 0,
+            };
+            if label_filters.iter().all(|m| label_matches(m, bare))
+                && run_streaming(&streaming, record, &mut slots)
+            {
+                grouping.add(RowRef {
+                    record: Some(record),
+                    slots: &slots,
+                    seq: 0,
+                });
+            }
+        })?;
+        Ok(grouping.finish())
+    };
+    Some(blocking(Box::new(std::iter::empty()), move |_| run()))
+}
+
+/// Runs `where` and `extend` stages on one record and the slots `extend`
+/// sets; false when a `where` drops it.
+fn run_streaming(stages: &[CStage], record: &StoredRecord, slots: &mut Vec<Value>) -> bool {
+    for stage in stages {
+        match stage {
+            CStage::Filter(e) => {
+                let row = RowRef {
+                    record: Some(record),
+                    slots,
+                    seq: 0,
+                };
+                if !eval(e, row).is_true() {
+                    return false;
+                }
+            }
+            CStage::Extend(assignments) => {
+                for (slot, e) in assignments {
+                    let row = RowRef {
+                        record: Some(record),
+                        slots,
+                        seq: 0,
+                    };
+                    let value = eval(e, row);
+                    if *slot >= slots.len() {
+                        slots.resize(slot + 1, Value::Null);
+                    }
+                    slots[*slot] = value;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn label_matches(m: &BoundMatcher, row: RowRef<'_>) -> bool {
+    let Some(stored) = row.record else {
         return false;
     };
     let r = &stored.record;
@@ -246,7 +376,8 @@ fn sort(
     Ok(entries.into_iter().map(|e| e.row).collect())
 }
 
-fn group_key(by: &[CExpr], row: &XRow) -> Vec<Key> {
+fn group_key<'r>(by: &[CExpr], row: impl Into<RowRef<'r>>) -> Vec<Key> {
+    let row = row.into();
     by.iter().map(|e| Key(eval(e, row))).collect()
 }
 
@@ -273,64 +404,245 @@ fn latest(rows: RowIter<'_>, by: &[CExpr]) -> crate::Result<Vec<XRow>> {
 /// `stats`: one row per group, sorted by the group keys; one row in all
 /// (even for no input) without `by`. Columns: the keys, then the aggregates.
 ///
-/// Rows find their group through a hash map keyed by a compact byte
-/// encoding of the key values (see [`write_group_key`]), written into one
-/// reused buffer, so a row of an existing group allocates nothing. The
-/// groups keep their first row's key values, and are sorted by them at the end.
+/// Per group the state is compact and allocates nothing of its own: the
+/// key's bytes (see [`write_group_key`]) in one arena of a [`GroupTable`],
+/// and the accumulators in one flat `Vec` (group `g`'s are at
+/// `g * n_aggs ..`). Key values are rebuilt from the bytes once, after the
+/// input, to sort the groups and emit their rows; the bytes of a float
+/// with an integer value (or of JSON) do not say what the row held, so
+/// such groups keep their first row's key values aside.
 fn stats(
     rows: RowIter<'_>,
     aggregates: &[CAgg],
     by: &[CExpr],
-) -> crate::Result<impl Iterator<Item = XRow>> {
-    let new_accs = || aggregates.iter().map(Acc::new).collect::<Vec<Acc>>();
-    let mut index: HashMap<Box<[u8]>, usize, KeyHashBuilder> =
-        HashMap::with_hasher(KeyHashBuilder::new());
-    let mut groups: Vec<(Vec<Key>, Vec<Acc>)> = Vec::new();
-    if by.is_empty() {
-        groups.push((Vec::new(), new_accs()));
-        index.insert(Box::default(), 0);
-    }
-    let mut buf = Vec::with_capacity(64);
+) -> crate::Result<Box<dyn Iterator<Item = XRow>>> {
+    let mut grouping = Grouping::new(aggregates, by);
     for row in rows {
-        let row = row?;
-        buf.clear();
-        for e in by {
-            write_group_key(e, &row, &mut buf);
-        }
-        let group = match index.get(buf.as_slice()) {
-            Some(&group) => group,
-            None => {
-                groups.push((group_key(by, &row), new_accs()));
-                index.insert(buf.as_slice().into(), groups.len() - 1);
-                groups.len() - 1
-            }
+        grouping.add((&row?).into());
+    }
+    Ok(grouping.finish())
+}
+
+/// The state of a `stats` stage while rows arrive (see [`stats`]).
+struct Grouping<'q> {
+    aggregates: &'q [CAgg],
+    by: &'q [CExpr],
+    table: GroupTable,
+    accs: Vec<Acc>,
+    /// (group, its first row's key values) where the bytes lose them.
+    kept_keys: Vec<(usize, Vec<Value>)>,
+    buf: Vec<u8>,
+}
+
+impl<'q> Grouping<'q> {
+    fn new(aggregates: &'q [CAgg], by: &'q [CExpr]) -> Self {
+        let mut grouping = Grouping {
+            aggregates,
+            by,
+            table: GroupTable::new(),
+            accs: Vec::new(),
+            kept_keys: Vec::new(),
+            buf: Vec::with_capacity(64),
         };
-        for (acc, agg) in groups[group].1.iter_mut().zip(aggregates) {
-            let value = agg.arg.as_ref().map_or(Value::Null, |e| eval(e, &row));
+        if by.is_empty() {
+            grouping.table.find_or_insert(&[]);
+            grouping.accs.extend(aggregates.iter().map(Acc::new));
+        }
+        grouping
+    }
+
+    fn add(&mut self, row: RowRef<'_>) {
+        let (aggregates, by) = (self.aggregates, self.by);
+        self.buf.clear();
+        let mut exact = true;
+        for e in by {
+            exact &= write_group_key(e, row, &mut self.buf);
+        }
+        let (group, is_new) = self.table.find_or_insert(&self.buf);
+        if is_new {
+            self.accs.extend(aggregates.iter().map(Acc::new));
+            if !exact {
+                let values = group_key(by, row).into_iter().map(|k| k.0).collect();
+                self.kept_keys.push((group, values));
+            }
+        }
+        let start = group * aggregates.len();
+        let accs = &mut self.accs[start..start + aggregates.len()];
+        for (acc, agg) in accs.iter_mut().zip(aggregates) {
+            let value = agg.arg.as_ref().map_or(Value::Null, |e| eval(e, row));
             acc.feed(value, row.order());
         }
     }
-    drop(index);
-    // Group keys are distinct, so an unstable sort gives the one order.
-    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    // Rows are built as they are pulled: an `XRow` is large (it can hold a
-    // record), a `Vec` of them for every group is not needed.
-    Ok(groups.into_iter().enumerate().map(|(i, (key, accs))| XRow {
-        record: None,
-        slots: key
-            .into_iter()
-            .map(|k| k.0)
-            .chain(accs.into_iter().map(Acc::finish))
-            .collect(),
-        seq: i as u64,
-    }))
+
+    /// The groups' rows, sorted by their keys, built as they are pulled.
+    fn finish(self) -> Box<dyn Iterator<Item = XRow>> {
+        let n_aggs = self.aggregates.len();
+        let n_keys = self.by.len();
+        let n_groups = self.table.len();
+        let mut keys: Vec<Value> = Vec::with_capacity(n_groups * n_keys);
+        // Where each key value's bytes end within its group's key.
+        let mut ends: Vec<usize> = Vec::with_capacity(n_groups * n_keys);
+        for group in 0..n_groups {
+            let all = self.table.key(group);
+            let mut bytes = all;
+            for _ in 0..n_keys {
+                keys.push(read_value_key(&mut bytes).unwrap_or(Value::Null));
+                ends.push(all.len() - bytes.len());
+            }
+        }
+        for (group, values) in self.kept_keys {
+            for (slot, value) in keys[group * n_keys..].iter_mut().zip(values) {
+                *slot = value;
+            }
+        }
+        // The groups sort by ranks rather than values: per key column, the
+        // distinct values (equal exactly when their bytes are) are sorted
+        // once and numbered, so the sort of the groups compares integers.
+        let mut ranks: Vec<usize> = vec![0; n_groups * n_keys];
+        for column in 0..n_keys {
+            let mut ids: HashMap<&[u8], usize> = HashMap::new();
+            // A group holding each distinct value, by id.
+            let mut holders: Vec<usize> = Vec::new();
+            for group in 0..n_groups {
+                let at = group * n_keys + column;
+                let start = if column == 0 { 0 } else { ends[at - 1] };
+                let part = self.table.key(group).get(start..ends[at]).unwrap_or(&[]);
+                ranks[at] = *ids.entry(part).or_insert_with(|| {
+                    holders.push(group);
+                    holders.len() - 1
+                });
+            }
+            let value = |id: usize| &keys[holders[id] * n_keys + column];
+            let mut by_value: Vec<usize> = (0..holders.len()).collect();
+            by_value.sort_unstable_by(|&a, &b| total_cmp(value(a), value(b)));
+            let mut rank_of = vec![0; holders.len()];
+            for (rank, id) in by_value.into_iter().enumerate() {
+                rank_of[id] = rank;
+            }
+            for group in 0..n_groups {
+                let at = group * n_keys + column;
+                ranks[at] = rank_of[ranks[at]];
+            }
+        }
+        let mut order: Vec<usize> = (0..n_groups).collect();
+        // Group keys are distinct, so an unstable sort gives the one order.
+        order.sort_unstable_by(|&a, &b| {
+            ranks[a * n_keys..][..n_keys].cmp(&ranks[b * n_keys..][..n_keys])
+        });
+        // An `XRow` is large (it can hold a record): a `Vec` of one per
+        // group is not needed.
+        let mut accs = self.accs;
+        Box::new(order.into_iter().enumerate().map(move |(i, group)| {
+            let key = keys[group * n_keys..][..n_keys]
+                .iter_mut()
+                .map(|k| std::mem::replace(k, Value::Null));
+            let done = accs[group * n_aggs..][..n_aggs].iter_mut().map(|acc| {
+                let func = acc.func;
+                std::mem::replace(
+                    acc,
+                    Acc {
+                        func,
+                        state: State::Rows(0),
+                    },
+                )
+                .finish()
+            });
+            XRow {
+                record: None,
+                slots: key.chain(done).collect(),
+                seq: i as u64,
+            }
+        }))
+    }
+}
+
+/// Groups by key bytes: an open-addressing hash table (linear probing) of
+/// group indexes over one arena of keys, so a new group costs no allocation
+/// of its own. Keys are hashed with one-shot xxh3 (already a dependency,
+/// for content hashes), with a random seed per query, so stored values
+/// cannot be chosen to collide.
+struct GroupTable {
+    seed: u64,
+    /// Group index + 1; 0 is an empty slot. The length is a power of two.
+    slots: Vec<usize>,
+    /// Per group: the key's hash and where its bytes end in `arena` (they
+    /// start where the previous group's end).
+    hashes: Vec<u64>,
+    ends: Vec<usize>,
+    arena: Vec<u8>,
+}
+
+impl GroupTable {
+    fn new() -> Self {
+        use std::hash::BuildHasher;
+        GroupTable {
+            seed: std::hash::RandomState::new().hash_one(0u64),
+            slots: vec![0; 64],
+            hashes: Vec::new(),
+            ends: Vec::new(),
+            arena: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn key(&self, group: usize) -> &[u8] {
+        let start = group.checked_sub(1).map_or(0, |g| self.ends[g]);
+        &self.arena[start..self.ends[group]]
+    }
+
+    /// The group of `key`, and whether it was just created.
+    fn find_or_insert(&mut self, key: &[u8]) -> (usize, bool) {
+        let hash = xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed);
+        let mask = self.slots.len() - 1;
+        let mut at = hash as usize & mask;
+        loop {
+            match self.slots[at] {
+                0 => break,
+                slot => {
+                    let group = slot - 1;
+                    if self.hashes[group] == hash && self.key(group) == key {
+                        return (group, false);
+                    }
+                }
+            }
+            at = (at + 1) & mask;
+        }
+        let group = self.len();
+        self.slots[at] = group + 1;
+        self.hashes.push(hash);
+        self.arena.extend_from_slice(key);
+        self.ends.push(self.arena.len());
+        // At most half full, so probes stay short and a slot is always free.
+        if self.len() * 2 > self.slots.len() {
+            self.grow();
+        }
+        (group, true)
+    }
+
+    fn grow(&mut self) {
+        let mut slots = vec![0; self.slots.len() * 2];
+        let mask = slots.len() - 1;
+        for (group, &hash) in self.hashes.iter().enumerate() {
+            let mut at = hash as usize & mask;
+            while slots[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            slots[at] = group + 1;
+        }
+        self.slots = slots;
+    }
 }
 
 /// Appends the group key bytes of `e` on `row`: equal bytes exactly when
-/// the values are equal [`Key`]s, so a hash map can find groups. A record's
-/// canonical target name is written from its parts, without building it.
-fn write_group_key(e: &CExpr, row: &XRow, out: &mut Vec<u8>) {
-    if let (CExpr::Rec(Field::Target, rest), Some(stored)) = (e, &row.record) {
+/// the values are equal [`Key`]s, so a hash table can find groups. A
+/// record's canonical target name is written from its parts, without
+/// building it. Returns whether [`read_value_key`] gives back the value
+/// itself (see [`write_value_key`]).
+fn write_group_key(e: &CExpr, row: RowRef<'_>, out: &mut Vec<u8>) -> bool {
+    if let (CExpr::Rec(Field::Target, rest), Some(stored)) = (e, row.record) {
         if rest.is_empty() {
             let t = &stored.record.target;
             let len = t.source_id.len()
@@ -347,45 +659,10 @@ fn write_group_key(e: &CExpr, row: &XRow, out: &mut Vec<u8>) {
             out.extend_from_slice(t.schema.as_bytes());
             out.push(b'.');
             out.extend_from_slice(t.table.as_bytes());
-            return;
+            return true;
         }
     }
-    write_value_key(&eval(e, row), out);
-}
-
-/// Hashes group key bytes with one-shot xxh3 (already a dependency, for
-/// content hashes), a few times faster than SipHash on short keys. The seed
-/// is random per query, so stored values cannot be chosen to collide.
-#[derive(Clone, Copy)]
-struct KeyHashBuilder(u64);
-
-impl KeyHashBuilder {
-    fn new() -> Self {
-        use std::hash::BuildHasher;
-        KeyHashBuilder(std::hash::RandomState::new().hash_one(0u64))
-    }
-}
-
-impl std::hash::BuildHasher for KeyHashBuilder {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(self.0)
-    }
-}
-
-struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
-    }
-    fn write_usize(&mut self, n: usize) {
-        // The length prefix of a slice: the bytes' hash covers it anyway.
-        self.0 ^= n as u64;
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
+    write_value_key(&eval(e, row), out)
 }
 
 const KEY_NULL: u8 = 0;
@@ -401,8 +678,10 @@ const KEY_JSON: u8 = 7;
 /// compare equal share bytes: a float with an integer value in i64's range
 /// is written as that integer (so `1` and `1.0`, `0` and `-0.0` are one
 /// group); other floats by their bits (finite, so `total_cmp` equality is
-/// bit equality). Variable-length values carry their length.
-fn write_value_key(v: &Value, out: &mut Vec<u8>) {
+/// bit equality). Variable-length values carry their length. Returns false
+/// when [`read_value_key`] would not give back `v` itself: for such floats
+/// (it gives the integer) and for JSON (kept as text).
+fn write_value_key(v: &Value, out: &mut Vec<u8>) -> bool {
     let mut tagged = |tag: u8, word: u64| {
         out.push(tag);
         out.extend_from_slice(&word.to_le_bytes());
@@ -418,9 +697,9 @@ fn write_value_key(v: &Value, out: &mut Vec<u8>) {
             const TWO_63: f64 = 9_223_372_036_854_775_808.0;
             if x.fract() == 0.0 && *x >= -TWO_63 && *x < TWO_63 {
                 tagged(KEY_INT, *x as i64 as u64);
-            } else {
-                tagged(KEY_FLOAT, x.to_bits());
+                return false;
             }
+            tagged(KEY_FLOAT, x.to_bits());
         }
         Value::Instant(ts) => tagged(KEY_INSTANT, ts.as_micros() as u64),
         Value::Duration(d) => tagged(KEY_DURATION, *d as u64),
@@ -433,8 +712,49 @@ fn write_value_key(v: &Value, out: &mut Vec<u8>) {
             let text = j.to_string();
             tagged(KEY_JSON, text.len() as u64);
             out.extend_from_slice(text.as_bytes());
+            return false;
         }
     }
+    true
+}
+
+/// Reads back one value written by [`write_value_key`] and advances
+/// `bytes` past it; `None` on bytes it did not write. JSON comes back as
+/// a string of its text (callers keep JSON keys aside).
+fn read_value_key(bytes: &mut &[u8]) -> Option<Value> {
+    let (&tag, rest) = bytes.split_first()?;
+    *bytes = rest;
+    let mut word = || -> Option<u64> {
+        let (w, rest) = bytes.split_first_chunk::<8>()?;
+        *bytes = rest;
+        Some(u64::from_le_bytes(*w))
+    };
+    Some(match tag {
+        KEY_NULL => Value::Null,
+        KEY_BOOL => {
+            let (&b, rest) = bytes.split_first()?;
+            *bytes = rest;
+            Value::Bool(b != 0)
+        }
+        KEY_INT => Value::Int(word()? as i64),
+        KEY_FLOAT => Value::Float(f64::from_bits(word()?)),
+        KEY_INSTANT => Value::Instant(Timestamp::from_micros(word()? as i64)),
+        KEY_DURATION => Value::Duration(word()? as i64),
+        KEY_STR | KEY_JSON => {
+            let len = usize::try_from(word()?).ok()?;
+            if len > bytes.len() {
+                return None;
+            }
+            let (text, rest) = bytes.split_at(len);
+            *bytes = rest;
+            // Written from a `str`; lossy only for bytes it did not write.
+            Value::Str(
+                String::from_utf8(text.to_vec())
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            )
+        }
+        _ => return None,
+    })
 }
 
 /// `window`: for each row, aggregates over the rows at offsets `start..=end`
@@ -742,7 +1062,11 @@ fn normalise_number(v: Value) -> Value {
 // ------------------------------------------------------------------ expressions
 
 /// Evaluates an expression on a row (parameters and `now` are bound).
-pub(crate) fn eval(e: &CExpr, row: &XRow) -> Value {
+pub(crate) fn eval<'r>(e: &CExpr, row: impl Into<RowRef<'r>>) -> Value {
+    eval_ref(e, row.into())
+}
+
+fn eval_ref(e: &CExpr, row: RowRef<'_>) -> Value {
     match e {
         CExpr::Const(v) => v.clone(),
         CExpr::Param { .. } | CExpr::Now(_) | CExpr::Time(..) => Value::Null,
@@ -812,7 +1136,7 @@ fn compare_op(op: super::ast::BinOp, a: &Value, b: &Value) -> bool {
     }
 }
 
-fn call(f: Func, args: &[CExpr], row: &XRow) -> Value {
+fn call(f: Func, args: &[CExpr], row: RowRef<'_>) -> Value {
     let arg = |i: usize| args.get(i).map_or(Value::Null, |e| eval(e, row));
     match f {
         Func::Len => match arg(0) {
@@ -852,7 +1176,7 @@ fn call(f: Func, args: &[CExpr], row: &XRow) -> Value {
 }
 
 /// The value at a path, or `None` when the row does not have it.
-fn lookup(e: &CExpr, row: &XRow) -> Option<Value> {
+fn lookup(e: &CExpr, row: RowRef<'_>) -> Option<Value> {
     match e {
         CExpr::Slot(slot, rest) => {
             let value = row.slots.get(*slot)?;
@@ -864,7 +1188,7 @@ fn lookup(e: &CExpr, row: &XRow) -> Option<Value> {
                 _ => None,
             }
         }
-        CExpr::Rec(field, rest) => record_value(row.record.as_ref()?, *field, rest),
+        CExpr::Rec(field, rest) => record_value(row.record?, *field, rest),
         _ => Some(eval(e, row)),
     }
 }
@@ -1071,6 +1395,27 @@ mod tests {
                 r#"{"day":"2024-01-03T00:00:00Z","n":1}"#,
             ],
         );
+        // Keys that group bytes do not give back (floats with integer
+        // values, JSON) come out as the group's first row had them.
+        check(
+            "vol | stats count() as n by payload.rows / 2 as h",
+            &[
+                r#"{"h":null,"n":1}"#,
+                r#"{"h":5.0,"n":1}"#,
+                r#"{"h":10.25,"n":1}"#,
+                r#"{"h":15.0,"n":1}"#,
+            ],
+        );
+        check(
+            "* | stats count() as n by payload, kind",
+            &[
+                r#"{"payload":{"outcome":"timeout"},"kind":"chk","n":1}"#,
+                r#"{"payload":{"rows":10,"outcome":"fail"},"kind":"vol","n":1}"#,
+                r#"{"payload":{"rows":20.5},"kind":"vol","n":1}"#,
+                r#"{"payload":{"rows":30,"outcome":"pass"},"kind":"vol","n":1}"#,
+                r#"{"payload":{"rows":null},"kind":"vol","n":1}"#,
+            ],
+        );
         check(
             "vol | window sum(payload.rows) as s by target rows -1 .. 0",
             &["#1 s=10", "#2 s=20.5", "#3 s=40", "#5 s=30"],
@@ -1124,6 +1469,19 @@ mod tests {
                     bytes(a) == bytes(b),
                     "{a:?} vs {b:?}"
                 );
+            }
+        }
+        // Reading the bytes back gives the value, but for what the writer
+        // says it loses.
+        for v in &values {
+            let mut out = Vec::new();
+            let exact = write_value_key(v, &mut out);
+            let mut rest = out.as_slice();
+            let back = super::read_value_key(&mut rest).expect("reads back");
+            assert!(rest.is_empty(), "{v:?}");
+            assert_eq!(exact, &back == v, "{v:?} read back as {back:?}");
+            if !matches!(v, Value::Json(_)) {
+                assert_eq!(Key(back), Key(v.clone()), "{v:?}");
             }
         }
         // -0.0 is 0, as for `=` and count_distinct (the BTreeMap this

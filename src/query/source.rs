@@ -82,6 +82,16 @@ pub struct ScanDescription {
 pub trait RecordSource {
     /// Records satisfying `request`, ascending by (`produced_at`, `id`).
     fn scan(&self, request: &ScanRequest) -> Result<RecordIter<'_>>;
+    /// Calls `f` on each record `scan(request)` yields, in the same order,
+    /// for readers that do not keep records: a source may decode each
+    /// record over the previous one, reusing its buffers. The default runs
+    /// [`RecordSource::scan`].
+    fn scan_each(&self, request: &ScanRequest, f: &mut dyn FnMut(&StoredRecord)) -> Result<()> {
+        for record in self.scan(request)? {
+            f(&record?);
+        }
+        Ok(())
+    }
     /// The latest record per (kind, target) from the latest table, restricted
     /// to the given kinds and canonical target names; any order.
     fn latest_records(

@@ -192,6 +192,11 @@ pub(crate) fn total_cmp(a: &Value, b: &Value) -> Ordering {
         }
     }
     match (a, b) {
+        // The common pairs first (sorting groups compares them often); the
+        // same orders as the general arms below.
+        (Value::Str(x), Value::Str(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (Value::Instant(x), Value::Instant(y)) => x.cmp(y),
+        (Value::Int(x), Value::Int(y)) => x.cmp(y),
         (Value::Json(x), Value::Json(y)) => x.to_string().cmp(&y.to_string()),
         _ => match rank(a).cmp(&rank(b)) {
             Ordering::Equal => match (a, b) {
@@ -297,6 +302,30 @@ mod tests {
             Some(Ordering::Equal),
         );
         check(Value::Instant(ts), Value::Str("yesterday".into()), None);
+    }
+
+    #[test]
+    fn total_order_agrees_with_comparisons_within_a_type() {
+        let ts = |m| Value::Instant(Timestamp::from_micros(m));
+        let values = [
+            Value::Int(-1),
+            Value::Int(2),
+            Value::Float(1.5),
+            Value::Str("a".into()),
+            Value::Str("ab".into()),
+            Value::Str("B".into()),
+            ts(-5),
+            ts(7),
+        ];
+        for a in &values {
+            for b in &values {
+                let same_type = std::mem::discriminant(a) == std::mem::discriminant(b);
+                if same_type {
+                    assert_eq!(Some(total_cmp(a, b)), compare(a, b), "{a:?} vs {b:?}");
+                }
+                assert_eq!(total_cmp(a, b), total_cmp(b, a).reverse(), "{a:?} vs {b:?}");
+            }
+        }
     }
 
     #[test]

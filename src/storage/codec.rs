@@ -257,40 +257,60 @@ impl Projection {
 /// Decodes only the parts of a record `projection` names (see [`Projection`]);
 /// equal to decoding the whole record, then [`Projection::apply`].
 pub fn decode_projected(bytes: &[u8], projection: &Projection) -> Result<MetadataRecord> {
+    let mut record = empty_record();
+    decode_projected_into(bytes, projection, &mut record)?;
+    Ok(record)
+}
+
+/// A record with every part empty (nothing allocated), to decode into.
+pub fn empty_record() -> MetadataRecord {
+    MetadataRecord {
+        kind: String::new(),
+        target: MetadataTarget::default(),
+        payload: JsonObject::new(),
+        produced_at: Timestamp::from_micros(0),
+        producer_id: String::new(),
+        context: MetadataContext::default(),
+        version: None,
+        quality: None,
+        extras: JsonObject::new(),
+    }
+}
+
+/// [`decode_projected`] into `record`, reusing its strings' and objects'
+/// buffers, so a scan that decodes record after record into one place
+/// allocates little. On success `record` equals what [`decode_projected`]
+/// returns, whatever it held before; on error its content is unspecified.
+pub fn decode_projected_into(
+    bytes: &[u8],
+    projection: &Projection,
+    record: &mut MetadataRecord,
+) -> Result<()> {
     let mut r = Reader { bytes, pos: 0 };
     if r.byte()? != RECORD_ENCODING_V1 {
         return Err(DecodeError("unknown record encoding version"));
     }
     let p = projection;
-    let kind = r.string_if(p.kind)?;
-    let target = MetadataTarget {
-        source_id: r.string_if(p.target)?,
-        schema: r.string_if(p.target)?,
-        table: r.string_if(p.target)?,
-        extras: r.object_keys(if p.target_extras {
-            &KeySet::All
-        } else {
-            &KeySet::Nothing
-        })?,
-    };
-    let payload = r.object_keys(&p.payload)?;
-    let produced_at = Timestamp::from_micros(r.i64_le()?);
-    let producer_id = r.string_if(p.producer_id)?;
-    let context = MetadataContext {
-        job_id: r.opt_string_if(p.context)?,
-        run_id: r.opt_string_if(p.context)?,
-        namespace: r.opt_string_if(p.context)?,
-        extras: r.object_keys(if p.context_extras {
-            &KeySet::All
-        } else {
-            &KeySet::Nothing
-        })?,
-    };
-    let version = match r.byte()? {
+    let all_if = |keep: bool| if keep { &KeySet::All } else { &KeySet::Nothing };
+    r.string_into(p.kind, &mut record.kind)?;
+    let target = &mut record.target;
+    r.string_into(p.target, &mut target.source_id)?;
+    r.string_into(p.target, &mut target.schema)?;
+    r.string_into(p.target, &mut target.table)?;
+    r.object_into(all_if(p.target_extras), &mut target.extras)?;
+    r.object_into(&p.payload, &mut record.payload)?;
+    record.produced_at = Timestamp::from_micros(r.i64_le()?);
+    r.string_into(p.producer_id, &mut record.producer_id)?;
+    let context = &mut record.context;
+    r.opt_string_into(p.context, &mut context.job_id)?;
+    r.opt_string_into(p.context, &mut context.run_id)?;
+    r.opt_string_into(p.context, &mut context.namespace)?;
+    r.object_into(all_if(p.context_extras), &mut context.extras)?;
+    record.version = match r.byte()? {
         0 => None,
         _ => Some(r.varint()?).filter(|_| p.version),
     };
-    let quality = match r.byte()? {
+    record.quality = match r.byte()? {
         0 => None,
         _ if p.quality => Some(r.value(0)?),
         _ => {
@@ -298,21 +318,11 @@ pub fn decode_projected(bytes: &[u8], projection: &Projection) -> Result<Metadat
             None
         }
     };
-    let extras = r.object_keys(&p.extras)?;
+    r.object_into(&p.extras, &mut record.extras)?;
     if r.pos != bytes.len() {
         return Err(DecodeError("trailing bytes after record"));
     }
-    Ok(MetadataRecord {
-        kind,
-        target,
-        payload,
-        produced_at,
-        producer_id,
-        context,
-        version,
-        quality,
-        extras,
-    })
+    Ok(())
 }
 
 /// A scalar read from encoded bytes, without allocating (strings borrowed).
@@ -507,7 +517,19 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64> {
+        // Most varints (lengths, small counts) are one byte.
+        match self.bytes.get(self.pos) {
+            Some(&b) if b < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(b))
+            }
+            _ => self.varint_long(),
+        }
+    }
+
+    fn varint_long(&mut self) -> Result<u64> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;
@@ -566,30 +588,46 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn string_if(&mut self, keep: bool) -> Result<String> {
+    /// The string into `out` (its buffer reused), or skipped and `out` emptied.
+    fn string_into(&mut self, keep: bool, out: &mut String) -> Result<()> {
+        out.clear();
         if keep {
-            self.string()
+            out.push_str(self.str_ref()?);
+            Ok(())
         } else {
-            self.skip_string().map(|()| String::new())
+            self.skip_string()
         }
     }
 
-    fn opt_string_if(&mut self, keep: bool) -> Result<Option<String>> {
-        if keep {
-            self.opt_string()
-        } else {
-            self.skip_opt_string().map(|()| None)
+    fn opt_string_into(&mut self, keep: bool, out: &mut Option<String>) -> Result<()> {
+        if self.byte()? == 0 {
+            *out = None;
+            return Ok(());
         }
+        if !keep {
+            *out = None;
+            return self.skip_string();
+        }
+        let s = self.str_ref()?;
+        match out {
+            Some(buf) => {
+                buf.clear();
+                buf.push_str(s);
+            }
+            None => *out = Some(s.to_owned()),
+        }
+        Ok(())
     }
 
-    /// An object with only the keys of `keys` (the others skipped).
-    fn object_keys(&mut self, keys: &KeySet) -> Result<JsonObject> {
+    /// An object with only the keys of `keys` (the others skipped) into
+    /// `map`, whose table is reused.
+    fn object_into(&mut self, keys: &KeySet, map: &mut JsonObject) -> Result<()> {
+        map.clear();
         match keys {
-            KeySet::All => self.object(0),
-            KeySet::Nothing => self.skip_object(0).map(|()| JsonObject::new()),
+            KeySet::All => *map = self.object(0)?,
+            KeySet::Nothing => self.skip_object(0)?,
             KeySet::Keys(_) => {
                 let n = self.len()?;
-                let mut map = Map::new();
                 for _ in 0..n {
                     let key_len = self.len()?;
                     let key = self.take(key_len)?;
@@ -603,9 +641,9 @@ impl<'a> Reader<'a> {
                         self.skip_value(1)?;
                     }
                 }
-                Ok(map)
             }
         }
+        Ok(())
     }
 
     fn skip_object(&mut self, depth: usize) -> Result<()> {
@@ -980,6 +1018,21 @@ mod tests {
                 for cut in 0..bytes.len() {
                     prop_assert!(decode_projected(&bytes[..cut], &projection).is_err());
                 }
+            }
+
+            #[test]
+            fn decoding_into_a_used_record_equals_decoding_afresh(
+                first in record(),
+                second in record(),
+                projection in projection(),
+            ) {
+                // The buffers of whatever the place held before never show.
+                let mut place = first;
+                let bytes = encode_record(&second);
+                decode_projected_into(&bytes, &projection, &mut place).unwrap();
+                prop_assert_eq!(&place, &decode_projected(&bytes, &projection).unwrap());
+                decode_projected_into(&bytes, &Projection::all(), &mut place).unwrap();
+                prop_assert_eq!(place, second);
             }
 
             #[test]

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableTable, TableDefinition};
 
 pub use codec::{
-    content_hash, decode_projected, decode_record, encode_record, DecodeError, KeySet, Projection,
+    content_hash, decode_projected, decode_projected_into, decode_record, empty_record,
+    encode_record, DecodeError, KeySet, Projection,
 };
 pub use partition::{bucket_end, bucket_label, bucket_start, partition_name, PartitionKey};
 pub use path_index::{check_index_path, keys_at, IndexValue, PathConstraint, PathMatch};

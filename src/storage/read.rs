@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableError};
 
-use super::codec::{decode_projected, decode_record, Projection};
+use super::codec::{
+    decode_projected, decode_projected_into, decode_record, empty_record, Projection,
+};
 use super::partition::partition_name;
 use super::path_index::{KeyTest, PathConstraint, PathMatch};
 use super::snapshot::RecordsTable;
@@ -179,6 +181,22 @@ impl RowFilter {
             *slot = None;
         }
         Ok(kept)
+    }
+
+    /// [`RowFilter::decode_kept`] into `place`, reusing its buffers: the
+    /// record is left there whether it passes or not.
+    fn decode_kept_into(&self, id: u64, bytes: &[u8], place: &mut StoredRecord) -> Result<bool> {
+        for test in &self.paths {
+            if !test.matches_encoded(bytes)? {
+                return Ok(false);
+            }
+        }
+        match &self.projection {
+            None => place.record = decode_record(bytes)?,
+            Some(p) => decode_projected_into(bytes, p, &mut place.record)?,
+        }
+        place.id = id;
+        Ok(self.keeps(place))
     }
 
     /// The constraints other than paths.
@@ -387,6 +405,23 @@ impl KindScan {
             self.current = self.open_partition(&entry)?;
         }
     }
+
+    /// [`KindScan::next_into`], decoding into `place` (its buffers reused).
+    fn next_reusing(&mut self, place: &mut StoredRecord) -> Result<bool> {
+        loop {
+            if let Some(scan) = &mut self.current {
+                let filter = &self.filter;
+                if scan.next_with(|id, bytes| filter.decode_kept_into(id, bytes, place))? {
+                    return Ok(true);
+                }
+                self.current = None;
+            }
+            let Some(entry) = self.partitions.next() else {
+                return Ok(false);
+            };
+            self.current = self.open_partition(&entry)?;
+        }
+    }
 }
 
 /// A k-way merge of per-kind scans into (`produced_at`, `id`) order.
@@ -570,10 +605,23 @@ impl Engine {
         &self,
         request: &ScanRequest,
     ) -> Result<impl Iterator<Item = Result<StoredRecord>> + 'static> {
+        let kinds = self.kind_scans(request)?;
+        let n = kinds.len();
+        Ok(Scan {
+            kinds,
+            heads: BinaryHeap::with_capacity(n),
+            pending: vec![None; n],
+            started: false,
+            failed: false,
+        })
+    }
+
+    /// One scan per kind that `request` reads, on one read snapshot.
+    fn kind_scans(&self, request: &ScanRequest) -> Result<Vec<KindScan>> {
         let txn = Arc::new(self.begin_read()?);
         let (per_kind, _, index) = self.plan_scan(&txn, request)?;
         let filter = Arc::new(RowFilter::new(request));
-        let kinds: Vec<KindScan> = per_kind
+        Ok(per_kind
             .into_iter()
             .map(|partitions| KindScan {
                 txn: Arc::clone(&txn),
@@ -583,15 +631,46 @@ impl Engine {
                 index: index.clone(),
                 filter: Arc::clone(&filter),
             })
+            .collect())
+    }
+
+    /// Calls `f` on each record [`Engine::scan`] would yield, in the same
+    /// order. Each kind's records are decoded into one place, reusing its
+    /// buffers, so a reader that does not keep records (`stats`) costs
+    /// neither a record's allocations nor its moves.
+    pub fn scan_each(&self, request: &ScanRequest, f: &mut dyn FnMut(&StoredRecord)) -> Result<()> {
+        let mut kinds = self.kind_scans(request)?;
+        let mut places: Vec<StoredRecord> = kinds
+            .iter()
+            .map(|_| StoredRecord {
+                id: 0,
+                record: empty_record(),
+            })
             .collect();
-        let n = kinds.len();
-        Ok(Scan {
-            kinds,
-            heads: BinaryHeap::with_capacity(n),
-            pending: vec![None; n],
-            started: false,
-            failed: false,
-        })
+        let mut heads = BinaryHeap::with_capacity(kinds.len());
+        for (idx, (kind, place)) in kinds.iter_mut().zip(places.iter_mut()).enumerate() {
+            if kind.next_reusing(place)? {
+                heads.push(Reverse((
+                    place.record.produced_at.as_micros(),
+                    place.id,
+                    idx,
+                )));
+            }
+        }
+        while let Some(Reverse((_, _, idx))) = heads.pop() {
+            let (Some(kind), Some(place)) = (kinds.get_mut(idx), places.get_mut(idx)) else {
+                break;
+            };
+            f(place);
+            if kind.next_reusing(place)? {
+                heads.push(Reverse((
+                    place.record.produced_at.as_micros(),
+                    place.id,
+                    idx,
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// How [`Engine::scan`] would answer `request`.
