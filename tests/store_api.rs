@@ -171,9 +171,7 @@ fn records_older_than_retention_are_rejected_and_retention_drops_partitions() {
         },
     )
     .unwrap();
-    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
-    spec.retention = Retention::Days(3);
-    store.register_kind(spec).unwrap();
+    register_heartbeat(&store, 3);
     let beat = |t: usize, hours: i64| {
         let mut r = volume(t, hours, 1);
         r.kind = "heartbeat".into();
@@ -245,19 +243,26 @@ fn open_at(dir: &std::path::Path, now: &Arc<std::sync::atomic::AtomicI64>) -> St
     .unwrap()
 }
 
+/// Registers `heartbeat`, a short-lived kind kept `days` days.
+fn register_heartbeat(store: &Store, days: u32) {
+    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
+    spec.retention = Retention::Days(days);
+    store.register_kind(spec).unwrap();
+}
+
+/// A `heartbeat` record: [`volume`] under the short-lived kind.
+fn beat(t: usize, hours: i64, rows: i64) -> almanac::MetadataRecord {
+    let mut r = volume(t, hours, rows);
+    r.kind = "heartbeat".into();
+    r
+}
+
 #[test]
 fn expired_tables_are_purged_after_the_expiry_and_new_writes_to_their_bucket_survive() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(std::sync::atomic::AtomicI64::new(BASE + 10 * DAY));
     let store = open_at(dir.path(), &now);
-    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
-    spec.retention = Retention::Days(3);
-    store.register_kind(spec).unwrap();
-    let beat = |t: usize, hours: i64, rows: i64| {
-        let mut r = volume(t, hours, rows);
-        r.kind = "heartbeat".into();
-        r
-    };
+    register_heartbeat(&store, 3);
     store
         .bulk_store(&[beat(1, 24 * 7 + 1, 1), beat(1, 24 * 8 + 1, 2)])
         .unwrap();
@@ -296,16 +301,8 @@ fn the_writer_purges_expired_tables_in_the_background_even_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(std::sync::atomic::AtomicI64::new(BASE + 20 * DAY));
     let store = open_at(dir.path(), &now);
-    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
-    spec.retention = Retention::Days(30);
-    store.register_kind(spec).unwrap();
-    let beats: Vec<_> = (0..10 * 24)
-        .map(|h| {
-            let mut r = volume(h as usize % 7, h, h);
-            r.kind = "heartbeat".into();
-            r
-        })
-        .collect();
+    register_heartbeat(&store, 30);
+    let beats: Vec<_> = (0..10 * 24).map(|h| beat(h as usize % 7, h, h)).collect();
     store.bulk_store(&beats).unwrap();
     let report = store
         .apply_retention_at(ts(BASE + 39 * DAY), false)
@@ -460,16 +457,10 @@ fn compaction_shrinks_a_closed_store_and_keeps_every_record() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(std::sync::atomic::AtomicI64::new(BASE + 20 * DAY));
     let store = open_at(dir.path(), &now);
-    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
-    spec.retention = Retention::Days(30);
-    store.register_kind(spec).unwrap();
+    register_heartbeat(&store, 30);
     for day in 0..20 {
         let beats: Vec<_> = (0..500)
-            .map(|i| {
-                let mut r = volume(i % 40, day * 24 + (i as i64 % 24), i as i64);
-                r.kind = "heartbeat".into();
-                r
-            })
+            .map(|i| beat(i % 40, day * 24 + (i as i64 % 24), i as i64))
             .collect();
         store.bulk_store(&beats).unwrap();
     }

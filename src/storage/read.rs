@@ -391,27 +391,23 @@ impl KindScan {
 
     /// Puts the next matching record into `slot`; false when there is none.
     fn next_into(&mut self, slot: &mut Option<StoredRecord>) -> Result<bool> {
-        loop {
-            if let Some(scan) = &mut self.current {
-                let filter = &self.filter;
-                if scan.next_with(|id, bytes| filter.decode_kept(id, bytes, slot))? {
-                    return Ok(true);
-                }
-                self.current = None;
-            }
-            let Some(entry) = self.partitions.next() else {
-                return Ok(false);
-            };
-            self.current = self.open_partition(&entry)?;
-        }
+        self.next_decoded(|filter, id, bytes| filter.decode_kept(id, bytes, slot))
     }
 
     /// [`KindScan::next_into`], decoding into `place` (its buffers reused).
     fn next_reusing(&mut self, place: &mut StoredRecord) -> Result<bool> {
+        self.next_decoded(|filter, id, bytes| filter.decode_kept_into(id, bytes, place))
+    }
+
+    /// Walks the partitions until `decode` keeps a record; false when none is left.
+    fn next_decoded(
+        &mut self,
+        mut decode: impl FnMut(&RowFilter, u64, &[u8]) -> Result<bool>,
+    ) -> Result<bool> {
         loop {
             if let Some(scan) = &mut self.current {
                 let filter = &self.filter;
-                if scan.next_with(|id, bytes| filter.decode_kept_into(id, bytes, place))? {
+                if scan.next_with(|id, bytes| decode(filter, id, bytes))? {
                     return Ok(true);
                 }
                 self.current = None;
