@@ -342,6 +342,62 @@ fn a_second_open_fails_at_once_with_a_clear_error() {
     Store::open(dir.path()).unwrap();
 }
 
+/// File names in the store directory, sorted.
+fn dir_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_new_store_is_created_whole_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    assert_eq!(dir_files(dir.path()), ["almanac.redb", "log"]);
+    // A leftover of a creation killed before its link does not get in the way.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("almanac.redb.new-4242"), b"partial").unwrap();
+    let store = open(other.path());
+    let record = volume(1, 0, 10);
+    store.store(&record).unwrap();
+    assert!(store
+        .latest(&record.target, "ingestion_volume")
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn a_store_whose_creation_was_cut_short_opens_as_a_new_store() {
+    // redb writes its magic number last when it initialises a file, so a
+    // creation killed before that leaves a file of zeros at the start.
+    for len in [0usize, 5, 4096, 1 << 20] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("almanac.redb"), vec![0u8; len]).unwrap();
+        let record = volume(1, 0, 10);
+        let store = open(dir.path());
+        store.store(&record).unwrap();
+        drop(store);
+        let store = open(dir.path());
+        let latest = store.latest(&record.target, "ingestion_volume").unwrap();
+        assert!(latest.is_some(), "file of {len} zero bytes");
+    }
+    // A file that is something else entirely is reported, not replaced.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("almanac.redb"), b"not a database at all").unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("almanac.redb") || err.to_string().contains("redb"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("almanac.redb")).unwrap(),
+        b"not a database at all"
+    );
+}
+
 #[test]
 fn the_log_holds_every_committed_record_once_in_id_order() {
     let dir = tempfile::tempdir().unwrap();

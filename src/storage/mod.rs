@@ -190,6 +190,122 @@ pub fn compact(dir: &Path) -> Result<CompactReport> {
     })
 }
 
+/// Writes the format version, the id counters, the initial kinds and the
+/// global tables into a database that has none; checks the version of one
+/// that has them.
+fn init_tables(db: &snapshot::Db, dir: &Path, initial_kinds: &[KindSpec]) -> Result<()> {
+    {
+        let txn = db.begin_read()?;
+        if let Ok(meta) = txn.open_table(META) {
+            if let Some(found) = meta.get(META_FORMAT_VERSION)?.map(|v| v.value()) {
+                if found != FORMAT_VERSION {
+                    return Err(StorageError::UnsupportedFormat {
+                        path: dir.to_path_buf(),
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                return Ok(());
+            }
+        }
+    }
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        meta.insert(META_FORMAT_VERSION, FORMAT_VERSION)?;
+        meta.insert(META_NEXT_ID, 1)?;
+        meta.insert(META_NEXT_TARGET_ID, 1)?;
+        meta.insert(META_NEXT_PRODUCER_ID, 1)?;
+        let mut kinds = txn.open_table(KINDS)?;
+        for spec in initial_kinds {
+            let json =
+                serde_json::to_string(spec).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            kinds.insert(spec.name.as_str(), json.as_str())?;
+        }
+        txn.open_table(TARGETS)?;
+        txn.open_table(PRODUCERS)?;
+        txn.open_table(LATEST)?;
+        txn.open_table(PARTITIONS)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Whether `path` holds a redb database. A missing file does not; nor does
+/// one without redb's magic number at its start: redb writes the magic last
+/// when it initialises a file, so such a file is a creation cut short (by a
+/// store version without atomic creation) and holds no committed data. It
+/// is removed so the store can be created afresh.
+fn holds_database(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StorageError::io(path, e)),
+    };
+    let mut magic = [0u8; 9];
+    let mut read = 0;
+    while read < magic.len() {
+        match file.read(&mut magic[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StorageError::io(path, e)),
+        }
+    }
+    if magic.iter().any(|&b| b != 0) {
+        // redb's open reports anything else that is not a database.
+        return Ok(true);
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StorageError::io(path, e)),
+    }
+}
+
+/// Creates the store file at `path` atomically: builds it as
+/// `almanac.redb.new-{pid}` with its tables committed (durably), then links
+/// it to `path`, which fails rather than replace a file another process
+/// created meanwhile; then syncs the directory so the name is durable too.
+fn create_file(dir: &Path, path: &Path, initial_kinds: &[KindSpec]) -> Result<()> {
+    let tmp = dir.join(format!("{DB_FILE}.new-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp); // a leftover of an earlier process with our pid
+    let built = Database::builder()
+        .create(&tmp)
+        .map_err(|e| open_error(dir, &tmp, e))
+        .and_then(|db| init_tables(&snapshot::Db::new(db), dir, initial_kinds));
+    if let Err(e) = built {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let linked = match std::fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(()),
+        // Another process created the store first: open theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // A file system without hard links: a rename still places the file
+        // atomically, but could replace a store created meanwhile.
+        Err(_) if !path.exists() => std::fs::rename(&tmp, path),
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    linked.map_err(|e| StorageError::io(path, e))?;
+    sync_dir(dir)
+}
+
+/// Makes a directory's entries (a new or renamed file) durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StorageError::io(dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
 /// Maps redb's error opening a database file to ours.
 fn open_error(dir: &Path, path: &Path, e: redb::DatabaseError) -> StorageError {
     match e {
@@ -255,9 +371,17 @@ impl Engine {
     /// Opens (creating when missing) the redb file of the store in `dir`,
     /// with a page cache of `cache_bytes`. A new store gets the format
     /// version and the given initial kinds.
+    ///
+    /// Creation is atomic: the new file is built under a temporary name and
+    /// linked into place once its tables are committed (`create_file`), so
+    /// a process killed while creating a store leaves no `almanac.redb` or
+    /// a whole one, never a file that later opens fail on.
     pub fn open(dir: &Path, initial_kinds: &[KindSpec], cache_bytes: usize) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         let path = dir.join(DB_FILE);
+        if !holds_database(&path)? {
+            create_file(dir, &path, initial_kinds)?;
+        }
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(&path)
@@ -282,41 +406,7 @@ impl Engine {
     }
 
     fn init(&self, initial_kinds: &[KindSpec]) -> Result<()> {
-        {
-            let txn = self.db.begin_read()?;
-            if let Ok(meta) = txn.open_table(META) {
-                if let Some(found) = meta.get(META_FORMAT_VERSION)?.map(|v| v.value()) {
-                    if found != FORMAT_VERSION {
-                        return Err(StorageError::UnsupportedFormat {
-                            path: self.dir.clone(),
-                            found,
-                            supported: FORMAT_VERSION,
-                        });
-                    }
-                    return Ok(());
-                }
-            }
-        }
-        let txn = self.db.begin_write()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            meta.insert(META_FORMAT_VERSION, FORMAT_VERSION)?;
-            meta.insert(META_NEXT_ID, 1)?;
-            meta.insert(META_NEXT_TARGET_ID, 1)?;
-            meta.insert(META_NEXT_PRODUCER_ID, 1)?;
-            let mut kinds = txn.open_table(KINDS)?;
-            for spec in initial_kinds {
-                let json = serde_json::to_string(spec)
-                    .map_err(|e| StorageError::Corrupt(e.to_string()))?;
-                kinds.insert(spec.name.as_str(), json.as_str())?;
-            }
-            txn.open_table(TARGETS)?;
-            txn.open_table(PRODUCERS)?;
-            txn.open_table(LATEST)?;
-            txn.open_table(PARTITIONS)?;
-        }
-        txn.commit()?;
-        Ok(())
+        init_tables(&self.db, &self.dir, initial_kinds)
     }
 
     /// The kind specs stored in the registry table.
