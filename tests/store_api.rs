@@ -98,6 +98,44 @@ fn duplicates_report_the_existing_id_across_calls_and_restarts() {
 }
 
 #[test]
+fn duplicates_are_found_at_the_edges_of_a_partitions_time_range() {
+    // One day partition holding hours 1..=5; duplicates of its oldest and
+    // newest records, alone and mixed into a batch with new records before,
+    // inside and after that range, in one call and after a reopen.
+    let dir = tempfile::tempdir().unwrap();
+    let stored = {
+        let store = open(dir.path());
+        let batch: Vec<_> = (1..=5).map(|h| volume(2, h, h * 100)).collect();
+        store.bulk_store(&batch).unwrap().ids
+    };
+    let store = open(dir.path());
+    let mixed = [
+        volume(2, 0, 1),   // new, before the committed range
+        volume(2, 1, 100), // duplicate of the oldest
+        volume(2, 3, 7),   // new content inside the range
+        volume(2, 5, 500), // duplicate of the newest
+        volume(2, 6, 1),   // new, after the range
+        volume(2, 6, 1),   // duplicate of a record of this same call
+        volume(3, 5, 500), // same instant and content, other target: new
+    ];
+    let out = store.bulk_store(&mixed).unwrap();
+    assert_eq!(out.ids[1], stored[0]);
+    assert_eq!(out.ids[3], stored[4]);
+    assert_eq!(out.ids[5], out.ids[4]);
+    assert_eq!((out.n_stored, out.n_duplicates), (4, 3));
+    let latest = store
+        .latest(&target(2), "ingestion_volume")
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.id, out.ids[4], "the newest record is the latest");
+    drop(store);
+    let store = open(dir.path());
+    let again = store.bulk_store(&mixed).unwrap();
+    assert_eq!(again.ids, out.ids);
+    assert_eq!(again.n_duplicates, 7);
+}
+
+#[test]
 fn invalid_record_in_a_batch_names_index_and_field_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

@@ -1,7 +1,11 @@
 //! The write path: one redb write transaction per group of batches, and
 //! retention by dropping whole partitions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+/// The write path's maps are keyed by names and ids it hashes for every
+/// record; foldhash (randomly seeded per map) costs a fraction of SipHash.
+type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 use redb::{Durability, ReadableTable, Table, TableHandle, WriteTransaction};
 
@@ -96,6 +100,9 @@ impl WriteOutcome {
     }
 }
 
+/// A record new in this transaction: its id and encoded bytes.
+type NewRecord<'g> = (u64, &'g [u8]);
+
 /// A path index table: `(value key, produced_at, id) -> ()`.
 type PathIndexTable<'txn> = Table<'txn, (&'static [u8], i64, u64), ()>;
 
@@ -114,6 +121,15 @@ struct PartTables<'txn, 'g> {
     pending_producer: Vec<(u64, i64, u64)>,
     pending_run: Vec<(&'g str, i64, u64)>,
     pending_paths: Vec<(&'g str, &'g [u8], i64, u64)>,
+    /// By-target entries, also inserted in key order at the end; until
+    /// then `new_here` answers duplicate checks against this transaction's
+    /// own records: `(target_id, produced_at)` → `(id, encoded bytes)`.
+    pending_target: Vec<(u64, i64, u64)>,
+    new_here: HashMap<(u64, i64), Vec<NewRecord<'g>>>,
+    /// `[min_ts, max_ts]` of the records committed before this transaction
+    /// (from the catalog), `None` when there are none: no committed record
+    /// outside it can be a duplicate, so `find_duplicate` skips the index.
+    committed_ts: Option<(i64, i64)>,
 }
 
 impl<'txn, 'g> PartTables<'txn, 'g> {
@@ -127,16 +143,20 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
                 None => PartitionInfo::empty(bucket, bucket_end(bucket, key.bucket_start)),
             }
         };
+        let committed_ts = (info.n_records > 0).then_some((info.min_ts, info.max_ts));
         Ok(PartTables {
+            committed_ts,
             records: txn.open_table(records_def(&name(PartTable::Records)))?,
             by_target: txn.open_table(by_dict_id_def(&name(PartTable::ByTarget)))?,
             by_producer: txn.open_table(by_dict_id_def(&name(PartTable::ByProducer)))?,
             by_run: txn.open_table(by_run_def(&name(PartTable::ByRun)))?,
-            paths: HashMap::new(),
+            paths: HashMap::default(),
             info,
             pending_producer: Vec::new(),
             pending_run: Vec::new(),
             pending_paths: Vec::new(),
+            pending_target: Vec::new(),
+            new_here: HashMap::default(),
         })
     }
 
@@ -157,6 +177,10 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
 
     /// Inserts the collected index entries, each table's in key order.
     fn flush_indexes(&mut self, txn: &'txn WriteTransaction, key: &PartitionKey) -> Result<()> {
+        self.pending_target.sort_unstable();
+        for entry in self.pending_target.drain(..) {
+            self.by_target.insert(entry, ())?;
+        }
         self.pending_producer.sort_unstable();
         for entry in self.pending_producer.drain(..) {
             self.by_producer.insert(entry, ())?;
@@ -166,24 +190,51 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
             self.by_run.insert(entry, ())?;
         }
         self.pending_paths.sort_unstable();
-        for (path, value_key, ts, id) in self.pending_paths.drain(..) {
+        // Sorted by path first: one table lookup per path.
+        for run in self.pending_paths.chunk_by(|a, b| a.0 == b.0) {
+            let path = run[0].0;
             if !self.paths.contains_key(path) {
                 let table = txn.open_table(path_index_def(&path_table_name(key, path)))?;
                 self.paths.insert(path.to_owned(), table);
             }
             if let Some(table) = self.paths.get_mut(path) {
-                table.insert((value_key, ts, id), ())?;
+                for &(_, value_key, ts, id) in run {
+                    table.insert((value_key, ts, id), ())?;
+                }
             }
         }
+        self.pending_paths.clear();
         Ok(())
+    }
+
+    /// Records a new record of this transaction for `find_duplicate` and
+    /// queues its by-target entry.
+    fn add_new(&mut self, target_id: u64, ts: i64, id: u64, encoded: &'g [u8]) {
+        self.pending_target.push((target_id, ts, id));
+        self.new_here
+            .entry((target_id, ts))
+            .or_default()
+            .push((id, encoded));
     }
 
     /// The id of a stored record with exactly these bytes, if any.
     ///
     /// Identical content means the same kind, target and `produced_at`, so
-    /// the candidates are the target index entries at that instant (almost
-    /// always none); each is confirmed by comparing the stored bytes.
+    /// the candidates are this transaction's new records at that instant
+    /// and the committed target index entries there (almost always none);
+    /// each is confirmed by comparing the bytes.
     fn find_duplicate(&self, target_id: u64, ts: i64, encoded: &[u8]) -> Result<Option<u64>> {
+        if let Some(here) = self.new_here.get(&(target_id, ts)) {
+            if let Some((id, _)) = here.iter().find(|(_, bytes)| *bytes == encoded) {
+                return Ok(Some(*id));
+            }
+        }
+        if self
+            .committed_ts
+            .is_none_or(|(min, max)| ts < min || ts > max)
+        {
+            return Ok(None);
+        }
         for entry in self
             .by_target
             .range((target_id, ts, 0u64)..=(target_id, ts, u64::MAX))?
@@ -355,9 +406,12 @@ impl Engine {
             let mut targets = txn.open_table(TARGETS)?;
             let mut producers = txn.open_table(PRODUCERS)?;
             let mut latest = txn.open_table(LATEST)?;
-            let mut parts: HashMap<PartitionKey, PartTables<'_, '_>> = HashMap::new();
+            let mut parts: HashMap<PartitionKey, PartTables<'_, '_>> = HashMap::default();
             let mut next_id = meta.get(META_NEXT_ID)?.map_or(1, |v| v.value());
             let mut outcomes = Vec::with_capacity(groups.len());
+            // (kind, target) → the newest record of this transaction for it,
+            // when newer than the committed latest entry.
+            let mut new_latest: HashMap<(&str, &str), (i64, u64, &[u8])> = HashMap::default();
             for group in groups {
                 let mut group_outcomes = Vec::with_capacity(group.len());
                 for prepared in group.iter() {
@@ -378,7 +432,7 @@ impl Engine {
                     let id = next_id;
                     next_id += 1;
                     part.records.insert((ts, id), prepared.encoded.as_slice())?;
-                    part.by_target.insert((target_id, ts, id), ())?;
+                    part.add_new(target_id, ts, id, &prepared.encoded);
                     let producer_id = dict_id(
                         &mut producers,
                         &mut meta,
@@ -400,11 +454,8 @@ impl Engine {
                         None => latest.get(latest_key)?.map(|v| latest_order(v.value())),
                     };
                     if current.is_none_or(|order| order < (ts, id)) {
-                        let mut value = Vec::with_capacity(16 + prepared.encoded.len());
-                        value.extend_from_slice(&ts.to_le_bytes());
-                        value.extend_from_slice(&id.to_le_bytes());
-                        value.extend_from_slice(&prepared.encoded);
-                        latest.insert(latest_key, value.as_slice())?;
+                        // Written once per pair, in key order, at the end.
+                        new_latest.insert(latest_key, (ts, id, prepared.encoded.as_slice()));
                         set_latest(&mut cache.latest, kind, &prepared.target_name, (ts, id));
                     } else if known.is_none() {
                         if let Some(order) = current {
@@ -416,6 +467,16 @@ impl Engine {
                 outcomes.push(group_outcomes);
             }
             meta.insert(META_NEXT_ID, next_id)?;
+            let mut new_latest: Vec<_> = new_latest.into_iter().collect();
+            new_latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut value = Vec::new();
+            for (key, (ts, id, encoded)) in new_latest {
+                value.clear();
+                value.extend_from_slice(&ts.to_le_bytes());
+                value.extend_from_slice(&id.to_le_bytes());
+                value.extend_from_slice(encoded);
+                latest.insert(key, value.as_slice())?;
+            }
             for (key, part) in parts.iter_mut() {
                 part.flush_indexes(&txn, key)?;
             }
