@@ -100,6 +100,9 @@ impl WriteOutcome {
     }
 }
 
+/// The partition catalog, open for writing.
+type CatalogTable<'txn> = Table<'txn, (&'static str, i64), &'static [u8]>;
+
 /// A record new in this transaction: its id and encoded bytes.
 type NewRecord<'g> = (u64, &'g [u8]);
 
@@ -133,15 +136,16 @@ struct PartTables<'txn, 'g> {
 }
 
 impl<'txn, 'g> PartTables<'txn, 'g> {
-    fn open(txn: &'txn WriteTransaction, key: &PartitionKey, bucket: Bucket) -> Result<Self> {
+    fn open(
+        txn: &'txn WriteTransaction,
+        catalog: &CatalogTable<'_>,
+        key: &PartitionKey,
+        bucket: Bucket,
+    ) -> Result<Self> {
         let name = |t| part_table_name(key, t);
-        let info = {
-            let catalog = txn.open_table(PARTITIONS)?;
-            let existing = catalog.get((key.kind.as_str(), key.bucket_start))?;
-            match existing {
-                Some(bytes) => PartitionInfo::decode(bytes.value())?,
-                None => PartitionInfo::empty(bucket, bucket_end(bucket, key.bucket_start)),
-            }
+        let info = match catalog.get((key.kind.as_str(), key.bucket_start))? {
+            Some(bytes) => PartitionInfo::decode(bytes.value())?,
+            None => PartitionInfo::empty(bucket, bucket_end(bucket, key.bucket_start)),
         };
         let committed_ts = (info.n_records > 0).then_some((info.min_ts, info.max_ts));
         Ok(PartTables {
@@ -406,6 +410,7 @@ impl Engine {
             let mut targets = txn.open_table(TARGETS)?;
             let mut producers = txn.open_table(PRODUCERS)?;
             let mut latest = txn.open_table(LATEST)?;
+            let mut catalog = txn.open_table(PARTITIONS)?;
             let mut parts: HashMap<PartitionKey, PartTables<'_, '_>> = HashMap::default();
             let mut next_id = meta.get(META_NEXT_ID)?.map_or(1, |v| v.value());
             let mut outcomes = Vec::with_capacity(groups.len());
@@ -416,7 +421,8 @@ impl Engine {
                 let mut group_outcomes = Vec::with_capacity(group.len());
                 for prepared in group.iter() {
                     if !parts.contains_key(&prepared.partition) {
-                        let opened = PartTables::open(&txn, &prepared.partition, prepared.bucket)?;
+                        let opened =
+                            PartTables::open(&txn, &catalog, &prepared.partition, prepared.bucket)?;
                         parts.insert(prepared.partition.clone(), opened);
                     }
                     let Some(part) = parts.get_mut(&prepared.partition) else {
@@ -480,7 +486,6 @@ impl Engine {
             for (key, part) in parts.iter_mut() {
                 part.flush_indexes(&txn, key)?;
             }
-            let mut catalog = txn.open_table(PARTITIONS)?;
             for (key, part) in &parts {
                 if part.info.n_records > 0 {
                     catalog.insert(
