@@ -512,7 +512,7 @@ impl Engine {
         // large: growing it would copy them). The answer's block (hundreds
         // of bytes a record) is asked for after the decoding on purpose:
         // glibc's malloc consolidates its free lists whenever a block of
-        // 1 KiB or more is requested, and the ~40 small allocations of each
+        // 1 KiB or more is requested, and the ~35 small allocations of each
         // record decoded after that took its slow path (callgrind,
         // profile_history at N = 50,000: 5.6% fewer instructions a call).
         let mut keys: Vec<(&RecordsTable, i64, u64)> = Vec::new();
