@@ -63,51 +63,10 @@ pub fn encode_record(record: &MetadataRecord) -> Vec<u8> {
     out
 }
 
-/// Decodes a record encoded by [`encode_record`].
+/// Decodes a record encoded by [`encode_record`]: [`decode_projected`]
+/// with every part kept (one decoder for both, so they cannot drift apart).
 pub fn decode_record(bytes: &[u8]) -> Result<MetadataRecord> {
-    let mut r = Reader { bytes, pos: 0 };
-    if r.byte()? != RECORD_ENCODING_V1 {
-        return Err(DecodeError("unknown record encoding version"));
-    }
-    let kind = r.string()?;
-    let target = MetadataTarget {
-        source_id: r.string()?,
-        schema: r.string()?,
-        table: r.string()?,
-        extras: r.object(0)?,
-    };
-    let payload = r.object(0)?;
-    let produced_at = Timestamp::from_micros(r.i64_le()?);
-    let producer_id = r.string()?;
-    let context = MetadataContext {
-        job_id: r.opt_string()?,
-        run_id: r.opt_string()?,
-        namespace: r.opt_string()?,
-        extras: r.object(0)?,
-    };
-    let version = match r.byte()? {
-        0 => None,
-        _ => Some(r.varint()?),
-    };
-    let quality = match r.byte()? {
-        0 => None,
-        _ => Some(r.value(0)?),
-    };
-    let extras = r.object(0)?;
-    if r.pos != bytes.len() {
-        return Err(DecodeError("trailing bytes after record"));
-    }
-    Ok(MetadataRecord {
-        kind,
-        target,
-        payload,
-        produced_at,
-        producer_id,
-        context,
-        version,
-        quality,
-        extras,
-    })
+    decode_projected(bytes, &Projection::ALL)
 }
 
 /// Which top-level keys of an object (`payload`, `extras`) a projection keeps.
@@ -182,20 +141,23 @@ pub struct Projection {
 }
 
 impl Projection {
+    /// Every field: decoding with it is [`decode_record`].
+    pub const ALL: Projection = Projection {
+        kind: true,
+        target: true,
+        target_extras: true,
+        payload: KeySet::All,
+        producer_id: true,
+        context: true,
+        context_extras: true,
+        version: true,
+        quality: true,
+        extras: KeySet::All,
+    };
+
     /// Every field: decoding with it equals [`decode_record`].
     pub fn all() -> Self {
-        Projection {
-            kind: true,
-            target: true,
-            target_extras: true,
-            payload: KeySet::All,
-            producer_id: true,
-            context: true,
-            context_extras: true,
-            version: true,
-            quality: true,
-            extras: KeySet::All,
-        }
+        Self::ALL
     }
 
     /// Keeps what either projection keeps.
@@ -487,6 +449,19 @@ fn put_value(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
+/// `raw` as a string, or an error if it is not UTF-8. Nearly every stored
+/// string (keys, names, ids, timestamps) is ASCII, which is checked a word at
+/// a time inline; anything else gets the full check.
+#[inline]
+fn utf8(raw: &[u8]) -> Result<&str> {
+    if raw.is_ascii() {
+        // SAFETY: every ASCII byte sequence is valid UTF-8.
+        Ok(unsafe { std::str::from_utf8_unchecked(raw) })
+    } else {
+        std::str::from_utf8(raw).map_err(|_| DecodeError("string is not UTF-8"))
+    }
+}
+
 /// Nesting beyond this is corruption: records are validated to 64 levels.
 const MAX_DECODE_DEPTH: usize = 128;
 
@@ -558,22 +533,12 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self) -> Result<String> {
-        let n = self.len()?;
-        let raw = self.take(n)?;
-        String::from_utf8(raw.to_vec()).map_err(|_| DecodeError("string is not UTF-8"))
-    }
-
-    fn opt_string(&mut self) -> Result<Option<String>> {
-        match self.byte()? {
-            0 => Ok(None),
-            _ => self.string().map(Some),
-        }
+        self.str_ref().map(String::from)
     }
 
     fn str_ref(&mut self) -> Result<&'a str> {
         let n = self.len()?;
-        let raw = self.take(n)?;
-        std::str::from_utf8(raw).map_err(|_| DecodeError("string is not UTF-8"))
+        utf8(self.take(n)?)
     }
 
     fn skip_string(&mut self) -> Result<()> {
@@ -591,12 +556,17 @@ impl<'a> Reader<'a> {
     /// The string into `out` (its buffer reused), or skipped and `out` emptied.
     fn string_into(&mut self, keep: bool, out: &mut String) -> Result<()> {
         out.clear();
-        if keep {
-            out.push_str(self.str_ref()?);
-            Ok(())
-        } else {
-            self.skip_string()
+        if !keep {
+            return self.skip_string();
         }
+        let s = self.str_ref()?;
+        if out.capacity() == 0 {
+            // A fresh record (`decode_record`): one allocation of the exact size.
+            *out = String::from(s);
+        } else {
+            out.push_str(s);
+        }
+        Ok(())
     }
 
     fn opt_string_into(&mut self, keep: bool, out: &mut Option<String>) -> Result<()> {
@@ -632,9 +602,7 @@ impl<'a> Reader<'a> {
                     let key_len = self.len()?;
                     let key = self.take(key_len)?;
                     if keys.keeps(key) {
-                        let key = std::str::from_utf8(key)
-                            .map_err(|_| DecodeError("string is not UTF-8"))?
-                            .to_owned();
+                        let key = utf8(key)?.to_owned();
                         let value = self.value(1)?;
                         map.insert(key, value);
                     } else {
@@ -826,6 +794,151 @@ mod tests {
             1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
         ])
         .is_err());
+    }
+
+    #[test]
+    fn strings_that_are_not_utf8_are_an_error() {
+        let record = MetadataRecord::from_json_str(
+            r#"{"kind":"k","target":{"table":"t"},"payload":{"é":"ü"},"produced_at":"2024-01-10T05:00:00Z","producer_id":"p"}"#,
+        )
+        .unwrap();
+        let bytes = encode_record(&record);
+        let not_utf8 = Err(DecodeError("string is not UTF-8"));
+        // An ASCII string (the kind, at offset 2) with a byte that is not ASCII.
+        for bad in [0x80, 0xc3, 0xff] {
+            let mut b = bytes.clone();
+            assert_eq!(b[2], b'k');
+            b[2] = bad;
+            assert_eq!(decode_record(&b), not_utf8, "{bad:#x}");
+        }
+        // A non-ASCII key and value whose continuation byte is broken.
+        for (i, pair) in bytes.windows(2).enumerate() {
+            if pair == "é".as_bytes() || pair == "ü".as_bytes() {
+                let mut b = bytes.clone();
+                b[i + 1] = b'A';
+                assert_eq!(decode_record(&b), not_utf8);
+            }
+            if pair == "ü".as_bytes() {
+                // The value of a projected key.
+                let mut b = bytes.clone();
+                b[i + 1] = b'A';
+                let projection = Projection {
+                    payload: KeySet::Keys(vec!["é".into()]),
+                    ..Projection::default()
+                };
+                assert_eq!(decode_projected(&b, &projection), not_utf8);
+            }
+        }
+    }
+
+    mod fast_path {
+        //! The one decoder round-trips any record, whatever its strings, and
+        //! damaged bytes give errors, never panics.
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::super::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof!["[a-z_.]{0,12}", any::<String>(), "[ü😀é\\x00\"]{0,4}"]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            let scalar = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+                text().prop_map(Value::String),
+            ];
+            scalar.prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec((text(), inner), 0..4)
+                        .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn object() -> impl Strategy<Value = JsonObject> {
+            prop::collection::vec((text(), value()), 0..5)
+                .prop_map(|entries| entries.into_iter().collect())
+        }
+
+        fn record() -> impl Strategy<Value = MetadataRecord> {
+            let names = (text(), text(), text(), text(), text());
+            let context = (
+                prop::option::of(text()),
+                prop::option::of(text()),
+                prop::option::of(text()),
+                object(),
+            );
+            let objects = (object(), object(), object());
+            let rest = (
+                any::<i64>(),
+                prop::option::of(any::<u64>()),
+                prop::option::of(value()),
+            );
+            (names, context, objects, rest).prop_map(
+                |(
+                    (kind, source_id, schema, table, producer_id),
+                    (job_id, run_id, namespace, context_extras),
+                    (target_extras, payload, extras),
+                    (at, version, quality),
+                )| MetadataRecord {
+                    kind,
+                    target: MetadataTarget {
+                        source_id,
+                        schema,
+                        table,
+                        extras: target_extras,
+                    },
+                    payload,
+                    produced_at: Timestamp::from_micros(at),
+                    producer_id,
+                    context: MetadataContext {
+                        job_id,
+                        run_id,
+                        namespace,
+                        extras: context_extras,
+                    },
+                    version,
+                    quality,
+                    extras,
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_record_round_trips(record in record()) {
+                let bytes = encode_record(&record);
+                prop_assert_eq!(&decode_record(&bytes).unwrap(), &record);
+                let mut place = empty_record();
+                decode_projected_into(&bytes, &Projection::ALL, &mut place).unwrap();
+                prop_assert_eq!(place, record);
+            }
+
+            #[test]
+            fn damaged_bytes_never_panic(
+                record in record(),
+                damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            ) {
+                let mut bytes = encode_record(&record);
+                for (at, byte) in damage {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                // An error, or another record if the damage left valid bytes.
+                let _ = decode_record(&bytes);
+                let _ = decode_projected(&bytes, &Projection::default());
+            }
+        }
     }
 
     mod lazy {

@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableError};
@@ -506,9 +507,14 @@ impl Engine {
         let partitions = snapshot.partitions(kind)?;
         // First the keys, partition by partition: keys come in (produced_at,
         // id) order within a partition, and partitions of a kind do not
-        // overlap in time. Then the records, into a vector of the right size
-        // (records are large: growing it would copy them and ask malloc for
-        // ever larger blocks).
+        // overlap in time. Then the records, each decoded into a box of its
+        // own, and last the answer, a vector of the right size (records are
+        // large: growing it would copy them). The answer's block (hundreds
+        // of bytes a record) is asked for after the decoding on purpose:
+        // glibc's malloc consolidates its free lists whenever a block of
+        // 1 KiB or more is requested, and the ~35 small allocations of each
+        // record decoded after that took its slow path (callgrind,
+        // profile_history at N = 50,000: 5.6% fewer instructions a call).
         let mut keys: Vec<(&RecordsTable, i64, u64)> = Vec::new();
         for part in partitions.iter() {
             let (key, info) = (&part.entry.key, &part.entry.info);
@@ -522,20 +528,28 @@ impl Engine {
             let (Some(records), Some(index)) = (&tables.records, &tables.by_target) else {
                 continue;
             };
-            for item in index.range((target_id, from, 0)..(target_id, until, 0))? {
-                let (_, ts, id) = item?.0.value();
+            // A cursor rather than a range: one key to encode and one seek,
+            // which is most of the cost where the target has no records.
+            let mut cursor = index.lower_bound(Bound::Included((target_id, from, 0)))?;
+            while let Some((key, _)) = cursor.next()? {
+                let (key_target, ts, id) = key.value();
+                if key_target != target_id || ts >= until {
+                    break;
+                }
                 keys.push((records, ts, id));
             }
         }
-        let mut out = Vec::with_capacity(keys.len());
+        let mut decoded = Vec::with_capacity(keys.len());
         for (records, ts, id) in keys {
             if let Some(bytes) = records.get((ts, id))? {
-                out.push(StoredRecord {
+                decoded.push(Box::new(StoredRecord {
                     id,
                     record: decode_record(bytes.value())?,
-                });
+                }));
             }
         }
+        let mut out = Vec::with_capacity(decoded.len());
+        out.extend(decoded.into_iter().map(|record| *record));
         Ok(out)
     }
 
