@@ -22,7 +22,7 @@ const START_ENV: &str = "ALMANAC_CRASH_START";
 /// Records in batch `b`: odd batches are large enough that `bulk_store`
 /// sends them to the writer in parts (a kill can land between parts).
 fn batch_len(b: u64) -> usize {
-    if b % 2 == 0 {
+    if b.is_multiple_of(2) {
         200
     } else {
         4_500
