@@ -9,7 +9,7 @@
 //! computes every frame within its group (ordered by `produced_at`, `id`).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use serde_json::Value as Json;
 
@@ -500,17 +500,19 @@ impl<'q> Grouping<'q> {
         // once and numbered, so the sort of the groups compares integers.
         let mut ranks: Vec<usize> = vec![0; n_groups * n_keys];
         for column in 0..n_keys {
-            let mut ids: HashMap<&[u8], usize> = HashMap::new();
+            // Distinct values by their bytes, numbered in order of appearance.
+            let mut ids = GroupTable::new();
             // A group holding each distinct value, by id.
             let mut holders: Vec<usize> = Vec::new();
             for group in 0..n_groups {
                 let at = group * n_keys + column;
                 let start = if column == 0 { 0 } else { ends[at - 1] };
                 let part = self.table.key(group).get(start..ends[at]).unwrap_or(&[]);
-                ranks[at] = *ids.entry(part).or_insert_with(|| {
+                let (id, is_new) = ids.find_or_insert(part);
+                if is_new {
                     holders.push(group);
-                    holders.len() - 1
-                });
+                }
+                ranks[at] = id;
             }
             let value = |id: usize| &keys[holders[id] * n_keys + column];
             let mut by_value: Vec<usize> = (0..holders.len()).collect();
