@@ -740,7 +740,13 @@ impl<'a> Reader<'a> {
         for _ in 0..n {
             let key_len = self.len()?;
             let found = self.take(key_len)?;
-            match found.cmp(key) {
+            // Most keys differ from the wanted one in their first byte:
+            // decide on it without a call to compare the slices.
+            let order = match (found.first(), key.first()) {
+                (Some(a), Some(b)) if a != b => a.cmp(b),
+                _ => found.cmp(key),
+            };
+            match order {
                 std::cmp::Ordering::Equal => return Ok(true),
                 std::cmp::Ordering::Greater => return Ok(false),
                 std::cmp::Ordering::Less => self.skip_value(1)?,
