@@ -664,7 +664,32 @@ fn write_group_key(e: &CExpr, row: RowRef<'_>, out: &mut Vec<u8>) -> bool {
             return true;
         }
     }
+    if let Some(value) = bin_of_produced_at(e, row) {
+        return write_value_key(&value, out);
+    }
     write_value_key(&eval(e, row), out)
+}
+
+/// `bin(produced_at, D)` with a constant duration (the usual time key of
+/// `stats`), computed straight from the record: what [`eval`] gives for
+/// it, without walking the expression. `None` for any other expression.
+fn bin_of_produced_at(e: &CExpr, row: RowRef<'_>) -> Option<Value> {
+    let (CExpr::Func(Func::Bin, args), Some(stored)) = (e, row.record) else {
+        return None;
+    };
+    let [CExpr::Rec(Field::ProducedAt, rest), CExpr::Const(Value::Duration(d))] = args.as_slice()
+    else {
+        return None;
+    };
+    if !rest.is_empty() || *d <= 0 {
+        return None;
+    }
+    let micros = stored.record.produced_at.as_micros();
+    Some(
+        micros
+            .checked_sub(micros.rem_euclid(*d))
+            .map_or(Value::Null, |m| Value::Instant(Timestamp::from_micros(m))),
+    )
 }
 
 const KEY_NULL: u8 = 0;
@@ -1323,6 +1348,55 @@ mod tests {
 
     /// Runs `query` and compares each row's JSON, compacted, keeping only
     /// the keys in `keys` for record rows (all keys for others).
+    #[test]
+    fn bin_of_produced_at_is_what_eval_gives() {
+        use super::{bin_of_produced_at, eval, RowRef};
+        use crate::query::plan::{CExpr, Field, Func};
+        use crate::query::value::Value;
+        let bin = |d: Value| {
+            CExpr::Func(
+                Func::Bin,
+                vec![CExpr::Rec(Field::ProducedAt, vec![]), CExpr::Const(d)],
+            )
+        };
+        for at in [
+            "2024-01-01T00:00:00Z",
+            "2024-05-31T23:59:59.999999Z",
+            "1969-12-31T23:59:59.5Z",
+            "1900-02-28T01:02:03Z",
+        ] {
+            let stored = record(
+                1,
+                &format!(
+                    r#"{{"kind":"k","target":{{"table":"t"}},"payload":{{}},"produced_at":"{at}","producer_id":"p"}}"#
+                ),
+            );
+            let row = RowRef {
+                record: Some(&stored),
+                slots: &[],
+                seq: 0,
+            };
+            for micros in [
+                1,
+                1_000_000,
+                3_600_000_000,
+                86_400_000_000,
+                7 * 86_400_000_000,
+            ] {
+                let e = bin(Value::Duration(micros));
+                assert_eq!(
+                    bin_of_produced_at(&e, row),
+                    Some(eval(&e, row)),
+                    "{at} {micros}"
+                );
+            }
+            // Other forms are left to `eval`.
+            for d in [Value::Duration(0), Value::Duration(-5), Value::Int(60)] {
+                assert_eq!(bin_of_produced_at(&bin(d), row), None);
+            }
+        }
+    }
+
     fn check(query: &str, expected: &[&str]) {
         let prepared = prepare(query).unwrap_or_else(|e| panic!("{}", e.render(query)));
         let source = source();
