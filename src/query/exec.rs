@@ -499,6 +499,8 @@ impl<'q> Grouping<'q> {
         // distinct values (equal exactly when their bytes are) are sorted
         // once and numbered, so the sort of the groups compares integers.
         let mut ranks: Vec<usize> = vec![0; n_groups * n_keys];
+        // Distinct values per key column.
+        let mut distinct: Vec<usize> = Vec::with_capacity(n_keys);
         for column in 0..n_keys {
             // Distinct values by their bytes, numbered in order of appearance.
             let mut ids = GroupTable::new();
@@ -517,6 +519,7 @@ impl<'q> Grouping<'q> {
             let value = |id: usize| &keys[holders[id] * n_keys + column];
             let mut by_value: Vec<usize> = (0..holders.len()).collect();
             by_value.sort_unstable_by(|&a, &b| total_cmp(value(a), value(b)));
+            distinct.push(holders.len());
             let mut rank_of = vec![0; holders.len()];
             for (rank, id) in by_value.into_iter().enumerate() {
                 rank_of[id] = rank;
@@ -526,11 +529,8 @@ impl<'q> Grouping<'q> {
                 ranks[at] = rank_of[ranks[at]];
             }
         }
-        let mut order: Vec<usize> = (0..n_groups).collect();
-        // Group keys are distinct, so an unstable sort gives the one order.
-        order.sort_unstable_by(|&a, &b| {
-            ranks[a * n_keys..][..n_keys].cmp(&ranks[b * n_keys..][..n_keys])
-        });
+        let order =
+            packed_order(&ranks, n_keys, &distinct).unwrap_or_else(|| slice_order(&ranks, n_keys));
         // An `XRow` is large (it can hold a record): a `Vec` of one per
         // group is not needed.
         let mut accs = self.accs;
@@ -556,6 +556,45 @@ impl<'q> Grouping<'q> {
             }
         }))
     }
+}
+
+/// The groups (rows of `n_keys` ranks each in `ranks`) in ascending order
+/// of their ranks, column by column. Group keys are distinct, so an
+/// unstable sort gives the one order.
+fn slice_order(ranks: &[usize], n_keys: usize) -> Vec<usize> {
+    let n_groups = ranks.len().checked_div(n_keys).unwrap_or(1);
+    let mut order: Vec<usize> = (0..n_groups).collect();
+    order.sort_unstable_by(|&a, &b| {
+        ranks[a * n_keys..][..n_keys].cmp(&ranks[b * n_keys..][..n_keys])
+    });
+    order
+}
+
+/// [`slice_order`] sorting one integer per group: its ranks side by side,
+/// each column as wide as its number of distinct values (`distinct`)
+/// needs. `None` when they do not fit in 128 bits.
+fn packed_order(ranks: &[usize], n_keys: usize, distinct: &[usize]) -> Option<Vec<usize>> {
+    let widths: Vec<u32> = distinct
+        .iter()
+        .map(|&n| usize::BITS - n.saturating_sub(1).leading_zeros())
+        .collect();
+    if widths.iter().sum::<u32>() > 128 {
+        return None;
+    }
+    let n_groups = ranks.len().checked_div(n_keys).unwrap_or(1);
+    let mut packed: Vec<(u128, usize)> = (0..n_groups)
+        .map(|group| {
+            let key = ranks[group * n_keys..][..n_keys]
+                .iter()
+                .zip(&widths)
+                .fold(0u128, |acc, (&rank, &width)| {
+                    acc.checked_shl(width).unwrap_or(0) | rank as u128
+                });
+            (key, group)
+        })
+        .collect();
+    packed.sort_unstable();
+    Some(packed.into_iter().map(|(_, group)| group).collect())
 }
 
 /// Groups by key bytes: an open-addressing hash table (linear probing) of
@@ -1348,6 +1387,43 @@ mod tests {
 
     /// Runs `query` and compares each row's JSON, compacted, keeping only
     /// the keys in `keys` for record rows (all keys for others).
+    #[test]
+    fn packed_group_order_is_the_slice_order() {
+        use super::{packed_order, slice_order};
+        // Distinct rank rows (as group keys are) of 1 to 4 columns with few
+        // or many distinct values, shuffled by a fixed LCG.
+        let mut seed: u64 = 42;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as usize % n
+        };
+        for distinct in [
+            vec![1],
+            vec![7],
+            vec![300, 2],
+            vec![5, 1, 9],
+            vec![2, 3, 4, 1000],
+        ] {
+            let n_keys = distinct.len();
+            let mut rows: Vec<Vec<usize>> = (0..500)
+                .map(|_| distinct.iter().map(|&n| next(n)).collect())
+                .collect();
+            rows.sort();
+            rows.dedup();
+            for i in (1..rows.len()).rev() {
+                rows.swap(i, next(i + 1));
+            }
+            let ranks: Vec<usize> = rows.concat();
+            let packed = packed_order(&ranks, n_keys, &distinct).expect("fits");
+            assert_eq!(packed, slice_order(&ranks, n_keys), "{distinct:?}");
+        }
+        // No key columns: the one group.
+        assert_eq!(packed_order(&[], 0, &[]), Some(vec![0]));
+        assert_eq!(slice_order(&[], 0), vec![0]);
+        // Too wide to pack.
+        assert_eq!(packed_order(&[0, 0, 0], 3, &[usize::MAX; 3]), None);
+    }
+
     #[test]
     fn bin_of_produced_at_is_what_eval_gives() {
         use super::{bin_of_produced_at, eval, RowRef};
