@@ -51,15 +51,70 @@ impl Timestamp {
 
     /// RFC 3339 in UTC with a `Z` suffix and only as many fractional digits as needed.
     pub fn to_rfc3339(self) -> String {
+        if (0..YEAR_10000).contains(&self.0) {
+            return self.to_rfc3339_common();
+        }
         match self.to_datetime() {
             Some(dt) => dt.to_rfc3339_opts(SecondsFormat::AutoSi, true),
             None => format!("@{}us", self.0),
         }
     }
 
+    /// [`Timestamp::to_rfc3339`] for instants from 1970 to 9999, without
+    /// chrono: the same text as chrono's `to_rfc3339_opts(AutoSi, true)`
+    /// (no fraction, 3 digits when whole milliseconds, else 6), written
+    /// directly (stats output formats one instant per group).
+    fn to_rfc3339_common(self) -> String {
+        let secs = self.0.div_euclid(MICROS_PER_SECOND);
+        let micros = self.0.rem_euclid(MICROS_PER_SECOND);
+        let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let mut out = String::with_capacity(27);
+        push_digits(&mut out, year, 4);
+        out.push('-');
+        push_digits(&mut out, month, 2);
+        out.push('-');
+        push_digits(&mut out, day, 2);
+        out.push('T');
+        push_digits(&mut out, sod / 3_600, 2);
+        out.push(':');
+        push_digits(&mut out, sod / 60 % 60, 2);
+        out.push(':');
+        push_digits(&mut out, sod % 60, 2);
+        if micros % 1_000 == 0 && micros != 0 {
+            out.push('.');
+            push_digits(&mut out, micros / 1_000, 3);
+        } else if micros != 0 {
+            out.push('.');
+            push_digits(&mut out, micros, 6);
+        }
+        out.push('Z');
+        out
+    }
+
     /// Adds a number of microseconds, saturating at the ends of the range.
     pub fn saturating_add_micros(self, micros: i64) -> Self {
         Timestamp(self.0.saturating_add(micros))
+    }
+}
+
+/// 10000-01-01T00:00:00Z in microseconds: the first instant with a five-digit year.
+const YEAR_10000: i64 = 253_402_300_800 * MICROS_PER_SECOND;
+
+/// Appends the last `width` decimal digits of `value` (not negative), zero-padded.
+fn push_digits(out: &mut String, value: i64, width: u32) {
+    for i in (0..width).rev() {
+        let digit = (value / 10_i64.pow(i)) % 10;
+        out.push(char::from(b'0' + digit as u8));
     }
 }
 
@@ -91,6 +146,55 @@ mod tests {
             "2024-01-10T05:00:00.123456Z",
         );
         check("2024-01-10T05:00:00.5Z", "2024-01-10T05:00:00.500Z");
+    }
+
+    /// What `to_rfc3339` gave before its chrono-free path.
+    fn chrono_text(micros: i64) -> String {
+        Utc.timestamp_micros(micros)
+            .single()
+            .expect("in range")
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    }
+
+    #[test]
+    fn common_instants_print_as_chrono_prints_them() {
+        let edges = [
+            0,
+            1,
+            999,
+            1_000,
+            1_500,
+            999_999,
+            1_000_000,
+            MICROS_PER_DAY - 1,
+            951_782_400_000_000, // 2000-02-29
+            1_717_200_000_000_000,
+            4_107_542_400_000_000, // 2100-03-01
+            YEAR_10000 - 1,
+        ];
+        for micros in edges {
+            assert_eq!(
+                Timestamp(micros).to_rfc3339(),
+                chrono_text(micros),
+                "{micros}"
+            );
+        }
+        // Every day from 1970 to 9999 (leap years, century rules), at a
+        // varying time of day and fraction.
+        let mut micros = 0;
+        let mut step = 0;
+        while micros < YEAR_10000 {
+            assert_eq!(
+                Timestamp(micros).to_rfc3339(),
+                chrono_text(micros),
+                "{micros}"
+            );
+            step += 1;
+            micros += MICROS_PER_DAY + (step % 7) * 1_000 + (step % 3) * 1_000_037;
+        }
+        // Outside the common range chrono still prints.
+        assert_eq!(Timestamp(-1).to_rfc3339(), chrono_text(-1));
+        assert_eq!(Timestamp(YEAR_10000).to_rfc3339(), chrono_text(YEAR_10000));
     }
 
     #[test]

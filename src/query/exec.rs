@@ -9,7 +9,7 @@
 //! computes every frame within its group (ordered by `produced_at`, `id`).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use serde_json::Value as Json;
 
@@ -499,22 +499,27 @@ impl<'q> Grouping<'q> {
         // distinct values (equal exactly when their bytes are) are sorted
         // once and numbered, so the sort of the groups compares integers.
         let mut ranks: Vec<usize> = vec![0; n_groups * n_keys];
+        // Distinct values per key column.
+        let mut distinct: Vec<usize> = Vec::with_capacity(n_keys);
         for column in 0..n_keys {
-            let mut ids: HashMap<&[u8], usize> = HashMap::new();
+            // Distinct values by their bytes, numbered in order of appearance.
+            let mut ids = GroupTable::new();
             // A group holding each distinct value, by id.
             let mut holders: Vec<usize> = Vec::new();
             for group in 0..n_groups {
                 let at = group * n_keys + column;
                 let start = if column == 0 { 0 } else { ends[at - 1] };
                 let part = self.table.key(group).get(start..ends[at]).unwrap_or(&[]);
-                ranks[at] = *ids.entry(part).or_insert_with(|| {
+                let (id, is_new) = ids.find_or_insert(part);
+                if is_new {
                     holders.push(group);
-                    holders.len() - 1
-                });
+                }
+                ranks[at] = id;
             }
             let value = |id: usize| &keys[holders[id] * n_keys + column];
             let mut by_value: Vec<usize> = (0..holders.len()).collect();
             by_value.sort_unstable_by(|&a, &b| total_cmp(value(a), value(b)));
+            distinct.push(holders.len());
             let mut rank_of = vec![0; holders.len()];
             for (rank, id) in by_value.into_iter().enumerate() {
                 rank_of[id] = rank;
@@ -524,11 +529,8 @@ impl<'q> Grouping<'q> {
                 ranks[at] = rank_of[ranks[at]];
             }
         }
-        let mut order: Vec<usize> = (0..n_groups).collect();
-        // Group keys are distinct, so an unstable sort gives the one order.
-        order.sort_unstable_by(|&a, &b| {
-            ranks[a * n_keys..][..n_keys].cmp(&ranks[b * n_keys..][..n_keys])
-        });
+        let order =
+            packed_order(&ranks, n_keys, &distinct).unwrap_or_else(|| slice_order(&ranks, n_keys));
         // An `XRow` is large (it can hold a record): a `Vec` of one per
         // group is not needed.
         let mut accs = self.accs;
@@ -554,6 +556,45 @@ impl<'q> Grouping<'q> {
             }
         }))
     }
+}
+
+/// The groups (rows of `n_keys` ranks each in `ranks`) in ascending order
+/// of their ranks, column by column. Group keys are distinct, so an
+/// unstable sort gives the one order.
+fn slice_order(ranks: &[usize], n_keys: usize) -> Vec<usize> {
+    let n_groups = ranks.len().checked_div(n_keys).unwrap_or(1);
+    let mut order: Vec<usize> = (0..n_groups).collect();
+    order.sort_unstable_by(|&a, &b| {
+        ranks[a * n_keys..][..n_keys].cmp(&ranks[b * n_keys..][..n_keys])
+    });
+    order
+}
+
+/// [`slice_order`] sorting one integer per group: its ranks side by side,
+/// each column as wide as its number of distinct values (`distinct`)
+/// needs. `None` when they do not fit in 128 bits.
+fn packed_order(ranks: &[usize], n_keys: usize, distinct: &[usize]) -> Option<Vec<usize>> {
+    let widths: Vec<u32> = distinct
+        .iter()
+        .map(|&n| usize::BITS - n.saturating_sub(1).leading_zeros())
+        .collect();
+    if widths.iter().sum::<u32>() > 128 {
+        return None;
+    }
+    let n_groups = ranks.len().checked_div(n_keys).unwrap_or(1);
+    let mut packed: Vec<(u128, usize)> = (0..n_groups)
+        .map(|group| {
+            let key = ranks[group * n_keys..][..n_keys]
+                .iter()
+                .zip(&widths)
+                .fold(0u128, |acc, (&rank, &width)| {
+                    acc.checked_shl(width).unwrap_or(0) | rank as u128
+                });
+            (key, group)
+        })
+        .collect();
+    packed.sort_unstable();
+    Some(packed.into_iter().map(|(_, group)| group).collect())
 }
 
 /// Groups by key bytes: an open-addressing hash table (linear probing) of
@@ -662,7 +703,32 @@ fn write_group_key(e: &CExpr, row: RowRef<'_>, out: &mut Vec<u8>) -> bool {
             return true;
         }
     }
+    if let Some(value) = bin_of_produced_at(e, row) {
+        return write_value_key(&value, out);
+    }
     write_value_key(&eval(e, row), out)
+}
+
+/// `bin(produced_at, D)` with a constant duration (the usual time key of
+/// `stats`), computed straight from the record: what [`eval`] gives for
+/// it, without walking the expression. `None` for any other expression.
+fn bin_of_produced_at(e: &CExpr, row: RowRef<'_>) -> Option<Value> {
+    let (CExpr::Func(Func::Bin, args), Some(stored)) = (e, row.record) else {
+        return None;
+    };
+    let [CExpr::Rec(Field::ProducedAt, rest), CExpr::Const(Value::Duration(d))] = args.as_slice()
+    else {
+        return None;
+    };
+    if !rest.is_empty() || *d <= 0 {
+        return None;
+    }
+    let micros = stored.record.produced_at.as_micros();
+    Some(
+        micros
+            .checked_sub(micros.rem_euclid(*d))
+            .map_or(Value::Null, |m| Value::Instant(Timestamp::from_micros(m))),
+    )
 }
 
 const KEY_NULL: u8 = 0;
@@ -1321,6 +1387,92 @@ mod tests {
 
     /// Runs `query` and compares each row's JSON, compacted, keeping only
     /// the keys in `keys` for record rows (all keys for others).
+    #[test]
+    fn packed_group_order_is_the_slice_order() {
+        use super::{packed_order, slice_order};
+        // Distinct rank rows (as group keys are) of 1 to 4 columns with few
+        // or many distinct values, shuffled by a fixed LCG.
+        let mut seed: u64 = 42;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as usize % n
+        };
+        for distinct in [
+            vec![1],
+            vec![7],
+            vec![300, 2],
+            vec![5, 1, 9],
+            vec![2, 3, 4, 1000],
+        ] {
+            let n_keys = distinct.len();
+            let mut rows: Vec<Vec<usize>> = (0..500)
+                .map(|_| distinct.iter().map(|&n| next(n)).collect())
+                .collect();
+            rows.sort();
+            rows.dedup();
+            for i in (1..rows.len()).rev() {
+                rows.swap(i, next(i + 1));
+            }
+            let ranks: Vec<usize> = rows.concat();
+            let packed = packed_order(&ranks, n_keys, &distinct).expect("fits");
+            assert_eq!(packed, slice_order(&ranks, n_keys), "{distinct:?}");
+        }
+        // No key columns: the one group.
+        assert_eq!(packed_order(&[], 0, &[]), Some(vec![0]));
+        assert_eq!(slice_order(&[], 0), vec![0]);
+        // Too wide to pack.
+        assert_eq!(packed_order(&[0, 0, 0], 3, &[usize::MAX; 3]), None);
+    }
+
+    #[test]
+    fn bin_of_produced_at_is_what_eval_gives() {
+        use super::{bin_of_produced_at, eval, RowRef};
+        use crate::query::plan::{CExpr, Field, Func};
+        use crate::query::value::Value;
+        let bin = |d: Value| {
+            CExpr::Func(
+                Func::Bin,
+                vec![CExpr::Rec(Field::ProducedAt, vec![]), CExpr::Const(d)],
+            )
+        };
+        for at in [
+            "2024-01-01T00:00:00Z",
+            "2024-05-31T23:59:59.999999Z",
+            "1969-12-31T23:59:59.5Z",
+            "1900-02-28T01:02:03Z",
+        ] {
+            let stored = record(
+                1,
+                &format!(
+                    r#"{{"kind":"k","target":{{"table":"t"}},"payload":{{}},"produced_at":"{at}","producer_id":"p"}}"#
+                ),
+            );
+            let row = RowRef {
+                record: Some(&stored),
+                slots: &[],
+                seq: 0,
+            };
+            for micros in [
+                1,
+                1_000_000,
+                3_600_000_000,
+                86_400_000_000,
+                7 * 86_400_000_000,
+            ] {
+                let e = bin(Value::Duration(micros));
+                assert_eq!(
+                    bin_of_produced_at(&e, row),
+                    Some(eval(&e, row)),
+                    "{at} {micros}"
+                );
+            }
+            // Other forms are left to `eval`.
+            for d in [Value::Duration(0), Value::Duration(-5), Value::Int(60)] {
+                assert_eq!(bin_of_produced_at(&bin(d), row), None);
+            }
+        }
+    }
+
     fn check(query: &str, expected: &[&str]) {
         let prepared = prepare(query).unwrap_or_else(|e| panic!("{}", e.render(query)));
         let source = source();

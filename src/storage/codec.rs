@@ -542,8 +542,10 @@ impl<'a> Reader<'a> {
     }
 
     fn skip_string(&mut self) -> Result<()> {
+        // `len` already checked that `n` bytes are left.
         let n = self.len()?;
-        self.take(n).map(|_| ())
+        self.pos += n;
+        Ok(())
     }
 
     fn skip_opt_string(&mut self) -> Result<()> {
@@ -554,17 +556,25 @@ impl<'a> Reader<'a> {
     }
 
     /// The string into `out` (its buffer reused), or skipped and `out` emptied.
+    /// A scan decodes record after record into one place, and neighbours
+    /// often share a string (a target's source and schema): when `out`
+    /// already holds these bytes they are neither checked nor copied again.
     fn string_into(&mut self, keep: bool, out: &mut String) -> Result<()> {
-        out.clear();
         if !keep {
+            out.clear();
             return self.skip_string();
         }
-        let s = self.str_ref()?;
-        if out.capacity() == 0 {
-            // A fresh record (`decode_record`): one allocation of the exact size.
-            *out = String::from(s);
-        } else {
-            out.push_str(s);
+        let n = self.len()?;
+        let raw = self.take(n)?;
+        if out.as_bytes() != raw {
+            let s = utf8(raw)?;
+            if out.capacity() == 0 {
+                // A fresh record (`decode_record`): one allocation of the exact size.
+                *out = String::from(s);
+            } else {
+                out.clear();
+                out.push_str(s);
+            }
         }
         Ok(())
     }
@@ -592,7 +602,19 @@ impl<'a> Reader<'a> {
     /// An object with only the keys of `keys` (the others skipped) into
     /// `map`, whose table is reused.
     fn object_into(&mut self, keys: &KeySet, map: &mut JsonObject) -> Result<()> {
-        map.clear();
+        if let KeySet::Keys(_) = keys {
+            // Records of a kind mostly have the same keys: when `map` holds
+            // exactly the kept keys, in order, only the values are replaced
+            // (no key is freed and allocated again).
+            let start = self.pos;
+            if !map.is_empty() && self.values_into_same_keys(keys, map)? {
+                return Ok(());
+            }
+            self.pos = start;
+        }
+        if !map.is_empty() {
+            map.clear();
+        }
         match keys {
             KeySet::All => *map = self.object(0)?,
             KeySet::Nothing => self.skip_object(0)?,
@@ -614,39 +636,67 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// The kept values of the object at hand into `map`'s entries, when its
+    /// kept keys are exactly `map`'s keys in order; false (position and
+    /// `map`'s values unspecified) when they are not.
+    fn values_into_same_keys(&mut self, keys: &KeySet, map: &mut JsonObject) -> Result<bool> {
+        let n = self.len()?;
+        let mut entries = map.iter_mut();
+        for _ in 0..n {
+            let key_len = self.len()?;
+            let key = self.take(key_len)?;
+            if !keys.keeps(key) {
+                self.skip_value(1)?;
+                continue;
+            }
+            match entries.next() {
+                Some((k, v)) if k.as_bytes() == key => *v = self.value(1)?,
+                _ => return Ok(false),
+            }
+        }
+        Ok(entries.next().is_none())
+    }
+
     fn skip_object(&mut self, depth: usize) -> Result<()> {
         if depth > MAX_DECODE_DEPTH {
             return Err(DecodeError("value nested too deeply"));
         }
         let n = self.len()?;
-        for _ in 0..n {
-            self.skip_string()?;
-            self.skip_value(depth + 1)?;
-        }
-        Ok(())
+        self.skip_items(n, true, depth + 1)
     }
 
     fn skip_value(&mut self, depth: usize) -> Result<()> {
-        if depth > MAX_DECODE_DEPTH {
-            return Err(DecodeError("value nested too deeply"));
-        }
-        match self.byte()? {
-            TAG_NULL | TAG_FALSE | TAG_TRUE => {}
-            TAG_INT | TAG_UINT => {
-                self.varint()?;
+        self.skip_items(1, false, depth)
+    }
+
+    /// Skips `n` values at `depth`, each after a key when `keyed` (an
+    /// object's entries). Scalars are skipped in this loop, without a call
+    /// each: skipping what a projection does not keep is most of a scan's
+    /// decoding.
+    fn skip_items(&mut self, n: usize, keyed: bool, depth: usize) -> Result<()> {
+        for _ in 0..n {
+            if keyed {
+                self.skip_string()?;
             }
-            TAG_FLOAT => {
-                self.take(8)?;
+            if depth > MAX_DECODE_DEPTH {
+                return Err(DecodeError("value nested too deeply"));
             }
-            TAG_STRING => self.skip_string()?,
-            TAG_ARRAY => {
-                let n = self.len()?;
-                for _ in 0..n {
-                    self.skip_value(depth + 1)?;
+            match self.byte()? {
+                TAG_NULL | TAG_FALSE | TAG_TRUE => {}
+                TAG_INT | TAG_UINT => {
+                    self.varint()?;
                 }
+                TAG_FLOAT => {
+                    self.take(8)?;
+                }
+                TAG_STRING => self.skip_string()?,
+                TAG_ARRAY => {
+                    let len = self.len()?;
+                    self.skip_items(len, false, depth + 1)?;
+                }
+                TAG_OBJECT => self.skip_object(depth + 1)?,
+                _ => return Err(DecodeError("unknown value tag")),
             }
-            TAG_OBJECT => self.skip_object(depth + 1)?,
-            _ => return Err(DecodeError("unknown value tag")),
         }
         Ok(())
     }
@@ -659,7 +709,13 @@ impl<'a> Reader<'a> {
         for _ in 0..n {
             let key_len = self.len()?;
             let found = self.take(key_len)?;
-            match found.cmp(key) {
+            // Most keys differ from the wanted one in their first byte:
+            // decide on it without a call to compare the slices.
+            let order = match (found.first(), key.first()) {
+                (Some(a), Some(b)) if a != b => a.cmp(b),
+                _ => found.cmp(key),
+            };
+            match order {
                 std::cmp::Ordering::Equal => return Ok(true),
                 std::cmp::Ordering::Greater => return Ok(false),
                 std::cmp::Ordering::Less => self.skip_value(1)?,
@@ -774,6 +830,44 @@ mod tests {
                "context":{"job_id":"j","run_id":"r","namespace":"n","extras":{"tenant":"acme"}},
                "version":3,"quality":0.5,"extras":{"window_start":"2024-01-01T00:00:00Z","window_end":"2024-01-02T00:00:00Z"}}"#,
         );
+    }
+
+    #[test]
+    fn a_place_reused_record_after_record_decodes_each_afresh() {
+        // Neighbours that share strings and kept keys (decoded over what is
+        // there) and that do not (rebuilt), in turn.
+        let payloads = [
+            r#"{"a":1,"b":2,"c":3}"#,
+            r#"{"a":5,"b":"x","c":7}"#,
+            r#"{"a":1,"c":3}"#,
+            r#"{"a":[1,{"x":2}],"b":null}"#,
+            r#"{"b":2,"c":3}"#,
+            r#"{"a":1,"b":2,"d":4}"#,
+            r#"{}"#,
+            r#"{"a":{"n":1},"b":-2}"#,
+        ];
+        let tables = ["t", "t", "u", "t", "ü", "ü", "t", "t"];
+        let mut projection = Projection {
+            target: true,
+            ..Projection::default()
+        };
+        projection.payload.add(Some("a"));
+        projection.payload.add(Some("b"));
+        let mut place = empty_record();
+        for round in 0..2 {
+            for (payload, table) in payloads.iter().zip(tables) {
+                let json = format!(
+                    r#"{{"kind":"k","target":{{"source_id":"s{round}","schema":"sc","table":"{table}"}},"payload":{payload},"produced_at":"2024-01-10T05:00:00Z","producer_id":"p"}}"#
+                );
+                let bytes = encode_record(&MetadataRecord::from_json_str(&json).unwrap());
+                decode_projected_into(&bytes, &projection, &mut place).unwrap();
+                let fresh = decode_projected(&bytes, &projection).unwrap();
+                assert_eq!(place, fresh, "{payload}");
+                // Maps compare without order; the order is part of the answer.
+                let keys = |r: &MetadataRecord| r.payload.keys().cloned().collect::<Vec<_>>();
+                assert_eq!(keys(&place), keys(&fresh), "{payload}");
+            }
+        }
     }
 
     #[test]

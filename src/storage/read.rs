@@ -2,6 +2,7 @@
 //! partition scans merged into (`produced_at`, `id`) order.
 
 use std::cmp::Reverse;
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -667,17 +668,18 @@ impl Engine {
                 )));
             }
         }
-        while let Some(Reverse((_, _, idx))) = heads.pop() {
+        // The head taken is replaced in place by its kind's next record (one
+        // sift down) rather than popped and pushed again.
+        while let Some(mut top) = heads.peek_mut() {
+            let Reverse((_, _, idx)) = *top;
             let (Some(kind), Some(place)) = (kinds.get_mut(idx), places.get_mut(idx)) else {
                 break;
             };
             f(place);
             if kind.next_reusing(place)? {
-                heads.push(Reverse((
-                    place.record.produced_at.as_micros(),
-                    place.id,
-                    idx,
-                )));
+                *top = Reverse((place.record.produced_at.as_micros(), place.id, idx));
+            } else {
+                PeekMut::pop(top);
             }
         }
         Ok(())
