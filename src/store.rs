@@ -112,11 +112,6 @@ pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
 /// Batches at least this large are prepared on several threads.
 const PARALLEL_PREPARE_MIN: usize = 2048;
 
-/// `bulk_store` sends batches of at least twice this many records to the
-/// writer in parts of this size, preparing each part while the writer
-/// writes the one before (all in one transaction).
-const PART_RECORDS: usize = 2048;
-
 /// The longest the writer waits for the callers of its last group to come
 /// back before committing a smaller group.
 const GROUP_WAIT_MAX: Duration = Duration::from_millis(2);
@@ -132,8 +127,6 @@ fn prepare_threads() -> usize {
 enum Msg {
     /// Store these records.
     Write(Job),
-    /// Store a large batch arriving in parts (see `Store::bulk_store`).
-    Parts(PartsJob),
     /// Expired partitions wait under `purge/`: delete them between writes.
     Purge,
 }
@@ -141,16 +134,6 @@ enum Msg {
 /// A write waiting for the writer thread.
 struct Job {
     records: Vec<PreparedRecord>,
-    reply: SyncSender<Reply>,
-}
-
-/// A large batch the caller prepares part by part while the writer writes
-/// the parts already sent, all in one transaction. Dropping `rest` before
-/// the last part abandons the batch (nothing is committed).
-struct PartsJob {
-    n_parts: usize,
-    first: Vec<PreparedRecord>,
-    rest: Receiver<Vec<PreparedRecord>>,
     reply: SyncSender<Reply>,
 }
 
@@ -376,26 +359,13 @@ impl Store {
     /// Validates, checks governance and encodes records on the caller's thread.
     fn prepare(&self, records: &[MetadataRecord]) -> Result<Vec<PreparedRecord>> {
         let now = self.now();
+        let strict = self.inner.options.governance == Governance::Strict;
         let registry = self
             .inner
             .registry
             .read()
             .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
-        self.prepare_with(records, 0, now, &registry)
-    }
-
-    /// [`Store::prepare`] of the records of a batch from index `offset` on
-    /// (errors name the index in the whole batch), at `now`, with `registry`.
-    fn prepare_with(
-        &self,
-        records: &[MetadataRecord],
-        offset: usize,
-        now: Timestamp,
-        registry: &KindRegistry,
-    ) -> Result<Vec<PreparedRecord>> {
-        let strict = self.inner.options.governance == Governance::Strict;
         let prepare_one = |i: usize, record: &MetadataRecord| -> Result<PreparedRecord> {
-            let i = offset + i;
             record.validate().map_err(|error| Error::InvalidRecord {
                 index: Some(i),
                 error,
@@ -492,63 +462,6 @@ impl Store {
             .recv()
             .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
         drop(records);
-        Ok(outcome?)
-    }
-
-    /// Stores a large batch in one transaction, prepared part by part: while
-    /// the writer writes one part, this thread validates and encodes the
-    /// next. A part that fails its checks abandons the batch: the writer
-    /// drops the transaction (nothing is written) and the error is returned
-    /// with the record's index in the whole batch, the lowest failing one.
-    fn submit_in_parts(&self, records: &[MetadataRecord]) -> Result<Vec<WriteOutcome>> {
-        let now = self.now();
-        let registry = self
-            .inner
-            .registry
-            .read()
-            .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
-        let mut parts = records.chunks(PART_RECORDS);
-        let n_parts = parts.len();
-        let first = match parts.next() {
-            Some(part) => self.prepare_with(part, 0, now, &registry)?,
-            None => return Ok(Vec::new()),
-        };
-        let jobs = self
-            .inner
-            .jobs
-            .as_ref()
-            .ok_or_else(|| StorageError::WriterGone("the store is closing".into()))?;
-        let (reply, answer) = mpsc::sync_channel(1);
-        let (part_tx, rest) = mpsc::sync_channel(1);
-        jobs.send(Msg::Parts(PartsJob {
-            n_parts,
-            first,
-            rest,
-            reply,
-        }))
-        .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
-        let mut failed = None;
-        for (k, part) in parts.enumerate() {
-            match self.prepare_with(part, (k + 1) * PART_RECORDS, now, &registry) {
-                Ok(prepared) => {
-                    if part_tx.send(prepared).is_err() {
-                        break; // the writer stopped; its answer says why
-                    }
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(part_tx); // before the last part: the writer abandons the batch
-        let (outcome, prepared) = answer
-            .recv()
-            .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
-        drop(prepared);
-        if let Some(e) = failed {
-            return Err(e);
-        }
         Ok(outcome?)
     }
 
@@ -830,19 +743,15 @@ struct Writer<'a> {
 impl Writer<'_> {
     /// Takes every job waiting, commits them together, logs, notifies, answers.
     fn run(&self, mut log: LogWriter, jobs: &Receiver<Msg>) {
-        let (engine, max_group) = (self.engine, self.max_group);
+        let (engine, subscribers, max_group) = (self.engine, self.subscribers, self.max_group);
         // Callers answered by the last commit come back together a few
         // microseconds after it: `last_jobs` and `last_commit` let the next
         // group wait briefly for them (see `GROUP_WAIT_MAX`).
         let mut last_jobs = 1usize;
         let mut last_commit = Duration::ZERO;
         let mut purging = false;
-        // A batch in parts met while gathering a group: it goes next, alone.
-        let mut held: Option<PartsJob> = None;
         loop {
-            let msg = if let Some(job) = held.take() {
-                Msg::Parts(job)
-            } else if purging {
+            let msg = if purging {
                 // Writes first; one partition's deletion whenever none waits.
                 match jobs.try_recv() {
                     Ok(msg) => msg,
@@ -861,10 +770,6 @@ impl Writer<'_> {
             };
             let first = match msg {
                 Msg::Write(job) => job,
-                Msg::Parts(job) => {
-                    self.write_parts(&mut log, job);
-                    continue;
-                }
                 Msg::Purge => {
                     purging = true;
                     continue;
@@ -872,25 +777,14 @@ impl Writer<'_> {
             };
             let mut group = vec![first];
             let mut n_records = group[0].records.len();
-            let mut take = |msg: Msg, group: &mut Vec<Job>, n_records: &mut usize| match msg {
-                Msg::Write(job) => {
-                    *n_records += job.records.len();
-                    group.push(job);
-                    true
-                }
-                Msg::Parts(job) => {
-                    held = Some(job);
-                    false
-                }
-                Msg::Purge => {
-                    purging = true;
-                    true
-                }
-            };
             while n_records < max_group {
-                let Ok(msg) = jobs.try_recv() else { break };
-                if !take(msg, &mut group, &mut n_records) {
-                    break;
+                match jobs.try_recv() {
+                    Ok(Msg::Write(job)) => {
+                        n_records += job.records.len();
+                        group.push(job);
+                    }
+                    Ok(Msg::Purge) => purging = true,
+                    Err(_) => break,
                 }
             }
             if group.len() < last_jobs && n_records < max_group {
@@ -900,11 +794,13 @@ impl Writer<'_> {
                 let deadline = Instant::now() + (last_commit / 4).min(GROUP_WAIT_MAX);
                 while group.len() < last_jobs && n_records < max_group {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    let Ok(msg) = jobs.recv_timeout(left) else {
-                        break;
-                    };
-                    if !take(msg, &mut group, &mut n_records) {
-                        break;
+                    match jobs.recv_timeout(left) {
+                        Ok(Msg::Write(job)) => {
+                            n_records += job.records.len();
+                            group.push(job);
+                        }
+                        Ok(Msg::Purge) => purging = true,
+                        Err(_) => break,
                     }
                 }
             }
@@ -916,7 +812,44 @@ impl Writer<'_> {
             last_commit = started.elapsed();
             match written {
                 Ok(outcomes) => {
-                    self.after_commit(&mut log, &slices, &outcomes);
+                    let committed: Vec<(u64, &PreparedRecord)> = group
+                        .iter()
+                        .zip(&outcomes)
+                        .flat_map(|(job, job_outcomes)| job.records.iter().zip(job_outcomes))
+                        .filter_map(|(prepared, outcome)| match outcome {
+                            WriteOutcome::Stored(id) => Some((*id, prepared)),
+                            WriteOutcome::Duplicate(_) => None,
+                        })
+                        .collect();
+                    self.counters.n_commits.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .n_records
+                        .fetch_add(committed.len() as u64, Ordering::Relaxed);
+                    // The commit is durable; a failed log append is repaired from
+                    // the store on the next open, so callers still get success.
+                    let heads: Vec<String> = committed
+                        .iter()
+                        .map(|(id, _)| format!("{{\"id\":{id},"))
+                        .collect();
+                    let _ =
+                        log.append_lines(committed.iter().zip(&heads).map(|((id, p), head)| {
+                            (*id, head.as_str(), p.json.get(1..).unwrap_or_default())
+                        }));
+                    if let Ok(mut subs) = subscribers.lock() {
+                        if !subs.is_empty() {
+                            subs.retain(|s| {
+                                committed.iter().all(|(id, p)| {
+                                    // Rebuilt from its bytes: the writer holds no record.
+                                    match decode_record(&p.encoded) {
+                                        Ok(record) => {
+                                            s.send(StoredRecord { id: *id, record }).is_ok()
+                                        }
+                                        Err(_) => true,
+                                    }
+                                })
+                            });
+                        }
+                    }
                     for (job, job_outcomes) in group.into_iter().zip(outcomes) {
                         let _ = job.reply.send((Ok(job_outcomes), job.records));
                     }
@@ -928,74 +861,6 @@ impl Writer<'_> {
                         let _ = job.reply.send((Err(error), job.records));
                     }
                 }
-            }
-        }
-    }
-
-    /// Writes a batch that arrives in parts, in one transaction of its own.
-    fn write_parts(&self, log: &mut LogWriter, job: PartsJob) {
-        let PartsJob {
-            n_parts,
-            first,
-            rest,
-            reply,
-        } = job;
-        let (written, parts) = self.engine.write_parts(n_parts, first, || rest.recv().ok());
-        let answer = match written {
-            Ok(outcomes) => {
-                let slices: Vec<&[PreparedRecord]> = parts.iter().map(Vec::as_slice).collect();
-                self.after_commit(log, &slices, &outcomes);
-                Ok(outcomes.into_iter().flatten().collect())
-            }
-            Err(StorageError::Abandoned) => Err(StorageError::Abandoned),
-            Err(e) => Err(StorageError::Redb(format!("commit failed: {e}"))),
-        };
-        let _ = reply.send((answer, parts.into_iter().flatten().collect()));
-    }
-
-    /// After a durable commit: counters, the log, subscribers.
-    fn after_commit(
-        &self,
-        log: &mut LogWriter,
-        groups: &[&[PreparedRecord]],
-        outcomes: &[Vec<WriteOutcome>],
-    ) {
-        let committed: Vec<(u64, &PreparedRecord)> = groups
-            .iter()
-            .zip(outcomes)
-            .flat_map(|(records, group_outcomes)| records.iter().zip(group_outcomes))
-            .filter_map(|(prepared, outcome)| match outcome {
-                WriteOutcome::Stored(id) => Some((*id, prepared)),
-                WriteOutcome::Duplicate(_) => None,
-            })
-            .collect();
-        self.counters.n_commits.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .n_records
-            .fetch_add(committed.len() as u64, Ordering::Relaxed);
-        // The commit is durable; a failed log append is repaired from
-        // the store on the next open, so callers still get success.
-        let heads: Vec<String> = committed
-            .iter()
-            .map(|(id, _)| format!("{{\"id\":{id},"))
-            .collect();
-        let _ = log.append_lines(
-            committed
-                .iter()
-                .zip(&heads)
-                .map(|((id, p), head)| (*id, head.as_str(), p.json.get(1..).unwrap_or_default())),
-        );
-        if let Ok(mut subs) = self.subscribers.lock() {
-            if !subs.is_empty() {
-                subs.retain(|s| {
-                    committed.iter().all(|(id, p)| {
-                        // Rebuilt from its bytes: the writer holds no record.
-                        match decode_record(&p.encoded) {
-                            Ok(record) => s.send(StoredRecord { id: *id, record }).is_ok(),
-                            Err(_) => true,
-                        }
-                    })
-                });
             }
         }
     }
@@ -1013,12 +878,8 @@ impl MetadataRepository for Store {
     }
 
     fn bulk_store(&self, records: &[MetadataRecord]) -> Result<BulkOutcome> {
-        let outcomes = if records.len() >= 2 * PART_RECORDS {
-            self.submit_in_parts(records)?
-        } else {
-            let prepared = self.prepare(records)?;
-            self.submit(prepared)?
-        };
+        let prepared = self.prepare(records)?;
+        let outcomes = self.submit(prepared)?;
         Ok(BulkOutcome::from_outcomes(&outcomes))
     }
 

@@ -19,8 +19,8 @@ use serde_json::json;
 
 const CHILD_ENV: &str = "ALMANAC_CRASH_CHILD";
 const START_ENV: &str = "ALMANAC_CRASH_START";
-/// Records in batch `b`: odd batches are large enough that `bulk_store`
-/// sends them to the writer in parts (a kill can land between parts).
+/// Records in batch `b`: odd batches are large (prepared on several threads,
+/// a long write transaction for a kill to land in).
 fn batch_len(b: u64) -> usize {
     if b.is_multiple_of(2) {
         200

@@ -547,65 +547,6 @@ fn a_large_batch_reports_its_first_invalid_record() {
 }
 
 #[test]
-fn a_batch_written_in_parts_is_all_or_nothing() {
-    // Batches of 4,096 records or more reach the writer in parts of 2,048,
-    // each written while the next is prepared, all in one transaction.
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let mut records: Vec<_> = (0..7000)
-        .map(|i| volume(i % 70, (i / 70) as i64, i as i64))
-        .collect();
-    // Invalid in the first part, then only in the last part (written after
-    // the others reached the writer): nothing is stored either way.
-    for bad in [5, 6999] {
-        let kept = std::mem::take(&mut records[bad].producer_id);
-        let err = store.bulk_store(&records).unwrap_err();
-        assert_eq!(err.record_index(), Some(bad), "{err}");
-        assert!(store.tail(1).unwrap().is_empty(), "bad record {bad}");
-        assert!(store
-            .latest(&target(0), "ingestion_volume")
-            .unwrap()
-            .is_none());
-        records[bad].producer_id = kept;
-    }
-    // Duplicates across parts, and single stores from other threads while
-    // the batch is written.
-    records[6000] = records[10].clone();
-    records[4500] = records[2100].clone();
-    let others = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..4)
-            .map(|t| {
-                let store = store.clone();
-                scope.spawn(move || {
-                    (0..20)
-                        .map(|i| store.store(&volume(100 + t, i, 1)).unwrap().id)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let out = store.bulk_store(&records).unwrap();
-        assert_eq!((out.n_stored, out.n_duplicates), (6998, 2));
-        assert_eq!(out.ids[6000], out.ids[10]);
-        assert_eq!(out.ids[4500], out.ids[2100]);
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect::<Vec<_>>()
-    });
-    assert_eq!(others.len(), 80);
-    let log = store.tail(1).unwrap();
-    assert_eq!(log.len(), 6998 + 80);
-    let ids: Vec<u64> = log.iter().map(|r| r.id).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "log in id order");
-    // The batch's newest record per target is the latest.
-    let latest = store
-        .latest(&target(69), "ingestion_volume")
-        .unwrap()
-        .unwrap();
-    assert_eq!(latest.record.payload["rows"], json!(6999));
-}
-
-#[test]
 fn compaction_shrinks_a_closed_store_and_keeps_every_record() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(std::sync::atomic::AtomicI64::new(BASE + 20 * DAY));

@@ -142,11 +142,6 @@ pub enum StorageError {
     /// There is no store (no `almanac.redb`) in the directory.
     #[error("no store at {0} (it has no almanac.redb)")]
     NoStore(PathBuf),
-    /// A batch sent to the writer in parts was abandoned by its caller
-    /// before its last part (a later part failed validation); nothing of it
-    /// was committed.
-    #[error("the batch was abandoned before its last part; nothing was written")]
-    Abandoned,
     /// The store's writer has shut down (the handle is being dropped) or failed earlier.
     #[error("the store's writer is not running: {0}")]
     WriterGone(String),

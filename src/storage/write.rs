@@ -100,9 +100,6 @@ impl WriteOutcome {
     }
 }
 
-/// Hands the write path its groups of records one at a time (`None`: no more).
-type NextGroup<'a, 'g> = dyn FnMut() -> Option<Result<&'g [PreparedRecord]>> + 'a;
-
 /// The partition catalog, open for writing.
 type CatalogTable<'txn> = Table<'txn, (&'static str, i64), &'static [u8]>;
 
@@ -388,55 +385,11 @@ impl Engine {
     /// call) are not written again; their outcome names the existing id. The
     /// outcomes mirror the input shape. Either everything commits or nothing.
     pub fn write(&self, groups: &[&[PreparedRecord]]) -> Result<Vec<Vec<WriteOutcome>>> {
-        let mut groups = groups.iter().map(|g| Ok(*g));
-        self.write_with(&mut || groups.next())
-    }
-
-    /// Stores one batch that arrives in `n_parts` parts in one durable
-    /// transaction: `first`, then each part `next_part` returns, written as
-    /// it arrives, so the caller prepares the next part while this one is
-    /// written. If `next_part` returns `None` before the last part, the
-    /// transaction is aborted and [`Abandoned`](super::StorageError::Abandoned)
-    /// returned. Outcomes come per part; the parts are handed back either way.
-    pub fn write_parts(
-        &self,
-        n_parts: usize,
-        first: Vec<PreparedRecord>,
-        mut next_part: impl FnMut() -> Option<Vec<PreparedRecord>>,
-    ) -> (Result<Vec<Vec<WriteOutcome>>>, Vec<Vec<PreparedRecord>>) {
-        // Parts are kept in cells made up front, so the transaction can
-        // hold references into earlier parts while later ones arrive.
-        let parts: Vec<std::cell::OnceCell<Vec<PreparedRecord>>> = (0..n_parts.max(1))
-            .map(|_| std::cell::OnceCell::new())
-            .collect();
-        let _ = parts[0].set(first);
-        let result = {
-            let mut i = 0;
-            let mut next = || {
-                let part = parts.get(i)?;
-                if i > 0 {
-                    match next_part() {
-                        Some(records) => {
-                            let _ = part.set(records);
-                        }
-                        None => return Some(Err(super::StorageError::Abandoned)),
-                    }
-                }
-                i += 1;
-                part.get().map(|records| Ok(records.as_slice()))
-            };
-            self.write_with(&mut next)
-        };
-        let parts = parts.into_iter().filter_map(|p| p.into_inner()).collect();
-        (result, parts)
-    }
-
-    fn write_with<'g>(&self, next_group: &mut NextGroup<'_, 'g>) -> Result<Vec<Vec<WriteOutcome>>> {
         let mut cache = self
             .write_cache
             .lock()
             .map_err(|_| super::StorageError::WriterGone("write cache lock poisoned".into()))?;
-        let result = self.write_locked(next_group, &mut cache);
+        let result = self.write_locked(groups, &mut cache);
         if result.is_err() {
             // The failed transaction may have cached what it did not commit.
             cache.clear();
@@ -444,9 +397,9 @@ impl Engine {
         result
     }
 
-    fn write_locked<'g>(
+    fn write_locked(
         &self,
-        next_group: &mut NextGroup<'_, 'g>,
+        groups: &[&[PreparedRecord]],
         cache: &mut WriteCache,
     ) -> Result<Vec<Vec<WriteOutcome>>> {
         let mut txn = self.db.begin_write()?;
@@ -460,13 +413,11 @@ impl Engine {
             let mut catalog = txn.open_table(PARTITIONS)?;
             let mut parts: HashMap<PartitionKey, PartTables<'_, '_>> = HashMap::default();
             let mut next_id = meta.get(META_NEXT_ID)?.map_or(1, |v| v.value());
-            let mut outcomes = Vec::new();
+            let mut outcomes = Vec::with_capacity(groups.len());
             // (kind, target) → the newest record of this transaction for it,
             // when newer than the committed latest entry.
             let mut new_latest: HashMap<(&str, &str), (i64, u64, &[u8])> = HashMap::default();
-            while let Some(group) = next_group() {
-                // An error (an abandoned batch) drops the transaction unwritten.
-                let group: &'g [PreparedRecord] = group?;
+            for group in groups {
                 let mut group_outcomes = Vec::with_capacity(group.len());
                 for prepared in group.iter() {
                     if !parts.contains_key(&prepared.partition) {
