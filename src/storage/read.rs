@@ -5,6 +5,8 @@ use std::cmp::Reverse;
 use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, HashSet};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableError};
@@ -26,6 +28,22 @@ use crate::query::{ScanDescription, ScanRequest, TargetInfo};
 
 /// Above this many targets, an indexed path equality is preferred to the target index.
 const FEW_TARGETS: usize = 64;
+
+/// A scan that reads whole partitions (no index) of two kinds or more and
+/// at least this many partitions in all walks each kind on a thread of its
+/// own (see [`ParallelScan`]); smaller scans are not worth the threads.
+const PARALLEL_SCAN_MIN_PARTITIONS: usize = 32;
+/// Above this many kinds a scan stays on the caller's thread.
+const PARALLEL_SCAN_MAX_KINDS: usize = 16;
+/// Records a scan thread sends at a time (the first batches are smaller,
+/// so the first rows arrive early).
+const SCAN_BATCH: usize = 256;
+
+/// Whether this process has more than one core to scan with (asked once).
+fn several_cores() -> bool {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())) > 1
+}
 
 /// The catalog entry of one partition (48 bytes plus a bucket byte on disk).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,6 +305,14 @@ struct KindScan {
     time: TimeRange,
     index: IndexChoice,
     filter: Arc<RowFilter>,
+    /// Set when the scan this walk feeds was dropped (parallel scans): the
+    /// walk stops at the next row instead of reading on to the end.
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+/// What a cancelled walk returns; nobody is left to read it.
+fn cancelled() -> StorageError {
+    StorageError::WriterGone("the scan was dropped".into())
 }
 
 impl KindScan {
@@ -409,7 +435,13 @@ impl KindScan {
         loop {
             if let Some(scan) = &mut self.current {
                 let filter = &self.filter;
-                if scan.next_with(|id, bytes| decode(filter, id, bytes))? {
+                let cancel = self.cancel.as_deref();
+                if scan.next_with(|id, bytes| {
+                    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                        return Err(cancelled());
+                    }
+                    decode(filter, id, bytes)
+                })? {
                     return Ok(true);
                 }
                 self.current = None;
@@ -418,6 +450,300 @@ impl KindScan {
                 return Ok(false);
             };
             self.current = self.open_partition(&entry)?;
+        }
+    }
+}
+
+/// The records of one kind, walked on a thread of its own and received in batches.
+struct KindStream {
+    rx: Receiver<Result<Vec<StoredRecord>>>,
+    batch: std::vec::IntoIter<StoredRecord>,
+}
+
+impl KindStream {
+    fn next(&mut self) -> Result<Option<StoredRecord>> {
+        loop {
+            if let Some(record) = self.batch.next() {
+                return Ok(Some(record));
+            }
+            match self.rx.recv() {
+                Ok(Ok(batch)) => self.batch = batch.into_iter(),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(None), // the walk is over
+            }
+        }
+    }
+}
+
+/// [`Scan`] with each kind walked (partitions read, rows filtered on their
+/// bytes, kept records decoded) on a thread of its own, the caller's thread
+/// only merging: the same records in the same order, on every core. One
+/// thread per kind rather than a pool: each kind's stream must keep flowing
+/// while the merge waits on another. Dropping the scan stops the threads
+/// (at their next kept record or the end of their kind).
+pub(crate) struct ParallelScan {
+    streams: Vec<KindStream>,
+    heads: BinaryHeap<Reverse<(i64, u64, usize)>>,
+    pending: Vec<Option<StoredRecord>>,
+    started: bool,
+    failed: bool,
+    cancel: Arc<AtomicBool>,
+}
+
+impl ParallelScan {
+    fn start(kinds: Vec<KindScan>) -> Result<Self> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut streams = Vec::with_capacity(kinds.len());
+        for mut kind in kinds {
+            let (tx, rx) = sync_channel::<Result<Vec<StoredRecord>>>(4);
+            let stop = Arc::clone(&cancel);
+            kind.cancel = Some(Arc::clone(&cancel));
+            std::thread::Builder::new()
+                .name("almanac-scan".into())
+                .spawn(move || {
+                    let mut cap = 16;
+                    let mut batch = Vec::with_capacity(cap);
+                    let mut slot = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        match kind.next_into(&mut slot) {
+                            Ok(true) => {
+                                batch.extend(slot.take());
+                                if batch.len() >= cap {
+                                    cap = (cap * 4).min(SCAN_BATCH);
+                                    let full =
+                                        std::mem::replace(&mut batch, Vec::with_capacity(cap));
+                                    if tx.send(Ok(full)).is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            Ok(false) => {
+                                if !batch.is_empty() {
+                                    let _ = tx.send(Ok(batch));
+                                }
+                                return;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                })
+                .map_err(|e| StorageError::io(std::path::Path::new("<scan thread>"), e))?;
+            streams.push(KindStream {
+                rx,
+                batch: Vec::new().into_iter(),
+            });
+        }
+        let n = streams.len();
+        Ok(ParallelScan {
+            streams,
+            heads: BinaryHeap::with_capacity(n),
+            pending: vec![None; n],
+            started: false,
+            failed: false,
+            cancel,
+        })
+    }
+
+    fn pull(&mut self, idx: usize) -> Result<()> {
+        if let Some(r) = self.streams[idx].next()? {
+            self.heads
+                .push(Reverse((r.record.produced_at.as_micros(), r.id, idx)));
+            self.pending[idx] = Some(r);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ParallelScan {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Iterator for ParallelScan {
+    type Item = Result<StoredRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if !self.started {
+            self.started = true;
+            for idx in 0..self.streams.len() {
+                if let Err(e) = self.pull(idx) {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let Reverse((_, _, idx)) = self.heads.pop()?;
+        let record = self.pending[idx].take()?;
+        if let Err(e) = self.pull(idx) {
+            self.failed = true;
+            return Some(Err(e));
+        }
+        Some(Ok(record))
+    }
+}
+
+/// Records of one kind decoded on a thread of their own into batches of
+/// places that come back to that thread to be decoded into again.
+struct PlaceStream {
+    rx: Receiver<Result<(Vec<StoredRecord>, usize)>>,
+    back: std::sync::mpsc::SyncSender<Vec<StoredRecord>>,
+    batch: Vec<StoredRecord>,
+    len: usize,
+    pos: usize,
+}
+
+impl PlaceStream {
+    /// Moves to the next record (`current`); false at the end.
+    fn advance(&mut self) -> Result<bool> {
+        self.pos += 1;
+        if self.pos < self.len {
+            return Ok(true);
+        }
+        let used = std::mem::take(&mut self.batch);
+        if used.capacity() > 0 {
+            let _ = self.back.try_send(used); // or dropped, if the thread has enough
+        }
+        match self.rx.recv() {
+            Ok(Ok((batch, len))) => {
+                (self.batch, self.len, self.pos) = (batch, len, 0);
+                Ok(len > 0)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn current(&self) -> Option<&StoredRecord> {
+        self.batch.get(self.pos)
+    }
+}
+
+/// Sets a scan's cancel flag when the scan is dropped (or fails).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// [`Engine::scan_each`] with each kind walked and decoded on a thread of
+/// its own (into reused places, as on one thread); this thread merges the
+/// kinds into (`produced_at`, `id`) order and calls `f`, so `f` sees the
+/// same records in the same order.
+fn scan_each_parallel(kinds: Vec<KindScan>, f: &mut dyn FnMut(&StoredRecord)) -> Result<()> {
+    let guard = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+    let mut streams = Vec::with_capacity(kinds.len());
+    for mut kind in kinds {
+        let (tx, rx) = sync_channel::<Result<(Vec<StoredRecord>, usize)>>(4);
+        let (back, back_rx) = sync_channel::<Vec<StoredRecord>>(8);
+        kind.cancel = Some(Arc::clone(&guard.0));
+        std::thread::Builder::new()
+            .name("almanac-scan".into())
+            .spawn(move || {
+                let mut cap = 16;
+                loop {
+                    let mut batch = back_rx.try_recv().unwrap_or_default();
+                    while batch.len() < cap {
+                        batch.push(StoredRecord {
+                            id: 0,
+                            record: empty_record(),
+                        });
+                    }
+                    let mut n = 0;
+                    let mut done = false;
+                    while n < cap {
+                        match kind.next_reusing(&mut batch[n]) {
+                            Ok(true) => n += 1,
+                            Ok(false) => {
+                                done = true;
+                                break;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    if (n > 0 && tx.send(Ok((batch, n))).is_err()) || done {
+                        return;
+                    }
+                    cap = (cap * 4).min(SCAN_BATCH);
+                }
+            })
+            .map_err(|e| StorageError::io(std::path::Path::new("<scan thread>"), e))?;
+        streams.push(PlaceStream {
+            rx,
+            back,
+            batch: Vec::new(),
+            len: 0,
+            pos: 0,
+        });
+    }
+    let order = |r: &StoredRecord| (r.record.produced_at.as_micros(), r.id);
+    let mut heads = BinaryHeap::with_capacity(streams.len());
+    for (idx, stream) in streams.iter_mut().enumerate() {
+        if stream.advance()? {
+            if let Some(r) = stream.current() {
+                let (ts, id) = order(r);
+                heads.push(Reverse((ts, id, idx)));
+            }
+        }
+    }
+    while let Some(mut top) = heads.peek_mut() {
+        let Reverse((_, _, idx)) = *top;
+        let Some(stream) = streams.get_mut(idx) else {
+            break;
+        };
+        if let Some(r) = stream.current() {
+            f(r);
+        }
+        match stream.advance()?.then(|| stream.current()).flatten() {
+            Some(r) => {
+                let (ts, id) = order(r);
+                *top = Reverse((ts, id, idx));
+            }
+            None => {
+                PeekMut::pop(top);
+            }
+        }
+    }
+    drop(guard);
+    Ok(())
+}
+
+/// Whether a scan of these walks is worth a thread per kind.
+fn worth_threads(kinds: &[KindScan]) -> bool {
+    let whole_partitions = kinds
+        .iter()
+        .filter(|k| matches!(k.index, IndexChoice::Full))
+        .map(|k| k.partitions.len())
+        .sum::<usize>();
+    (2..=PARALLEL_SCAN_MAX_KINDS).contains(&kinds.len())
+        && whole_partitions >= PARALLEL_SCAN_MIN_PARTITIONS
+        && several_cores()
+}
+
+/// A scan on the caller's thread or on one thread per kind.
+pub(crate) enum AnyScan {
+    Serial(Scan),
+    Parallel(ParallelScan),
+}
+
+impl Iterator for AnyScan {
+    type Item = Result<StoredRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            AnyScan::Serial(scan) => scan.next(),
+            AnyScan::Parallel(scan) => scan.next(),
         }
     }
 }
@@ -618,13 +944,16 @@ impl Engine {
     ) -> Result<impl Iterator<Item = Result<StoredRecord>> + 'static> {
         let kinds = self.kind_scans(request)?;
         let n = kinds.len();
-        Ok(Scan {
+        if worth_threads(&kinds) {
+            return Ok(AnyScan::Parallel(ParallelScan::start(kinds)?));
+        }
+        Ok(AnyScan::Serial(Scan {
             kinds,
             heads: BinaryHeap::with_capacity(n),
             pending: vec![None; n],
             started: false,
             failed: false,
-        })
+        }))
     }
 
     /// One scan per kind that `request` reads, on one read snapshot.
@@ -641,6 +970,7 @@ impl Engine {
                 time: request.time,
                 index: index.clone(),
                 filter: Arc::clone(&filter),
+                cancel: None,
             })
             .collect())
     }
@@ -651,6 +981,9 @@ impl Engine {
     /// neither a record's allocations nor its moves.
     pub fn scan_each(&self, request: &ScanRequest, f: &mut dyn FnMut(&StoredRecord)) -> Result<()> {
         let mut kinds = self.kind_scans(request)?;
+        if worth_threads(&kinds) {
+            return scan_each_parallel(kinds, f);
+        }
         let mut places: Vec<StoredRecord> = kinds
             .iter()
             .map(|_| StoredRecord {

@@ -1,0 +1,160 @@
+//! Scans that read whole partitions of several kinds walk each kind on a
+//! thread of its own (`storage::read::ParallelScan`, `scan_each_parallel`).
+//! They must yield exactly what one thread would: the same records in the
+//! same (`produced_at`, `id`) order, through `scan`, `scan_each` and the
+//! query language, and stop their threads when dropped early.
+
+use almanac::model::MICROS_PER_DAY;
+use almanac::query::{Params, RecordSource, ScanRequest};
+use almanac::testdata::{GenConfig, Generator};
+use almanac::{Clock, MetadataRecord, MetadataRepository, Store, StoreOptions};
+
+const N: usize = 12_000;
+
+/// The tests count this process's scan threads: one test at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn generated() -> (tempfile::TempDir, Store, Vec<MetadataRecord>) {
+    let config = GenConfig {
+        n_records: N,
+        n_targets: 300,
+        days: 60,
+        ..GenConfig::default()
+    };
+    let end = config.end;
+    let records: Vec<_> = Generator::new(11, config).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            clock: Clock::fixed(end.saturating_add_micros(MICROS_PER_DAY)),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    for batch in records.chunks(5_000) {
+        store.bulk_store(batch).unwrap();
+    }
+    (dir, store, records)
+}
+
+/// Ids 1..=N were assigned in input order: the expected scan order is the
+/// input sorted by (`produced_at`, id).
+fn expected_ids(records: &[MetadataRecord], keep: impl Fn(&MetadataRecord) -> bool) -> Vec<u64> {
+    let mut keyed: Vec<(i64, u64)> = records
+        .iter()
+        .zip(1u64..)
+        .filter(|(r, _)| keep(r))
+        .map(|(r, id)| (r.produced_at.as_micros(), id))
+        .collect();
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, id)| id).collect()
+}
+
+/// The names of this process's threads (Linux), to see the scan threads.
+fn scan_threads() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "almanac-scan")
+        .count()
+}
+
+#[test]
+fn a_scan_on_threads_yields_every_record_in_order() {
+    let _one_at_a_time = serial();
+    let (_dir, store, records) = generated();
+    let mut scan = store.scan(&ScanRequest::default()).unwrap();
+    let first = scan.next().unwrap().unwrap();
+    if cfg!(target_os = "linux") && std::thread::available_parallelism().map_or(1, |n| n.get()) > 1
+    {
+        assert!(scan_threads() >= 2, "the scan runs on its own threads");
+    }
+    let mut ids = vec![first.id];
+    ids.extend(scan.map(|r| r.unwrap().id));
+    assert_eq!(ids, expected_ids(&records, |_| true));
+
+    // scan_each (what `stats` reads through) visits the same, in order.
+    let mut each = Vec::new();
+    store
+        .scan_each(&ScanRequest::default(), &mut |r| each.push(r.id))
+        .unwrap();
+    assert_eq!(each, ids);
+}
+
+#[test]
+fn queries_on_threads_answer_as_a_filter_over_all_records() {
+    let _one_at_a_time = serial();
+    let (_dir, store, records) = generated();
+    let rows = |r: &MetadataRecord| r.payload.get("rows").and_then(|v| v.as_i64());
+    let threshold = 1_000_000;
+    let out = store
+        .query(
+            &format!("* | where payload.rows > {threshold}"),
+            &Params::new(),
+        )
+        .unwrap();
+    let ids: Vec<u64> = out
+        .rows
+        .iter()
+        .map(|row| match row {
+            almanac::query::Row::Record { record, .. } => record.id,
+            other => panic!("expected records, got {other:?}"),
+        })
+        .collect();
+    let expected = expected_ids(&records, |r| rows(r).is_some_and(|n| n > threshold));
+    assert!(!expected.is_empty());
+    assert_eq!(ids, expected);
+
+    // stats: the count per kind equals a plain count.
+    let out = store
+        .query("* | stats count() by kind", &Params::new())
+        .unwrap();
+    let mut counts: Vec<(String, u64)> = out
+        .rows
+        .iter()
+        .map(|row| match row {
+            almanac::query::Row::Values(v) => {
+                (v[0].as_str().unwrap().to_owned(), v[1].as_u64().unwrap())
+            }
+            other => panic!("expected values, got {other:?}"),
+        })
+        .collect();
+    counts.sort();
+    let mut plain = std::collections::BTreeMap::<String, u64>::new();
+    for r in &records {
+        *plain.entry(r.kind.clone()).or_default() += 1;
+    }
+    assert_eq!(counts, plain.into_iter().collect::<Vec<_>>());
+}
+
+#[test]
+fn a_scan_dropped_early_stops_its_threads_and_the_store_goes_on() {
+    let _one_at_a_time = serial();
+    let (_dir, store, records) = generated();
+    let taken: Vec<u64> = store
+        .scan(&ScanRequest::default())
+        .unwrap()
+        .take(3)
+        .map(|r| r.unwrap().id)
+        .collect();
+    assert_eq!(taken, expected_ids(&records, |_| true)[..3]);
+    // The threads notice the drop at their next row and end.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while scan_threads() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(scan_threads(), 0, "scan threads still running");
+    let mut again = records[0].clone();
+    again.payload.insert("note".into(), "after the scan".into());
+    let stored = store.store(&again).unwrap();
+    assert!(!stored.duplicate);
+    let n = store.scan(&ScanRequest::default()).unwrap().count();
+    assert_eq!(n, N + 1);
+}
