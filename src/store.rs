@@ -92,6 +92,11 @@ pub struct StoreOptions {
     /// redb's page cache, in bytes. redb's own default is 1 GiB, too much for
     /// an engine embedded in someone else's process; 128 MiB by default.
     pub cache_bytes: usize,
+    /// Lets a scan that reads whole partitions of several kinds (a full scan,
+    /// `stats` over every record) walk each kind on a thread of its own while
+    /// the calling thread merges: the same answers, on every core. Off, every
+    /// query runs on the calling thread alone. On by default.
+    pub parallel_scans: bool,
 }
 
 impl Default for StoreOptions {
@@ -102,6 +107,7 @@ impl Default for StoreOptions {
             clock: Clock::system(),
             max_group_records: 100_000,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            parallel_scans: true,
         }
     }
 }
@@ -278,7 +284,10 @@ impl Store {
     /// another open handle) holds the store. Repairs the log after a crash.
     pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        let engine = Arc::new(Engine::open(&dir, &standard_kinds(), options.cache_bytes)?);
+        let engine = Arc::new(
+            Engine::open(&dir, &standard_kinds(), options.cache_bytes)?
+                .with_parallel_scans(options.parallel_scans),
+        );
         let registry = KindRegistry::from_specs(engine.load_kinds()?)?;
         let mut log = LogWriter::open(&dir.join(LOG_DIR), options.log_segment_bytes)?;
         let next_id = engine.next_id()?;

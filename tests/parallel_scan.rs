@@ -19,6 +19,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn generated() -> (tempfile::TempDir, Store, Vec<MetadataRecord>) {
+    generated_with(true)
+}
+
+fn generated_with(parallel_scans: bool) -> (tempfile::TempDir, Store, Vec<MetadataRecord>) {
     let config = GenConfig {
         n_records: N,
         n_targets: 300,
@@ -32,6 +36,7 @@ fn generated() -> (tempfile::TempDir, Store, Vec<MetadataRecord>) {
         dir.path(),
         StoreOptions {
             clock: Clock::fixed(end.saturating_add_micros(MICROS_PER_DAY)),
+            parallel_scans,
             ..StoreOptions::default()
         },
     )
@@ -157,4 +162,21 @@ fn a_scan_dropped_early_stops_its_threads_and_the_store_goes_on() {
     assert!(!stored.duplicate);
     let n = store.scan(&ScanRequest::default()).unwrap().count();
     assert_eq!(n, N + 1);
+}
+
+#[test]
+fn with_parallel_scans_off_every_scan_stays_on_the_calling_thread() {
+    let _one_at_a_time = serial();
+    let (_dir, store, records) = generated_with(false);
+    let mut scan = store.scan(&ScanRequest::default()).unwrap();
+    let first = scan.next().unwrap().unwrap();
+    assert_eq!(scan_threads(), 0, "no scan threads when they are off");
+    let mut ids = vec![first.id];
+    ids.extend(scan.map(|r| r.unwrap().id));
+    assert_eq!(ids, expected_ids(&records, |_| true));
+    let mut each = Vec::new();
+    store
+        .scan_each(&ScanRequest::default(), &mut |r| each.push(r.id))
+        .unwrap();
+    assert_eq!(each, ids);
 }

@@ -359,6 +359,8 @@ pub struct Engine {
     dir: PathBuf,
     /// What the write path has already looked up; see `write::WriteCache`.
     write_cache: std::sync::Mutex<write::WriteCache>,
+    /// Whether large scans may walk each kind on a thread of its own.
+    parallel_scans: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -390,9 +392,17 @@ impl Engine {
             db: snapshot::Db::new(db),
             dir: dir.to_path_buf(),
             write_cache: std::sync::Mutex::default(),
+            parallel_scans: true,
         };
         engine.init(initial_kinds)?;
         Ok(engine)
+    }
+
+    /// Allows or forbids scans on threads of their own (on by default; see
+    /// `read::ParallelScan`).
+    pub fn with_parallel_scans(mut self, on: bool) -> Self {
+        self.parallel_scans = on;
+        self
     }
 
     /// The store directory.

@@ -944,7 +944,7 @@ impl Engine {
     ) -> Result<impl Iterator<Item = Result<StoredRecord>> + 'static> {
         let kinds = self.kind_scans(request)?;
         let n = kinds.len();
-        if worth_threads(&kinds) {
+        if self.parallel_scans && worth_threads(&kinds) {
             return Ok(AnyScan::Parallel(ParallelScan::start(kinds)?));
         }
         Ok(AnyScan::Serial(Scan {
@@ -981,7 +981,7 @@ impl Engine {
     /// neither a record's allocations nor its moves.
     pub fn scan_each(&self, request: &ScanRequest, f: &mut dyn FnMut(&StoredRecord)) -> Result<()> {
         let mut kinds = self.kind_scans(request)?;
-        if worth_threads(&kinds) {
+        if self.parallel_scans && worth_threads(&kinds) {
             return scan_each_parallel(kinds, f);
         }
         let mut places: Vec<StoredRecord> = kinds
