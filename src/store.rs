@@ -125,8 +125,7 @@ const GROUP_WAIT_MAX: Duration = Duration::from_millis(2);
 /// Threads that prepare a large batch: the machine's cores, at most 4,
 /// asked once per process.
 fn prepare_threads() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+    crate::storage::available_cores().min(4)
 }
 
 /// What the writer thread is asked to do.

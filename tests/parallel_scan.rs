@@ -71,6 +71,25 @@ fn scan_threads() -> usize {
         .count()
 }
 
+/// A full scan (its first id, then the rest) yields every record in
+/// (`produced_at`, id) order, and `scan_each` (what `stats` reads through)
+/// visits the same, in the same order.
+fn check_every_record_in_order<E: std::fmt::Debug>(
+    store: &Store,
+    first: u64,
+    rest: impl Iterator<Item = Result<almanac::StoredRecord, E>>,
+    records: &[MetadataRecord],
+) {
+    let mut ids = vec![first];
+    ids.extend(rest.map(|r| r.unwrap().id));
+    assert_eq!(ids, expected_ids(records, |_| true));
+    let mut each = Vec::new();
+    store
+        .scan_each(&ScanRequest::default(), &mut |r| each.push(r.id))
+        .unwrap();
+    assert_eq!(each, ids);
+}
+
 #[test]
 fn a_scan_on_threads_yields_every_record_in_order() {
     let _one_at_a_time = serial();
@@ -81,16 +100,7 @@ fn a_scan_on_threads_yields_every_record_in_order() {
     {
         assert!(scan_threads() >= 2, "the scan runs on its own threads");
     }
-    let mut ids = vec![first.id];
-    ids.extend(scan.map(|r| r.unwrap().id));
-    assert_eq!(ids, expected_ids(&records, |_| true));
-
-    // scan_each (what `stats` reads through) visits the same, in order.
-    let mut each = Vec::new();
-    store
-        .scan_each(&ScanRequest::default(), &mut |r| each.push(r.id))
-        .unwrap();
-    assert_eq!(each, ids);
+    check_every_record_in_order(&store, first.id, scan, &records);
 }
 
 #[test]
@@ -171,12 +181,5 @@ fn with_parallel_scans_off_every_scan_stays_on_the_calling_thread() {
     let mut scan = store.scan(&ScanRequest::default()).unwrap();
     let first = scan.next().unwrap().unwrap();
     assert_eq!(scan_threads(), 0, "no scan threads when they are off");
-    let mut ids = vec![first.id];
-    ids.extend(scan.map(|r| r.unwrap().id));
-    assert_eq!(ids, expected_ids(&records, |_| true));
-    let mut each = Vec::new();
-    store
-        .scan_each(&ScanRequest::default(), &mut |r| each.push(r.id))
-        .unwrap();
-    assert_eq!(each, ids);
+    check_every_record_in_order(&store, first.id, scan, &records);
 }

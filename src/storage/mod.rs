@@ -348,6 +348,13 @@ impl From<DecodeError> for StorageError {
     }
 }
 
+/// The cores this process may use, asked once: the standard library reads
+/// cgroup files to answer, which costs more than preparing a record.
+pub(crate) fn available_cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// `Result` with [`StorageError`].
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 

@@ -39,12 +39,6 @@ const PARALLEL_SCAN_MAX_KINDS: usize = 16;
 /// so the first rows arrive early).
 const SCAN_BATCH: usize = 256;
 
-/// Whether this process has more than one core to scan with (asked once).
-fn several_cores() -> bool {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())) > 1
-}
-
 /// The catalog entry of one partition (48 bytes plus a bucket byte on disk).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PartitionInfo {
@@ -460,8 +454,8 @@ struct KindStream {
     batch: std::vec::IntoIter<StoredRecord>,
 }
 
-impl KindStream {
-    fn next(&mut self) -> Result<Option<StoredRecord>> {
+impl Walk for KindStream {
+    fn next_record(&mut self) -> Result<Option<StoredRecord>> {
         loop {
             if let Some(record) = self.batch.next() {
                 return Ok(Some(record));
@@ -475,118 +469,57 @@ impl KindStream {
     }
 }
 
-/// [`Scan`] with each kind walked (partitions read, rows filtered on their
-/// bytes, kept records decoded) on a thread of its own, the caller's thread
-/// only merging: the same records in the same order, on every core. One
-/// thread per kind rather than a pool: each kind's stream must keep flowing
-/// while the merge waits on another. Dropping the scan stops the threads
-/// (at their next kept record or the end of their kind).
-pub(crate) struct ParallelScan {
-    streams: Vec<KindStream>,
-    heads: BinaryHeap<Reverse<(i64, u64, usize)>>,
-    pending: Vec<Option<StoredRecord>>,
-    started: bool,
-    failed: bool,
-    cancel: Arc<AtomicBool>,
-}
-
-impl ParallelScan {
-    fn start(kinds: Vec<KindScan>) -> Result<Self> {
-        let cancel = Arc::new(AtomicBool::new(false));
-        let mut streams = Vec::with_capacity(kinds.len());
-        for mut kind in kinds {
-            let (tx, rx) = sync_channel::<Result<Vec<StoredRecord>>>(4);
-            let stop = Arc::clone(&cancel);
-            kind.cancel = Some(Arc::clone(&cancel));
-            std::thread::Builder::new()
-                .name("almanac-scan".into())
-                .spawn(move || {
-                    let mut cap = 16;
-                    let mut batch = Vec::with_capacity(cap);
-                    let mut slot = None;
-                    while !stop.load(Ordering::Relaxed) {
-                        match kind.next_into(&mut slot) {
-                            Ok(true) => {
-                                batch.extend(slot.take());
-                                if batch.len() >= cap {
-                                    cap = (cap * 4).min(SCAN_BATCH);
-                                    let full =
-                                        std::mem::replace(&mut batch, Vec::with_capacity(cap));
-                                    if tx.send(Ok(full)).is_err() {
-                                        return;
-                                    }
+/// A [`Merge`] with each kind walked (partitions read, rows filtered on
+/// their bytes, kept records decoded) on a thread of its own, the caller's
+/// thread only merging: the same records in the same order, on every core.
+/// One thread per kind rather than a pool: each kind's stream must keep
+/// flowing while the merge waits on another. Dropping the merge stops the
+/// threads (at their next row).
+fn parallel_scan(kinds: Vec<KindScan>) -> Result<Merge<KindStream>> {
+    let guard = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+    let mut streams = Vec::with_capacity(kinds.len());
+    for mut kind in kinds {
+        let (tx, rx) = sync_channel::<Result<Vec<StoredRecord>>>(4);
+        let stop = Arc::clone(&guard.0);
+        kind.cancel = Some(Arc::clone(&guard.0));
+        std::thread::Builder::new()
+            .name("almanac-scan".into())
+            .spawn(move || {
+                let mut cap = 16;
+                let mut batch = Vec::with_capacity(cap);
+                let mut slot = None;
+                while !stop.load(Ordering::Relaxed) {
+                    match kind.next_into(&mut slot) {
+                        Ok(true) => {
+                            batch.extend(slot.take());
+                            if batch.len() >= cap {
+                                cap = (cap * 4).min(SCAN_BATCH);
+                                let full = std::mem::replace(&mut batch, Vec::with_capacity(cap));
+                                if tx.send(Ok(full)).is_err() {
+                                    return;
                                 }
-                            }
-                            Ok(false) => {
-                                if !batch.is_empty() {
-                                    let _ = tx.send(Ok(batch));
-                                }
-                                return;
-                            }
-                            Err(e) => {
-                                let _ = tx.send(Err(e));
-                                return;
                             }
                         }
+                        Ok(false) => {
+                            if !batch.is_empty() {
+                                let _ = tx.send(Ok(batch));
+                            }
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
                     }
-                })
-                .map_err(|e| StorageError::io(std::path::Path::new("<scan thread>"), e))?;
-            streams.push(KindStream {
-                rx,
-                batch: Vec::new().into_iter(),
-            });
-        }
-        let n = streams.len();
-        Ok(ParallelScan {
-            streams,
-            heads: BinaryHeap::with_capacity(n),
-            pending: vec![None; n],
-            started: false,
-            failed: false,
-            cancel,
-        })
-    }
-
-    fn pull(&mut self, idx: usize) -> Result<()> {
-        if let Some(r) = self.streams[idx].next()? {
-            self.heads
-                .push(Reverse((r.record.produced_at.as_micros(), r.id, idx)));
-            self.pending[idx] = Some(r);
-        }
-        Ok(())
-    }
-}
-
-impl Drop for ParallelScan {
-    fn drop(&mut self) {
-        self.cancel.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Iterator for ParallelScan {
-    type Item = Result<StoredRecord>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        if !self.started {
-            self.started = true;
-            for idx in 0..self.streams.len() {
-                if let Err(e) = self.pull(idx) {
-                    self.failed = true;
-                    return Some(Err(e));
                 }
-            }
-        }
-        let Reverse((_, _, idx)) = self.heads.pop()?;
-        let record = self.pending[idx].take()?;
-        if let Err(e) = self.pull(idx) {
-            self.failed = true;
-            return Some(Err(e));
-        }
-        Some(Ok(record))
+            })
+            .map_err(|e| StorageError::io(std::path::Path::new("<scan thread>"), e))?;
+        streams.push(KindStream {
+            rx,
+            batch: Vec::new().into_iter(),
+        });
     }
+    Ok(Merge::new(streams, Some(guard)))
 }
 
 /// Records of one kind decoded on a thread of their own into batches of
@@ -599,8 +532,66 @@ struct PlaceStream {
     pos: usize,
 }
 
-impl PlaceStream {
+/// One kind's records in (`produced_at`, `id`) order, each decoded into a
+/// place that the next one may reuse.
+trait PlaceWalk {
     /// Moves to the next record (`current`); false at the end.
+    fn advance(&mut self) -> Result<bool>;
+    fn current(&self) -> Option<&StoredRecord>;
+}
+
+/// A kind walked on this thread, decoding into one reused place.
+struct ReusedPlace {
+    kind: KindScan,
+    place: StoredRecord,
+}
+
+impl PlaceWalk for ReusedPlace {
+    fn advance(&mut self) -> Result<bool> {
+        self.kind.next_reusing(&mut self.place)
+    }
+
+    fn current(&self) -> Option<&StoredRecord> {
+        Some(&self.place)
+    }
+}
+
+/// Calls `f` on the records of `walks` merged into (`produced_at`, `id`)
+/// order. The head taken is replaced in place by its kind's next record (one
+/// sift down) rather than popped and pushed again.
+fn merge_places<P: PlaceWalk>(walks: &mut [P], f: &mut dyn FnMut(&StoredRecord)) -> Result<()> {
+    let order = |r: &StoredRecord| (r.record.produced_at.as_micros(), r.id);
+    let mut heads = BinaryHeap::with_capacity(walks.len());
+    for (idx, walk) in walks.iter_mut().enumerate() {
+        if walk.advance()? {
+            if let Some(r) = walk.current() {
+                let (ts, id) = order(r);
+                heads.push(Reverse((ts, id, idx)));
+            }
+        }
+    }
+    while let Some(mut top) = heads.peek_mut() {
+        let Reverse((_, _, idx)) = *top;
+        let Some(walk) = walks.get_mut(idx) else {
+            break;
+        };
+        if let Some(r) = walk.current() {
+            f(r);
+        }
+        match walk.advance()?.then(|| walk.current()).flatten() {
+            Some(r) => {
+                let (ts, id) = order(r);
+                *top = Reverse((ts, id, idx));
+            }
+            None => {
+                PeekMut::pop(top);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl PlaceWalk for PlaceStream {
     fn advance(&mut self) -> Result<bool> {
         self.pos += 1;
         if self.pos < self.len {
@@ -687,36 +678,9 @@ fn scan_each_parallel(kinds: Vec<KindScan>, f: &mut dyn FnMut(&StoredRecord)) ->
             pos: 0,
         });
     }
-    let order = |r: &StoredRecord| (r.record.produced_at.as_micros(), r.id);
-    let mut heads = BinaryHeap::with_capacity(streams.len());
-    for (idx, stream) in streams.iter_mut().enumerate() {
-        if stream.advance()? {
-            if let Some(r) = stream.current() {
-                let (ts, id) = order(r);
-                heads.push(Reverse((ts, id, idx)));
-            }
-        }
-    }
-    while let Some(mut top) = heads.peek_mut() {
-        let Reverse((_, _, idx)) = *top;
-        let Some(stream) = streams.get_mut(idx) else {
-            break;
-        };
-        if let Some(r) = stream.current() {
-            f(r);
-        }
-        match stream.advance()?.then(|| stream.current()).flatten() {
-            Some(r) => {
-                let (ts, id) = order(r);
-                *top = Reverse((ts, id, idx));
-            }
-            None => {
-                PeekMut::pop(top);
-            }
-        }
-    }
+    let merged = merge_places(&mut streams, f);
     drop(guard);
-    Ok(())
+    merged
 }
 
 /// Whether a scan of these walks is worth a thread per kind.
@@ -728,13 +692,13 @@ fn worth_threads(kinds: &[KindScan]) -> bool {
         .sum::<usize>();
     (2..=PARALLEL_SCAN_MAX_KINDS).contains(&kinds.len())
         && whole_partitions >= PARALLEL_SCAN_MIN_PARTITIONS
-        && several_cores()
+        && super::available_cores() > 1
 }
 
 /// A scan on the caller's thread or on one thread per kind.
-pub(crate) enum AnyScan {
-    Serial(Scan),
-    Parallel(ParallelScan),
+enum AnyScan {
+    Serial(Merge<KindScan>),
+    Parallel(Merge<KindStream>),
 }
 
 impl Iterator for AnyScan {
@@ -748,29 +712,55 @@ impl Iterator for AnyScan {
     }
 }
 
-/// A k-way merge of per-kind scans into (`produced_at`, `id`) order.
-pub(crate) struct Scan {
-    kinds: Vec<KindScan>,
+/// One kind's records in (`produced_at`, `id`) order, one at a time.
+trait Walk {
+    fn next_record(&mut self) -> Result<Option<StoredRecord>>;
+}
+
+impl Walk for KindScan {
+    fn next_record(&mut self) -> Result<Option<StoredRecord>> {
+        let mut slot = None;
+        self.next_into(&mut slot)?;
+        Ok(slot)
+    }
+}
+
+/// A k-way merge of per-kind walks into (`produced_at`, `id`) order, on
+/// this thread ([`KindScan`]) or fed by a thread per kind ([`KindStream`]).
+struct Merge<W> {
+    kinds: Vec<W>,
     heads: BinaryHeap<Reverse<(i64, u64, usize)>>,
     pending: Vec<Option<StoredRecord>>,
     started: bool,
     failed: bool,
+    /// Stops the kinds' threads when the merge is dropped.
+    _cancel: Option<CancelOnDrop>,
 }
 
-impl Scan {
+impl<W: Walk> Merge<W> {
+    fn new(kinds: Vec<W>, cancel: Option<CancelOnDrop>) -> Self {
+        let n = kinds.len();
+        Merge {
+            kinds,
+            heads: BinaryHeap::with_capacity(n),
+            pending: (0..n).map(|_| None).collect(),
+            started: false,
+            failed: false,
+            _cancel: cancel,
+        }
+    }
+
     fn pull(&mut self, idx: usize) -> Result<()> {
-        let slot = &mut self.pending[idx];
-        if self.kinds[idx].next_into(slot)? {
-            if let Some(r) = slot {
-                self.heads
-                    .push(Reverse((r.record.produced_at.as_micros(), r.id, idx)));
-            }
+        if let Some(r) = self.kinds[idx].next_record()? {
+            self.heads
+                .push(Reverse((r.record.produced_at.as_micros(), r.id, idx)));
+            self.pending[idx] = Some(r);
         }
         Ok(())
     }
 }
 
-impl Iterator for Scan {
+impl<W: Walk> Iterator for Merge<W> {
     type Item = Result<StoredRecord>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -943,17 +933,10 @@ impl Engine {
         request: &ScanRequest,
     ) -> Result<impl Iterator<Item = Result<StoredRecord>> + 'static> {
         let kinds = self.kind_scans(request)?;
-        let n = kinds.len();
         if self.parallel_scans && worth_threads(&kinds) {
-            return Ok(AnyScan::Parallel(ParallelScan::start(kinds)?));
+            return Ok(AnyScan::Parallel(parallel_scan(kinds)?));
         }
-        Ok(AnyScan::Serial(Scan {
-            kinds,
-            heads: BinaryHeap::with_capacity(n),
-            pending: vec![None; n],
-            started: false,
-            failed: false,
-        }))
+        Ok(AnyScan::Serial(Merge::new(kinds, None)))
     }
 
     /// One scan per kind that `request` reads, on one read snapshot.
@@ -980,42 +963,21 @@ impl Engine {
     /// buffers, so a reader that does not keep records (`stats`) costs
     /// neither a record's allocations nor its moves.
     pub fn scan_each(&self, request: &ScanRequest, f: &mut dyn FnMut(&StoredRecord)) -> Result<()> {
-        let mut kinds = self.kind_scans(request)?;
+        let kinds = self.kind_scans(request)?;
         if self.parallel_scans && worth_threads(&kinds) {
             return scan_each_parallel(kinds, f);
         }
-        let mut places: Vec<StoredRecord> = kinds
-            .iter()
-            .map(|_| StoredRecord {
-                id: 0,
-                record: empty_record(),
+        let mut walks: Vec<ReusedPlace> = kinds
+            .into_iter()
+            .map(|kind| ReusedPlace {
+                kind,
+                place: StoredRecord {
+                    id: 0,
+                    record: empty_record(),
+                },
             })
             .collect();
-        let mut heads = BinaryHeap::with_capacity(kinds.len());
-        for (idx, (kind, place)) in kinds.iter_mut().zip(places.iter_mut()).enumerate() {
-            if kind.next_reusing(place)? {
-                heads.push(Reverse((
-                    place.record.produced_at.as_micros(),
-                    place.id,
-                    idx,
-                )));
-            }
-        }
-        // The head taken is replaced in place by its kind's next record (one
-        // sift down) rather than popped and pushed again.
-        while let Some(mut top) = heads.peek_mut() {
-            let Reverse((_, _, idx)) = *top;
-            let (Some(kind), Some(place)) = (kinds.get_mut(idx), places.get_mut(idx)) else {
-                break;
-            };
-            f(place);
-            if kind.next_reusing(place)? {
-                *top = Reverse((place.record.produced_at.as_micros(), place.id, idx));
-            } else {
-                PeekMut::pop(top);
-            }
-        }
-        Ok(())
+        merge_places(&mut walks, f)
     }
 
     /// How [`Engine::scan`] would answer `request`.
