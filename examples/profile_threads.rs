@@ -13,16 +13,33 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
     let (threads, per_thread) = (16, 100);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path()).expect("open");
+    // ALMANAC_PROFILE_DIR: a store directory to use instead of a temp dir;
+    // if it already holds a store the load is skipped, so a profiler can
+    // watch the 16 threads alone. The first run only loads: copy the loaded
+    // store afresh for each later run.
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = std::env::var_os("ALMANAC_PROFILE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    let loaded = dir.join("almanac.redb").exists();
+    let store = Store::open(&dir).expect("open");
     let config = GenConfig {
         n_records: n + threads * per_thread,
         ..GenConfig::default()
     };
     let mut records: Vec<_> = Generator::new(7, config).collect();
     let extra = records.split_off(n);
-    for batch in records.chunks(10_000) {
-        store.bulk_store(batch).expect("stored");
+    if !loaded {
+        for batch in records.chunks(10_000) {
+            store.bulk_store(batch).expect("stored");
+        }
+        if dir != temp.path() {
+            eprintln!(
+                "loaded {n} records into {}; copy it and run again",
+                dir.display()
+            );
+            return;
+        }
     }
     let before = store.write_stats();
     eprintln!("loaded {n} records; storing {threads} x {per_thread}");
@@ -30,11 +47,14 @@ fn main() {
     std::thread::scope(|scope| {
         for part in extra.chunks(per_thread) {
             let store = &store;
-            scope.spawn(move || {
-                for r in part {
-                    store.store(r).expect("stored");
-                }
-            });
+            std::thread::Builder::new()
+                .name("storer".into())
+                .spawn_scoped(scope, move || {
+                    for r in part {
+                        store.store(r).expect("stored");
+                    }
+                })
+                .expect("thread");
         }
     });
     let elapsed = start.elapsed();
