@@ -11,7 +11,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,8 +26,8 @@ use crate::query::{
 use crate::repository::{BulkOutcome, MetadataRepository, StoreOutcome};
 use crate::storage::log::{LogReader, LogWriter, DEFAULT_SEGMENT_BYTES, LOG_DIR};
 use crate::storage::{
-    check_index_path, decode_record, CompactReport, Engine, PartitionInfo, PreparedRecord,
-    RetentionReport, StorageError, WriteOutcome,
+    self, check_index_path, decode_record, Commit, CompactReport, Engine, PartitionInfo,
+    PreparedRecord, RetentionReport, StorageError, WriteOutcome,
 };
 
 /// Where "now" comes from: the system clock, or a fixed or scripted one in tests.
@@ -121,6 +121,17 @@ const PARALLEL_PREPARE_MIN: usize = 2048;
 /// The longest the writer waits for the callers of its last group to come
 /// back before committing a smaller group.
 const GROUP_WAIT_MAX: Duration = Duration::from_millis(2);
+/// Groups of fewer records are made durable by the log, larger ones by redb
+/// (see `Writer::run`): syncing a large group's lines would cost more than
+/// redb's commit saves.
+const LOGGED_GROUP_MAX: usize = 256;
+/// At most this many commits in a row are made durable by the log alone.
+const CHECKPOINT_COMMITS: usize = 256;
+/// The first commit this long after an earlier one that is durable only in the
+/// log is made durable by redb.
+const CHECKPOINT_AGE: Duration = Duration::from_secs(1);
+/// A writer with nothing to do this long makes redb's file catch up with the log.
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(50);
 
 /// Threads that prepare a large batch: the machine's cores, at most 4,
 /// asked once per process.
@@ -149,16 +160,22 @@ type Reply = (Result<Vec<WriteOutcome>, StorageError>, Vec<PreparedRecord>);
 /// Counters of the writer since the store was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteStats {
-    /// Durable commits made.
+    /// Commits made, each durable when its callers were answered (by the
+    /// log, or by redb for large groups; see [`Store::open_with`]).
     pub n_commits: u64,
     /// Records written (duplicates excluded).
     pub n_records: u64,
+    /// Records the opening replayed from the log: they were durable in the
+    /// log, but not yet in the redb file, when the last writer stopped
+    /// without closing the store.
+    pub n_replayed: u64,
 }
 
 #[derive(Debug, Default)]
 struct WriteCounters {
     n_commits: AtomicU64,
     n_records: AtomicU64,
+    n_replayed: AtomicU64,
 }
 
 struct Inner {
@@ -280,7 +297,21 @@ impl Store {
     /// Opens the store in `dir` with the given options.
     ///
     /// Fails at once with [`StorageError::Locked`] when another process (or
-    /// another open handle) holds the store. Repairs the log after a crash.
+    /// another open handle) holds the store.
+    ///
+    /// **Durability.** A write returns once it is durable. Small groups of
+    /// records (fewer than 256 in one commit, as when threads `store` one
+    /// record at a time) are made durable by the log: their lines are
+    /// appended to `log/` and synced, then redb commits without syncing its
+    /// file. Larger groups, every 256th commit, the first commit a second
+    /// after such a commit, an idle writer (50 ms) and closing the store
+    /// commit redb durably. So after a crash the redb file may lack the last
+    /// records the log holds: opening replays them, under their own ids,
+    /// before anything else ([`WriteStats::n_replayed`]); and records redb
+    /// committed that the log lacks (the log is appended after a durable
+    /// commit) are appended to the log. A write that fails may still have
+    /// reached the log, and is then applied on the next open; a retried
+    /// write is recognised as a duplicate.
     pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let engine = Arc::new(
@@ -290,7 +321,15 @@ impl Store {
         let registry = KindRegistry::from_specs(engine.load_kinds()?)?;
         let mut log = LogWriter::open(&dir.join(LOG_DIR), options.log_segment_bytes)?;
         let next_id = engine.next_id()?;
-        if log.last_id() + 1 < next_id {
+        let counters: Arc<WriteCounters> = Arc::default();
+        if log.last_id() >= next_id {
+            // Records made durable by the log whose redb commit was not yet
+            // durable when the last writer died.
+            replay_log(&engine, &registry, &dir, next_id, log.last_id())?;
+            counters
+                .n_replayed
+                .store(log.last_id() + 1 - next_id, Ordering::Relaxed);
+        } else if log.last_id() + 1 < next_id {
             // Records committed but not yet logged when the last writer died.
             let missing = engine.records_since(log.last_id() + 1)?;
             log.append(&missing)?;
@@ -298,7 +337,6 @@ impl Store {
         }
         let (tx, rx) = mpsc::channel::<Msg>();
         let subscribers: Arc<Mutex<Vec<Sender<StoredRecord>>>> = Arc::default();
-        let counters: Arc<WriteCounters> = Arc::default();
         let writer = {
             let engine = Arc::clone(&engine);
             let counters = Arc::clone(&counters);
@@ -507,6 +545,7 @@ impl Store {
         WriteStats {
             n_commits: self.inner.counters.n_commits.load(Ordering::Relaxed),
             n_records: self.inner.counters.n_records.load(Ordering::Relaxed),
+            n_replayed: self.inner.counters.n_replayed.load(Ordering::Relaxed),
         }
     }
 
@@ -750,6 +789,15 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     /// Takes every job waiting, commits them together, logs, notifies, answers.
+    ///
+    /// A group of fewer than [`LOGGED_GROUP_MAX`] records is made durable
+    /// by the log: its lines are appended and synced, then redb commits
+    /// without syncing its file (`Commit::Logged`), which saves most of a
+    /// small commit's cost (redb writes and syncs every page a commit
+    /// touched). A larger group, every [`CHECKPOINT_COMMITS`]th commit, the
+    /// first after [`CHECKPOINT_AGE`], and an idle writer
+    /// ([`CHECKPOINT_IDLE`]) commit redb durably, so the log's part that
+    /// redb's file lacks (replayed after a crash) stays small.
     fn run(&self, mut log: LogWriter, jobs: &Receiver<Msg>) {
         let (engine, subscribers, max_group) = (self.engine, self.subscribers, self.max_group);
         // Callers answered by the last commit come back together a few
@@ -758,6 +806,13 @@ impl Writer<'_> {
         let mut last_jobs = 1usize;
         let mut last_commit = Duration::ZERO;
         let mut purging = false;
+        // Commits since the last durable one, and when the first of them was.
+        let mut n_logged = 0usize;
+        let mut logged_since: Option<Instant> = None;
+        // Set when redb failed to commit records the log already holds:
+        // they are applied when the store is reopened, and until then no
+        // write may commit after them.
+        let mut broken: Option<String> = None;
         loop {
             let msg = if purging {
                 // Writes first; one partition's deletion whenever none waits.
@@ -765,10 +820,30 @@ impl Writer<'_> {
                     Ok(msg) => msg,
                     Err(TryRecvError::Empty) => {
                         // An error leaves the tables for the next attempt.
-                        purging = matches!(engine.purge_step(), Ok(n) if n > 0);
+                        purging = match engine.purge_step() {
+                            Ok(n) => {
+                                // A durable commit: everything before it is too.
+                                n_logged = 0;
+                                logged_since = None;
+                                n > 0
+                            }
+                            Err(_) => false,
+                        };
                         continue;
                     }
                     Err(TryRecvError::Disconnected) => break,
+                }
+            } else if n_logged > 0 && broken.is_none() {
+                match jobs.recv_timeout(CHECKPOINT_IDLE) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if engine.checkpoint().is_ok() {
+                            n_logged = 0;
+                            logged_since = None;
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             } else {
                 match jobs.recv() {
@@ -813,36 +888,50 @@ impl Writer<'_> {
                 }
             }
             last_jobs = group.len();
+            if let Some(message) = &broken {
+                for job in group {
+                    let error = StorageError::WriterGone(message.clone());
+                    let _ = job.reply.send((Err(error), job.records));
+                }
+                continue;
+            }
             let slices: Vec<&[PreparedRecord]> =
                 group.iter().map(|j| j.records.as_slice()).collect();
+            let durable = n_records >= LOGGED_GROUP_MAX
+                || n_logged + 1 >= CHECKPOINT_COMMITS
+                || logged_since.is_some_and(|t| t.elapsed() >= CHECKPOINT_AGE);
             let started = Instant::now();
-            let written = engine.write(&slices);
+            let mut in_log = false;
+            let written = if durable {
+                engine.write(&slices, Commit::Durable)
+            } else {
+                let mut append = |outcomes: &[Vec<WriteOutcome>]| -> storage::Result<()> {
+                    append_to_log(&mut log, &committed(&group, outcomes))?;
+                    log.sync()?;
+                    in_log = true;
+                    Ok(())
+                };
+                engine.write(&slices, Commit::Logged(&mut append))
+            };
             last_commit = started.elapsed();
             match written {
                 Ok(outcomes) => {
-                    let committed: Vec<(u64, &PreparedRecord)> = group
-                        .iter()
-                        .zip(&outcomes)
-                        .flat_map(|(job, job_outcomes)| job.records.iter().zip(job_outcomes))
-                        .filter_map(|(prepared, outcome)| match outcome {
-                            WriteOutcome::Stored(id) => Some((*id, prepared)),
-                            WriteOutcome::Duplicate(_) => None,
-                        })
-                        .collect();
+                    let committed = committed(&group, &outcomes);
+                    if durable {
+                        n_logged = 0;
+                        logged_since = None;
+                        // The commit is durable; a failed log append is repaired
+                        // from the store on the next open, so callers still get
+                        // success.
+                        let _ = append_to_log(&mut log, &committed);
+                    } else {
+                        n_logged += 1;
+                        logged_since.get_or_insert(started);
+                    }
                     self.counters.n_commits.fetch_add(1, Ordering::Relaxed);
                     self.counters
                         .n_records
                         .fetch_add(committed.len() as u64, Ordering::Relaxed);
-                    // The commit is durable; a failed log append is repaired from
-                    // the store on the next open, so callers still get success.
-                    let heads: Vec<String> = committed
-                        .iter()
-                        .map(|(id, _)| format!("{{\"id\":{id},"))
-                        .collect();
-                    let _ =
-                        log.append_lines(committed.iter().zip(&heads).map(|((id, p), head)| {
-                            (*id, head.as_str(), p.json.get(1..).unwrap_or_default())
-                        }));
                     if let Ok(mut subs) = subscribers.lock() {
                         if !subs.is_empty() {
                             subs.retain(|s| {
@@ -863,15 +952,112 @@ impl Writer<'_> {
                     }
                 }
                 Err(e) => {
-                    let message = e.to_string();
+                    let message = if in_log {
+                        let message = format!(
+                            "commit failed after the records reached the log ({e}); \
+                             they are applied when the store is reopened, and no \
+                             write succeeds until then"
+                        );
+                        broken = Some(message.clone());
+                        message
+                    } else {
+                        format!("commit failed: {e}")
+                    };
                     for job in group {
-                        let error = StorageError::Redb(format!("commit failed: {message}"));
+                        let error = StorageError::Redb(message.clone());
                         let _ = job.reply.send((Err(error), job.records));
                     }
                 }
             }
         }
+        if n_logged > 0 {
+            // Closing: redb's file catches up with the log (if this fails,
+            // the next open replays the log instead).
+            let _ = engine.checkpoint();
+        }
     }
+}
+
+/// Stores the log's records `first..=last` again, under their own ids, in
+/// durable commits: the redb file lost them in a crash (see `Commit::Logged`).
+fn replay_log(
+    engine: &Engine,
+    registry: &KindRegistry,
+    dir: &Path,
+    first: u64,
+    last: u64,
+) -> Result<()> {
+    let corrupt = |what: String| StorageError::Corrupt(format!("replaying the log: {what}"));
+    let mut expected = first;
+    let mut batch: Vec<PreparedRecord> = Vec::new();
+    let flush = |batch: &mut Vec<PreparedRecord>, expected: &mut u64| -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let outcomes = engine.write(&[batch.as_slice()], Commit::Durable)?;
+        for outcome in outcomes.iter().flatten() {
+            match outcome {
+                WriteOutcome::Stored(id) if *id == *expected => *expected += 1,
+                other => {
+                    return Err(corrupt(format!("record {expected} came back as {other:?}")).into())
+                }
+            }
+        }
+        batch.clear();
+        Ok(())
+    };
+    for line in LogReader::new(dir).lines_since(first)? {
+        let (id, text) = line?;
+        if id > last {
+            break;
+        }
+        let stored = StoredRecord::from_json_str(&text)
+            .map_err(|e| corrupt(format!("line of record {id}: {e}")))?;
+        let kind = &stored.record.kind;
+        batch.push(PreparedRecord::new(
+            &stored.record,
+            registry.bucket_of(kind),
+            registry.indexed_paths_of(kind),
+        ));
+        if batch.len() >= 10_000 {
+            flush(&mut batch, &mut expected)?;
+        }
+    }
+    flush(&mut batch, &mut expected)?;
+    if expected != last + 1 {
+        return Err(corrupt(format!("records {expected} to {last} are missing")).into());
+    }
+    Ok(())
+}
+
+/// The records a group stored (not the duplicates), with their ids, in id order.
+fn committed<'g>(
+    group: &'g [Job],
+    outcomes: &[Vec<WriteOutcome>],
+) -> Vec<(u64, &'g PreparedRecord)> {
+    group
+        .iter()
+        .zip(outcomes)
+        .flat_map(|(job, job_outcomes)| job.records.iter().zip(job_outcomes))
+        .filter_map(|(prepared, outcome)| match outcome {
+            WriteOutcome::Stored(id) => Some((*id, prepared)),
+            WriteOutcome::Duplicate(_) => None,
+        })
+        .collect()
+}
+
+/// Appends stored records to the log (not synced).
+fn append_to_log(log: &mut LogWriter, committed: &[(u64, &PreparedRecord)]) -> storage::Result<()> {
+    let heads: Vec<String> = committed
+        .iter()
+        .map(|(id, _)| format!("{{\"id\":{id},"))
+        .collect();
+    log.append_lines(
+        committed
+            .iter()
+            .zip(&heads)
+            .map(|((id, p), head)| (*id, head.as_str(), p.json.get(1..).unwrap_or_default())),
+    )
 }
 
 impl MetadataRepository for Store {

@@ -1,12 +1,15 @@
 //! The append-only log: JSONL segments in `log/`, one committed record per
 //! line, in id order, each exactly once.
 //!
-//! The redb file is the source of truth. A group of records is appended here
-//! after its transaction commits; after a crash, [`LogWriter::open`] trims a
-//! torn last line and re-appends every committed record the log lacks. So the
-//! log never shows an uncommitted record, and after reopening it holds every
-//! committed one. Readers ([`LogReader`]) only read files, so they work while
-//! another process holds the store for writing.
+//! It is also the write-ahead log of small commits. The writer thread makes
+//! a small group of records durable by appending and syncing its lines
+//! before redb commits it without a sync; a large group is committed by
+//! redb durably and appended afterwards (see `Commit` and `Store::open_with`).
+//! After a crash, [`LogWriter::open`] trims a torn last line; then the
+//! store replays the lines redb's file lacks, or re-appends the committed
+//! records the log lacks. So once the store is open the log holds every
+//! committed record once. Readers ([`LogReader`]) only read files, so they
+//! work while another process holds the store for writing.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};

@@ -25,7 +25,7 @@ pub use codec::{
 pub use partition::{bucket_end, bucket_label, bucket_start, partition_name, PartitionKey};
 pub use path_index::{check_index_path, keys_at, IndexValue, PathConstraint, PathMatch};
 pub use read::PartitionInfo;
-pub use write::{DroppedPartition, PreparedRecord, RetentionReport, WriteOutcome};
+pub use write::{Commit, DroppedPartition, PreparedRecord, RetentionReport, WriteOutcome};
 
 use crate::kinds::KindSpec;
 

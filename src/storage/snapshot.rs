@@ -302,7 +302,12 @@ mod tests {
         );
         let prepared = PreparedRecord::new(&record, Bucket::Day, &[]);
         check_invalidates(&engine, "write", || {
-            engine.write(&[std::slice::from_ref(&prepared)]).unwrap();
+            engine
+                .write(
+                    &[std::slice::from_ref(&prepared)],
+                    crate::storage::Commit::Durable,
+                )
+                .unwrap();
         });
         check_invalidates(&engine, "put_kind_and_index", || {
             engine

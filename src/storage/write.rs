@@ -378,18 +378,37 @@ impl RetentionReport {
     }
 }
 
+/// How [`Engine::write`] makes a transaction durable.
+pub enum Commit<'a> {
+    /// redb commits durably (it syncs its file) before `write` returns.
+    Durable,
+    /// The function makes the outcomes durable first (the store appends the
+    /// new records to the log and syncs it: the log is the write-ahead log),
+    /// then redb commits without syncing. If the function fails, nothing is
+    /// committed. A later durable commit ([`Engine::checkpoint`], or any
+    /// `Durable` write) makes the redb file catch up; after a crash before
+    /// that, redb reopens at its last durable commit and the store replays
+    /// the log's later records.
+    Logged(&'a mut dyn FnMut(&[Vec<WriteOutcome>]) -> Result<()>),
+}
+
 impl Engine {
-    /// Stores groups of prepared records in one durable transaction.
+    /// Stores groups of prepared records in one transaction, made durable
+    /// as `commit` says.
     ///
     /// Records identical to a stored one (or to an earlier one in the same
     /// call) are not written again; their outcome names the existing id. The
     /// outcomes mirror the input shape. Either everything commits or nothing.
-    pub fn write(&self, groups: &[&[PreparedRecord]]) -> Result<Vec<Vec<WriteOutcome>>> {
+    pub fn write(
+        &self,
+        groups: &[&[PreparedRecord]],
+        commit: Commit<'_>,
+    ) -> Result<Vec<Vec<WriteOutcome>>> {
         let mut cache = self
             .write_cache
             .lock()
             .map_err(|_| super::StorageError::WriterGone("write cache lock poisoned".into()))?;
-        let result = self.write_locked(groups, &mut cache);
+        let result = self.write_locked(groups, commit, &mut cache);
         if result.is_err() {
             // The failed transaction may have cached what it did not commit.
             cache.clear();
@@ -397,13 +416,26 @@ impl Engine {
         result
     }
 
+    /// Makes every earlier commit durable: an empty durable transaction.
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| super::StorageError::Redb(e.to_string()))?;
+        txn.commit()
+    }
+
     fn write_locked(
         &self,
         groups: &[&[PreparedRecord]],
+        commit: Commit<'_>,
         cache: &mut WriteCache,
     ) -> Result<Vec<Vec<WriteOutcome>>> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)
+        let durability = match commit {
+            Commit::Durable => Durability::Immediate,
+            Commit::Logged(_) => Durability::None,
+        };
+        txn.set_durability(durability)
             .map_err(|e| super::StorageError::Redb(e.to_string()))?;
         let outcomes = {
             let mut meta = txn.open_table(META)?;
@@ -496,6 +528,10 @@ impl Engine {
             }
             outcomes
         };
+        if let Commit::Logged(log) = commit {
+            // Dropping the transaction on failure aborts it.
+            log(&outcomes)?;
+        }
         txn.commit()?;
         Ok(outcomes)
     }
