@@ -30,6 +30,10 @@ fn main() {
             store.bulk_store(batch).expect("stored");
         }
     }
+    if std::env::var_os("ALMANAC_PROFILE_COMPACT").is_some() {
+        // As the compare bench does before its expiry.
+        Store::compact(dir.path()).expect("compacted");
+    }
     let store = Store::open(dir.path()).expect("reopen");
     store
         .set_retention("ingestion_volume", Retention::Days(30))
