@@ -988,42 +988,50 @@ fn replay_log(
     last: u64,
 ) -> Result<()> {
     let corrupt = |what: String| StorageError::Corrupt(format!("replaying the log: {what}"));
-    let mut expected = first;
+    // The log's ids of the records in `batch`.
+    let mut ids: Vec<u64> = Vec::new();
     let mut batch: Vec<PreparedRecord> = Vec::new();
-    let flush = |batch: &mut Vec<PreparedRecord>, expected: &mut u64| -> Result<()> {
+    let flush = |batch: &mut Vec<PreparedRecord>, ids: &mut Vec<u64>| -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
         let outcomes = engine.write(&[batch.as_slice()], Commit::Durable)?;
-        for outcome in outcomes.iter().flatten() {
-            match outcome {
-                WriteOutcome::Stored(id) if *id == *expected => *expected += 1,
-                other => {
-                    return Err(corrupt(format!("record {expected} came back as {other:?}")).into())
-                }
+        for (outcome, id) in outcomes.iter().flatten().zip(ids.iter()) {
+            if *outcome != WriteOutcome::Stored(*id) {
+                return Err(corrupt(format!("record {id} came back as {outcome:?}")).into());
             }
         }
         batch.clear();
+        ids.clear();
         Ok(())
     };
+    let mut expected = first;
     for line in LogReader::new(dir).lines_since(first)? {
         let (id, text) = line?;
         if id > last {
             break;
         }
+        if id != expected {
+            return Err(corrupt(format!(
+                "record {expected} is missing (the next line is record {id})"
+            ))
+            .into());
+        }
+        expected += 1;
         let stored = StoredRecord::from_json_str(&text)
-            .map_err(|e| corrupt(format!("line of record {id}: {e}")))?;
+            .map_err(|e| corrupt(format!("the line of record {id}: {e}")))?;
         let kind = &stored.record.kind;
         batch.push(PreparedRecord::new(
             &stored.record,
             registry.bucket_of(kind),
             registry.indexed_paths_of(kind),
         ));
+        ids.push(id);
         if batch.len() >= 10_000 {
-            flush(&mut batch, &mut expected)?;
+            flush(&mut batch, &mut ids)?;
         }
     }
-    flush(&mut batch, &mut expected)?;
+    flush(&mut batch, &mut ids)?;
     if expected != last + 1 {
         return Err(corrupt(format!("records {expected} to {last} are missing")).into());
     }

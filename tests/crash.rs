@@ -20,7 +20,9 @@ use serde_json::json;
 const CHILD_ENV: &str = "ALMANAC_CRASH_CHILD";
 const SINGLES_ENV: &str = "ALMANAC_CRASH_SINGLES";
 /// Records the singles child stores one `store` call at a time before it aborts.
-const SINGLES: usize = 30;
+const SINGLES: usize = 32;
+/// Threads the singles child stores them from.
+const SINGLE_THREADS: usize = 4;
 const START_ENV: &str = "ALMANAC_CRASH_START";
 /// Records in batch `b`: odd batches are large (prepared on several threads,
 /// a long write transaction for a kill to land in).
@@ -58,20 +60,27 @@ fn child(dir: &str) {
     }
 }
 
-/// Stores records one at a time (each commit made durable by the log, not
-/// by redb), acknowledges each, then aborts: no destructor runs, so the
-/// writer never makes redb's file catch up.
+/// Stores records one at a time from four threads (each commit, of one to
+/// four records, made durable by the log, not by redb), acknowledges each,
+/// then aborts: no destructor runs, so the writer never makes redb's file
+/// catch up.
 fn singles_child(dir: &str) {
     let store = Store::open(dir).expect("child opens the store");
-    let stdout = std::io::stdout();
-    for i in 0..SINGLES {
-        let mut r = volume(i % 5, 1, i as i64);
-        r.payload = object(json!({ "rows": i, "single": i }));
-        store.store(&r).expect("child stores");
-        let mut out = stdout.lock();
-        writeln!(out, "ack {i}").expect("parent reads");
-        out.flush().expect("parent reads");
-    }
+    std::thread::scope(|scope| {
+        for t in 0..SINGLE_THREADS {
+            let store = &store;
+            scope.spawn(move || {
+                for i in (t..SINGLES).step_by(SINGLE_THREADS) {
+                    let mut r = volume(i % 5, 1, i as i64);
+                    r.payload = object(json!({ "rows": i, "single": i }));
+                    store.store(&r).expect("child stores");
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ack {i}").expect("parent reads");
+                    out.flush().expect("parent reads");
+                }
+            });
+        }
+    });
     std::process::abort();
 }
 
@@ -86,10 +95,11 @@ fn replay_after_abort() {
         .output()
         .expect("run child");
     assert!(!output.status.success(), "the child aborts");
-    let acked: Vec<u64> = String::from_utf8_lossy(&output.stdout)
+    let mut acked: Vec<u64> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(parse_ack)
         .collect();
+    acked.sort_unstable();
     assert_eq!(acked.len(), SINGLES, "every store was acknowledged");
     let store = Store::open(dir.path()).expect("reopen");
     let replayed = store.write_stats().n_replayed;

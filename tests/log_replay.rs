@@ -1,0 +1,119 @@
+//! The log as the write-ahead log of small commits: records it holds that
+//! redb's file lacks are stored again when the store opens, under their own
+//! ids, and a log that cannot be replayed stops the open with a plain error.
+//!
+//! A crash between the log's sync and redb's next durable commit leaves
+//! exactly this state (`tests/crash.rs` produces it with real processes);
+//! here it is made by appending lines to the log of a closed store.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use almanac::query::ScanRequest;
+use almanac::{MetadataRecord, MetadataRepository, Store, StoredRecord, TimeRange};
+use common::*;
+
+/// Stores two records (ids 1 and 2) and closes the store; returns them.
+fn two_records(dir: &Path) -> Vec<MetadataRecord> {
+    let records = vec![volume(0, 1, 10), volume(1, 2, 20)];
+    let store = Store::open(dir).expect("open");
+    store.bulk_store(&records).expect("stored");
+    records
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
+        .expect("log dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a segment")
+}
+
+fn append_to_log(dir: &Path, id: u64, record: &MetadataRecord) {
+    let line = StoredRecord {
+        id,
+        record: record.clone(),
+    }
+    .to_json_string();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(last_segment(dir))
+        .expect("segment");
+    writeln!(file, "{line}").expect("appended");
+}
+
+fn open_error(dir: &Path) -> String {
+    match Store::open(dir) {
+        Ok(_) => panic!("the open should fail"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn records_only_in_the_log_are_stored_again_under_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = two_records(dir.path());
+    let third = volume(0, 3, 30);
+    let fourth = volume(2, 3, 40);
+    append_to_log(dir.path(), 3, &third);
+    append_to_log(dir.path(), 4, &fourth);
+
+    let store = Store::open(dir.path()).expect("reopen replays");
+    assert_eq!(store.write_stats().n_replayed, 2);
+    let latest = store
+        .latest(&third.target, "ingestion_volume")
+        .unwrap()
+        .expect("found");
+    assert_eq!((latest.id, &latest.record), (3, &third));
+    // Indexed like any record: the target's history and the scan find them.
+    let history = store
+        .history(&third.target, "ingestion_volume", TimeRange::ALL)
+        .unwrap();
+    let ids: Vec<u64> = history.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![1, 3]);
+    assert_eq!(history[0].record, records[0]);
+    let scanned: Vec<u64> = store
+        .scan(&ScanRequest::default())
+        .unwrap()
+        .map(|r| r.unwrap().id)
+        .collect();
+    assert_eq!(scanned, vec![1, 2, 3, 4]);
+    // The log lists each record once; the next record gets the next id.
+    let logged: Vec<u64> = store.tail(1).unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(logged, vec![1, 2, 3, 4]);
+    let id = store.store(&volume(3, 4, 50)).unwrap().id;
+    assert_eq!(id, 5);
+    // A replayed record is a duplicate if stored again.
+    assert!(store.store(&fourth).unwrap().duplicate);
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(store.write_stats().n_replayed, 0, "nothing left to replay");
+}
+
+#[test]
+fn a_gap_in_the_log_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    two_records(dir.path());
+    append_to_log(dir.path(), 4, &volume(0, 3, 30));
+    let error = open_error(dir.path());
+    assert!(
+        error.contains("replaying the log: record 3 is missing (the next line is record 4)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_log_line_that_repeats_a_stored_record_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = two_records(dir.path());
+    append_to_log(dir.path(), 3, &records[0]);
+    let error = open_error(dir.path());
+    assert!(
+        error.contains("replaying the log: record 3 came back as Duplicate(1)"),
+        "{error}"
+    );
+}
