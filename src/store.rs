@@ -309,9 +309,10 @@ impl Store {
     /// records the log holds: opening replays them, under their own ids,
     /// before anything else ([`WriteStats::n_replayed`]); and records redb
     /// committed that the log lacks (the log is appended after a durable
-    /// commit) are appended to the log. A write that fails may still have
-    /// reached the log, and is then applied on the next open; a retried
-    /// write is recognised as a duplicate.
+    /// commit) are appended to the log. A small group that fails once its
+    /// lines began to be written may still be applied by the next open,
+    /// and the writer refuses every write until that open; a retried write
+    /// is recognised as a duplicate.
     pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let engine = Arc::new(
@@ -821,13 +822,13 @@ impl Writer<'_> {
                     Err(TryRecvError::Empty) => {
                         // An error leaves the tables for the next attempt.
                         purging = match engine.purge_step() {
-                            Ok(n) => {
+                            Ok(0) | Err(_) => false,
+                            Ok(_) => {
                                 // A durable commit: everything before it is too.
                                 n_logged = 0;
                                 logged_since = None;
-                                n > 0
+                                true
                             }
-                            Err(_) => false,
                         };
                         continue;
                     }
@@ -901,15 +902,15 @@ impl Writer<'_> {
                 || n_logged + 1 >= CHECKPOINT_COMMITS
                 || logged_since.is_some_and(|t| t.elapsed() >= CHECKPOINT_AGE);
             let started = Instant::now();
+            // Whether the log may hold lines of this group's records.
             let mut in_log = false;
             let written = if durable {
                 engine.write(&slices, Commit::Durable)
             } else {
                 let mut append = |outcomes: &[Vec<WriteOutcome>]| -> storage::Result<()> {
-                    append_to_log(&mut log, &committed(&group, outcomes))?;
-                    log.sync()?;
                     in_log = true;
-                    Ok(())
+                    append_to_log(&mut log, &committed(&group, outcomes))?;
+                    log.sync()
                 };
                 engine.write(&slices, Commit::Logged(&mut append))
             };
@@ -953,10 +954,13 @@ impl Writer<'_> {
                 }
                 Err(e) => {
                     let message = if in_log {
+                        // Some of the records' lines may be in the log: they
+                        // are committed by the replay at the next open, and
+                        // no other write may take their ids before that.
                         let message = format!(
-                            "commit failed after the records reached the log ({e}); \
-                             they are applied when the store is reopened, and no \
-                             write succeeds until then"
+                            "commit failed after the records were written to the log \
+                             ({e}); what the log holds is applied when the store is \
+                             reopened, and no write succeeds until then"
                         );
                         broken = Some(message.clone());
                         message
