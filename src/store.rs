@@ -300,10 +300,11 @@ impl Store {
     /// another open handle) holds the store.
     ///
     /// **Durability.** A write returns once it is durable. Small groups of
-    /// records (fewer than 256 in one commit, as when threads `store` one
-    /// record at a time) are made durable by the log: their lines are
+    /// single-record calls (fewer than 256 in one commit, as when threads
+    /// `store` one record at a time) are made durable by the log: their lines are
     /// appended to `log/` and synced, then redb commits without syncing its
-    /// file. Larger groups, every 256th commit, the first commit a second
+    /// file. Larger groups, groups holding a `bulk_store` of several
+    /// records, every 256th commit, the first commit a second
     /// after such a commit, an idle writer (50 ms) and closing the store
     /// commit redb durably. So after a crash the redb file may lack the last
     /// records the log holds: opening replays them, under their own ids,
@@ -898,7 +899,14 @@ impl Writer<'_> {
             }
             let slices: Vec<&[PreparedRecord]> =
                 group.iter().map(|j| j.records.as_slice()).collect();
+            // Only single-record jobs go through the log first: replay
+            // after a torn append stores the complete lines, which must not
+            // be part of one `bulk_store` (all or nothing). And a log that
+            // failed (repaired from redb at the next open) is no
+            // write-ahead log.
             let durable = n_records >= LOGGED_GROUP_MAX
+                || group.iter().any(|job| job.records.len() > 1)
+                || log.is_poisoned()
                 || n_logged + 1 >= CHECKPOINT_COMMITS
                 || logged_since.is_some_and(|t| t.elapsed() >= CHECKPOINT_AGE);
             let started = Instant::now();

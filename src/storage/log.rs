@@ -114,6 +114,13 @@ impl LogWriter {
             .append(true)
             .open(&path)
             .map_err(|e| StorageError::io(&path, e))?;
+        // Synced lines must not vanish with their file's directory entry
+        // (the log is the write-ahead log of small commits): the segment's
+        // entry in `log/`, and `log/` in the store directory, are synced.
+        super::sync_dir(log_dir)?;
+        if let Some(store_dir) = log_dir.parent() {
+            super::sync_dir(store_dir)?;
+        }
         let current_size = file
             .metadata()
             .map_err(|e| StorageError::io(&path, e))?
@@ -204,8 +211,15 @@ impl LogWriter {
             .append(true)
             .open(&path)
             .map_err(|e| StorageError::io(&path, e))?;
+        super::sync_dir(&self.dir)?;
         self.current_size = 0;
         Ok(())
+    }
+
+    /// True after a failed write: nothing more is appended until the store
+    /// is reopened (and the log repaired).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
     }
 
     /// Forces appended lines to disk.

@@ -294,7 +294,7 @@ fn create_file(dir: &Path, path: &Path, initial_kinds: &[KindSpec]) -> Result<()
 }
 
 /// Makes a directory's entries (a new or renamed file) durable.
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         std::fs::File::open(dir)
