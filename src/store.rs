@@ -121,9 +121,9 @@ const PARALLEL_PREPARE_MIN: usize = 2048;
 /// The longest the writer waits for the callers of its last group to come
 /// back before committing a smaller group.
 const GROUP_WAIT_MAX: Duration = Duration::from_millis(2);
-/// Groups of fewer records are made durable by the log, larger ones by redb
-/// (see `Writer::run`): syncing a large group's lines would cost more than
-/// redb's commit saves.
+/// Groups of fewer records (from single-record calls) are made durable by
+/// the log, larger ones by redb (see `Writer::run`): syncing a large group's
+/// lines would cost more than redb's commit saves.
 const LOGGED_GROUP_MAX: usize = 256;
 /// At most this many commits in a row are made durable by the log alone.
 const CHECKPOINT_COMMITS: usize = 256;
@@ -792,14 +792,16 @@ struct Writer<'a> {
 impl Writer<'_> {
     /// Takes every job waiting, commits them together, logs, notifies, answers.
     ///
-    /// A group of fewer than [`LOGGED_GROUP_MAX`] records is made durable
-    /// by the log: its lines are appended and synced, then redb commits
-    /// without syncing its file (`Commit::Logged`), which saves most of a
-    /// small commit's cost (redb writes and syncs every page a commit
-    /// touched). A larger group, every [`CHECKPOINT_COMMITS`]th commit, the
-    /// first after [`CHECKPOINT_AGE`], and an idle writer
-    /// ([`CHECKPOINT_IDLE`]) commit redb durably, so the log's part that
-    /// redb's file lacks (replayed after a crash) stays small.
+    /// A group of fewer than [`LOGGED_GROUP_MAX`] records, all from
+    /// single-record calls, is made durable by the log: its lines are
+    /// appended and synced, then redb commits without syncing its file
+    /// (`Commit::Logged`), which saves most of a small commit's cost (redb
+    /// writes and syncs every page a commit touched). Other groups (larger,
+    /// holding a multi-record `bulk_store`, or after a failed log write),
+    /// every [`CHECKPOINT_COMMITS`]th commit, the first after
+    /// [`CHECKPOINT_AGE`], and an idle writer ([`CHECKPOINT_IDLE`]) commit
+    /// redb durably, so the log's part that redb's file lacks (replayed
+    /// after a crash) stays small.
     fn run(&self, mut log: LogWriter, jobs: &Receiver<Msg>) {
         let (engine, subscribers, max_group) = (self.engine, self.subscribers, self.max_group);
         // Callers answered by the last commit come back together a few
