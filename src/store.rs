@@ -914,20 +914,28 @@ impl Writer<'_> {
             let started = Instant::now();
             // Whether the log may hold lines of this group's records.
             let mut in_log = false;
+            // The stored records, once the log has them (logged commits).
+            let mut logged: Option<Vec<(u64, &PreparedRecord)>> = None;
             let written = if durable {
                 engine.write(&slices, Commit::Durable)
             } else {
                 let mut append = |outcomes: &[Vec<WriteOutcome>]| -> storage::Result<()> {
                     in_log = true;
-                    append_to_log(&mut log, &committed(&group, outcomes))?;
-                    log.sync()
+                    let stored = committed(&group, outcomes);
+                    append_to_log(&mut log, &stored)?;
+                    log.sync()?;
+                    logged = Some(stored);
+                    Ok(())
                 };
                 engine.write(&slices, Commit::Logged(&mut append))
             };
             last_commit = started.elapsed();
             match written {
                 Ok(outcomes) => {
-                    let committed = committed(&group, &outcomes);
+                    let committed = match logged {
+                        Some(stored) => stored,
+                        None => committed(&group, &outcomes),
+                    };
                     if durable {
                         n_logged = 0;
                         logged_since = None;
@@ -1002,21 +1010,20 @@ fn replay_log(
     last: u64,
 ) -> Result<()> {
     let corrupt = |what: String| StorageError::Corrupt(format!("replaying the log: {what}"));
-    // The log's ids of the records in `batch`.
-    let mut ids: Vec<u64> = Vec::new();
+    // The log's records up to `next_id` (exclusive), consecutive (checked as read).
     let mut batch: Vec<PreparedRecord> = Vec::new();
-    let flush = |batch: &mut Vec<PreparedRecord>, ids: &mut Vec<u64>| -> Result<()> {
+    let flush = |batch: &mut Vec<PreparedRecord>, next_id: u64| -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
+        let first_id = next_id - batch.len() as u64;
         let outcomes = engine.write(&[batch.as_slice()], Commit::Durable)?;
-        for (outcome, id) in outcomes.iter().flatten().zip(ids.iter()) {
-            if *outcome != WriteOutcome::Stored(*id) {
+        for (outcome, id) in outcomes.iter().flatten().zip(first_id..) {
+            if *outcome != WriteOutcome::Stored(id) {
                 return Err(corrupt(format!("record {id} came back as {outcome:?}")).into());
             }
         }
         batch.clear();
-        ids.clear();
         Ok(())
     };
     let mut expected = first;
@@ -1040,12 +1047,11 @@ fn replay_log(
             registry.bucket_of(kind),
             registry.indexed_paths_of(kind),
         ));
-        ids.push(id);
         if batch.len() >= 10_000 {
-            flush(&mut batch, &mut ids)?;
+            flush(&mut batch, expected)?;
         }
     }
-    flush(&mut batch, &mut ids)?;
+    flush(&mut batch, expected)?;
     if expected != last + 1 {
         return Err(corrupt(format!("records {expected} to {last} are missing")).into());
     }

@@ -46,13 +46,6 @@ fn append_to_log(dir: &Path, id: u64, record: &MetadataRecord) {
     writeln!(file, "{line}").expect("appended");
 }
 
-fn open_error(dir: &Path) -> String {
-    match Store::open(dir) {
-        Ok(_) => panic!("the open should fail"),
-        Err(e) => e.to_string(),
-    }
-}
-
 #[test]
 fn records_only_in_the_log_are_stored_again_under_their_ids() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,12 +87,21 @@ fn records_only_in_the_log_are_stored_again_under_their_ids() {
     assert_eq!(store.write_stats().n_replayed, 0, "nothing left to replay");
 }
 
+/// Appends the line of `record` under `id` to a closed store holding two
+/// records, and returns the error opening it gives.
+fn open_error_after(id: u64, record: impl FnOnce(&[MetadataRecord]) -> MetadataRecord) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let records = two_records(dir.path());
+    append_to_log(dir.path(), id, &record(&records));
+    match Store::open(dir.path()) {
+        Ok(_) => panic!("the open should fail"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[test]
 fn a_gap_in_the_log_stops_the_open() {
-    let dir = tempfile::tempdir().unwrap();
-    two_records(dir.path());
-    append_to_log(dir.path(), 4, &volume(0, 3, 30));
-    let error = open_error(dir.path());
+    let error = open_error_after(4, |_| volume(0, 3, 30));
     assert!(
         error.contains("replaying the log: record 3 is missing (the next line is record 4)"),
         "{error}"
@@ -108,10 +110,7 @@ fn a_gap_in_the_log_stops_the_open() {
 
 #[test]
 fn a_log_line_that_repeats_a_stored_record_stops_the_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let records = two_records(dir.path());
-    append_to_log(dir.path(), 3, &records[0]);
-    let error = open_error(dir.path());
+    let error = open_error_after(3, |records| records[0].clone());
     assert!(
         error.contains("replaying the log: record 3 came back as Duplicate(1)"),
         "{error}"
