@@ -1106,7 +1106,7 @@ impl MetadataRepository for Store {
     }
 
     fn latest(&self, target: &MetadataTarget, kind: &str) -> Result<Option<StoredRecord>> {
-        Ok(self.inner.engine.latest(kind, &target.canonical_name())?)
+        Ok(self.inner.engine.latest(kind, target)?)
     }
 
     fn history(

@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use almanac::kinds::{KindSpec, Retention};
+use almanac::query::RecordSource;
 use almanac::storage::StorageError;
 use almanac::{Clock, Error, MetadataRepository, Store, StoreOptions, TimeRange, Timestamp};
 use common::*;
@@ -613,4 +614,110 @@ fn compaction_shrinks_a_closed_store_and_keeps_every_record() {
     }
     // Still writable after compaction.
     store.store(&volume(1, 30, 1)).unwrap();
+}
+
+/// Rewrites a closed version-2 store as version 1 did: the `latest` table
+/// keyed by a `(kind, target name)` tuple, `format_version` 1.
+fn downgrade_to_v1(dir: &std::path::Path) {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    const V2: TableDefinition<&str, &[u8]> = TableDefinition::new("latest");
+    const V1: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("latest");
+    let db = redb::Database::open(dir.join(almanac::storage::DB_FILE)).unwrap();
+    let entries: Vec<(String, Vec<u8>)> = {
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(V2).unwrap();
+        let entries = table.iter().unwrap();
+        entries
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value().to_owned(), v.value().to_vec())
+            })
+            .collect()
+    };
+    assert!(!entries.is_empty());
+    let txn = db.begin_write().unwrap();
+    txn.delete_table(V2).unwrap();
+    {
+        let mut v1 = txn.open_table(V1).unwrap();
+        for (key, value) in &entries {
+            let (kind, target) = key.split_once('\0').expect("kind \\0 target");
+            v1.insert((kind, target), value.as_slice()).unwrap();
+        }
+        txn.open_table(META)
+            .unwrap()
+            .insert("format_version", 1)
+            .unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+fn format_version(dir: &std::path::Path) -> u64 {
+    use redb::{ReadableDatabase, TableDefinition};
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    let db = redb::Database::open(dir.join(almanac::storage::DB_FILE)).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    let version = meta.get("format_version").unwrap().unwrap().value();
+    version
+}
+
+#[test]
+fn a_version_1_store_is_upgraded_at_open_and_keeps_its_latest_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<_> = (0..40)
+        .map(|i| volume(i % 7, (i / 7) as i64, 100 + i as i64))
+        .collect();
+    let (before, every) = {
+        let store = open(dir.path());
+        store.bulk_store(&records).unwrap();
+        let before: Vec<_> = (0..7)
+            .map(|t| store.latest(&target(t), "ingestion_volume").unwrap())
+            .collect();
+        (before, store.latest_records(None, None).unwrap())
+    };
+    assert_eq!(every.len(), 7);
+    downgrade_to_v1(dir.path());
+    assert_eq!(format_version(dir.path()), 1);
+
+    let store = open(dir.path());
+    for (t, expected) in before.iter().enumerate() {
+        let found = store.latest(&target(t), "ingestion_volume").unwrap();
+        assert_eq!(&found, expected, "target {t}");
+    }
+    let kinds = ["ingestion_volume".to_owned()];
+    assert_eq!(store.latest_records(Some(&kinds), None).unwrap(), every);
+    assert_eq!(store.latest_records(None, None).unwrap(), every);
+    // Newer records still replace the upgraded entries.
+    let newer = volume(3, 1000, 5);
+    let id = store.store(&newer).unwrap().id;
+    let found = store
+        .latest(&target(3), "ingestion_volume")
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, id);
+    drop(store);
+    assert_eq!(format_version(dir.path()), almanac::storage::FORMAT_VERSION);
+}
+
+#[test]
+fn a_store_of_an_unknown_format_version_is_refused_with_its_version() {
+    use redb::TableDefinition;
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    {
+        let db = redb::Database::open(dir.path().join(almanac::storage::DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("format_version", 99)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let Err(err) = Store::open(dir.path()) else {
+        panic!("a store of format version 99 opened");
+    };
+    let message = err.to_string();
+    assert!(message.contains("format version 99"), "{message}");
 }

@@ -43,14 +43,19 @@ impl MetadataTarget {
 /// The canonical target name for its three parts (spec §1).
 pub fn canonical_name(source_id: &str, schema: &str, table: &str) -> String {
     let mut name = String::with_capacity(source_id.len() + schema.len() + table.len() + 2);
-    if !source_id.is_empty() {
-        name.push_str(source_id);
-        name.push(':');
-    }
-    name.push_str(schema);
-    name.push('.');
-    name.push_str(table);
+    push_canonical_name(&mut name, source_id, schema, table);
     name
+}
+
+/// Appends the canonical target name for its three parts to `out`.
+pub fn push_canonical_name(out: &mut String, source_id: &str, schema: &str, table: &str) {
+    if !source_id.is_empty() {
+        out.push_str(source_id);
+        out.push(':');
+    }
+    out.push_str(schema);
+    out.push('.');
+    out.push_str(table);
 }
 
 /// Where and as part of what a record was produced: job, run, namespace and

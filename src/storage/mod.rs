@@ -30,7 +30,7 @@ pub use write::{Commit, DroppedPartition, PreparedRecord, RetentionReport, Write
 use crate::kinds::KindSpec;
 
 /// The version of the on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 
 /// The redb file's name inside a store directory.
 pub const DB_FILE: &str = "almanac.redb";
@@ -41,9 +41,34 @@ pub(crate) const KINDS: TableDefinition<&str, &str> = TableDefinition::new("kind
 pub(crate) const TARGETS: TableDefinition<&str, (u64, &str, &str, &str)> =
     TableDefinition::new("targets");
 pub(crate) const PRODUCERS: TableDefinition<&str, u64> = TableDefinition::new("producers");
-pub(crate) const LATEST: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("latest");
+/// `kind ‖ 0x00 ‖ target name -> produced_at ‖ id ‖ encoded record`; see [`latest_key`].
+pub(crate) const LATEST: TableDefinition<&str, &[u8]> = TableDefinition::new("latest");
 pub(crate) const PARTITIONS: TableDefinition<(&str, i64), &[u8]> =
     TableDefinition::new("partitions");
+
+/// The `latest` table's key for (`kind`, `target`): the kind, a NUL byte,
+/// the canonical target name. A kind name (`[a-z][a-z0-9_]*`) holds no NUL,
+/// so keys of one kind are contiguous and sort by target name, and the key
+/// compares as one byte string (format version 1 used a `(kind, target)`
+/// tuple, whose every comparison decoded both keys' element lengths).
+pub(crate) fn latest_key(kind: &str, target_name: &str) -> String {
+    let mut key = String::with_capacity(kind.len() + 1 + target_name.len());
+    key.push_str(kind);
+    key.push('\0');
+    key.push_str(target_name);
+    key
+}
+
+/// The (`kind`, `target name`) of a `latest` key.
+pub(crate) fn split_latest_key(key: &str) -> Result<(&str, &str)> {
+    key.split_once('\0')
+        .ok_or_else(|| StorageError::Corrupt(format!("latest table key {key:?} has no kind")))
+}
+
+/// The range of the `latest` keys of `kind`: from `kind ‖ 0x00` to `kind ‖ 0x01`.
+pub(crate) fn latest_kind_range(kind: &str) -> (String, String) {
+    (format!("{kind}\0"), format!("{kind}\u{1}"))
+}
 
 const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_NEXT_ID: &str = "next_id";
@@ -198,6 +223,11 @@ fn init_tables(db: &snapshot::Db, dir: &Path, initial_kinds: &[KindSpec]) -> Res
         let txn = db.begin_read()?;
         if let Ok(meta) = txn.open_table(META) {
             if let Some(found) = meta.get(META_FORMAT_VERSION)?.map(|v| v.value()) {
+                if found == 1 {
+                    drop(meta);
+                    drop(txn);
+                    return upgrade_from_v1(db);
+                }
                 if found != FORMAT_VERSION {
                     return Err(StorageError::UnsupportedFormat {
                         path: dir.to_path_buf(),
@@ -229,6 +259,38 @@ fn init_tables(db: &snapshot::Db, dir: &Path, initial_kinds: &[KindSpec]) -> Res
     }
     txn.commit()?;
     Ok(())
+}
+
+/// Version 1's `latest` table, keyed by a `(kind, target name)` tuple.
+const LATEST_V1: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("latest");
+
+/// Upgrades a format-1 store to version 2 in one durable transaction (so a
+/// crash leaves it at version 1, to be upgraded at the next open): the
+/// `latest` entries are copied under their version-2 keys ([`latest_key`])
+/// into a new table, which then replaces the old one. Nothing else differs
+/// between the two versions.
+fn upgrade_from_v1(db: &snapshot::Db) -> Result<()> {
+    const NEW: TableDefinition<&str, &[u8]> = TableDefinition::new("latest.v2");
+    let txn = db.begin_write()?;
+    {
+        let old = txn.open_table(LATEST_V1)?;
+        let mut new = txn.open_table(NEW)?;
+        let mut key = String::new();
+        for entry in old.iter()? {
+            let (k, v) = entry?;
+            let (kind, target) = k.value();
+            key.clear();
+            key.push_str(kind);
+            key.push('\0');
+            key.push_str(target);
+            new.insert(key.as_str(), v.value())?;
+        }
+    }
+    txn.delete_table(LATEST_V1)?;
+    txn.rename_table(NEW, LATEST)?;
+    txn.open_table(META)?
+        .insert(META_FORMAT_VERSION, FORMAT_VERSION)?;
+    txn.commit()
 }
 
 /// Whether `path` holds a redb database. A missing file does not; nor does

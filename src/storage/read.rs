@@ -22,8 +22,9 @@ use super::{
     by_dict_id_def, by_run_def, part_table_name, path_index_def, path_table_name, records_def,
     Engine, PartTable, PartitionKey, Result, StorageError, PARTITIONS, PRODUCERS, TARGETS,
 };
+use super::{latest_key, latest_kind_range, split_latest_key};
 use crate::kinds::Bucket;
-use crate::model::{StoredRecord, TimeRange};
+use crate::model::{push_canonical_name, MetadataTarget, StoredRecord, TimeRange};
 use crate::query::{ScanDescription, ScanRequest, TargetInfo};
 
 /// Above this many targets, an indexed path equality is preferred to the target index.
@@ -793,9 +794,19 @@ impl Engine {
 
     /// The latest record of `kind` for the canonical target `target_name`:
     /// one lookup in the shared snapshot's latest table.
-    pub fn latest(&self, kind: &str, target_name: &str) -> Result<Option<StoredRecord>> {
+    pub fn latest(&self, kind: &str, target: &MetadataTarget) -> Result<Option<StoredRecord>> {
+        if kind.contains('\0') {
+            return Ok(None); // no kind name holds one (see `latest_key`)
+        }
+        // The key built in one buffer, without the target name on its own.
+        let (source, schema, table) = (&target.source_id, &target.schema, &target.table);
+        let mut key =
+            String::with_capacity(kind.len() + source.len() + schema.len() + table.len() + 3);
+        key.push_str(kind);
+        key.push('\0');
+        push_canonical_name(&mut key, source, schema, table);
         let snapshot = self.snapshot()?;
-        let Some(value) = snapshot.latest().get((kind, target_name))? else {
+        let Some(value) = snapshot.latest().get(key.as_str())? else {
             return Ok(None);
         };
         decode_latest(value.value()).map(Some)
@@ -881,34 +892,38 @@ impl Engine {
         let mut out = Vec::new();
         let target_set: Option<HashSet<&str>> =
             targets.map(|t| t.iter().map(String::as_str).collect());
-        let keep = |key: (&str, &str)| target_set.as_ref().is_none_or(|s| s.contains(key.1));
+        let keep = |key: &str| -> Result<bool> {
+            let (_, target) = split_latest_key(key)?;
+            Ok(target_set.as_ref().is_none_or(|s| s.contains(target)))
+        };
         match kinds {
             None => {
                 for entry in table.iter()? {
                     let (k, v) = entry?;
-                    if keep(k.value()) {
+                    if keep(k.value())? {
                         out.push(decode_latest(v.value())?);
                     }
                 }
             }
             Some(kinds) => {
                 for kind in kinds {
+                    if kind.contains('\0') {
+                        continue; // no such kind (see `latest_key`)
+                    }
                     match (&target_set, targets) {
                         // Few targets: point lookups.
                         (Some(_), Some(names)) if names.len() <= 64 => {
                             for name in names {
-                                if let Some(v) = table.get((kind.as_str(), name.as_str()))? {
+                                if let Some(v) = table.get(latest_key(kind, name).as_str())? {
                                     out.push(decode_latest(v.value())?);
                                 }
                             }
                         }
                         _ => {
-                            for entry in table.range((kind.as_str(), "")..)? {
+                            let (from, until) = latest_kind_range(kind);
+                            for entry in table.range(from.as_str()..until.as_str())? {
                                 let (k, v) = entry?;
-                                if k.value().0 != kind {
-                                    break;
-                                }
-                                if keep(k.value()) {
+                                if keep(k.value())? {
                                     out.push(decode_latest(v.value())?);
                                 }
                             }

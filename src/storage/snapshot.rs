@@ -28,8 +28,8 @@ use redb::{
 use super::read::{catalog_of, CatalogEntry};
 use super::{by_dict_id_def, part_table_name, records_def, PartTable, Result, LATEST, TARGETS};
 
-/// `(kind, target name) -> (produced_at, id, encoded record)`.
-pub(crate) type LatestTable = ReadOnlyTable<(&'static str, &'static str), &'static [u8]>;
+/// `kind ‖ 0x00 ‖ target name -> produced_at ‖ id ‖ encoded record`.
+pub(crate) type LatestTable = ReadOnlyTable<&'static str, &'static [u8]>;
 /// `target name -> (target id, source_id, schema, table)`.
 pub(crate) type TargetsTable =
     ReadOnlyTable<&'static str, (u64, &'static str, &'static str, &'static str)>;

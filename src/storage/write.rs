@@ -18,6 +18,7 @@ use super::{
     records_def, Engine, PartTable, Result, LATEST, META, META_NEXT_ID, META_NEXT_PRODUCER_ID,
     META_NEXT_PURGE, META_NEXT_TARGET_ID, PARTITIONS, PRODUCERS, PURGE_PREFIX, TARGETS,
 };
+use super::{latest_key, latest_kind_range, split_latest_key};
 use crate::kinds::{Bucket, KindSpec, Retention};
 use crate::model::{MetadataRecord, Timestamp};
 
@@ -481,7 +482,7 @@ impl Engine {
                     part.add_index_entries(prepared, producer_id, id);
                     part.info.add(ts, id);
                     let kind = prepared.partition.kind.as_str();
-                    let latest_key = (kind, prepared.target_name.as_str());
+                    let latest_pair = (kind, prepared.target_name.as_str());
                     let known = cache
                         .latest
                         .get(kind)
@@ -489,11 +490,13 @@ impl Engine {
                         .copied();
                     let current = match known {
                         Some(order) => Some(order),
-                        None => latest.get(latest_key)?.map(|v| latest_order(v.value())),
+                        None => latest
+                            .get(latest_key(kind, &prepared.target_name).as_str())?
+                            .map(|v| latest_order(v.value())),
                     };
                     if current.is_none_or(|order| order < (ts, id)) {
                         // Written once per pair, in key order, at the end.
-                        new_latest.insert(latest_key, (ts, id, prepared.encoded.as_slice()));
+                        new_latest.insert(latest_pair, (ts, id, prepared.encoded.as_slice()));
                         set_latest(&mut cache.latest, kind, &prepared.target_name, (ts, id));
                     } else if known.is_none() {
                         if let Some(order) = current {
@@ -508,12 +511,17 @@ impl Engine {
             let mut new_latest: Vec<_> = new_latest.into_iter().collect();
             new_latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let mut value = Vec::new();
-            for (key, (ts, id, encoded)) in new_latest {
+            let mut key = String::new();
+            for ((kind, target), (ts, id, encoded)) in new_latest {
+                key.clear();
+                key.push_str(kind);
+                key.push('\0');
+                key.push_str(target);
                 value.clear();
                 value.extend_from_slice(&ts.to_le_bytes());
                 value.extend_from_slice(&id.to_le_bytes());
                 value.extend_from_slice(encoded);
-                latest.insert(key, value.as_slice())?;
+                latest.insert(key.as_str(), value.as_slice())?;
             }
             for (key, part) in parts.iter_mut() {
                 part.flush_indexes(&txn, key)?;
@@ -628,12 +636,10 @@ impl Engine {
                 // Latest entries are the newest record of their target: if one
                 // lies in an expired partition, all of that target's records do.
                 let mut stale = Vec::new();
-                for entry in latest.range((spec.name.as_str(), "")..)? {
+                let (from, until) = latest_kind_range(&spec.name);
+                for entry in latest.range(from.as_str()..until.as_str())? {
                     let (key, value) = entry?;
-                    let (kind, target) = key.value();
-                    if kind != spec.name {
-                        break;
-                    }
+                    let (_, target) = split_latest_key(key.value())?;
                     let (ts, _) = latest_order(value.value());
                     let start = bucket_start(spec.bucket, Timestamp::from_micros(ts));
                     if expired.contains_key(&start) {
@@ -654,7 +660,7 @@ impl Engine {
                     continue;
                 }
                 for target in &stale {
-                    latest.remove((spec.name.as_str(), target.as_str()))?;
+                    latest.remove(latest_key(&spec.name, target).as_str())?;
                 }
                 cache.latest.remove(&spec.name);
                 if all_tables.is_none() {
