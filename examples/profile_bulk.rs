@@ -1,6 +1,7 @@
 //! Profiling aid: bulk-stores N generated records in batches of 10,000 and
 //! prints the time split between preparing (validation, encoding) and the
 //! whole call. `cargo run --release --example profile_bulk -- 200000`
+//! (knobs: `ALMANAC_PROFILE_DIR`, `ALMANAC_PROFILE_CHECK`, `ALMANAC_PROFILE_SHAPE`, below).
 use std::time::Instant;
 
 use almanac::testdata::{GenConfig, Generator};
@@ -15,14 +16,22 @@ fn main() {
     let kept = std::env::var_os("ALMANAC_PROFILE_DIR").map(std::path::PathBuf::from);
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(kept.as_deref().unwrap_or(dir.path())).expect("open");
-    let records: Vec<_> = Generator::new(
-        7,
+    // `ALMANAC_PROFILE_SHAPE=bench` shapes the data like the compare
+    // bench's (N / 200 targets, 120 days) instead of 1,000 targets, 90 days.
+    let config = if std::env::var("ALMANAC_PROFILE_SHAPE").is_ok_and(|v| v == "bench") {
+        GenConfig {
+            n_records: n,
+            n_targets: (n / 200).clamp(50, 5_000),
+            days: 120,
+            ..GenConfig::default()
+        }
+    } else {
         GenConfig {
             n_records: n,
             ..GenConfig::default()
-        },
-    )
-    .collect();
+        }
+    };
+    let records: Vec<_> = Generator::new(7, config).collect();
     // `ALMANAC_PROFILE_CHECK=0` skips the separate check pass (bulk_store only).
     let with_check = std::env::var("ALMANAC_PROFILE_CHECK").map_or(true, |v| v != "0");
     eprintln!("generated {n} records; storing");
