@@ -664,29 +664,49 @@ fn format_version(dir: &std::path::Path) -> u64 {
 
 #[test]
 fn a_version_1_store_is_upgraded_at_open_and_keeps_its_latest_entries() {
+    // A second kind whose name extends the first: its keys sort right
+    // after the first kind's, and neither kind's range may take the other's.
+    const LONGER: &str = "ingestion_volume_x";
     let dir = tempfile::tempdir().unwrap();
-    let records: Vec<_> = (0..40)
+    let mut records: Vec<_> = (0..40)
         .map(|i| volume(i % 7, (i / 7) as i64, 100 + i as i64))
         .collect();
-    let (before, every) = {
+    records.extend((0..12).map(|i| {
+        let mut r = volume(i % 4, (i / 4) as i64, 7 + i as i64);
+        r.kind = LONGER.to_owned();
+        r
+    }));
+    let kinds = |k: &str| [k.to_owned()];
+    let (before, every, volumes, longer) = {
         let store = open(dir.path());
         store.bulk_store(&records).unwrap();
         let before: Vec<_> = (0..7)
-            .map(|t| store.latest(&target(t), "ingestion_volume").unwrap())
+            .flat_map(|t| [(t, "ingestion_volume"), (t, LONGER)])
+            .map(|(t, k)| store.latest(&target(t), k).unwrap())
             .collect();
-        (before, store.latest_records(None, None).unwrap())
+        (
+            before,
+            store.latest_records(None, None).unwrap(),
+            store
+                .latest_records(Some(&kinds("ingestion_volume")), None)
+                .unwrap(),
+            store.latest_records(Some(&kinds(LONGER)), None).unwrap(),
+        )
     };
-    assert_eq!(every.len(), 7);
+    assert_eq!((every.len(), volumes.len(), longer.len()), (11, 7, 4));
     downgrade_to_v1(dir.path());
     assert_eq!(format_version(dir.path()), 1);
 
     let store = open(dir.path());
-    for (t, expected) in before.iter().enumerate() {
-        let found = store.latest(&target(t), "ingestion_volume").unwrap();
-        assert_eq!(&found, expected, "target {t}");
-    }
-    let kinds = ["ingestion_volume".to_owned()];
-    assert_eq!(store.latest_records(Some(&kinds), None).unwrap(), every);
+    let after: Vec<_> = (0..7)
+        .flat_map(|t| [(t, "ingestion_volume"), (t, LONGER)])
+        .map(|(t, k)| store.latest(&target(t), k).unwrap())
+        .collect();
+    assert_eq!(after, before);
+    let by_kind = |k: &str| store.latest_records(Some(&kinds(k)), None).unwrap();
+    assert_eq!(by_kind("ingestion_volume"), volumes);
+    assert_eq!(by_kind(LONGER), longer);
+    assert!(longer.iter().all(|r| r.record.kind == LONGER));
     assert_eq!(store.latest_records(None, None).unwrap(), every);
     // Newer records still replace the upgraded entries.
     let newer = volume(3, 1000, 5);

@@ -149,7 +149,7 @@ pub enum StorageError {
     #[error("the store at {0} is already open in another process (or handle); close it first")]
     Locked(PathBuf),
     /// The store was written by a newer version of Almanac.
-    #[error("the store at {path} has format version {found}, but this build reads only version {supported}; upgrade almanac")]
+    #[error("the store at {path} has format version {found}, but this build reads version {supported} (and upgrades version 1); upgrade almanac")]
     UnsupportedFormat {
         /// The store directory.
         path: PathBuf,
@@ -217,7 +217,7 @@ pub fn compact(dir: &Path) -> Result<CompactReport> {
 
 /// Writes the format version, the id counters, the initial kinds and the
 /// global tables into a database that has none; checks the version of one
-/// that has them.
+/// that has them, upgrading version 1 ([`upgrade_from_v1`]).
 fn init_tables(db: &snapshot::Db, dir: &Path, initial_kinds: &[KindSpec]) -> Result<()> {
     {
         let txn = db.begin_read()?;
@@ -288,8 +288,9 @@ fn upgrade_from_v1(db: &snapshot::Db) -> Result<()> {
     }
     txn.delete_table(LATEST_V1)?;
     txn.rename_table(NEW, LATEST)?;
-    txn.open_table(META)?
-        .insert(META_FORMAT_VERSION, FORMAT_VERSION)?;
+    // This step's own result, not `FORMAT_VERSION`: a later version adds
+    // its own step after this one.
+    txn.open_table(META)?.insert(META_FORMAT_VERSION, 2)?;
     txn.commit()
 }
 

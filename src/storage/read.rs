@@ -792,8 +792,8 @@ impl Engine {
         self.db.begin_read()
     }
 
-    /// The latest record of `kind` for the canonical target `target_name`:
-    /// one lookup in the shared snapshot's latest table.
+    /// The latest record of `kind` for `target`: one lookup in the shared
+    /// snapshot's latest table.
     pub fn latest(&self, kind: &str, target: &MetadataTarget) -> Result<Option<StoredRecord>> {
         if kind.contains('\0') {
             return Ok(None); // no kind name holds one (see `latest_key`)
