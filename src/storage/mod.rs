@@ -53,10 +53,15 @@ pub(crate) const PARTITIONS: TableDefinition<(&str, i64), &[u8]> =
 /// tuple, whose every comparison decoded both keys' element lengths).
 pub(crate) fn latest_key(kind: &str, target_name: &str) -> String {
     let mut key = String::with_capacity(kind.len() + 1 + target_name.len());
-    key.push_str(kind);
-    key.push('\0');
-    key.push_str(target_name);
+    push_latest_key(&mut key, kind, target_name);
     key
+}
+
+/// Appends the `latest` key of (`kind`, `target_name`) to `out` (see [`latest_key`]).
+pub(crate) fn push_latest_key(out: &mut String, kind: &str, target_name: &str) {
+    out.push_str(kind);
+    out.push('\0');
+    out.push_str(target_name);
 }
 
 /// The (`kind`, `target name`) of a `latest` key.
@@ -280,9 +285,7 @@ fn upgrade_from_v1(db: &snapshot::Db) -> Result<()> {
             let (k, v) = entry?;
             let (kind, target) = k.value();
             key.clear();
-            key.push_str(kind);
-            key.push('\0');
-            key.push_str(target);
+            push_latest_key(&mut key, kind, target);
             new.insert(key.as_str(), v.value())?;
         }
     }

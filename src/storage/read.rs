@@ -22,7 +22,7 @@ use super::{
     by_dict_id_def, by_run_def, part_table_name, path_index_def, path_table_name, records_def,
     Engine, PartTable, PartitionKey, Result, StorageError, PARTITIONS, PRODUCERS, TARGETS,
 };
-use super::{latest_key, latest_kind_range, split_latest_key};
+use super::{latest_key, latest_kind_range, push_latest_key, split_latest_key};
 use crate::kinds::Bucket;
 use crate::model::{push_canonical_name, MetadataTarget, StoredRecord, TimeRange};
 use crate::query::{ScanDescription, ScanRequest, TargetInfo};
@@ -798,12 +798,12 @@ impl Engine {
         if kind.contains('\0') {
             return Ok(None); // no kind name holds one (see `latest_key`)
         }
-        // The key built in one buffer, without the target name on its own.
+        // The key built in one buffer, without the target name on its own:
+        // the kind's key prefix, then the name.
         let (source, schema, table) = (&target.source_id, &target.schema, &target.table);
         let mut key =
             String::with_capacity(kind.len() + source.len() + schema.len() + table.len() + 3);
-        key.push_str(kind);
-        key.push('\0');
+        push_latest_key(&mut key, kind, "");
         push_canonical_name(&mut key, source, schema, table);
         let snapshot = self.snapshot()?;
         let Some(value) = snapshot.latest().get(key.as_str())? else {

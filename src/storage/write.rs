@@ -18,7 +18,7 @@ use super::{
     records_def, Engine, PartTable, Result, LATEST, META, META_NEXT_ID, META_NEXT_PRODUCER_ID,
     META_NEXT_PURGE, META_NEXT_TARGET_ID, PARTITIONS, PRODUCERS, PURGE_PREFIX, TARGETS,
 };
-use super::{latest_key, latest_kind_range, split_latest_key};
+use super::{latest_key, latest_kind_range, push_latest_key};
 use crate::kinds::{Bucket, KindSpec, Retention};
 use crate::model::{MetadataRecord, Timestamp};
 
@@ -514,9 +514,7 @@ impl Engine {
             let mut key = String::new();
             for ((kind, target), (ts, id, encoded)) in new_latest {
                 key.clear();
-                key.push_str(kind);
-                key.push('\0');
-                key.push_str(target);
+                push_latest_key(&mut key, kind, target);
                 value.clear();
                 value.extend_from_slice(&ts.to_le_bytes());
                 value.extend_from_slice(&id.to_le_bytes());
@@ -639,11 +637,10 @@ impl Engine {
                 let (from, until) = latest_kind_range(&spec.name);
                 for entry in latest.range(from.as_str()..until.as_str())? {
                     let (key, value) = entry?;
-                    let (_, target) = split_latest_key(key.value())?;
                     let (ts, _) = latest_order(value.value());
                     let start = bucket_start(spec.bucket, Timestamp::from_micros(ts));
                     if expired.contains_key(&start) {
-                        stale.push(target.to_owned());
+                        stale.push(key.value().to_owned());
                     }
                 }
                 report.n_latest_removed += stale.len() as u64;
@@ -659,8 +656,8 @@ impl Engine {
                 if dry_run {
                     continue;
                 }
-                for target in &stale {
-                    latest.remove(latest_key(&spec.name, target).as_str())?;
+                for key in &stale {
+                    latest.remove(key.as_str())?;
                 }
                 cache.latest.remove(&spec.name);
                 if all_tables.is_none() {
