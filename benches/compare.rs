@@ -73,14 +73,8 @@ fn main() -> BoxResult<()> {
         per_thread: env_usize("ALMANAC_BENCH_PER_THREAD", if quick { 10 } else { 100 }),
         lookups: env_usize("ALMANAC_BENCH_LOOKUPS", if quick { 500 } else { 10_000 }),
         histories: env_usize("ALMANAC_BENCH_HISTORIES", if quick { 100 } else { 1_000 }),
-        config: GenConfig {
-            n_records: n,
-            n_targets: (n / 200).clamp(50, 5_000),
-            days: 120,
-            // 2024-06-01T00:00:00Z: day-aligned, so 30 days from the start is
-            // exactly 30 day partitions.
-            end: Timestamp::from_micros(1_717_200_000_000_000),
-        },
+        // Day-aligned: 30 days from the start are exactly 30 day partitions.
+        config: GenConfig::scaled(n),
     };
     let _tmp;
     let dir = match std::env::var_os("ALMANAC_BENCH_DIR") {

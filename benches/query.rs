@@ -53,12 +53,7 @@ fn queries(c: &mut Criterion) {
     let n = size();
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("open store");
-    let cfg = GenConfig {
-        n_records: n,
-        n_targets: (n / 200).clamp(50, 5_000),
-        days: 120,
-        ..GenConfig::default()
-    };
+    let cfg = GenConfig::scaled(n);
     let records: Vec<MetadataRecord> = Generator::new(SEED, cfg.clone()).collect();
     for batch in records.chunks(10_000) {
         store.bulk_store(batch).expect("bulk_store");

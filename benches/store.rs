@@ -28,12 +28,7 @@ fn size() -> usize {
 }
 
 fn config(n_records: usize) -> GenConfig {
-    GenConfig {
-        n_records,
-        n_targets: (n_records / 200).clamp(50, 5_000),
-        days: 120,
-        ..GenConfig::default()
-    }
+    GenConfig::scaled(n_records)
 }
 
 /// A store in a temp dir holding `n_records` generated records.

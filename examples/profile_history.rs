@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use almanac::model::MICROS_PER_DAY;
 use almanac::testdata::{GenConfig, Generator};
-use almanac::{MetadataRepository, Store, TimeRange, Timestamp};
+use almanac::{MetadataRepository, Store, TimeRange};
 
 fn main() {
     let n: usize = std::env::args()
@@ -15,12 +15,7 @@ fn main() {
         .unwrap_or(200_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("open");
-    let config = GenConfig {
-        n_records: n,
-        n_targets: (n / 200).clamp(50, 5_000),
-        days: 120,
-        end: Timestamp::from_micros(1_717_200_000_000_000),
-    };
+    let config = GenConfig::scaled(n);
     let records: Vec<_> = Generator::new(7, config.clone()).collect();
     for batch in records.chunks(10_000) {
         store.bulk_store(batch).expect("stored");

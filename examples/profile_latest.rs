@@ -15,12 +15,7 @@ fn main() {
     // `ALMANAC_PROFILE_SHAPE=bench` shapes the data like the compare
     // bench's (N / 200 targets, 120 days) instead of 1,000 targets, 90 days.
     let config = if std::env::var("ALMANAC_PROFILE_SHAPE").is_ok_and(|v| v == "bench") {
-        GenConfig {
-            n_records: n,
-            n_targets: (n / 200).clamp(50, 5_000),
-            days: 120,
-            ..GenConfig::default()
-        }
+        GenConfig::scaled(n)
     } else {
         GenConfig {
             n_records: n,

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use almanac::query::Params;
 use almanac::testdata::{GenConfig, Generator};
-use almanac::{MetadataRepository, Store, Timestamp};
+use almanac::{MetadataRepository, Store};
 
 const FULL_SCAN: &str = "* | where payload.rows > 50000000";
 const STATS: &str = "* | stats count(), avg(payload.rows) by target, bin(produced_at, 1d)";
@@ -20,12 +20,7 @@ fn main() {
     let store = Store::open(dir).expect("open");
     if fresh {
         // The compare bench's data: N/200 targets, 120 days ending 2024-06-01, seed 42.
-        let config = GenConfig {
-            n_records: n,
-            n_targets: (n / 200).clamp(50, 5_000),
-            days: 120,
-            end: Timestamp::from_micros(1_717_200_000_000_000),
-        };
+        let config = GenConfig::scaled(n);
         let records: Vec<_> = Generator::new(42, config).collect();
         for batch in records.chunks(10_000) {
             store.bulk_store(batch).expect("stored");

@@ -136,6 +136,19 @@ impl Default for GenConfig {
 }
 
 impl GenConfig {
+    /// `n_records` records shaped like the benches' data: `n_records / 200`
+    /// targets (50 to 5,000) over 120 days ending 2024-06-01T00:00:00Z
+    /// (day-aligned, so 30 days from the start are exactly 30 day
+    /// partitions).
+    pub fn scaled(n_records: usize) -> Self {
+        GenConfig {
+            n_records,
+            n_targets: (n_records / 200).clamp(50, 5_000),
+            days: 120,
+            ..GenConfig::default()
+        }
+    }
+
     /// The first instant of the generated range: `end - days`.
     pub fn start(&self) -> Timestamp {
         self.end
