@@ -44,5 +44,5 @@ pub use model::{
 pub use repository::{BulkOutcome, MetadataRepository, StoreOutcome};
 pub use store::{
     Clock, Governance, KindStats, PartitionSummary, Store, StoreOptions, StoreStats, WriteStats,
-    DEFAULT_CACHE_BYTES,
+    DEFAULT_CACHE_BYTES, DEFAULT_LATEST_CACHE_BYTES,
 };

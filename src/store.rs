@@ -25,6 +25,7 @@ use crate::query::{
 };
 use crate::repository::{BulkOutcome, MetadataRepository, StoreOutcome};
 use crate::storage::log::{LogReader, LogWriter, DEFAULT_SEGMENT_BYTES, LOG_DIR};
+pub use crate::storage::DEFAULT_LATEST_CACHE_BYTES;
 use crate::storage::{
     self, check_index_path, decode_record, Commit, CompactReport, Engine, PartitionInfo,
     PreparedRecord, RetentionReport, StorageError, WriteOutcome,
@@ -92,6 +93,13 @@ pub struct StoreOptions {
     /// redb's page cache, in bytes. redb's own default is 1 GiB, too much for
     /// an engine embedded in someone else's process; 128 MiB by default.
     pub cache_bytes: usize,
+    /// The latest cache, in bytes: the `latest` entries read so far, kept
+    /// in memory (encoded, as stored) and brought up to date by every
+    /// commit, so that a repeated `latest` skips redb's b-tree walk. At
+    /// most this much memory, on top of `cache_bytes`; 0 turns it off.
+    /// 32 MiB by default ([`DEFAULT_LATEST_CACHE_BYTES`]), the entries of
+    /// ~50,000 (kind, target) pairs of ~500-byte records.
+    pub latest_cache_bytes: usize,
     /// Lets a scan that reads whole partitions of several kinds (a full scan,
     /// `stats` over every record) walk each kind on a thread of its own while
     /// the calling thread merges: the same answers, on every core. Off, every
@@ -107,6 +115,7 @@ impl Default for StoreOptions {
             clock: Clock::system(),
             max_group_records: 100_000,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            latest_cache_bytes: DEFAULT_LATEST_CACHE_BYTES,
             parallel_scans: true,
         }
     }
@@ -318,6 +327,7 @@ impl Store {
         let dir = dir.as_ref().to_path_buf();
         let engine = Arc::new(
             Engine::open(&dir, &standard_kinds(), options.cache_bytes)?
+                .with_latest_cache(options.latest_cache_bytes)
                 .with_parallel_scans(options.parallel_scans),
         );
         let registry = KindRegistry::from_specs(engine.load_kinds()?)?;

@@ -3,7 +3,8 @@
 //! write returned — on the writing thread, on other threads, after
 //! retention and the background purge, and for kinds registered or changed
 //! after the snapshot was taken. Each test reads first (so a snapshot is
-//! cached), then writes, then reads again.
+//! cached, and `latest` entries are in the latest cache), then writes, then
+//! reads again.
 
 mod common;
 
@@ -285,5 +286,67 @@ fn history_matches_a_scan_of_the_same_kind_target_and_range() {
                 .unwrap();
             assert_eq!(ids(&history), scanned, "target {t}, hours {from}..{until}");
         }
+    }
+}
+
+/// The `latest` entries one commit changes are seen together: a reader
+/// that finds commit n's record for one target then finds commit n's, or a
+/// later one's, for the other, whether each answer comes from the latest
+/// cache or from a snapshot. The writer stores both targets' records in one
+/// `bulk_store` (one commit) each round; two readers read the pair over and
+/// over, in both orders.
+#[test]
+fn the_latest_entries_of_one_commit_are_seen_together() {
+    for latest_cache_bytes in [almanac::DEFAULT_LATEST_CACHE_BYTES, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(
+            dir.path(),
+            StoreOptions {
+                latest_cache_bytes,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let n_rounds = 300;
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let _stop = StopOnDrop(&done);
+            let rows = |store: &Store, t: usize| -> i64 {
+                store
+                    .latest(&target(t), "ingestion_volume")
+                    .unwrap()
+                    .map_or(-1, |r| r.record.payload["rows"].as_i64().unwrap())
+            };
+            let mut readers = Vec::new();
+            for first in 0..2 {
+                let (store, done) = (store.clone(), &done);
+                readers.push(scope.spawn(move || {
+                    let mut n_reads = 0u64;
+                    while !done.load(Ordering::SeqCst) {
+                        let a = rows(&store, first);
+                        let b = rows(&store, 1 - first);
+                        assert!(
+                            b >= a,
+                            "target {first} at round {a}, then target {} at round {b} \
+                             (latest cache {latest_cache_bytes} bytes)",
+                            1 - first
+                        );
+                        n_reads += 1;
+                    }
+                    n_reads
+                }));
+            }
+            for round in 0..n_rounds {
+                store
+                    .bulk_store(&[volume(0, round, round), volume(1, round, round)])
+                    .unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+            for reader in readers {
+                assert!(reader.join().unwrap() > 0);
+            }
+            assert_eq!(rows(&store, 0), n_rounds - 1);
+            assert_eq!(rows(&store, 1), n_rounds - 1);
+        });
     }
 }

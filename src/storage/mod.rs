@@ -7,6 +7,7 @@
 //! layout is described byte by byte in `docs/format.md`.
 
 mod codec;
+mod latest_cache;
 pub mod log;
 mod partition;
 mod path_index;
@@ -28,9 +29,14 @@ pub use read::PartitionInfo;
 pub use write::{Commit, DroppedPartition, PreparedRecord, RetentionReport, WriteOutcome};
 
 use crate::kinds::KindSpec;
+use latest_cache::LatestChange;
 
 /// The version of the on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u64 = 2;
+
+/// The latest cache's default capacity: 32 MiB, the entries of ~50,000
+/// (kind, target) pairs of ~500-byte records.
+pub const DEFAULT_LATEST_CACHE_BYTES: usize = 32 << 20;
 
 /// The redb file's name inside a store directory.
 pub const DB_FILE: &str = "almanac.redb";
@@ -262,7 +268,7 @@ fn init_tables(db: &snapshot::Db, dir: &Path, initial_kinds: &[KindSpec]) -> Res
         txn.open_table(LATEST)?;
         txn.open_table(PARTITIONS)?;
     }
-    txn.commit()?;
+    txn.commit(LatestChange::All)?;
     Ok(())
 }
 
@@ -294,7 +300,7 @@ fn upgrade_from_v1(db: &snapshot::Db) -> Result<()> {
     // This step's own result, not `FORMAT_VERSION`: a later version adds
     // its own step after this one.
     txn.open_table(META)?.insert(META_FORMAT_VERSION, 2)?;
-    txn.commit()
+    txn.commit(LatestChange::All)
 }
 
 /// Whether `path` holds a redb database. A missing file does not; nor does
@@ -340,7 +346,7 @@ fn create_file(dir: &Path, path: &Path, initial_kinds: &[KindSpec]) -> Result<()
     let built = Database::builder()
         .create(&tmp)
         .map_err(|e| open_error(dir, &tmp, e))
-        .and_then(|db| init_tables(&snapshot::Db::new(db), dir, initial_kinds));
+        .and_then(|db| init_tables(&snapshot::Db::new(db, 0), dir, initial_kinds));
     if let Err(e) = built {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -462,13 +468,21 @@ impl Engine {
             .create(&path)
             .map_err(|e| open_error(dir, &path, e))?;
         let engine = Engine {
-            db: snapshot::Db::new(db),
+            db: snapshot::Db::new(db, DEFAULT_LATEST_CACHE_BYTES),
             dir: dir.to_path_buf(),
             write_cache: std::sync::Mutex::default(),
             parallel_scans: true,
         };
         engine.init(initial_kinds)?;
         Ok(engine)
+    }
+
+    /// Gives the latest cache (the `latest` entries read so far, kept in
+    /// memory; see `latest_cache`) a capacity of `bytes`; 0 turns it off.
+    /// [`DEFAULT_LATEST_CACHE_BYTES`] unless set.
+    pub fn with_latest_cache(mut self, bytes: usize) -> Self {
+        self.db.set_latest_cache(bytes);
+        self
     }
 
     /// Allows or forbids scans on threads of their own (on by default; see
@@ -515,7 +529,7 @@ impl Engine {
             let mut kinds = txn.open_table(KINDS)?;
             kinds.insert(spec.name.as_str(), json.as_str())?;
         }
-        txn.commit()?;
+        txn.commit(LatestChange::Nothing)?;
         Ok(())
     }
 

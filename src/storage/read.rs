@@ -805,10 +805,15 @@ impl Engine {
             String::with_capacity(kind.len() + source.len() + schema.len() + table.len() + 3);
         push_latest_key(&mut key, kind, "");
         push_canonical_name(&mut key, source, schema, table);
+        let cache = self.db.latest_cache();
+        if let Some(value) = cache.get(&key) {
+            return decode_latest(&value).map(Some);
+        }
         let snapshot = self.snapshot()?;
         let Some(value) = snapshot.latest().get(key.as_str())? else {
             return Ok(None);
         };
+        cache.fill(&key, snapshot.generation(), value.value());
         decode_latest(value.value()).map(Some)
     }
 

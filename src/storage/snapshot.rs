@@ -25,6 +25,7 @@ use redb::{
     Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableError, WriteTransaction,
 };
 
+use super::latest_cache::{LatestCache, LatestChange};
 use super::read::{catalog_of, CatalogEntry};
 use super::{by_dict_id_def, part_table_name, records_def, PartTable, Result, LATEST, TARGETS};
 
@@ -43,15 +44,29 @@ pub(crate) type ByTargetTable = ReadOnlyTable<(u64, i64, u64), ()>;
 pub(crate) struct Db {
     /// Declared first, so cached read transactions are dropped before the database.
     snapshots: Snapshots,
+    /// The `latest` entries read so far, kept up to date by every commit.
+    latest_cache: LatestCache,
     db: Database,
 }
 
 impl Db {
-    pub(crate) fn new(db: Database) -> Self {
+    /// `latest_cache_bytes`: the latest cache's capacity (0: none).
+    pub(crate) fn new(db: Database, latest_cache_bytes: usize) -> Self {
         Db {
             snapshots: Snapshots::default(),
+            latest_cache: LatestCache::new(latest_cache_bytes),
             db,
         }
+    }
+
+    /// The cache of `latest` entries (see `latest_cache`).
+    pub(crate) fn latest_cache(&self) -> &LatestCache {
+        &self.latest_cache
+    }
+
+    /// Replaces the latest cache with an empty one of `bytes` (at open).
+    pub(crate) fn set_latest_cache(&mut self, bytes: usize) {
+        self.latest_cache = LatestCache::new(bytes);
     }
 
     /// A new read transaction of its own (for scans and rare reads).
@@ -64,6 +79,7 @@ impl Db {
         Ok(WriteTxn {
             txn: self.db.begin_write()?,
             snapshots: &self.snapshots,
+            latest_cache: &self.latest_cache,
         })
     }
 
@@ -79,19 +95,27 @@ impl Db {
     }
 }
 
-/// A redb write transaction whose commit invalidates the shared snapshot.
-/// Dropping or aborting it changes nothing, so needs no invalidation.
+/// A redb write transaction whose commit invalidates the shared snapshot
+/// and brings the latest cache up to date. Dropping or aborting it changes
+/// nothing, so needs neither.
 pub(crate) struct WriteTxn<'db> {
     txn: WriteTransaction,
     snapshots: &'db Snapshots,
+    latest_cache: &'db LatestCache,
 }
 
 impl WriteTxn<'_> {
-    /// Commits, then invalidates the shared snapshot (even if the commit
-    /// failed: a spare invalidation only costs the next read a new snapshot).
-    pub(crate) fn commit(self) -> Result<()> {
+    /// Commits. `latest` says what the transaction changed in the
+    /// `latest` table: those entries leave the latest cache first (see
+    /// `latest_cache`). After the commit (even a failed one: a spare
+    /// invalidation only costs the next read a new snapshot) the shared
+    /// snapshot is invalidated and the commit applied to the cache, before
+    /// this returns.
+    pub(crate) fn commit(self, latest: LatestChange) -> Result<()> {
+        self.latest_cache.begin_commit(&latest);
         let committed = self.txn.commit();
-        self.snapshots.invalidate();
+        self.snapshots
+            .invalidate(|generation| self.latest_cache.end_commit(generation));
         Ok(committed?)
     }
 
@@ -143,10 +167,12 @@ impl Snapshots {
 
     /// Called after every commit: later reads open a new snapshot. The old
     /// one is dropped here (unless a reader still holds it), so it does not
-    /// pin the pages the commit freed.
-    fn invalidate(&self) {
+    /// pin the pages the commit freed. `then` runs with the new generation
+    /// before any snapshot of it can be opened (the lock is held).
+    fn invalidate(&self, then: impl FnOnce(u64)) {
         let mut current = self.lock();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        then(generation);
         let stale = current.take();
         drop(current);
         drop(stale);
@@ -192,6 +218,12 @@ impl Snapshot {
             kinds: Mutex::default(),
             txn,
         })
+    }
+
+    /// The generation of the commit this snapshot reads (or a later one:
+    /// see `Snapshots::get`).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The latest table.

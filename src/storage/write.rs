@@ -10,6 +10,7 @@ type HashMap<K, V> = foldhash::HashMap<K, V>;
 use redb::{Durability, ReadableTable, Table, TableHandle, WriteTransaction};
 
 use super::codec::encode_record;
+use super::latest_cache::LatestChange;
 use super::partition::{bucket_end, bucket_start, partition_name, PartitionKey};
 use super::path_index::keys_at;
 use super::read::PartitionInfo;
@@ -422,7 +423,7 @@ impl Engine {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| super::StorageError::Redb(e.to_string()))?;
-        txn.commit()
+        txn.commit(LatestChange::Nothing)
     }
 
     fn write_locked(
@@ -438,7 +439,7 @@ impl Engine {
         };
         txn.set_durability(durability)
             .map_err(|e| super::StorageError::Redb(e.to_string()))?;
-        let outcomes = {
+        let (outcomes, latest_changed) = {
             let mut meta = txn.open_table(META)?;
             let mut targets = txn.open_table(TARGETS)?;
             let mut producers = txn.open_table(PRODUCERS)?;
@@ -450,6 +451,8 @@ impl Engine {
             // (kind, target) → the newest record of this transaction for it,
             // when newer than the committed latest entry.
             let mut new_latest: HashMap<(&str, &str), (i64, u64, &[u8])> = HashMap::default();
+            // The `latest` keys written, for the latest cache.
+            let mut latest_changed = Vec::new();
             for group in groups {
                 let mut group_outcomes = Vec::with_capacity(group.len());
                 for prepared in group.iter() {
@@ -511,15 +514,15 @@ impl Engine {
             let mut new_latest: Vec<_> = new_latest.into_iter().collect();
             new_latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let mut value = Vec::new();
-            let mut key = String::new();
             for ((kind, target), (ts, id, encoded)) in new_latest {
-                key.clear();
+                let mut key = String::with_capacity(kind.len() + 1 + target.len());
                 push_latest_key(&mut key, kind, target);
                 value.clear();
                 value.extend_from_slice(&ts.to_le_bytes());
                 value.extend_from_slice(&id.to_le_bytes());
                 value.extend_from_slice(encoded);
                 latest.insert(key.as_str(), value.as_slice())?;
+                latest_changed.push(key);
             }
             for (key, part) in parts.iter_mut() {
                 part.flush_indexes(&txn, key)?;
@@ -532,13 +535,13 @@ impl Engine {
                     )?;
                 }
             }
-            outcomes
+            (outcomes, latest_changed)
         };
         if let Commit::Logged(log) = commit {
             // Dropping the transaction on failure aborts it.
             log(&outcomes)?;
         }
-        txn.commit()?;
+        txn.commit(LatestChange::Keys(latest_changed))?;
         Ok(outcomes)
     }
 
@@ -584,7 +587,7 @@ impl Engine {
                 }
             }
         }
-        txn.commit()?;
+        txn.commit(LatestChange::Nothing)?;
         Ok(n_indexed)
     }
 
@@ -610,6 +613,8 @@ impl Engine {
         let txn = self.db.begin_write()?;
         let mut all_tables: Option<Vec<String>> = None;
         let mut purge_run: Option<u64> = None;
+        // The `latest` keys removed, for the latest cache.
+        let mut latest_removed = Vec::new();
         {
             let mut catalog = txn.open_table(PARTITIONS)?;
             let mut latest = txn.open_table(LATEST)?;
@@ -659,6 +664,7 @@ impl Engine {
                 for key in &stale {
                     latest.remove(key.as_str())?;
                 }
+                latest_removed.extend(stale);
                 cache.latest.remove(&spec.name);
                 if all_tables.is_none() {
                     all_tables = Some(txn.list_tables()?.map(|t| t.name().to_owned()).collect());
@@ -698,7 +704,7 @@ impl Engine {
         if dry_run {
             txn.abort()?;
         } else {
-            txn.commit()?;
+            txn.commit(LatestChange::Keys(latest_removed))?;
         }
         Ok(report)
     }
@@ -733,7 +739,7 @@ impl Engine {
             txn.delete_table(records_def(name))?;
             n_deleted += 1;
         }
-        txn.commit()?;
+        txn.commit(LatestChange::Nothing)?;
         Ok(n_deleted)
     }
 
