@@ -1,9 +1,11 @@
 //! Profiling aid: median latency of `latest` over random targets of a
 //! generated store. `cargo run --release --example profile_latest -- 200000`
+//! (knobs: `ALMANAC_PROFILE_SHAPE=bench`, `ALMANAC_PROFILE_LATEST_CACHE`
+//! (bytes; 0 turns the latest cache off), `ROUNDS`, below).
 use std::time::Instant;
 
 use almanac::testdata::{GenConfig, Generator};
-use almanac::{MetadataRepository, Store};
+use almanac::{MetadataRepository, Store, StoreOptions};
 
 fn main() {
     let n: usize = std::env::args()
@@ -11,7 +13,16 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path()).expect("open");
+    // `ALMANAC_PROFILE_LATEST_CACHE=0` turns the latest cache off, so every
+    // lookup walks redb's b-tree (as the first lookup of a pair does).
+    let options = match std::env::var("ALMANAC_PROFILE_LATEST_CACHE") {
+        Ok(bytes) => StoreOptions {
+            latest_cache_bytes: bytes.parse().expect("ALMANAC_PROFILE_LATEST_CACHE: bytes"),
+            ..StoreOptions::default()
+        },
+        Err(_) => StoreOptions::default(),
+    };
+    let store = Store::open_with(dir.path(), options).expect("open");
     // `ALMANAC_PROFILE_SHAPE=bench` shapes the data like the compare
     // bench's (N / 200 targets, 120 days) instead of 1,000 targets, 90 days.
     let config = if std::env::var("ALMANAC_PROFILE_SHAPE").is_ok_and(|v| v == "bench") {
