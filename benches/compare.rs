@@ -326,6 +326,46 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
             a <= Duration::from_micros(2) && ratio >= 4.0,
         ),
     );
+    let cache = store.latest_cache_stats();
+    eprintln!(
+        "  latest cache after the lookups: {} entries, {:.1} MB by its own count (capacity {:.1} MB)",
+        cache.n_entries,
+        cache.bytes as f64 / 1e6,
+        cache.capacity_bytes as f64 / 1e6
+    );
+    // The same lookups with the latest cache off (the store reopened
+    // without it), after a warm-up pass for redb's page cache: what a
+    // lookup the cache cannot answer costs (the first of a pair, the first
+    // after a commit changed it). Informational: the target row is above.
+    drop(store);
+    let store = Store::open_with(
+        &store_dir,
+        StoreOptions {
+            latest_cache_bytes: 0,
+            ..options()
+        },
+    )?;
+    for (target, kind) in &lookups {
+        store.latest(target, kind)?;
+    }
+    let mut uncached_times = Vec::with_capacity(lookups.len());
+    let mut uncached_ids = Vec::with_capacity(lookups.len());
+    for (target, kind) in &lookups {
+        let t = Instant::now();
+        let found = store.latest(target, kind)?;
+        uncached_times.push(t.elapsed());
+        uncached_ids.push(found.map(|r| r.id));
+    }
+    check(uncached_ids == sqlite_ids, "latest ids, latest cache off")?;
+    let u = median(&mut uncached_times);
+    rows.push(row(
+        "  the same lookups with Almanac's latest cache off (reopened with latest_cache_bytes = 0)",
+        fmt_latency(u),
+        fmt_latency(q),
+        Some(q.as_secs_f64() / u.as_secs_f64()),
+    ));
+    drop(store);
+    let store = Store::open_with(&store_dir, options())?;
 
     // --- history, 30 days -----------------------------------------------
     progress("history");

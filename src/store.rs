@@ -25,11 +25,11 @@ use crate::query::{
 };
 use crate::repository::{BulkOutcome, MetadataRepository, StoreOutcome};
 use crate::storage::log::{LogReader, LogWriter, DEFAULT_SEGMENT_BYTES, LOG_DIR};
-pub use crate::storage::DEFAULT_LATEST_CACHE_BYTES;
 use crate::storage::{
     self, check_index_path, decode_record, Commit, CompactReport, Engine, PartitionInfo,
     PreparedRecord, RetentionReport, StorageError, WriteOutcome,
 };
+pub use crate::storage::{LatestCacheStats, DEFAULT_LATEST_CACHE_BYTES};
 
 /// Where "now" comes from: the system clock, or a fixed or scripted one in tests.
 #[derive(Clone)]
@@ -94,11 +94,15 @@ pub struct StoreOptions {
     /// an engine embedded in someone else's process; 128 MiB by default.
     pub cache_bytes: usize,
     /// The latest cache, in bytes: the `latest` entries read so far, kept
-    /// in memory (encoded, as stored) and brought up to date by every
-    /// commit, so that a repeated `latest` skips redb's b-tree walk. At
-    /// most this much memory, on top of `cache_bytes`; 0 turns it off.
-    /// 32 MiB by default ([`DEFAULT_LATEST_CACHE_BYTES`]), the entries of
-    /// ~50,000 (kind, target) pairs of ~500-byte records.
+    /// in memory (encoded, as stored; a commit removes those it changes),
+    /// so that a repeated `latest` skips redb's b-tree walk. About this
+    /// much memory at most, on top of `cache_bytes`, by the cache's own
+    /// count (keys, values and an estimated overhead per entry); 0 turns
+    /// it off. 32 MiB by default ([`DEFAULT_LATEST_CACHE_BYTES`]): the
+    /// entries of ~50,000 (kind, target) pairs of ~500-byte records. It is
+    /// split into 16 shards, and a shard that would overflow is emptied,
+    /// so when the pairs asked for do not fit, about half of it is in use
+    /// on average. [`Store::latest_cache_stats`] says what it holds.
     pub latest_cache_bytes: usize,
     /// Lets a scan that reads whole partitions of several kinds (a full scan,
     /// `stats` over every record) walk each kind on a thread of its own while
@@ -559,6 +563,11 @@ impl Store {
             n_records: self.inner.counters.n_records.load(Ordering::Relaxed),
             n_replayed: self.inner.counters.n_replayed.load(Ordering::Relaxed),
         }
+    }
+
+    /// What the latest cache holds now ([`StoreOptions::latest_cache_bytes`]).
+    pub fn latest_cache_stats(&self) -> LatestCacheStats {
+        self.inner.engine.latest_cache_stats()
     }
 
     /// Every registered kind.

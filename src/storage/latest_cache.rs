@@ -24,9 +24,12 @@
 //! A changed entry is read from redb again the first time it is asked for
 //! after its commit; a write alone never brings an entry in.
 //!
-//! **Memory.** At most `capacity` bytes (keys, values and a fixed overhead
-//! per entry), split evenly over 16 shards; a shard that would overflow is
-//! emptied first. Capacity 0 turns the cache off.
+//! **Memory.** At most `capacity` bytes by the cache's own count (keys,
+//! values and an estimated 96 bytes of overhead per entry; the hash
+//! tables keep their largest size after being emptied), split evenly over
+//! 16 shards; a shard that would overflow is emptied first, so when the
+//! pairs asked for do not fit, about half of each shard's share is in use
+//! on average. Capacity 0 turns the cache off.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -100,14 +103,16 @@ fn entry_cost(key: &str, value: &[u8]) -> usize {
 }
 
 impl LatestCache {
-    /// A cache of at most `capacity` bytes (0: off).
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A cache of at most `capacity` bytes (0: off) for a database whose
+    /// last applied commit has `generation` (fills of older snapshots are
+    /// refused; one opened later has at least this generation).
+    pub(crate) fn new(capacity: usize, generation: u64) -> Self {
         let hasher = foldhash::fast::RandomState::default();
         LatestCache {
             shards: (0..SHARDS)
                 .map(|_| {
                     RwLock::new(Shard {
-                        generation: 0,
+                        generation,
                         pending: 0,
                         bytes: 0,
                         map: HashMap::with_hasher(hasher.clone()),
@@ -119,28 +124,45 @@ impl LatestCache {
         }
     }
 
-    fn shard_of(&self, key: &str) -> &RwLock<Shard> {
-        // The high bits pick the shard; the maps use the whole hash.
+    /// Whether the cache holds anything at all (capacity above 0).
+    pub(crate) fn enabled(&self) -> bool {
+        self.shard_capacity > 0
+    }
+
+    fn shard_index(&self, key: &str) -> usize {
+        // Bits 32 and up pick the shard: hashbrown probes from the low bits
+        // and tags each slot with the top 7, and a shard whose keys all
+        // agreed on either would have fewer distinct probe starts or tags.
         let hash = self.hasher.hash_one(key);
-        &self.shards[(hash >> 60) as usize % SHARDS]
+        (hash >> 32) as usize % SHARDS
     }
 
     /// The cached value of `key`, if any.
     pub(crate) fn get(&self, key: &str) -> Option<Arc<[u8]>> {
-        if self.shard_capacity == 0 {
+        if !self.enabled() {
             return None;
         }
-        read(self.shard_of(key)).map.get(key).cloned()
+        read(&self.shards[self.shard_index(key)])
+            .map
+            .get(key)
+            .cloned()
     }
 
     /// Caches `value`, read from a snapshot of `generation`, unless a
-    /// commit has been applied since (then the value may be stale).
+    /// commit is under way or has been applied since (then the value may
+    /// be stale).
     pub(crate) fn fill(&self, key: &str, generation: u64, value: &[u8]) {
-        if self.shard_capacity == 0 {
+        if !self.enabled() {
             return;
         }
-        let mut shard = write(self.shard_of(key));
-        if shard.pending == 0 && shard.generation == generation {
+        let lock = &self.shards[self.shard_index(key)];
+        let fillable = |shard: &Shard| shard.pending == 0 && shard.generation == generation;
+        // Most refusals need no write lock.
+        if !fillable(&read(lock)) {
+            return;
+        }
+        let mut shard = write(lock);
+        if fillable(&shard) {
             shard.insert(key.into(), value.into(), self.shard_capacity);
         }
     }
@@ -148,34 +170,37 @@ impl LatestCache {
     /// Called before a write transaction commits: removes the entries
     /// `change` names and stops fills until [`LatestCache::end_commit`].
     pub(crate) fn begin_commit(&self, change: &LatestChange) {
-        if self.shard_capacity == 0 {
+        if !self.enabled() {
             return;
         }
+        // Hashed before the locks are taken, so readers wait less.
+        let keys: Vec<(usize, &str)> = match change {
+            LatestChange::Keys(keys) => keys
+                .iter()
+                .map(|k| (self.shard_index(k), k.as_str()))
+                .collect(),
+            LatestChange::Nothing | LatestChange::All => Vec::new(),
+        };
         let mut shards: Vec<RwLockWriteGuard<'_, Shard>> = self.shards.iter().map(write).collect();
-        match change {
-            LatestChange::Nothing => {}
-            LatestChange::All => {
-                for shard in &mut shards {
-                    shard.map.clear();
-                    shard.bytes = 0;
-                }
+        if let LatestChange::All = change {
+            for shard in &mut shards {
+                shard.map.clear();
+                shard.bytes = 0;
             }
-            LatestChange::Keys(keys) => {
-                for key in keys {
-                    let hash = self.hasher.hash_one(key.as_str());
-                    shards[(hash >> 60) as usize % SHARDS].remove(key);
-                }
-            }
+        }
+        for (index, key) in keys {
+            shards[index].remove(key);
         }
         for shard in &mut shards {
             shard.pending += 1;
         }
     }
 
-    /// Called after the commit (whether or not it succeeded), with the
-    /// snapshot lock held and the generation it was given.
+    /// Called after the commit (whether or not it succeeded, and on a
+    /// panic too), with the snapshot lock held and the generation it was
+    /// given.
     pub(crate) fn end_commit(&self, generation: u64) {
-        if self.shard_capacity == 0 {
+        if !self.enabled() {
             return;
         }
         for shard in self.shards.iter() {
@@ -185,14 +210,40 @@ impl LatestCache {
         }
     }
 
-    /// Entries and bytes held (for tests and `stats`).
+    /// What the cache holds now.
+    pub(crate) fn stats(&self) -> LatestCacheStats {
+        self.shards.iter().fold(
+            LatestCacheStats {
+                capacity_bytes: self.shard_capacity * SHARDS,
+                ..LatestCacheStats::default()
+            },
+            |mut stats, shard| {
+                let shard = read(shard);
+                stats.n_entries += shard.map.len();
+                stats.bytes += shard.bytes;
+                stats
+            },
+        )
+    }
+
+    /// Entries and bytes held (for tests).
     #[cfg(test)]
     pub(crate) fn usage(&self) -> (usize, usize) {
-        self.shards.iter().fold((0, 0), |(n, b), s| {
-            let s = read(s);
-            (n + s.map.len(), b + s.bytes)
-        })
+        let stats = self.stats();
+        (stats.n_entries, stats.bytes)
     }
+}
+
+/// What the latest cache holds (see `Store::latest_cache_stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatestCacheStats {
+    /// Entries: (kind, target) pairs whose `latest` entry is in memory.
+    pub n_entries: usize,
+    /// Their bytes by the cache's own count: keys, values and a fixed
+    /// estimate of each entry's overhead (96 bytes), not the allocator's.
+    pub bytes: usize,
+    /// The capacity the count is held under.
+    pub capacity_bytes: usize,
 }
 
 // The guarded values are caches whose every update leaves them consistent
@@ -218,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_fill_of_the_current_generation_is_kept_and_returned() {
-        let cache = LatestCache::new(1 << 20);
+        let cache = LatestCache::new(1 << 20, 0);
         assert!(cache.get(KEY).is_none());
         cache.fill(KEY, 0, &value(1));
         assert_eq!(cache.get(KEY).as_deref(), Some(&value(1)[..]));
@@ -227,7 +278,7 @@ mod tests {
 
     #[test]
     fn a_fill_from_before_the_last_commit_is_refused() {
-        let cache = LatestCache::new(1 << 20);
+        let cache = LatestCache::new(1 << 20, 0);
         cache.begin_commit(&LatestChange::Nothing);
         cache.end_commit(1);
         cache.fill(KEY, 0, &value(1));
@@ -238,7 +289,7 @@ mod tests {
 
     #[test]
     fn no_fill_is_kept_while_a_commit_is_under_way() {
-        let cache = LatestCache::new(1 << 20);
+        let cache = LatestCache::new(1 << 20, 0);
         cache.begin_commit(&LatestChange::Keys(vec![KEY.to_owned()]));
         cache.fill(KEY, 0, &value(1));
         assert!(cache.get(KEY).is_none());
@@ -257,7 +308,7 @@ mod tests {
 
     #[test]
     fn a_commit_removes_the_entries_it_changed_and_keeps_the_rest() {
-        let cache = LatestCache::new(1 << 20);
+        let cache = LatestCache::new(1 << 20, 0);
         let other = "ingestion_volume\0s.d.u";
         cache.fill(KEY, 0, &value(1));
         cache.fill(other, 0, &value(2));
@@ -276,7 +327,7 @@ mod tests {
     fn the_cache_stays_within_its_capacity() {
         // 16 shards of 2 entries of (22 + 100 + overhead) bytes each.
         let capacity = SHARDS * 2 * entry_cost(KEY, &value(0));
-        let cache = LatestCache::new(capacity);
+        let cache = LatestCache::new(capacity, 0);
         for i in 0..1000 {
             cache.fill(&format!("{KEY}{i}"), 0, &value(1));
             let (_, bytes) = cache.usage();
@@ -285,7 +336,7 @@ mod tests {
         let (n, _) = cache.usage();
         assert!(n > 0 && n <= SHARDS * 2, "{n} entries");
         // Replacing an entry counts its bytes once.
-        let cache = LatestCache::new(1 << 20);
+        let cache = LatestCache::new(1 << 20, 0);
         cache.fill(KEY, 0, &value(1));
         cache.fill(KEY, 0, &value(2));
         assert_eq!(cache.usage(), (1, entry_cost(KEY, &value(2))));
@@ -293,7 +344,7 @@ mod tests {
 
     #[test]
     fn capacity_zero_caches_nothing() {
-        let cache = LatestCache::new(0);
+        let cache = LatestCache::new(0, 0);
         cache.fill(KEY, 0, &value(1));
         assert!(cache.get(KEY).is_none());
         cache.begin_commit(&LatestChange::All);

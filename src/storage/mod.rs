@@ -23,6 +23,7 @@ pub use codec::{
     content_hash, decode_projected, decode_projected_into, decode_record, empty_record,
     encode_record, DecodeError, KeySet, Projection,
 };
+pub use latest_cache::LatestCacheStats;
 pub use partition::{bucket_end, bucket_label, bucket_start, partition_name, PartitionKey};
 pub use path_index::{check_index_path, keys_at, IndexValue, PathConstraint, PathMatch};
 pub use read::PartitionInfo;
@@ -483,6 +484,11 @@ impl Engine {
     pub fn with_latest_cache(mut self, bytes: usize) -> Self {
         self.db.set_latest_cache(bytes);
         self
+    }
+
+    /// What the latest cache holds now.
+    pub fn latest_cache_stats(&self) -> LatestCacheStats {
+        self.db.latest_cache().stats()
     }
 
     /// Allows or forbids scans on threads of their own (on by default; see

@@ -54,7 +54,7 @@ impl Db {
     pub(crate) fn new(db: Database, latest_cache_bytes: usize) -> Self {
         Db {
             snapshots: Snapshots::default(),
-            latest_cache: LatestCache::new(latest_cache_bytes),
+            latest_cache: LatestCache::new(latest_cache_bytes, 0),
             db,
         }
     }
@@ -64,9 +64,12 @@ impl Db {
         &self.latest_cache
     }
 
-    /// Replaces the latest cache with an empty one of `bytes` (at open).
+    /// Replaces the latest cache with an empty one of `bytes`, at the
+    /// current generation (opening may have committed already: upgrading
+    /// a store does).
     pub(crate) fn set_latest_cache(&mut self, bytes: usize) {
-        self.latest_cache = LatestCache::new(bytes);
+        let generation = self.snapshots.generation.load(Ordering::Acquire);
+        self.latest_cache = LatestCache::new(bytes, generation);
     }
 
     /// A new read transaction of its own (for scans and rare reads).
@@ -108,20 +111,41 @@ impl WriteTxn<'_> {
     /// Commits. `latest` says what the transaction changed in the
     /// `latest` table: those entries leave the latest cache first (see
     /// `latest_cache`). After the commit (even a failed one: a spare
-    /// invalidation only costs the next read a new snapshot) the shared
-    /// snapshot is invalidated and the commit applied to the cache, before
-    /// this returns.
+    /// invalidation only costs the next read a new snapshot; and on a
+    /// panic, by a guard) the shared snapshot is invalidated and the commit
+    /// applied to the cache, before this returns.
     pub(crate) fn commit(self, latest: LatestChange) -> Result<()> {
         self.latest_cache.begin_commit(&latest);
+        let applied = Applied {
+            snapshots: self.snapshots,
+            latest_cache: self.latest_cache,
+        };
         let committed = self.txn.commit();
-        self.snapshots
-            .invalidate(|generation| self.latest_cache.end_commit(generation));
+        #[cfg(test)]
+        tests::after_redb_commit(self.latest_cache);
+        drop(applied);
         Ok(committed?)
     }
 
     /// Aborts: nothing was written.
     pub(crate) fn abort(self) -> Result<()> {
         Ok(self.txn.abort()?)
+    }
+}
+
+/// Applies a commit to the snapshot and the latest cache when dropped:
+/// after the commit returns, or when it panics (else the cache would refuse
+/// every fill from then on).
+struct Applied<'db> {
+    snapshots: &'db Snapshots,
+    latest_cache: &'db LatestCache,
+}
+
+impl Drop for Applied<'_> {
+    fn drop(&mut self) {
+        let cache = self.latest_cache;
+        self.snapshots
+            .invalidate(|generation| cache.end_commit(generation));
     }
 }
 
@@ -299,6 +323,122 @@ mod tests {
     use crate::storage::{Engine, PreparedRecord};
 
     fn assert_send_sync<T: Send + Sync>() {}
+
+    type Hook = Box<dyn FnMut(&LatestCache)>;
+
+    thread_local! {
+        /// Runs on this thread between redb's commit and its application
+        /// to the snapshot and the latest cache (see `WriteTxn::commit`).
+        static AFTER_REDB_COMMIT: std::cell::RefCell<Option<Hook>> =
+            std::cell::RefCell::new(None);
+    }
+
+    pub(super) fn after_redb_commit(cache: &LatestCache) {
+        AFTER_REDB_COMMIT.with(|hook| {
+            if let Some(hook) = hook.borrow_mut().as_mut() {
+                hook(cache);
+            }
+        });
+    }
+
+    fn volume_at(day: i64) -> MetadataRecord {
+        MetadataRecord::new(
+            "ingestion_volume",
+            MetadataTarget::new("s", "d", "t"),
+            JsonObject::new(),
+            Timestamp::from_micros(day * 86_400_000_000),
+            "p",
+        )
+    }
+
+    fn write_one(engine: &Engine, record: &MetadataRecord) -> u64 {
+        let prepared = PreparedRecord::new(record, Bucket::Day, &[]);
+        let outcomes = engine
+            .write(
+                &[std::slice::from_ref(&prepared)],
+                crate::storage::Commit::Durable,
+            )
+            .unwrap();
+        match outcomes[0][0] {
+            crate::storage::WriteOutcome::Stored(id) => id,
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    /// Between redb's commit and its application, the commit's new data is
+    /// already visible to a new snapshot: the entries it changed must be out
+    /// of the latest cache by then, and stay out, or a reader could mix the
+    /// cache's old entries with a snapshot's new ones.
+    #[test]
+    fn changed_latest_entries_leave_the_cache_before_redb_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &standard_kinds(), 1 << 20).unwrap();
+        let target = MetadataTarget::new("s", "d", "t");
+        let first = write_one(&engine, &volume_at(10));
+        let read = |e: &Engine| e.latest("ingestion_volume", &target).unwrap().map(|r| r.id);
+        assert_eq!(read(&engine), Some(first));
+        assert_eq!(engine.db.latest_cache().usage().0, 1, "the read filled it");
+        let checked = std::rc::Rc::new(std::cell::Cell::new(false));
+        let seen = std::rc::Rc::clone(&checked);
+        let generation = engine.db.generation();
+        AFTER_REDB_COMMIT.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move |cache: &LatestCache| {
+                let key = crate::storage::latest_key("ingestion_volume", "s.d.t");
+                assert!(
+                    cache.get(&key).is_none(),
+                    "still cached after redb's commit"
+                );
+                cache.fill(&key, generation, b"stale");
+                assert!(cache.get(&key).is_none(), "filled during the commit");
+                seen.set(true);
+            }));
+        });
+        let second = write_one(&engine, &volume_at(11));
+        AFTER_REDB_COMMIT.with(|hook| hook.borrow_mut().take());
+        assert!(checked.get(), "the hook ran");
+        assert_eq!(read(&engine), Some(second));
+        assert_eq!(read(&engine), Some(second), "and from the cache");
+    }
+
+    /// A panic between redb's commit and its application still applies it:
+    /// the cache takes fills again afterwards.
+    #[test]
+    fn a_panic_during_a_commit_does_not_leave_the_cache_refusing_fills() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &standard_kinds(), 1 << 20).unwrap();
+        AFTER_REDB_COMMIT.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(|_: &LatestCache| panic!("injected")));
+        });
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write_one(&engine, &volume_at(10))
+        }));
+        AFTER_REDB_COMMIT.with(|hook| hook.borrow_mut().take());
+        assert!(panicked.is_err());
+        let target = MetadataTarget::new("s", "d", "t");
+        let latest = engine.latest("ingestion_volume", &target).unwrap();
+        assert!(latest.is_some(), "redb committed before the panic");
+        assert_eq!(
+            engine.latest_cache_stats().n_entries,
+            1,
+            "the read filled it"
+        );
+    }
+
+    /// A cache set up after opening committed (as upgrading a store does)
+    /// starts at that commit's generation, so reads fill it.
+    #[test]
+    fn a_latest_cache_set_after_a_commit_is_filled_by_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &standard_kinds(), 1 << 20).unwrap();
+        let id = write_one(&engine, &volume_at(10));
+        let engine = engine.with_latest_cache(1 << 20);
+        let target = MetadataTarget::new("s", "d", "t");
+        for _ in 0..2 {
+            let latest = engine.latest("ingestion_volume", &target).unwrap();
+            assert_eq!(latest.map(|r| r.id), Some(id));
+        }
+        assert_eq!(engine.latest_cache_stats().n_entries, 1);
+    }
 
     #[test]
     fn snapshots_are_shared_across_threads() {

@@ -451,8 +451,9 @@ impl Engine {
             // (kind, target) → the newest record of this transaction for it,
             // when newer than the committed latest entry.
             let mut new_latest: HashMap<(&str, &str), (i64, u64, &[u8])> = HashMap::default();
-            // The `latest` keys written, for the latest cache.
+            // The `latest` keys written, for the latest cache (if on).
             let mut latest_changed = Vec::new();
+            let cache_on = self.db.latest_cache().enabled();
             for group in groups {
                 let mut group_outcomes = Vec::with_capacity(group.len());
                 for prepared in group.iter() {
@@ -522,7 +523,9 @@ impl Engine {
                 value.extend_from_slice(&id.to_le_bytes());
                 value.extend_from_slice(encoded);
                 latest.insert(key.as_str(), value.as_slice())?;
-                latest_changed.push(key);
+                if cache_on {
+                    latest_changed.push(key);
+                }
             }
             for (key, part) in parts.iter_mut() {
                 part.flush_indexes(&txn, key)?;
