@@ -1,7 +1,8 @@
 //! criterion benches of the store's access paths on generated data:
-//! `store` (one durable record), `bulk_store` (batches of 10,000), `latest`,
-//! `history` (30 days), a selective scan (kind + target + 7 days) and a full
-//! scan with a payload filter.
+//! `store` (one durable record), `bulk_store` (batches of 10,000), `latest`
+//! (with the latest cache, then with it off), `history` (30 days), a
+//! selective scan (kind + target + 7 days) and a full scan with a payload
+//! filter.
 //!
 //! The read benches run on a store preloaded with `ALMANAC_BENCH_SIZE`
 //! records (default 50,000) from `almanac::testdata`. The query language's
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use almanac::model::MICROS_PER_DAY;
 use almanac::query::ScanRequest;
 use almanac::testdata::{GenConfig, Generator, SplitMix64};
-use almanac::{MetadataRecord, MetadataRepository, Store, TimeRange};
+use almanac::{MetadataRecord, MetadataRepository, Store, StoreOptions, TimeRange};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::Value;
 
@@ -93,7 +94,7 @@ fn writes(c: &mut Criterion) {
 
 fn reads(c: &mut Criterion) {
     let n = size();
-    let (_dir, store, cfg) = loaded_store(n);
+    let (dir, store, cfg) = loaded_store(n);
     let end = cfg.end;
     let mut rng = SplitMix64::new(7);
     let targets: Vec<_> = (0..1_024)
@@ -167,6 +168,28 @@ fn reads(c: &mut Criterion) {
             }
             n_found
         });
+    });
+    group.finish();
+
+    // `latest` again with the latest cache off (the store reopened without
+    // it): what a lookup the cache cannot answer costs.
+    drop(store);
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            latest_cache_bytes: 0,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("reopen store");
+    let mut group = c.benchmark_group("read");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("latest (latest cache off)", |b| {
+        b.iter_batched(
+            &mut pick,
+            |t| store.latest(&t, "ingestion_volume").expect("latest"),
+            BatchSize::SmallInput,
+        );
     });
     group.finish();
 }
