@@ -328,10 +328,13 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     );
     let cache = store.latest_cache_stats();
     eprintln!(
-        "  latest cache after the lookups: {} entries, {:.1} MB by its own count (capacity {:.1} MB)",
+        "  latest cache after the lookups: {} entries, {:.1} MB by its own count (capacity {:.1} MB); \
+         {} lookups answered from it, {} not",
         cache.n_entries,
         cache.bytes as f64 / 1e6,
-        cache.capacity_bytes as f64 / 1e6
+        cache.capacity_bytes as f64 / 1e6,
+        cache.n_hits,
+        cache.n_misses
     );
     // The same lookups with the latest cache off (the store reopened
     // without it), after a warm-up pass for redb's page cache: what a

@@ -565,7 +565,9 @@ impl Store {
         }
     }
 
-    /// What the latest cache holds now ([`StoreOptions::latest_cache_bytes`]).
+    /// What the latest cache holds now, and the lookups it has answered
+    /// and not since the store was opened
+    /// ([`StoreOptions::latest_cache_bytes`]).
     pub fn latest_cache_stats(&self) -> LatestCacheStats {
         self.inner.engine.latest_cache_stats()
     }

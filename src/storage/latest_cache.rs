@@ -33,6 +33,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Shards, each behind its own lock, so concurrent readers and fills do not
@@ -58,10 +59,20 @@ pub(crate) enum LatestChange {
 /// See the module documentation.
 pub(crate) struct LatestCache {
     shards: Box<[RwLock<Shard>]>,
+    /// Lookups answered and not, per shard (relaxed counters, each on a
+    /// cache line of its own).
+    counters: Box<[Counters]>,
     /// Random per cache (target names come from producers: no fixed seed
     /// to collide on), shared by the shards' maps.
     hasher: foldhash::fast::RandomState,
     shard_capacity: usize,
+}
+
+#[derive(Default)]
+#[repr(align(64))]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 struct Shard {
@@ -119,6 +130,7 @@ impl LatestCache {
                     })
                 })
                 .collect(),
+            counters: (0..SHARDS).map(|_| Counters::default()).collect(),
             hasher,
             shard_capacity: capacity / SHARDS,
         }
@@ -142,10 +154,14 @@ impl LatestCache {
         if !self.enabled() {
             return None;
         }
-        read(&self.shards[self.shard_index(key)])
-            .map
-            .get(key)
-            .cloned()
+        let index = self.shard_index(key);
+        let found = read(&self.shards[index]).map.get(key).cloned();
+        let counter = match found {
+            Some(_) => &self.counters[index].hits,
+            None => &self.counters[index].misses,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
     /// Caches `value`, read from a snapshot of `generation`, unless a
@@ -212,7 +228,7 @@ impl LatestCache {
 
     /// What the cache holds now.
     pub(crate) fn stats(&self) -> LatestCacheStats {
-        self.shards.iter().fold(
+        let mut stats = self.shards.iter().fold(
             LatestCacheStats {
                 capacity_bytes: self.shard_capacity * SHARDS,
                 ..LatestCacheStats::default()
@@ -223,7 +239,12 @@ impl LatestCache {
                 stats.bytes += shard.bytes;
                 stats
             },
-        )
+        );
+        for counters in self.counters.iter() {
+            stats.n_hits += counters.hits.load(Ordering::Relaxed);
+            stats.n_misses += counters.misses.load(Ordering::Relaxed);
+        }
+        stats
     }
 
     /// Entries and bytes held (for tests).
@@ -244,6 +265,12 @@ pub struct LatestCacheStats {
     pub bytes: usize,
     /// The capacity the count is held under.
     pub capacity_bytes: usize,
+    /// `latest` lookups the cache answered since the store was opened.
+    pub n_hits: u64,
+    /// `latest` lookups it could not answer (read from redb, and then
+    /// cached when no commit was under way). With the cache off, both
+    /// counts stay 0.
+    pub n_misses: u64,
 }
 
 // The guarded values are caches whose every update leaves them consistent
@@ -274,6 +301,9 @@ mod tests {
         cache.fill(KEY, 0, &value(1));
         assert_eq!(cache.get(KEY).as_deref(), Some(&value(1)[..]));
         assert!(cache.get("ingestion_volume\0s.d.u").is_none());
+        let stats = cache.stats();
+        assert_eq!((stats.n_hits, stats.n_misses), (1, 2));
+        assert_eq!(stats.n_entries, 1);
     }
 
     #[test]
