@@ -268,10 +268,13 @@ impl<'t> Parser<'t> {
         Ok(depth)
     }
 
-    /// Runs a rule one nesting level deeper; fails past [`MAX_DEPTH`].
+    /// Runs a rule one nesting level deeper; fails past [`MAX_DEPTH`]
+    /// levels. The top-level expression of a stage is not a level of
+    /// nesting: `x`, `(x)` and `((x))` nest 0, 1 and 2 levels deep, so the
+    /// stage's expression plus [`MAX_DEPTH`] levels are allowed.
     fn nested<T>(&self, i: &'t str, rule: impl FnOnce(&'t str) -> R<'t, T>) -> R<'t, T> {
         let depth = self.depth.get();
-        if depth >= MAX_DEPTH {
+        if depth > MAX_DEPTH {
             return Err(Err::Failure(PErr {
                 rest_len: i.len(),
                 kind: PErrKind::TooDeep,
@@ -1614,12 +1617,19 @@ mod tests {
             parse_query(&negs),
             Err(QueryError::TooDeep { .. })
         ));
-        let ok = format!(
-            "k | where {}x{}",
-            "(".repeat(MAX_DEPTH - 1),
-            ")".repeat(MAX_DEPTH - 1)
-        );
-        assert!(parse_query(&ok).is_ok());
+        // Spec: nesting *deeper than* 128 levels is rejected.
+        let nest = |n: usize| format!("k | where {}x{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse_query(&nest(MAX_DEPTH)).is_ok());
+        assert!(matches!(
+            parse_query(&nest(MAX_DEPTH + 1)),
+            Err(QueryError::TooDeep { .. })
+        ));
+        let nots = |n: usize| format!("k | where {}x", "not ".repeat(n));
+        assert!(parse_query(&nots(MAX_DEPTH)).is_ok());
+        assert!(parse_query(&nots(MAX_DEPTH + 1)).is_err());
+        let calls = |n: usize| format!("k | where {}x{}", "abs(".repeat(n), ")".repeat(n));
+        assert!(parse_query(&calls(MAX_DEPTH)).is_ok());
+        assert!(parse_query(&calls(MAX_DEPTH + 1)).is_err());
         let chain = format!("k | where x = 1{}", " + 1".repeat(MAX_TREE_DEPTH + 10));
         assert!(matches!(
             parse_query(&chain),
