@@ -420,7 +420,6 @@ impl Store {
 
     /// Validates, checks governance and encodes records on the caller's thread.
     fn prepare(&self, records: &[MetadataRecord]) -> Result<Vec<PreparedRecord>> {
-        let now = self.now();
         let strict = self.inner.options.governance == Governance::Strict;
         let registry = self
             .inner
@@ -433,7 +432,7 @@ impl Store {
                 error,
             })?;
             registry
-                .check(record, now, strict)
+                .check(record, strict)
                 .map_err(|error| Error::Rejected {
                     index: Some(i),
                     error,

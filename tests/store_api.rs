@@ -196,7 +196,7 @@ fn each_record_rule_is_enforced_on_the_store_path() {
 }
 
 #[test]
-fn records_older_than_retention_are_rejected_and_retention_drops_partitions() {
+fn retention_drops_the_partitions_wholly_before_the_cutoff() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(std::sync::atomic::AtomicI64::new(BASE + 10 * DAY));
     let clock_now = Arc::clone(&now);
@@ -216,12 +216,6 @@ fn records_older_than_retention_are_rejected_and_retention_drops_partitions() {
         r.kind = "heartbeat".into();
         r
     };
-    // 10 days after BASE, a 3-day retention refuses anything before day 7.
-    let err = store.store(&beat(1, 24 * 6)).unwrap_err();
-    match err {
-        Error::Rejected { error, .. } => assert_eq!(error.field, "produced_at"),
-        other => panic!("unexpected {other:?}"),
-    }
     store
         .bulk_store(&[
             beat(1, 24 * 7 + 1),
@@ -740,4 +734,36 @@ fn a_store_of_an_unknown_format_version_is_refused_with_its_version() {
     };
     let message = err.to_string();
     assert!(message.contains("format version 99"), "{message}");
+}
+
+/// Spec §1a names no rejection for age: a record older than its kind's
+/// retention is stored, and the next retention run drops it with its
+/// partition (here the whole day lies before the cutoff).
+#[test]
+fn a_record_older_than_its_kinds_retention_is_stored_then_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()); // now = BASE + 30 days
+    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
+    spec.retention = Retention::Days(3);
+    store.register_kind(spec).unwrap();
+    let mut old = volume(1, 24 * 10, 1);
+    old.kind = "heartbeat".into();
+    let mut recent = volume(1, 24 * 29, 2);
+    recent.kind = "heartbeat".into();
+    let stored = store.bulk_store(&[old, recent]).unwrap();
+    assert_eq!(stored.ids.len(), 2);
+    let all = store
+        .history(&target(1), "heartbeat", TimeRange::ALL)
+        .unwrap();
+    assert_eq!(all.len(), 2, "both stored");
+    let report = store.apply_retention().unwrap();
+    assert_eq!(report.dropped.len(), 1);
+    assert_eq!(report.dropped[0].n_records, 1);
+    let left: Vec<u64> = store
+        .history(&target(1), "heartbeat", TimeRange::ALL)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left, [stored.ids[1]]);
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{Bucket, GovernanceError, KindError, KindSpec, PayloadSchema, Retention};
-use crate::model::{check_kind_name, MetadataRecord, Timestamp};
+use crate::model::{check_kind_name, MetadataRecord};
 
 /// A kind with its schemas compiled.
 #[derive(Debug)]
@@ -71,14 +71,12 @@ impl KindRegistry {
         self.get(kind).map_or(Retention::Forever, |s| s.retention)
     }
 
-    /// Governance checks for one record at `now`: registered kind (when
-    /// `strict`), schema version, payload schema, and retention.
-    pub fn check(
-        &self,
-        record: &MetadataRecord,
-        now: Timestamp,
-        strict: bool,
-    ) -> Result<(), GovernanceError> {
+    /// Governance checks for one record: registered kind (when `strict`),
+    /// schema version, payload schema. A record older than its kind's
+    /// retention is accepted (spec §1a names no such rejection): the next
+    /// retention run drops it with its partition, once the whole partition
+    /// is past the cutoff.
+    pub fn check(&self, record: &MetadataRecord, strict: bool) -> Result<(), GovernanceError> {
         let Some(kind) = self.kinds.get(&record.kind) else {
             if strict {
                 return Err(GovernanceError::new(
@@ -113,17 +111,6 @@ impl KindRegistry {
         if let Some(schema) = schema {
             schema.validate(&record.payload)?;
         }
-        if let Some(cutoff) = kind.spec.retention.cutoff(now) {
-            if record.produced_at < cutoff {
-                return Err(GovernanceError::new(
-                    "produced_at",
-                    format!(
-                        "is {}, older than the retention of kind `{}` ({}): it would expire at once",
-                        record.produced_at, record.kind, kind.spec.retention
-                    ),
-                ));
-            }
-        }
         Ok(())
     }
 }
@@ -134,7 +121,7 @@ mod tests {
 
     use super::*;
     use crate::kinds::standard_kinds;
-    use crate::model::{MetadataTarget, MICROS_PER_DAY};
+    use crate::model::{MetadataTarget, Timestamp, MICROS_PER_DAY};
 
     fn now() -> Timestamp {
         Timestamp::parse_rfc3339("2024-03-01T00:00:00Z").expect("valid instant")
@@ -164,7 +151,7 @@ mod tests {
         KindRegistry::from_specs(specs).expect("specs register")
     }
 
-    /// Runs the governance checks at [`now`]; `expected` is `None` when the
+    /// Runs the governance checks; `expected` is `None` when the
     /// record passes, else the field the error must name.
     fn check(
         registry: &KindRegistry,
@@ -172,7 +159,7 @@ mod tests {
         strict: bool,
         expected: Option<&str>,
     ) {
-        let got = registry.check(record, now(), strict);
+        let got = registry.check(record, strict);
         match (got, expected) {
             (Ok(()), None) => {}
             (Err(error), Some(field)) => {
@@ -216,7 +203,6 @@ mod tests {
         let error = registry
             .check(
                 &record("ingestion_volume", json!({"rows": 5}), Some(2), 0),
-                now(),
                 false,
             )
             .expect_err("version 2 is not registered");
@@ -270,28 +256,17 @@ mod tests {
     }
 
     #[test]
-    fn records_older_than_retention_are_rejected() {
+    fn records_older_than_retention_are_accepted() {
         let mut short_lived = KindSpec::new("probe_latency", "latency of a health probe");
         short_lived.retention = Retention::Days(30);
         let registry = registry(vec![short_lived]);
-        check(
-            &registry,
-            &record("probe_latency", json!({}), None, 29),
-            false,
-            None,
-        );
-        check(
-            &registry,
-            &record("probe_latency", json!({}), None, 31),
-            false,
-            Some("produced_at"),
-        );
-        // Kept forever: any age is fine.
-        check(
-            &registry,
-            &record("ingestion_volume", json!({"rows": 1}), None, 10_000),
-            false,
-            None,
-        );
+        for days_ago in [29, 31, 10_000] {
+            check(
+                &registry,
+                &record("probe_latency", json!({}), None, days_ago),
+                false,
+                None,
+            );
+        }
     }
 }
