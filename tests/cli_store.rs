@@ -228,6 +228,18 @@ fn the_store_comes_from_db_or_almanac_db() {
         .unwrap();
     assert_eq!(output.status.code(), Some(0));
     assert!(dir.path().join("metadata").join("almanac.redb").exists());
+    // An empty $ALMANAC_DB counts as unset: ./metadata again.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_almanac"))
+        .env("ALMANAC_DB", "")
+        .current_dir(dir.path())
+        .args(["stats", "--format", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(stats["records"], 1, "{stats}");
 }
 
 #[test]

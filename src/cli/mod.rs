@@ -72,6 +72,12 @@ enum Command {
 
 /// Parses the command line, runs the command and maps the outcome to an exit status.
 pub fn main() -> ExitCode {
+    // An empty $ALMANAC_DB counts as unset (the default ./metadata), as an
+    // empty variable does for most tools, rather than as an empty --db.
+    // Done first, while the process has one thread.
+    if std::env::var_os("ALMANAC_DB").is_some_and(|v| v.is_empty()) {
+        std::env::remove_var("ALMANAC_DB");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
