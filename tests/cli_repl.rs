@@ -101,6 +101,9 @@ ingestion_volume |
 ingestion_volume{table=$table} | select target
 .explain ingestion_volume{table=$table}
 ingestion_volume | where nope > 1
+# an open parenthesis continues the query too (and this comment's ' does not)
+ingestion_volume | where (payload.rows
+  > 150) | select payload.rows as big
 .format json
 .timing on
 ingestion_volume | limit 1 | select id
@@ -113,6 +116,7 @@ ingestion_volume | limit 1 | select id
     );
     assert!(stdout.contains("target\nsrc:sch.t2\n"), "{stdout}");
     assert!(stdout.contains("access:"), "{stdout}");
+    assert!(stdout.contains("big\n200\n"), "{stdout}");
     assert!(stdout.contains("[\n{\"id\":1}\n]\n"), "{stdout}");
     assert!(stdout.contains("time: "), "{stdout}");
     // The bad query is reported with its caret and the script goes on.

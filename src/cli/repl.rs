@@ -260,10 +260,36 @@ fn report(failure: &Failure) {
     }
 }
 
-/// True when `buffer` needs more lines: it ends with `|`.
+/// True when `buffer`, a query, needs more lines: it ends with `|`, or a
+/// parenthesis, bracket or brace is still open, or a string is
+/// unterminated. A `.command` or a `# comment` never continues.
 fn continues(buffer: &str) -> bool {
     let trimmed = buffer.trim_end();
-    !trimmed.trim_start().starts_with('.') && trimmed.ends_with('|')
+    if trimmed.trim_start().starts_with(['.', '#']) {
+        return false;
+    }
+    if trimmed.ends_with('|') {
+        return true;
+    }
+    let mut open = 0usize;
+    let mut quote: Option<char> = None;
+    let mut chars = trimmed.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(_), '\\') => {
+                chars.next(); // an escaped character, whatever it is
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '(' | '[' | '{') => open += 1,
+            // A closer too many is the parser's error to report, not a
+            // reason to wait for more lines.
+            (None, ')' | ']' | '}') => open = open.saturating_sub(1),
+            (None, _) => {}
+        }
+    }
+    quote.is_some() || open > 0
 }
 
 /// Reads commands from standard input without prompts.
@@ -555,6 +581,20 @@ mod tests {
         assert!(continues("recon_result |  \n"));
         assert!(!continues("recon_result | latest"));
         assert!(!continues(".explain a |"));
+    }
+
+    #[test]
+    fn an_open_parenthesis_or_string_continues_the_query() {
+        assert!(continues("k | where (payload.v"));
+        assert!(continues("k | where payload.v in (1, 2,\n 3"));
+        assert!(continues("k{table=\"orders"));
+        assert!(continues("k | where payload.note = 'it\\'s"));
+        assert!(!continues("k | where (payload.v > 50)"));
+        assert!(!continues("k | where payload.note = \"(\""));
+        assert!(!continues("k | where payload.note = 'a\\'b'"));
+        assert!(!continues("k | where x > 1)"), "a stray closer is an error");
+        assert!(!continues(".param p ("));
+        assert!(!continues("# don't (wait"));
     }
 
     #[test]
