@@ -291,22 +291,9 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
         store.latest(target, kind)?;
         sqlite_latest(&db, target, kind)?;
     }
-    let mut almanac_times = Vec::with_capacity(lookups.len());
-    let mut almanac_ids = Vec::with_capacity(lookups.len());
-    for (target, kind) in &lookups {
-        let t = Instant::now();
-        let found = store.latest(target, kind)?;
-        almanac_times.push(t.elapsed());
-        almanac_ids.push(found.map(|r| r.id));
-    }
-    let mut sqlite_times = Vec::with_capacity(lookups.len());
-    let mut sqlite_ids = Vec::with_capacity(lookups.len());
-    for (target, kind) in &lookups {
-        let t = Instant::now();
-        let found = sqlite_latest(&db, target, kind)?;
-        sqlite_times.push(t.elapsed());
-        sqlite_ids.push(found.map(|r| r.id));
-    }
+    let (mut almanac_times, almanac_ids) = time_lookups(&lookups, |t, k| Ok(store.latest(t, k)?))?;
+    let (mut sqlite_times, sqlite_ids) =
+        time_lookups(&lookups, |t, k| Ok(sqlite_latest(&db, t, k)?))?;
     check(almanac_ids == sqlite_ids, "latest ids")?;
     let (a, q) = (median(&mut almanac_times), median(&mut sqlite_times));
     let ratio = q.as_secs_f64() / a.as_secs_f64();
@@ -351,14 +338,8 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     for (target, kind) in &lookups {
         store.latest(target, kind)?;
     }
-    let mut uncached_times = Vec::with_capacity(lookups.len());
-    let mut uncached_ids = Vec::with_capacity(lookups.len());
-    for (target, kind) in &lookups {
-        let t = Instant::now();
-        let found = store.latest(target, kind)?;
-        uncached_times.push(t.elapsed());
-        uncached_ids.push(found.map(|r| r.id));
-    }
+    let (mut uncached_times, uncached_ids) =
+        time_lookups(&lookups, |t, k| Ok(store.latest(t, k)?))?;
     check(uncached_ids == sqlite_ids, "latest ids, latest cache off")?;
     let u = median(&mut uncached_times);
     rows.push(row(
@@ -1234,6 +1215,22 @@ fn child_open_latest(args: &[String]) -> BoxResult<()> {
 }
 
 // --- output --------------------------------------------------------------------
+
+/// Times each `latest` lookup on its own; the ids found, in order.
+fn time_lookups(
+    lookups: &[(MetadataTarget, &str)],
+    mut latest: impl FnMut(&MetadataTarget, &str) -> BoxResult<Option<StoredRecord>>,
+) -> BoxResult<(Vec<Duration>, Vec<Option<u64>>)> {
+    let mut times = Vec::with_capacity(lookups.len());
+    let mut ids = Vec::with_capacity(lookups.len());
+    for (target, kind) in lookups {
+        let t = Instant::now();
+        let found = latest(target, kind)?;
+        times.push(t.elapsed());
+        ids.push(found.map(|r| r.id));
+    }
+    Ok((times, ids))
+}
 
 fn median(times: &mut [Duration]) -> Duration {
     if times.is_empty() {

@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 use almanac::model::MICROS_PER_DAY;
 use almanac::query::ScanRequest;
 use almanac::testdata::{GenConfig, Generator, SplitMix64};
-use almanac::{MetadataRecord, MetadataRepository, Store, StoreOptions, TimeRange};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use almanac::{MetadataRecord, MetadataRepository, MetadataTarget, Store, StoreOptions, TimeRange};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
+};
 use serde_json::Value;
 
 const SEED: u64 = 42;
@@ -108,13 +111,7 @@ fn reads(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("read");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("latest", |b| {
-        b.iter_batched(
-            &mut pick,
-            |t| store.latest(&t, "ingestion_volume").expect("latest"),
-            BatchSize::SmallInput,
-        );
-    });
+    bench_latest(&mut group, "latest", &store, &mut pick);
     let month = TimeRange::new(end.saturating_add_micros(-30 * MICROS_PER_DAY), end);
     group.bench_function("history (30 days)", |b| {
         b.iter_batched(
@@ -184,14 +181,24 @@ fn reads(c: &mut Criterion) {
     .expect("reopen store");
     let mut group = c.benchmark_group("read");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("latest (latest cache off)", |b| {
+    bench_latest(&mut group, "latest (latest cache off)", &store, &mut pick);
+    group.finish();
+}
+
+/// `latest` of `ingestion_volume` for the targets `pick` gives in turn.
+fn bench_latest(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    store: &Store,
+    pick: &mut impl FnMut() -> MetadataTarget,
+) {
+    group.bench_function(name, |b| {
         b.iter_batched(
-            &mut pick,
+            &mut *pick,
             |t| store.latest(&t, "ingestion_volume").expect("latest"),
             BatchSize::SmallInput,
         );
     });
-    group.finish();
 }
 
 criterion_group!(benches, writes, reads);

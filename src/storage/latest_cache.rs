@@ -28,8 +28,8 @@
 //! values and an estimated 96 bytes of overhead per entry; the hash
 //! tables keep their largest size after being emptied), split evenly over
 //! 16 shards; a shard that would overflow is emptied first, so when the
-//! pairs asked for do not fit, about half of each shard's share is in use
-//! on average. Capacity 0 turns the cache off.
+//! pairs asked for do not fit, a shard holds anything between nothing and
+//! its share (about half, if it fills evenly; not measured). Capacity 0 turns the cache off.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -95,11 +95,15 @@ impl Shard {
             return;
         }
         if self.bytes + cost > capacity {
-            self.map.clear();
-            self.bytes = 0;
+            self.clear();
         }
         self.bytes += cost;
         self.map.insert(key, value);
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
     }
 
     fn remove(&mut self, key: &str) {
@@ -200,8 +204,7 @@ impl LatestCache {
         let mut shards: Vec<RwLockWriteGuard<'_, Shard>> = self.shards.iter().map(write).collect();
         if let LatestChange::All = change {
             for shard in &mut shards {
-                shard.map.clear();
-                shard.bytes = 0;
+                shard.clear();
             }
         }
         for (index, key) in keys {

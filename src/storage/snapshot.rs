@@ -472,14 +472,8 @@ mod tests {
             Timestamp::from_micros(10 * day),
             "p",
         );
-        let prepared = PreparedRecord::new(&record, Bucket::Day, &[]);
         check_invalidates(&engine, "write", || {
-            engine
-                .write(
-                    &[std::slice::from_ref(&prepared)],
-                    crate::storage::Commit::Durable,
-                )
-                .unwrap();
+            write_one(&engine, &record);
         });
         check_invalidates(&engine, "put_kind_and_index", || {
             engine

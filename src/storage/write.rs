@@ -515,8 +515,9 @@ impl Engine {
             let mut new_latest: Vec<_> = new_latest.into_iter().collect();
             new_latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let mut value = Vec::new();
+            let mut key = String::new();
             for ((kind, target), (ts, id, encoded)) in new_latest {
-                let mut key = String::with_capacity(kind.len() + 1 + target.len());
+                key.clear();
                 push_latest_key(&mut key, kind, target);
                 value.clear();
                 value.extend_from_slice(&ts.to_le_bytes());
@@ -524,7 +525,7 @@ impl Engine {
                 value.extend_from_slice(encoded);
                 latest.insert(key.as_str(), value.as_slice())?;
                 if cache_on {
-                    latest_changed.push(key);
+                    latest_changed.push(key.clone());
                 }
             }
             for (key, part) in parts.iter_mut() {
