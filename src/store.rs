@@ -101,8 +101,9 @@ pub struct StoreOptions {
     /// it off. 32 MiB by default ([`DEFAULT_LATEST_CACHE_BYTES`]): the
     /// entries of ~50,000 (kind, target) pairs of ~500-byte records. It is
     /// split into 16 shards, and a shard that would overflow is emptied,
-    /// so when the pairs asked for do not fit, about half of it is in use
-    /// on average. [`Store::latest_cache_stats`] says what it holds.
+    /// so when the pairs asked for do not fit, a shard holds anything
+    /// between nothing and its share (about half, if it fills evenly; not
+    /// measured). [`Store::latest_cache_stats`] says what it holds.
     pub latest_cache_bytes: usize,
     /// Lets a scan that reads whole partitions of several kinds (a full scan,
     /// `stats` over every record) walk each kind on a thread of its own while

@@ -268,5 +268,12 @@ mod tests {
                 None,
             );
         }
+        // Kept forever: any age is fine.
+        check(
+            &registry,
+            &record("ingestion_volume", json!({"rows": 1}), None, 10_000),
+            false,
+            None,
+        );
     }
 }
