@@ -284,6 +284,42 @@ fn where_compares_numbers_and_skips_nulls_and_strings() {
     );
 }
 
+/// A generated filter: thousands of alternatives in one `or` (or `and`)
+/// chain run like the short forms of the same filter.
+#[test]
+fn long_logic_chains_run_like_their_short_forms() {
+    let alternatives: Vec<String> = (0..2_500).map(|n| format!("payload.rows = {n}")).collect();
+    let query = format!("* | where {}", alternatives.join(" or "));
+    let expected =
+        ids_of(records().iter().filter(|r| {
+            rows_num(r).is_some_and(|x| x.fract() == 0.0 && (0.0..2_500.0).contains(&x))
+        }));
+    assert!(!expected.is_empty());
+    assert_eq!(ids(&run(&query)), expected);
+    let exclusions: Vec<String> = (0..2_500).map(|n| format!("payload.rows != {n}")).collect();
+    let query = format!(
+        "* | where exists(payload.rows) and {}",
+        exclusions.join(" and ")
+    );
+    // `!=` on a null or a string is false, like every comparison of them
+    // with a number.
+    let expected = ids_of(records().iter().filter(|r| {
+        rows_num(r).is_some_and(|x| !(x.fract() == 0.0 && (0.0..2_500.0).contains(&x)))
+    }));
+    assert!(!expected.is_empty());
+    assert_eq!(ids(&run(&query)), expected);
+    let names: Vec<String> = TARGETS
+        .iter()
+        .map(|(_, schema, table)| {
+            format!("target.table = \"{table}\" and target.schema = \"{schema}\"")
+        })
+        .cycle()
+        .take(700)
+        .collect();
+    let long = run(&format!("* | where {}", names.join(" or ")));
+    assert_eq!(ids(&long), ids_of(records().iter()));
+}
+
 #[test]
 fn arithmetic_follows_the_typing_rules() {
     let out = run("ingestion_volume | extend half = payload.rows / 2, twice = payload.rows * 2, m = payload.rows % 7 | select id, half, twice, m");

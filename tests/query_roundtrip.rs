@@ -88,8 +88,6 @@ fn expr_of(kind: ExprKind) -> Expr {
 
 fn binop() -> impl Strategy<Value = BinOp> {
     prop::sample::select(vec![
-        BinOp::Or,
-        BinOp::And,
         BinOp::Eq,
         BinOp::Ne,
         BinOp::Lt,
@@ -127,6 +125,11 @@ fn expr() -> impl Strategy<Value = Expr> {
             inner
                 .clone()
                 .prop_map(|e| expr_of(ExprKind::Not(Box::new(e)))),
+            (
+                prop::sample::select(vec![LogicOp::Or, LogicOp::And]),
+                prop::collection::vec(inner.clone(), 2..5)
+            )
+                .prop_map(|(op, operands)| expr_of(ExprKind::Logic { op, operands })),
             (binop(), inner.clone(), inner.clone()).prop_map(|(op, l, r)| {
                 expr_of(ExprKind::Binary {
                     op,

@@ -311,7 +311,18 @@ pub enum ExprKind {
     Neg(Box<Expr>),
     /// `not x`
     Not(Box<Expr>),
-    /// A binary operator.
+    /// `a and b and ...` or `a or b or ...`: one logical operator over two
+    /// or more operands, flat, so that a generated filter of thousands of
+    /// alternatives is one node rather than a tree thousands deep. An
+    /// operand that is itself a chain of the same operator was written in
+    /// parentheses: `(a or b) or c` keeps its grouping.
+    Logic {
+        /// The operator.
+        op: LogicOp,
+        /// The operands, in the order written; at least two.
+        operands: Vec<Expr>,
+    },
+    /// A binary operator other than `and` and `or`.
     Binary {
         /// The operator.
         op: BinOp,
@@ -329,13 +340,36 @@ pub enum ExprKind {
     },
 }
 
-/// Binary operators, loosest first.
+/// The logical operators, loosest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BinOp {
+pub enum LogicOp {
     /// `or`
     Or,
     /// `and`
     And,
+}
+
+impl LogicOp {
+    /// The operator as written (lowercase).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogicOp::Or => "or",
+            LogicOp::And => "and",
+        }
+    }
+
+    /// Binding strength: `or` 1, `and` 2 (see [`BinOp::precedence`]).
+    pub fn precedence(self) -> u8 {
+        match self {
+            LogicOp::Or => 1,
+            LogicOp::And => 2,
+        }
+    }
+}
+
+/// The other binary operators, loosest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinOp {
     /// `=`
     Eq,
     /// `!=`
@@ -368,8 +402,6 @@ impl BinOp {
     /// The operator as written (keywords lowercase).
     pub fn as_str(self) -> &'static str {
         match self {
-            BinOp::Or => "or",
-            BinOp::And => "and",
             BinOp::Eq => "=",
             BinOp::Ne => "!=",
             BinOp::Lt => "<",
@@ -386,12 +418,10 @@ impl BinOp {
         }
     }
 
-    /// Binding strength: `or` 1, `and` 2, comparisons 4, `+ -` 5, `* / %` 6
-    /// (`not` sits at 3, unary minus at 7).
+    /// Binding strength: comparisons 4, `+ -` 5, `* / %` 6 (`or` is 1,
+    /// `and` 2, `not` 3, unary minus 7).
     pub fn precedence(self) -> u8 {
         match self {
-            BinOp::Or => 1,
-            BinOp::And => 2,
             BinOp::Eq
             | BinOp::Ne
             | BinOp::Lt

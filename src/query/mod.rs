@@ -53,8 +53,10 @@ pub const MAX_QUERY_BYTES: usize = 64 * 1024;
 /// The deepest nesting accepted: parentheses, calls, lists, `not`, unary `-`.
 pub const MAX_DEPTH: usize = 128;
 
-/// The deepest expression tree accepted: long operator chains such as
-/// `a or b or c ...` nest without parentheses; use `in (...)` for long lists.
+/// The deepest expression tree accepted: chains of arithmetic operators
+/// (`1 + 1 + 1 ...`) nest one level per operator without parentheses.
+/// `and`/`or` chains are flat (one level however long; see
+/// [`ast::ExprKind::Logic`]).
 pub const MAX_TREE_DEPTH: usize = 512;
 
 /// The columns of a stream of records (before any computed field).

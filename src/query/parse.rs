@@ -749,28 +749,46 @@ impl<'t> Parser<'t> {
 
     /// `or = and { "or" and }`
     fn or_expr(&self, i: &'t str) -> R<'t, Expr> {
-        let (mut i, mut left) = self.and_expr(i)?;
-        let mut depth = self.tree_depth.get();
-        while let Ok((rest, _)) = self.keyword(i, "or") {
-            let (rest, right) = self.and_expr(rest).map_err(cut_err)?;
-            depth = self.grow(rest, depth.max(self.tree_depth.get()) + 1)?;
-            left = binary(BinOp::Or, left, right);
-            i = rest;
-        }
-        Ok((i, left))
+        self.logic_chain(i, LogicOp::Or, |i| self.and_expr(i))
     }
 
     /// `and = not { "and" not }`
     fn and_expr(&self, i: &'t str) -> R<'t, Expr> {
-        let (mut i, mut left) = self.not_expr(i)?;
+        self.logic_chain(i, LogicOp::And, |i| self.not_expr(i))
+    }
+
+    /// `operand { op operand }`, as one flat [`ExprKind::Logic`] node when
+    /// there are two operands or more: a chain adds one level to the tree
+    /// however long it is.
+    fn logic_chain(
+        &self,
+        i: &'t str,
+        op: LogicOp,
+        operand: impl Fn(&'t str) -> R<'t, Expr>,
+    ) -> R<'t, Expr> {
+        let (mut i, first) = operand(i)?;
         let mut depth = self.tree_depth.get();
-        while let Ok((rest, _)) = self.keyword(i, "and") {
-            let (rest, right) = self.not_expr(rest).map_err(cut_err)?;
-            depth = self.grow(rest, depth.max(self.tree_depth.get()) + 1)?;
-            left = binary(BinOp::And, left, right);
+        let mut operands = vec![first];
+        while let Ok((rest, _)) = self.keyword(i, op.as_str()) {
+            let (rest, next) = operand(rest).map_err(cut_err)?;
+            depth = depth.max(self.tree_depth.get());
+            operands.push(next);
             i = rest;
         }
-        Ok((i, left))
+        if operands.len() == 1 {
+            if let Some(only) = operands.pop() {
+                return Ok((i, only));
+            }
+        }
+        self.grow(i, depth + 1)?;
+        let span = operands[0].span.to(operands[operands.len() - 1].span);
+        Ok((
+            i,
+            Expr {
+                kind: ExprKind::Logic { op, operands },
+                span,
+            },
+        ))
     }
 
     /// `not = "not" not | cmp`
@@ -1635,8 +1653,47 @@ mod tests {
             parse_query(&chain),
             Err(QueryError::TooDeep { .. })
         ));
-        let chain = format!("k | where x = 1{}", " or x".repeat(MAX_TREE_DEPTH - 10));
-        let query = parse_query(&chain).expect("a long chain within the limit parses");
-        assert_eq!(query.to_string(), chain);
+        // `and` and `or` chains are flat: any length within 64 KiB parses
+        // (a generated filter over thousands of tables), and prints back.
+        for op in ["or", "and"] {
+            let chain = format!("k | where x = 1{}", format!(" {op} x").repeat(10_000));
+            assert!(chain.len() < MAX_QUERY_BYTES);
+            let query = parse_query(&chain).expect("a long chain parses");
+            assert_eq!(query.to_string(), chain);
+        }
+        let mixed = format!("k | where x{}", " or y and z".repeat(5_000));
+        let query = parse_query(&mixed).expect("a long mixed chain parses");
+        assert_eq!(query.to_string(), mixed);
+    }
+
+    #[test]
+    fn logic_chains_are_flat_and_parentheses_group() {
+        let where_expr = |text: &str| -> Expr {
+            let query = parse_query(&format!("k | where {text}")).expect("parses");
+            match query.stages.into_iter().next().map(|stage| stage.kind) {
+                Some(StageKind::Where(e)) => e,
+                other => panic!("not a where stage: {other:?}"),
+            }
+        };
+        let ExprKind::Logic { op, operands } = where_expr("a or b and c or d").kind else {
+            panic!("not a chain");
+        };
+        assert_eq!(op, LogicOp::Or);
+        assert_eq!(operands.len(), 3);
+        assert!(matches!(
+            &operands[1].kind,
+            ExprKind::Logic { op: LogicOp::And, operands } if operands.len() == 2
+        ));
+        // A parenthesised chain of the same operator keeps its grouping,
+        // and prints with its parentheses.
+        let grouped = where_expr("(a or b) or c");
+        let ExprKind::Logic { operands, .. } = &grouped.kind else {
+            panic!("not a chain");
+        };
+        assert_eq!(operands.len(), 2);
+        assert_eq!(grouped.to_string(), "(a or b) or c");
+        assert_ne!(grouped, where_expr("a or b or c"));
+        assert_eq!(where_expr("a or (b or c)").to_string(), "a or (b or c)");
+        assert_eq!(where_expr("(a)").to_string(), "a");
     }
 }

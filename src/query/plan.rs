@@ -665,6 +665,24 @@ fn suggest_path(path: &Path, scope: &Scope) -> Option<String> {
     scope.records.then(|| format!("payload.{}", path))
 }
 
+/// A chain of `and` (or `or`) as a balanced tree of [`CExpr::And`]
+/// ([`CExpr::Or`]) nodes, the operands left to right: a chain of n
+/// operands is log2(n) levels deep, so the recursive passes over compiled
+/// expressions stay shallow however long a generated filter is. Both
+/// operators are associative, and evaluation still goes left to right and
+/// stops at the first operand that decides.
+fn balanced(op: LogicOp, mut operands: Vec<CExpr>) -> Option<CExpr> {
+    if operands.len() <= 1 {
+        return operands.pop();
+    }
+    let right = operands.split_off(operands.len() / 2);
+    let (left, right) = (balanced(op, operands)?, balanced(op, right)?);
+    Some(match op {
+        LogicOp::And => CExpr::And(Box::new(left), Box::new(right)),
+        LogicOp::Or => CExpr::Or(Box::new(left), Box::new(right)),
+    })
+}
+
 fn compile_expr(e: &Expr, scope: &Scope) -> Result<CExpr, QueryError> {
     let sub = |x: &Expr| compile_expr(x, scope).map(Box::new);
     Ok(match &e.kind {
@@ -676,9 +694,15 @@ fn compile_expr(e: &Expr, scope: &Scope) -> Result<CExpr, QueryError> {
         ExprKind::Path(path) => resolve_path(path, scope)?,
         ExprKind::Neg(x) => CExpr::Neg(sub(x)?),
         ExprKind::Not(x) => CExpr::Not(sub(x)?),
+        ExprKind::Logic { op, operands } => {
+            let compiled = operands
+                .iter()
+                .map(|x| compile_expr(x, scope))
+                .collect::<Result<Vec<_>, _>>()?;
+            balanced(*op, compiled)
+                .ok_or_else(|| invalid(format!("`{}` without operands", op.as_str()), e.span))?
+        }
         ExprKind::Binary { op, left, right } => match op {
-            BinOp::And => CExpr::And(sub(left)?, sub(right)?),
-            BinOp::Or => CExpr::Or(sub(left)?, sub(right)?),
             BinOp::Match | BinOp::NotMatch => {
                 let pattern = match &right.kind {
                     ExprKind::Literal(Literal::String(s)) => {

@@ -169,6 +169,7 @@ const PREC_PRIMARY: u8 = 8;
 fn precedence(e: &Expr) -> u8 {
     match &e.kind {
         ExprKind::Binary { op, .. } => op.precedence(),
+        ExprKind::Logic { op, .. } => op.precedence(),
         ExprKind::In { .. } => PREC_CMP,
         ExprKind::Not(_) => PREC_NOT,
         ExprKind::Neg(_) => PREC_UNARY,
@@ -220,6 +221,20 @@ fn write_expr(f: &mut Formatter<'_>, e: &Expr, min_prec: u8, before_additive: bo
         ExprKind::Not(inner) => {
             f.write_str("not ")?;
             write_expr(f, inner, PREC_NOT, before_additive)
+        }
+        ExprKind::Logic { op, operands } => {
+            // An operand chained by the same operator was parenthesised
+            // (the parser makes one chain of `a or b or c`), so operands
+            // must bind tighter than the operator.
+            let p = op.precedence();
+            for (i, operand) in operands.iter().enumerate() {
+                if i > 0 {
+                    write!(f, " {} ", op.as_str())?;
+                }
+                let last = i + 1 == operands.len();
+                write_expr(f, operand, p + 1, last && before_additive)?;
+            }
+            Ok(())
         }
         ExprKind::Binary { op, left, right } => {
             let p = op.precedence();
