@@ -1097,15 +1097,10 @@ fn committed<'g>(
 
 /// Appends stored records to the log (not synced).
 fn append_to_log(log: &mut LogWriter, committed: &[(u64, &PreparedRecord)]) -> storage::Result<()> {
-    let heads: Vec<String> = committed
-        .iter()
-        .map(|(id, _)| format!("{{\"id\":{id},"))
-        .collect();
-    log.append_lines(
+    log.append_with_ids(
         committed
             .iter()
-            .zip(&heads)
-            .map(|((id, p), head)| (*id, head.as_str(), p.json.get(1..).unwrap_or_default())),
+            .map(|(id, p)| (*id, p.json.get(1..).unwrap_or_default())),
     )
 }
 
