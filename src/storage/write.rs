@@ -124,6 +124,9 @@ struct PartTables<'txn, 'g> {
     /// `flush_indexes` before the transaction commits: sorted inserts touch
     /// each B-tree page once instead of jumping between pages per record.
     pending_producer: Vec<(u64, i64, u64)>,
+    /// The records, `((produced_at, id), encoded)`, inserted in key order
+    /// with the indexes (see [`insert_sorted`]).
+    pending_records: Vec<((i64, u64), &'g [u8])>,
     pending_run: Vec<(&'g str, i64, u64)>,
     pending_paths: Vec<(&'g str, &'g [u8], i64, u64)>,
     /// By-target entries, also inserted in key order at the end; until
@@ -159,6 +162,7 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
             paths: HashMap::default(),
             info,
             pending_producer: Vec::new(),
+            pending_records: Vec::new(),
             pending_run: Vec::new(),
             pending_paths: Vec::new(),
             pending_target: Vec::new(),
@@ -181,20 +185,26 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
         }
     }
 
-    /// Inserts the collected index entries, each table's in key order.
+    /// Inserts the collected records and index entries, each table's in
+    /// key order (see [`insert_sorted`]).
     fn flush_indexes(&mut self, txn: &'txn WriteTransaction, key: &PartitionKey) -> Result<()> {
+        self.pending_records.sort_unstable_by_key(|(k, _)| *k);
+        insert_sorted(&mut self.records, self.pending_records.drain(..))?;
         self.pending_target.sort_unstable();
-        for entry in self.pending_target.drain(..) {
-            self.by_target.insert(entry, ())?;
-        }
+        insert_sorted(
+            &mut self.by_target,
+            self.pending_target.drain(..).map(|e| (e, ())),
+        )?;
         self.pending_producer.sort_unstable();
-        for entry in self.pending_producer.drain(..) {
-            self.by_producer.insert(entry, ())?;
-        }
+        insert_sorted(
+            &mut self.by_producer,
+            self.pending_producer.drain(..).map(|e| (e, ())),
+        )?;
         self.pending_run.sort_unstable();
-        for entry in self.pending_run.drain(..) {
-            self.by_run.insert(entry, ())?;
-        }
+        insert_sorted(
+            &mut self.by_run,
+            self.pending_run.drain(..).map(|e| (e, ())),
+        )?;
         self.pending_paths.sort_unstable();
         // Sorted by path first: one table lookup per path.
         for run in self.pending_paths.chunk_by(|a, b| a.0 == b.0) {
@@ -204,9 +214,11 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
                 self.paths.insert(path.to_owned(), table);
             }
             if let Some(table) = self.paths.get_mut(path) {
-                for &(_, value_key, ts, id) in run {
-                    table.insert((value_key, ts, id), ())?;
-                }
+                insert_sorted(
+                    table,
+                    run.iter()
+                        .map(|&(_, value_key, ts, id)| ((value_key, ts, id), ())),
+                )?;
             }
         }
         self.pending_paths.clear();
@@ -254,6 +266,66 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
         }
         Ok(None)
     }
+}
+
+/// Inserts `entries`, sorted ascending and none of them in `table` yet.
+///
+/// The entries above the table's greatest key, which are all of them for a
+/// new partition and the records and time-keyed indexes of data newer than
+/// the partition's, go through one cursor at the end of the table: redb
+/// buffers them and splices them in as whole leaves, one update of the
+/// path above per MiB, instead of a descent from the root and a copy of a
+/// leaf per entry. The others are inserted one by one. An entry the cursor
+/// refuses (should redb order keys differently from the sort) is inserted
+/// plainly, so the result never depends on the order.
+fn insert_sorted<'e, K, V>(
+    table: &mut Table<'_, K, V>,
+    entries: impl ExactSizeIterator<Item = (K::SelfType<'e>, V::SelfType<'e>)>,
+) -> Result<()>
+where
+    K: redb::Key + 'static,
+    V: redb::Value + 'static,
+{
+    if entries.len() == 0 {
+        return Ok(());
+    }
+    let last: Option<Vec<u8>> = table
+        .last()?
+        .map(|(key, _)| K::as_bytes(&key.value()).as_ref().to_vec());
+    let mut entries = entries.peekable();
+    // Entries at or below the greatest key: one by one.
+    if let Some(last) = &last {
+        while let Some((key, _)) = entries.peek() {
+            if K::compare(K::as_bytes(key).as_ref(), last) == std::cmp::Ordering::Greater {
+                break;
+            }
+            if let Some((key, value)) = entries.next() {
+                table.insert(key, value)?;
+            }
+        }
+    }
+    if entries.peek().is_none() {
+        return Ok(());
+    }
+    let mut refused = Vec::new();
+    {
+        let mut cursor = table.upper_bound_mut(std::ops::Bound::<K::SelfType<'_>>::Unbounded)?;
+        for (key, value) in entries.by_ref() {
+            match cursor.insert_before(&key, &value) {
+                Ok(()) => {}
+                Err(redb::CursorError::UnorderedKey) => {
+                    refused.push((key, value));
+                    break;
+                }
+                Err(e) => return Err(redb::Error::from(e).into()),
+            }
+        }
+        cursor.close()?;
+    }
+    for (key, value) in refused.into_iter().chain(entries) {
+        table.insert(key, value)?;
+    }
+    Ok(())
 }
 
 /// Facts the write path would otherwise read back from redb for every
@@ -474,7 +546,8 @@ impl Engine {
                     }
                     let id = next_id;
                     next_id += 1;
-                    part.records.insert((ts, id), prepared.encoded.as_slice())?;
+                    part.pending_records
+                        .push(((ts, id), prepared.encoded.as_slice()));
                     part.add_new(target_id, ts, id, &prepared.encoded);
                     let producer_id = dict_id(
                         &mut producers,
@@ -767,4 +840,79 @@ pub(crate) fn latest_order(value: &[u8]) -> (i64, u64) {
         id.copy_from_slice(&value[8..16]);
     }
     (i64::from_le_bytes(ts), u64::from_le_bytes(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+    use super::insert_sorted;
+
+    const TABLE: TableDefinition<(u64, i64, u64), &[u8]> = TableDefinition::new("t");
+
+    /// Inserts `batches` one transaction each through `insert_sorted`
+    /// (every batch given sorted unless `unsorted`), and checks the table
+    /// then holds exactly what a `BTreeMap` fed the same entries holds.
+    fn check(batches: &[Vec<(u64, i64, u64)>], unsorted: bool) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::create(dir.path().join("t.redb")).expect("db");
+        let mut expected = BTreeMap::new();
+        for batch in batches {
+            let mut entries: Vec<((u64, i64, u64), Vec<u8>)> = batch
+                .iter()
+                .map(|k| (*k, format!("{k:?}").into_bytes()))
+                .collect();
+            if !unsorted {
+                entries.sort();
+            }
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut table = txn.open_table(TABLE).expect("table");
+                insert_sorted(&mut table, entries.iter().map(|(k, v)| (*k, v.as_slice())))
+                    .expect("inserted");
+            }
+            txn.commit().expect("commit");
+            expected.extend(entries);
+        }
+        let txn = db.begin_read().expect("read");
+        let table = txn.open_table(TABLE).expect("table");
+        let got: Vec<((u64, i64, u64), Vec<u8>)> = table
+            .iter()
+            .expect("iter")
+            .map(|e| {
+                let (k, v) = e.expect("entry");
+                (k.value(), v.value().to_vec())
+            })
+            .collect();
+        assert_eq!(got, expected.into_iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn sorted_entries_land_whether_past_the_end_or_among_the_keys() {
+        // Into an empty table; then past its end; then among its keys and
+        // past the end in one batch; then only among its keys.
+        let first: Vec<_> = (0..5_000u64).map(|i| (i % 7, i as i64, i)).collect();
+        let past_end: Vec<_> = (5_000..9_000u64)
+            .map(|i| (7 + i % 3, i as i64, i))
+            .collect();
+        let mixed: Vec<_> = (9_000..13_000u64).map(|i| (i % 11, i as i64, i)).collect();
+        let among: Vec<_> = (13_000..14_000u64)
+            .map(|i| (i % 5, -(i as i64), i))
+            .collect();
+        check(&[first, past_end, mixed, among], false);
+        check(&[vec![]], false);
+    }
+
+    #[test]
+    fn entries_out_of_order_are_still_all_inserted() {
+        // The cursor refuses a key below the one before it; the rest go in
+        // one by one.
+        let batch: Vec<_> = [5u64, 9, 3, 12, 1, 20].iter().map(|&i| (i, 0, i)).collect();
+        check(
+            &[batch.clone(), vec![(2, 0, 2), (30, 0, 30), (4, 0, 4)]],
+            true,
+        );
+    }
 }
