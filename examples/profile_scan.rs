@@ -1,6 +1,8 @@
 //! Profiling aid: the compare bench's full scan with a payload filter and its
 //! `stats` query, on a generated store (built once in DIR, reused after).
 //! `cargo run --release --example profile_scan -- DIR [N] [ROUNDS] [full|stats|both|QUERY]`
+//! (`ALMANAC_PROFILE_CACHE_MB`: the store's page cache, as the compare
+//! bench sets it to 1024; default the store's own default).
 use std::time::Instant;
 
 use almanac::query::Params;
@@ -17,7 +19,14 @@ fn main() {
     let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
     let which = args.get(4).map_or("both", String::as_str);
     let fresh = !std::path::Path::new(dir).join("almanac.redb").exists();
-    let store = Store::open(dir).expect("open");
+    let mut options = almanac::StoreOptions::default();
+    if let Some(mb) = std::env::var("ALMANAC_PROFILE_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        options.cache_bytes = mb << 20;
+    }
+    let store = Store::open_with(dir, options).expect("open");
     if fresh {
         // The compare bench's data: N/200 targets, 120 days ending 2024-06-01, seed 42.
         let config = GenConfig::scaled(n);
