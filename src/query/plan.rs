@@ -1417,9 +1417,10 @@ fn split_and(e: CExpr) -> Vec<CExpr> {
     out
 }
 
+/// The conjunction of `list`, as a balanced tree (see [`balanced`]): the
+/// list can be a flattened chain of thousands of operands.
 fn join_and(list: Vec<CExpr>) -> Option<CExpr> {
-    list.into_iter()
-        .reduce(|a, b| CExpr::And(Box::new(a), Box::new(b)))
+    balanced(LogicOp::And, list)
 }
 
 /// The range of `produced_at OP instant` (either way round), if `e` is one.
