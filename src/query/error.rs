@@ -167,15 +167,35 @@ impl QueryError {
         };
         let width = width.min(line_chars.saturating_sub(column - 1).max(1));
         out.push_str(&format!("\n  --> line {line_no}, column {column}\n"));
-        out.push_str(&format!("  | {line}\n"));
+        // A long line (a generated query) is shown as a window around the
+        // column, so the caret still points at the mistake.
+        let caret = column - 1;
+        let (start, end) = if line_chars <= SHOWN_CHARS {
+            (0, line_chars)
+        } else {
+            let end = (caret.saturating_sub(SHOWN_BEFORE) + SHOWN_CHARS).min(line_chars);
+            (end - SHOWN_CHARS, end)
+        };
+        let prefix = if start > 0 { "..." } else { "" };
+        let suffix = if end < line_chars { "..." } else { "" };
+        let excerpt: String = line.chars().skip(start).take(end - start).collect();
+        let width = width.min(end.saturating_sub(caret)).max(1);
+        out.push_str(&format!("  | {prefix}{excerpt}{suffix}\n"));
         out.push_str(&format!(
             "  | {}{}",
-            " ".repeat(column - 1),
+            " ".repeat(prefix.len() + caret - start),
             "^".repeat(width)
         ));
         out
     }
 }
+
+/// The longest query line [`QueryError::render`] shows whole, in characters;
+/// a longer one is shown as this many characters around the column.
+const SHOWN_CHARS: usize = 120;
+
+/// How many characters of a long line are shown before the column.
+const SHOWN_BEFORE: usize = 50;
 
 /// The 1-based (line, column) of byte `offset` in `text`.
 pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
@@ -223,5 +243,38 @@ mod tests {
             err.render(text),
             "error: expected an expression, found `|`\n  --> line 1, column 11\n  | k | where | x\n  |           ^"
         );
+    }
+
+    /// A long line is shown as a window around the column, and the caret
+    /// still falls under the offending text.
+    #[test]
+    fn a_long_line_is_shown_around_the_column() {
+        let head = format!("k | where {}", "x = 1 or ".repeat(1_000));
+        let text = format!("{head}@ or x = 1 or x = 1");
+        let err = QueryError::Syntax {
+            message: "unexpected `@`".into(),
+            span: Span::new(head.len(), head.len() + 1),
+        };
+        let rendered = err.render(&text);
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert_eq!(lines[1], format!("  --> line 1, column {}", head.len() + 1));
+        let (shown, caret) = (lines[2], lines[3]);
+        assert!(
+            shown.starts_with("  | ...") && shown.ends_with("= 1"),
+            "{shown}"
+        );
+        assert!(shown.chars().count() <= SHOWN_CHARS + 10, "{shown}");
+        let at = caret.find('^').expect("a caret");
+        assert_eq!(shown.get(at..at + 1), Some("@"), "{shown}\n{caret}");
+        // At the very end of a long line: the caret sits just after it.
+        let text = "x = 1 or ".repeat(100);
+        let err = QueryError::Syntax {
+            message: "expected an expression, found the end".into(),
+            span: Span::new(text.len(), text.len()),
+        };
+        let rendered = err.render(&text);
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert!(lines[2].starts_with("  | ...") && !lines[2].ends_with("..."));
+        assert_eq!(lines[3].find('^'), Some(lines[2].len()));
     }
 }
