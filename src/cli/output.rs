@@ -93,9 +93,9 @@ impl Format {
 
 /// A result row the printer can show: the query engine's `Row` implements it.
 pub trait PrintRow {
-    /// The row as the spec's JSON object (a record's canonical JSON plus its
-    /// computed fields, or one key per column in column order).
-    fn to_json(&self, columns: &[String]) -> Value;
+    /// The row as the spec's JSON object, as text (a record's canonical JSON
+    /// plus its computed fields, or one key per column in column order).
+    fn json_text(&self, columns: &[String]) -> String;
     /// One value per column, for tables and CSV.
     fn cells(&self, columns: &[String]) -> Vec<Value>;
 }
@@ -137,10 +137,10 @@ impl RowPrinter {
     /// Writes (or, for a table, keeps) one row.
     pub fn row(&mut self, out: &mut Out, row: &dyn PrintRow) -> CliResult {
         match self.format {
-            Format::Jsonl => out.line(&row.to_json(&self.columns).to_string())?,
+            Format::Jsonl => out.line(&row.json_text(&self.columns))?,
             Format::Json => {
                 out.write_str(if self.n_rows == 0 { "\n" } else { ",\n" })?;
-                out.write_str(&row.to_json(&self.columns).to_string())?;
+                out.write_str(&row.json_text(&self.columns))?;
             }
             Format::Csv => {
                 let cells: Vec<String> = row

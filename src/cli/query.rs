@@ -45,8 +45,8 @@ pub fn run(db: &Path, args: &QueryArgs) -> CliResult {
 }
 
 impl PrintRow for Row {
-    fn to_json(&self, columns: &[String]) -> Value {
-        Row::to_json(self, columns)
+    fn json_text(&self, columns: &[String]) -> String {
+        Row::json_text(self, columns)
     }
 
     fn cells(&self, columns: &[String]) -> Vec<Value> {

@@ -223,9 +223,45 @@ pub enum Row {
 }
 
 impl Row {
-    /// The row as the JSON object of spec `records.md` §3 (`jsonl`): a record
-    /// is its canonical JSON with `id` plus each computed field as an extra
-    /// top-level key; a row of values has one key per column, in order.
+    /// The row as the JSON text of spec `records.md` §3 (`jsonl`), on one
+    /// line: a record is its canonical JSON with `id` (the log's line) plus
+    /// each computed field as an extra top-level key, in the order they were
+    /// introduced; a row of values has one key per column, in column order.
+    pub fn json_text(&self, columns: &[String]) -> String {
+        let mut out = String::new();
+        match self {
+            Row::Record { record, computed } => {
+                out = serde_json::to_string(record).unwrap_or_default();
+                if !computed.is_empty() && out.ends_with('}') {
+                    out.pop();
+                    for (name, value) in computed {
+                        out.push(',');
+                        push_json(&mut out, name);
+                        out.push(':');
+                        push_json(&mut out, value);
+                    }
+                    out.push('}');
+                }
+            }
+            Row::Values(values) => {
+                out.push('{');
+                for (i, (name, value)) in columns.iter().zip(values).enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_json(&mut out, name);
+                    out.push(':');
+                    push_json(&mut out, value);
+                }
+                out.push('}');
+            }
+        }
+        out
+    }
+
+    /// The row as a JSON value: the object [`Row::json_text`] prints, for
+    /// comparing and inspecting rows. A `serde_json` object keeps its keys
+    /// sorted, not in column order: print rows with [`Row::json_text`].
     pub fn to_json(&self, columns: &[String]) -> Json {
         match self {
             Row::Record { record, computed } => {
@@ -558,6 +594,11 @@ fn describe_path_match(matcher: &source::PathMatch) -> String {
     }
 }
 
+/// Appends `value` as JSON text.
+fn push_json(out: &mut String, value: &(impl serde::Serialize + ?Sized)) {
+    out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,5 +640,52 @@ mod tests {
         ));
         assert!(Params::parse_binding("Bad=1").is_err());
         assert!(Params::parse_binding("novalue").is_err());
+    }
+
+    /// Rows print in the spec's key order: a record as its log line with
+    /// computed fields appended, a row of values in column order (which
+    /// a `serde_json` object, its keys sorted, would not keep).
+    #[test]
+    fn rows_print_records_as_their_line_and_values_in_column_order() {
+        let mut record = crate::model::MetadataRecord::new(
+            "vol",
+            crate::model::MetadataTarget::new("src", "sch", "tbl"),
+            serde_json::json!({"rows": 5, "a": {"z": 1, "b": 2}})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            Timestamp::from_micros(0),
+            "p",
+        );
+        record.normalize();
+        let record = crate::model::StoredRecord { id: 7, record };
+        let line = record.to_json_string();
+        let row = Row::Record {
+            record: record.clone(),
+            computed: vec![("zz".into(), Json::from(1)), ("aa".into(), Json::from("x"))],
+        };
+        let text = row.json_text(&[]);
+        assert!(text.starts_with("{\"id\":7,\"kind\":\"vol\","), "{text}");
+        assert_eq!(
+            text,
+            format!("{},\"zz\":1,\"aa\":\"x\"}}", &line[..line.len() - 1])
+        );
+        let plain = Row::Record {
+            record,
+            computed: vec![],
+        };
+        assert_eq!(plain.json_text(&[]), line);
+        let columns = ["z".to_string(), "a".to_string(), "m \"q\"".to_string()];
+        let values = Row::Values(vec![
+            Json::from(1),
+            Json::Null,
+            serde_json::json!({"k": [1]}),
+        ]);
+        assert_eq!(
+            values.json_text(&columns),
+            r#"{"z":1,"a":null,"m \"q\"":{"k":[1]}}"#
+        );
+        let parsed: Json = serde_json::from_str(&values.json_text(&columns)).expect("JSON");
+        assert_eq!(parsed, values.to_json(&columns));
     }
 }
