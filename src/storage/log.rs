@@ -80,15 +80,6 @@ pub fn line_id(line: &str) -> Option<u64> {
         .as_u64()
 }
 
-/// What a line starts with.
-#[derive(Clone, Copy)]
-enum Head<'a> {
-    /// This text.
-    Text(&'a str),
-    /// `{"id":N,` with the line's id.
-    Id,
-}
-
 /// Appends `n` in decimal.
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
@@ -176,18 +167,17 @@ impl LogWriter {
     /// segments by size. Records at or below the last id are skipped, so
     /// replaying after a crash never writes a record twice.
     pub fn append(&mut self, records: &[StoredRecord]) -> Result<()> {
-        let lines: Vec<(u64, String)> =
-            records.iter().map(|r| (r.id, r.to_json_string())).collect();
-        self.append_lines(lines.iter().map(|(id, line)| (*id, "", line.as_str())))
-    }
-
-    /// Appends pre-rendered lines `(id, head, tail)`, written as `head` then
-    /// `tail` then a newline.
-    pub fn append_lines<'a>(
-        &mut self,
-        lines: impl Iterator<Item = (u64, &'a str, &'a str)>,
-    ) -> Result<()> {
-        self.append_checked(lines.map(|(id, head, tail)| (id, Head::Text(head), tail)))
+        // A stored record's line is `{"id":N,` then the record's own JSON
+        // without its opening brace.
+        let lines: Vec<(u64, String)> = records
+            .iter()
+            .map(|r| (r.id, r.record.to_json_string()))
+            .collect();
+        self.append_with_ids(
+            lines
+                .iter()
+                .map(|(id, json)| (*id, json.get(1..).unwrap_or_default())),
+        )
     }
 
     /// Appends records rendered as JSON without their opening brace
@@ -196,13 +186,6 @@ impl LogWriter {
         &mut self,
         records: impl Iterator<Item = (u64, &'a str)>,
     ) -> Result<()> {
-        self.append_checked(records.map(|(id, tail)| (id, Head::Id, tail)))
-    }
-
-    fn append_checked<'a>(
-        &mut self,
-        lines: impl Iterator<Item = (u64, Head<'a>, &'a str)>,
-    ) -> Result<()> {
         if self.poisoned {
             return Err(StorageError::Corrupt(
                 "the log stopped after a failed write; reopen the store to repair it".into(),
@@ -210,7 +193,7 @@ impl LogWriter {
         }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let result = self.append_inner(&mut buf, lines);
+        let result = self.append_inner(&mut buf, records);
         if result.is_err() {
             self.poisoned = true;
         }
@@ -224,9 +207,9 @@ impl LogWriter {
     fn append_inner<'a>(
         &mut self,
         buf: &mut Vec<u8>,
-        lines: impl Iterator<Item = (u64, Head<'a>, &'a str)>,
+        records: impl Iterator<Item = (u64, &'a str)>,
     ) -> Result<()> {
-        for (id, head, tail) in lines {
+        for (id, tail) in records {
             if id <= self.last_id {
                 continue;
             }
@@ -235,14 +218,9 @@ impl LogWriter {
                 self.rotate(id)?;
             }
             let before = buf.len();
-            match head {
-                Head::Text(text) => buf.extend_from_slice(text.as_bytes()),
-                Head::Id => {
-                    buf.extend_from_slice(b"{\"id\":");
-                    push_decimal(buf, id);
-                    buf.push(b',');
-                }
-            }
+            buf.extend_from_slice(b"{\"id\":");
+            push_decimal(buf, id);
+            buf.push(b',');
             buf.extend_from_slice(tail.as_bytes());
             buf.push(b'\n');
             self.current_size += (buf.len() - before) as u64;
@@ -525,5 +503,30 @@ mod tests {
             assert_eq!(line, format!("{{\"id\":{seen},{tail}"));
         }
         assert_eq!(seen, 10_001);
+    }
+
+    /// `append` writes a stored record's own canonical line.
+    #[test]
+    fn appended_records_are_their_json_lines() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut log = LogWriter::open(&dir.path().join(LOG_DIR), 1 << 20).expect("open");
+        let record = crate::model::MetadataRecord::new(
+            "k",
+            crate::model::MetadataTarget::new("s", "d", "t"),
+            serde_json::json!({"rows": 1, "a": "x"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            crate::model::Timestamp::from_micros(0),
+            "p",
+        );
+        let stored = StoredRecord { id: 3, record };
+        log.append(std::slice::from_ref(&stored)).expect("appended");
+        let lines: Vec<(u64, String)> = LogReader::new(dir.path())
+            .lines_since(0)
+            .expect("lines")
+            .map(|line| line.expect("line"))
+            .collect();
+        assert_eq!(lines, vec![(3, stored.to_json_string())]);
     }
 }

@@ -307,14 +307,14 @@ where
     if entries.peek().is_none() {
         return Ok(());
     }
-    let mut refused = Vec::new();
+    let mut refused = None;
     {
         let mut cursor = table.upper_bound_mut(std::ops::Bound::<K::SelfType<'_>>::Unbounded)?;
         for (key, value) in entries.by_ref() {
             match cursor.insert_before(&key, &value) {
                 Ok(()) => {}
                 Err(redb::CursorError::UnorderedKey) => {
-                    refused.push((key, value));
+                    refused = Some((key, value));
                     break;
                 }
                 Err(e) => return Err(redb::Error::from(e).into()),
