@@ -610,9 +610,69 @@ fn compaction_shrinks_a_closed_store_and_keeps_every_record() {
     store.store(&volume(1, 30, 1)).unwrap();
 }
 
-/// Rewrites a closed version-2 store as version 1 did: the `latest` table
-/// keyed by a `(kind, target name)` tuple, `format_version` 1.
+/// Rewrites a closed version-3 store as version 2 did: each `latest` value
+/// `produced_at ‖ id` goes on with a copy of the encoded record (read from
+/// its partition's `rec` table), `format_version` 2.
+fn downgrade_to_v2(dir: &std::path::Path) {
+    use redb::{ReadableTable, TableDefinition};
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    const LATEST: TableDefinition<&str, &[u8]> = TableDefinition::new("latest");
+    const PARTITIONS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("partitions");
+    let db = redb::Database::open(dir.join(almanac::storage::DB_FILE)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut latest = txn.open_table(LATEST).unwrap();
+        let catalog = txn.open_table(PARTITIONS).unwrap();
+        let entries: Vec<(String, Vec<u8>)> = latest
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value().to_owned(), v.value().to_vec())
+            })
+            .collect();
+        assert!(!entries.is_empty());
+        for (key, value) in entries {
+            assert_eq!(value.len(), 16, "a version-3 latest value");
+            let ts = i64::from_le_bytes(value[..8].try_into().unwrap());
+            let id = u64::from_le_bytes(value[8..].try_into().unwrap());
+            let (kind, _) = key.split_once('\0').unwrap();
+            let start = catalog
+                .range((kind, i64::MIN)..=(kind, ts))
+                .unwrap()
+                .last()
+                .unwrap()
+                .unwrap()
+                .0
+                .value()
+                .1;
+            let name = format!("part/{kind}/{start}/rec");
+            let records: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new(&name);
+            let record = txn
+                .open_table(records)
+                .unwrap()
+                .get((ts, id))
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            let mut long = value;
+            long.extend_from_slice(&record);
+            latest.insert(key.as_str(), long.as_slice()).unwrap();
+        }
+        txn.open_table(META)
+            .unwrap()
+            .insert("format_version", 2)
+            .unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+/// Rewrites a closed version-3 store as version 1 did: the `latest` table
+/// keyed by a `(kind, target name)` tuple, each value with a copy of the
+/// record (see [`downgrade_to_v2`]), `format_version` 1.
 fn downgrade_to_v1(dir: &std::path::Path) {
+    downgrade_to_v2(dir);
     use redb::{ReadableDatabase, ReadableTable, TableDefinition};
     const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
     const V2: TableDefinition<&str, &[u8]> = TableDefinition::new("latest");
@@ -656,8 +716,35 @@ fn format_version(dir: &std::path::Path) -> u64 {
     version
 }
 
+/// The lengths of the `latest` table's values, read from the closed store's file.
+fn latest_value_lengths(dir: &std::path::Path) -> Vec<usize> {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    const LATEST: TableDefinition<&str, &[u8]> = TableDefinition::new("latest");
+    let db = redb::Database::open(dir.join(almanac::storage::DB_FILE)).unwrap();
+    let txn = db.begin_read().unwrap();
+    let table = txn.open_table(LATEST).unwrap();
+    let lengths = table
+        .iter()
+        .unwrap()
+        .map(|e| e.unwrap().1.value().len())
+        .collect();
+    lengths
+}
+
 #[test]
 fn a_version_1_store_is_upgraded_at_open_and_keeps_its_latest_entries() {
+    upgrade_keeps_latest_entries(downgrade_to_v1, 1);
+}
+
+#[test]
+fn a_version_2_store_is_upgraded_at_open_and_keeps_its_latest_entries() {
+    upgrade_keeps_latest_entries(downgrade_to_v2, 2);
+}
+
+/// Writes a store, rewrites it as format version `from` did, and checks
+/// that opening it upgrades it to the current version with the same
+/// `latest` answers, which later writes still replace.
+fn upgrade_keeps_latest_entries(downgrade: fn(&std::path::Path), from: u64) {
     // A second kind whose name extends the first: its keys sort right
     // after the first kind's, and neither kind's range may take the other's.
     const LONGER: &str = "ingestion_volume_x";
@@ -688,8 +775,12 @@ fn a_version_1_store_is_upgraded_at_open_and_keeps_its_latest_entries() {
         )
     };
     assert_eq!((every.len(), volumes.len(), longer.len()), (11, 7, 4));
-    downgrade_to_v1(dir.path());
-    assert_eq!(format_version(dir.path()), 1);
+    downgrade(dir.path());
+    assert_eq!(format_version(dir.path()), from);
+    if from == 2 {
+        // (Version 1's table has other key types.)
+        assert!(latest_value_lengths(dir.path()).iter().all(|&n| n > 16));
+    }
 
     let store = open(dir.path());
     let after: Vec<_> = (0..7)
@@ -712,6 +803,9 @@ fn a_version_1_store_is_upgraded_at_open_and_keeps_its_latest_entries() {
     assert_eq!(found.id, id);
     drop(store);
     assert_eq!(format_version(dir.path()), almanac::storage::FORMAT_VERSION);
+    let lengths = latest_value_lengths(dir.path());
+    assert_eq!(lengths.len(), 11);
+    assert!(lengths.iter().all(|&n| n == 16), "{lengths:?}");
 }
 
 #[test]
@@ -766,4 +860,45 @@ fn a_record_older_than_its_kinds_retention_is_stored_then_expired() {
         .map(|r| r.id)
         .collect();
     assert_eq!(left, [stored.ids[1]]);
+}
+
+#[test]
+fn a_latest_entry_naming_a_missing_record_is_reported_as_corruption() {
+    use redb::{ReadableTable, TableDefinition};
+    const LATEST: TableDefinition<&str, &[u8]> = TableDefinition::new("latest");
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.store(&volume(0, 1, 10)).unwrap();
+        store.store(&volume(1, 1, 11)).unwrap();
+    }
+    let key = format!("ingestion_volume\0{}", target(0).canonical_name());
+    {
+        let db = redb::Database::open(dir.path().join(almanac::storage::DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut latest = txn.open_table(LATEST).unwrap();
+            let ts = latest.get(key.as_str()).unwrap().unwrap().value()[..8].to_vec();
+            let mut value = ts;
+            value.extend_from_slice(&999u64.to_le_bytes());
+            latest.insert(key.as_str(), value.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = open(dir.path());
+    let err = store
+        .latest(&target(0), "ingestion_volume")
+        .expect_err("a latest entry naming record 999");
+    let message = err.to_string();
+    assert!(
+        message.contains("record 999") && message.contains("not stored"),
+        "{message}"
+    );
+    assert!(store.latest_records(None, None).is_err());
+    // The other target's entry is intact.
+    let other = store
+        .latest(&target(1), "ingestion_volume")
+        .unwrap()
+        .unwrap();
+    assert_eq!(other.record.payload["rows"], 11);
 }

@@ -1,9 +1,10 @@
-//! The latest cache: the `latest` table's entries that `latest()` has read,
-//! kept in memory, so a repeated lookup skips redb's b-tree walk (three page
-//! cache lookups, each a lock, a hash probe and an `Arc`) and reads the
-//! entry's bytes from a hash map. The bytes are the table's value as stored
-//! (`produced_at ‖ id ‖ encoded record`); decoding them is left to the
-//! caller, as for a value read from redb.
+//! The latest cache: the records that `latest()` has read, by `latest`
+//! key, kept in memory, so a repeated lookup skips redb's two b-tree walks
+//! (the `latest` entry, then the record in its partition; each walk three
+//! page cache lookups, each a lock, a hash probe and an `Arc`) and reads
+//! the bytes from a hash map. The bytes are `produced_at ‖ id ‖ encoded
+//! record` (the table's value followed by the record); decoding them is
+//! left to the caller, as for a value read from redb.
 //!
 //! **Consistency.** An answer from the cache is one some snapshot of the
 //! last applied commit would give, and a reader never sees part of a

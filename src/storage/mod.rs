@@ -33,7 +33,7 @@ use crate::kinds::KindSpec;
 use latest_cache::LatestChange;
 
 /// The version of the on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 /// The latest cache's default capacity: 32 MiB, the entries of ~50,000
 /// (kind, target) pairs of ~500-byte records.
@@ -48,7 +48,8 @@ pub(crate) const KINDS: TableDefinition<&str, &str> = TableDefinition::new("kind
 pub(crate) const TARGETS: TableDefinition<&str, (u64, &str, &str, &str)> =
     TableDefinition::new("targets");
 pub(crate) const PRODUCERS: TableDefinition<&str, u64> = TableDefinition::new("producers");
-/// `kind ‖ 0x00 ‖ target name -> produced_at ‖ id ‖ encoded record`; see [`latest_key`].
+/// `kind ‖ 0x00 ‖ target name -> produced_at ‖ id` (16 bytes, see
+/// `write::latest_value`); see [`latest_key`].
 pub(crate) const LATEST: TableDefinition<&str, &[u8]> = TableDefinition::new("latest");
 pub(crate) const PARTITIONS: TableDefinition<(&str, i64), &[u8]> =
     TableDefinition::new("partitions");
@@ -161,7 +162,7 @@ pub enum StorageError {
     #[error("the store at {0} is already open in another process (or handle); close it first")]
     Locked(PathBuf),
     /// The store was written by a newer version of Almanac.
-    #[error("the store at {path} has format version {found}, but this build reads version {supported} (and upgrades version 1); upgrade almanac")]
+    #[error("the store at {path} has format version {found}, but this build reads version {supported} (and upgrades versions 1 and 2); upgrade almanac")]
     UnsupportedFormat {
         /// The store directory.
         path: PathBuf,
@@ -229,16 +230,20 @@ pub fn compact(dir: &Path) -> Result<CompactReport> {
 
 /// Writes the format version, the id counters, the initial kinds and the
 /// global tables into a database that has none; checks the version of one
-/// that has them, upgrading version 1 ([`upgrade_from_v1`]).
+/// that has them, upgrading versions 1 ([`upgrade_from_v1`], then the next
+/// step) and 2 ([`upgrade_from_v2`]).
 fn init_tables(db: &snapshot::Db, dir: &Path, initial_kinds: &[KindSpec]) -> Result<()> {
     {
         let txn = db.begin_read()?;
         if let Ok(meta) = txn.open_table(META) {
             if let Some(found) = meta.get(META_FORMAT_VERSION)?.map(|v| v.value()) {
-                if found == 1 {
+                if found == 1 || found == 2 {
                     drop(meta);
                     drop(txn);
-                    return upgrade_from_v1(db);
+                    if found == 1 {
+                        upgrade_from_v1(db)?;
+                    }
+                    return upgrade_from_v2(db);
                 }
                 if found != FORMAT_VERSION {
                     return Err(StorageError::UnsupportedFormat {
@@ -301,6 +306,39 @@ fn upgrade_from_v1(db: &snapshot::Db) -> Result<()> {
     // This step's own result, not `FORMAT_VERSION`: a later version adds
     // its own step after this one.
     txn.open_table(META)?.insert(META_FORMAT_VERSION, 2)?;
+    txn.commit(LatestChange::All)
+}
+
+/// Upgrades a format-2 store to version 3 in one durable transaction (a
+/// crash leaves it at version 2): version 2's `latest` values went on with
+/// a copy of the encoded record after `produced_at ‖ id`; version 3 keeps
+/// those 16 bytes, which locate the record in its partition. Every value
+/// is cut to them in place. Nothing else differs between the two versions.
+fn upgrade_from_v2(db: &snapshot::Db) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        let mut latest = txn.open_table(LATEST)?;
+        let mut long: Vec<(String, [u8; 16])> = Vec::new();
+        for entry in latest.iter()? {
+            let (k, v) = entry?;
+            let value = v.value();
+            if value.len() < 16 {
+                return Err(StorageError::Corrupt(format!(
+                    "the latest entry {:?} holds {} bytes, fewer than its order's 16",
+                    k.value(),
+                    value.len()
+                )));
+            }
+            if value.len() > 16 {
+                let (ts, id) = write::latest_order(value);
+                long.push((k.value().to_owned(), write::latest_value(ts, id)));
+            }
+        }
+        for (key, value) in &long {
+            latest.insert(key.as_str(), value.as_slice())?;
+        }
+    }
+    txn.open_table(META)?.insert(META_FORMAT_VERSION, 3)?;
     txn.commit(LatestChange::All)
 }
 

@@ -16,7 +16,7 @@ use super::codec::{
 };
 use super::partition::partition_name;
 use super::path_index::{KeyTest, PathConstraint, PathMatch};
-use super::snapshot::RecordsTable;
+use super::snapshot::{RecordBytes, RecordsTable, Snapshot};
 use super::write::latest_order;
 use super::{
     by_dict_id_def, by_run_def, part_table_name, path_index_def, path_table_name, records_def,
@@ -810,11 +810,22 @@ impl Engine {
             return decode_latest(&value).map(Some);
         }
         let snapshot = self.snapshot()?;
-        let Some(value) = snapshot.latest().get(key.as_str())? else {
+        let Some(order) = snapshot.latest().get(key.as_str())? else {
             return Ok(None);
         };
-        cache.fill(&key, snapshot.generation(), value.value());
-        decode_latest(value.value()).map(Some)
+        let (ts, id) = latest_order(order.value());
+        let bytes = latest_record(&snapshot, kind, &key, ts, id)?;
+        if cache.enabled() {
+            // The cache keeps the record with its order, as `decode_latest` reads it.
+            let mut value = Vec::with_capacity(16 + bytes.value().len());
+            value.extend_from_slice(order.value());
+            value.extend_from_slice(bytes.value());
+            cache.fill(&key, snapshot.generation(), &value);
+        }
+        Ok(Some(StoredRecord {
+            id,
+            record: decode_record(bytes.value())?,
+        }))
     }
 
     /// The records of `kind` for the canonical target `target_name` produced
@@ -906,7 +917,7 @@ impl Engine {
                 for entry in table.iter()? {
                     let (k, v) = entry?;
                     if keep(k.value())? {
-                        out.push(decode_latest(v.value())?);
+                        out.push(resolve_latest(&snapshot, k.value(), v.value())?);
                     }
                 }
             }
@@ -919,8 +930,9 @@ impl Engine {
                         // Few targets: point lookups.
                         (Some(_), Some(names)) if names.len() <= 64 => {
                             for name in names {
-                                if let Some(v) = table.get(latest_key(kind, name).as_str())? {
-                                    out.push(decode_latest(v.value())?);
+                                let key = latest_key(kind, name);
+                                if let Some(v) = table.get(key.as_str())? {
+                                    out.push(resolve_latest(&snapshot, &key, v.value())?);
                                 }
                             }
                         }
@@ -929,7 +941,7 @@ impl Engine {
                             for entry in table.range(from.as_str()..until.as_str())? {
                                 let (k, v) = entry?;
                                 if keep(k.value())? {
-                                    out.push(decode_latest(v.value())?);
+                                    out.push(resolve_latest(&snapshot, k.value(), v.value())?);
                                 }
                             }
                         }
@@ -1213,6 +1225,36 @@ pub(crate) fn catalog_of(
     Ok(out)
 }
 
+/// The record a `latest` entry (`key`, of `kind`) points at: (`produced_at`,
+/// `id`) in the kind's partition of `produced_at`. A missing record is
+/// corruption: expiry removes the entries into a partition it drops in
+/// the same transaction, and nothing else removes records.
+fn latest_record(
+    snapshot: &Snapshot,
+    kind: &str,
+    key: &str,
+    ts: i64,
+    id: u64,
+) -> Result<RecordBytes> {
+    snapshot.record(kind, ts, id)?.ok_or_else(|| {
+        StorageError::Corrupt(format!(
+            "the latest entry {key:?} points at record {id} (produced_at {ts} µs), which is not stored"
+        ))
+    })
+}
+
+/// A `latest` entry's record, found through `snapshot`.
+fn resolve_latest(snapshot: &Snapshot, key: &str, value: &[u8]) -> Result<StoredRecord> {
+    let (kind, _) = split_latest_key(key)?;
+    let (ts, id) = latest_order(value);
+    let bytes = latest_record(snapshot, kind, key, ts, id)?;
+    Ok(StoredRecord {
+        id,
+        record: decode_record(bytes.value())?,
+    })
+}
+
+/// A latest cache value: `produced_at ‖ id ‖ encoded record`.
 fn decode_latest(value: &[u8]) -> Result<StoredRecord> {
     let (_, id) = latest_order(value);
     let bytes = value

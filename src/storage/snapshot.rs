@@ -29,7 +29,7 @@ use super::latest_cache::{LatestCache, LatestChange};
 use super::read::{catalog_of, CatalogEntry};
 use super::{by_dict_id_def, part_table_name, records_def, PartTable, Result, LATEST, TARGETS};
 
-/// `kind ‖ 0x00 ‖ target name -> produced_at ‖ id ‖ encoded record`.
+/// `kind ‖ 0x00 ‖ target name -> produced_at ‖ id`.
 pub(crate) type LatestTable = ReadOnlyTable<&'static str, &'static [u8]>;
 /// `target name -> (target id, source_id, schema, table)`.
 pub(crate) type TargetsTable =
@@ -305,7 +305,29 @@ impl Snapshot {
             .tables
             .get_or_init(|| PartTables { records, by_target }))
     }
+
+    /// The encoded record (`produced_at`, `id`) of `kind`, read from the
+    /// partition whose bucket holds `produced_at` (a kind's partitions do
+    /// not overlap in time: its bucket cannot change once it has records);
+    /// `None` if there is no such record.
+    pub(crate) fn record(&self, kind: &str, ts: i64, id: u64) -> Result<Option<RecordBytes>> {
+        let partitions = self.partitions(kind)?;
+        let after = partitions.partition_point(|p| p.entry.key.bucket_start <= ts);
+        let Some(part) = after.checked_sub(1).and_then(|i| partitions.get(i)) else {
+            return Ok(None);
+        };
+        if ts >= part.entry.info.bucket_end {
+            return Ok(None);
+        }
+        match &self.part_tables(part)?.records {
+            Some(records) => Ok(records.get((ts, id))?),
+            None => Ok(None),
+        }
+    }
 }
+
+/// An encoded record read from a snapshot.
+pub(crate) type RecordBytes = redb::AccessGuard<'static, &'static [u8]>;
 
 fn missing_is_none<T>(r: std::result::Result<T, TableError>) -> Result<Option<T>> {
     match r {

@@ -522,7 +522,7 @@ impl Engine {
             let mut outcomes = Vec::with_capacity(groups.len());
             // (kind, target) → the newest record of this transaction for it,
             // when newer than the committed latest entry.
-            let mut new_latest: HashMap<(&str, &str), (i64, u64, &[u8])> = HashMap::default();
+            let mut new_latest: HashMap<(&str, &str), (i64, u64)> = HashMap::default();
             // The `latest` keys written, for the latest cache (if on).
             let mut latest_changed = Vec::new();
             let cache_on = self.db.latest_cache().enabled();
@@ -573,7 +573,7 @@ impl Engine {
                     };
                     if current.is_none_or(|order| order < (ts, id)) {
                         // Written once per pair, in key order, at the end.
-                        new_latest.insert(latest_pair, (ts, id, prepared.encoded.as_slice()));
+                        new_latest.insert(latest_pair, (ts, id));
                         set_latest(&mut cache.latest, kind, &prepared.target_name, (ts, id));
                     } else if known.is_none() {
                         if let Some(order) = current {
@@ -587,16 +587,11 @@ impl Engine {
             meta.insert(META_NEXT_ID, next_id)?;
             let mut new_latest: Vec<_> = new_latest.into_iter().collect();
             new_latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let mut value = Vec::new();
             let mut key = String::new();
-            for ((kind, target), (ts, id, encoded)) in new_latest {
+            for ((kind, target), (ts, id)) in new_latest {
                 key.clear();
                 push_latest_key(&mut key, kind, target);
-                value.clear();
-                value.extend_from_slice(&ts.to_le_bytes());
-                value.extend_from_slice(&id.to_le_bytes());
-                value.extend_from_slice(encoded);
-                latest.insert(key.as_str(), value.as_slice())?;
+                latest.insert(key.as_str(), latest_value(ts, id).as_slice())?;
                 if cache_on {
                     latest_changed.push(key.clone());
                 }
@@ -831,7 +826,17 @@ impl Engine {
     }
 }
 
-/// `(produced_at, id)` of a latest-table value.
+/// A latest-table value: `produced_at` (i64 LE, µs) ‖ `id` (u64 LE), which
+/// locate the record in its kind's partition of `produced_at`.
+pub(crate) fn latest_value(ts: i64, id: u64) -> [u8; 16] {
+    let mut value = [0u8; 16];
+    value[..8].copy_from_slice(&ts.to_le_bytes());
+    value[8..].copy_from_slice(&id.to_le_bytes());
+    value
+}
+
+/// `(produced_at, id)` of a latest-table value (or of a latest cache value,
+/// which goes on with the encoded record).
 pub(crate) fn latest_order(value: &[u8]) -> (i64, u64) {
     let mut ts = [0u8; 8];
     let mut id = [0u8; 8];
