@@ -10,9 +10,10 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -129,8 +130,11 @@ impl Default for StoreOptions {
 /// The default page cache of a store (see [`StoreOptions::cache_bytes`]).
 pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
 
-/// Batches at least this large are prepared on several threads.
-const PARALLEL_PREPARE_MIN: usize = 2048;
+/// Batches at least this large are written while they are prepared
+/// ([`Store::write_streamed`]), in chunks of [`STREAM_CHUNK`] records.
+const STREAM_MIN: usize = 2 * STREAM_CHUNK;
+/// See [`STREAM_MIN`].
+const STREAM_CHUNK: usize = 1024;
 
 /// The longest the writer waits for the callers of its last group to come
 /// back before committing a smaller group.
@@ -147,10 +151,38 @@ const CHECKPOINT_AGE: Duration = Duration::from_secs(1);
 /// A writer with nothing to do this long makes redb's file catch up with the log.
 const CHECKPOINT_IDLE: Duration = Duration::from_millis(50);
 
-/// Threads that prepare a large batch: the machine's cores, at most 4,
-/// asked once per process.
-fn prepare_threads() -> usize {
-    crate::storage::available_cores().min(4)
+/// Threads that help the caller's thread prepare a streamed batch: none
+/// on two cores (the writer has the other), else the cores left, at most 3.
+fn stream_helpers() -> usize {
+    crate::storage::available_cores().saturating_sub(2).min(3)
+}
+
+/// Validates, checks governance and encodes `records`, the batch's records
+/// from index `first` on (errors name their index in the batch).
+fn prepare_with(
+    registry: &KindRegistry,
+    strict: bool,
+    first: usize,
+    records: &[MetadataRecord],
+) -> Result<Vec<PreparedRecord>> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let index = Some(first + i);
+            record
+                .validate()
+                .map_err(|error| Error::InvalidRecord { index, error })?;
+            registry
+                .check(record, strict)
+                .map_err(|error| Error::Rejected { index, error })?;
+            Ok(PreparedRecord::new(
+                record,
+                registry.bucket_of(&record.kind),
+                registry.indexed_paths_of(&record.kind),
+            ))
+        })
+        .collect()
 }
 
 /// What the writer thread is asked to do.
@@ -163,13 +195,78 @@ enum Msg {
 
 /// A write waiting for the writer thread.
 struct Job {
-    records: Vec<PreparedRecord>,
+    records: Records,
     reply: SyncSender<Reply>,
 }
 
 /// The writer's answer, with the job's records handed back so the caller's
 /// thread frees what it allocated (cross-thread frees contend in malloc).
-type Reply = (Result<Vec<WriteOutcome>, StorageError>, Vec<PreparedRecord>);
+type Reply = (Result<Vec<WriteOutcome>, StorageError>, Records);
+
+/// A job's records.
+enum Records {
+    /// Prepared before the job was sent: written as one group.
+    Ready(Vec<PreparedRecord>),
+    /// A large batch its caller prepares in chunks while the writer writes
+    /// the chunks already prepared (see [`Store::write_streamed`]): one
+    /// group per chunk, in order.
+    Streamed(Arc<Streamed>),
+}
+
+/// See [`Records::Streamed`].
+struct Streamed {
+    n_records: usize,
+    /// Each chunk once prepared; `None` when it never will be (a record of
+    /// the batch failed its checks, or its preparing thread panicked): the
+    /// writer then abandons the whole batch.
+    chunks: Vec<OnceLock<Option<Vec<PreparedRecord>>>>,
+}
+
+impl Records {
+    fn len(&self) -> usize {
+        match self {
+            Records::Ready(records) => records.len(),
+            Records::Streamed(streamed) => streamed.n_records,
+        }
+    }
+
+    /// The groups [`Engine::write_groups`] writes, a streamed chunk waited
+    /// for when the writer comes to it.
+    fn groups(&self) -> Box<dyn Iterator<Item = Option<&[PreparedRecord]>> + '_> {
+        match self {
+            Records::Ready(records) => Box::new(std::iter::once(Some(records.as_slice()))),
+            Records::Streamed(streamed) => {
+                Box::new(streamed.chunks.iter().map(|chunk| chunk.wait().as_deref()))
+            }
+        }
+    }
+
+    /// The records of a written job, in order (every chunk of a streamed
+    /// batch is prepared once its write has succeeded).
+    fn iter(&self) -> Box<dyn Iterator<Item = &PreparedRecord> + '_> {
+        match self {
+            Records::Ready(records) => Box::new(records.iter()),
+            Records::Streamed(streamed) => Box::new(
+                streamed
+                    .chunks
+                    .iter()
+                    .filter_map(|chunk| chunk.get().and_then(Option::as_ref))
+                    .flatten(),
+            ),
+        }
+    }
+}
+
+/// Sets a streamed chunk to `None` unless it was set: a preparing thread
+/// that stops for any reason (a panic included) never leaves the writer
+/// waiting for its chunk.
+struct ChunkGuard<'a>(&'a OnceLock<Option<Vec<PreparedRecord>>>);
+
+impl Drop for ChunkGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.set(None);
+    }
+}
 
 /// Counters of the writer since the store was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -421,75 +518,103 @@ impl Store {
 
     /// Validates, checks governance and encodes records on the caller's thread.
     fn prepare(&self, records: &[MetadataRecord]) -> Result<Vec<PreparedRecord>> {
-        let strict = self.inner.options.governance == Governance::Strict;
-        let registry = self
+        let registry = self.registry()?;
+        prepare_with(&registry, self.strict(), 0, records)
+    }
+
+    fn registry(&self) -> Result<std::sync::RwLockReadGuard<'_, KindRegistry>> {
+        Ok(self
             .inner
             .registry
             .read()
-            .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
-        let prepare_one = |i: usize, record: &MetadataRecord| -> Result<PreparedRecord> {
-            record.validate().map_err(|error| Error::InvalidRecord {
-                index: Some(i),
-                error,
-            })?;
-            registry
-                .check(record, strict)
-                .map_err(|error| Error::Rejected {
-                    index: Some(i),
-                    error,
-                })?;
-            Ok(PreparedRecord::new(
-                record,
-                registry.bucket_of(&record.kind),
-                registry.indexed_paths_of(&record.kind),
-            ))
-        };
-        // Small batches never ask for the core count: the standard library
-        // reads cgroup files to answer, which cost more than preparing a record.
-        let n_threads = if records.len() < PARALLEL_PREPARE_MIN {
-            1
-        } else {
-            prepare_threads()
-        };
-        if n_threads < 2 {
-            return records
-                .iter()
-                .enumerate()
-                .map(|(i, r)| prepare_one(i, r))
-                .collect();
-        }
-        // Large batches: validate and encode on every core while the writer
-        // waits; chunk results come back in order, so the first error
-        // reported is the one with the lowest index.
-        let chunk = records.len().div_ceil(n_threads);
-        let prepare_one = &prepare_one;
-        let chunks: Vec<Result<Vec<PreparedRecord>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = records
-                .chunks(chunk)
-                .enumerate()
-                .map(|(c, part)| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .enumerate()
-                            .map(|(i, r)| prepare_one(c * chunk + i, r))
-                            .collect::<Result<Vec<_>>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(StorageError::WriterGone("a preparing thread panicked".into()).into())
-                    })
-                })
-                .collect()
+            .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?)
+    }
+
+    fn strict(&self) -> bool {
+        self.inner.options.governance == Governance::Strict
+    }
+
+    /// Writes a large batch while preparing it: the job goes to the writer
+    /// first, then this thread (and, with more than two cores, helpers)
+    /// prepares it in chunks of [`STREAM_CHUNK`] records, and the writer
+    /// writes each chunk as soon as it is ready, in order, in one
+    /// transaction. A record that fails its checks abandons the
+    /// transaction (nothing is written) and its error is returned: the one
+    /// of the lowest index, as [`Store::prepare`] would report.
+    fn write_streamed(&self, records: &[MetadataRecord]) -> Result<Vec<WriteOutcome>> {
+        let jobs = self
+            .inner
+            .jobs
+            .as_ref()
+            .ok_or_else(|| StorageError::WriterGone("the store is closing".into()))?;
+        // Held until every chunk is prepared: the whole batch is checked
+        // against one registry, as a batch prepared at once is.
+        let registry = self.registry()?;
+        let strict = self.strict();
+        let streamed = Arc::new(Streamed {
+            n_records: records.len(),
+            chunks: (0..records.len().div_ceil(STREAM_CHUNK))
+                .map(|_| OnceLock::new())
+                .collect(),
         });
-        let mut prepared = Vec::with_capacity(records.len());
-        for part in chunks {
-            prepared.extend(part?);
+        let (reply, answer) = mpsc::sync_channel(1);
+        jobs.send(Msg::Write(Job {
+            records: Records::Streamed(Arc::clone(&streamed)),
+            reply,
+        }))
+        .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        // Each thread's first failure: (chunk, error). Chunks are claimed in
+        // order, so a chunk below a failed one is always prepared whole.
+        let work = || -> Option<(usize, Error)> {
+            let mut first_error = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(slot) = streamed.chunks.get(i) else {
+                    return first_error;
+                };
+                let _unset = ChunkGuard(slot);
+                if failed.load(Ordering::Relaxed) {
+                    continue; // the batch is abandoned: `_unset` gives `None`
+                }
+                let start = i * STREAM_CHUNK;
+                let part = &records[start..records.len().min(start + STREAM_CHUNK)];
+                match prepare_with(&registry, strict, start, part) {
+                    Ok(prepared) => {
+                        let _ = slot.set(Some(prepared));
+                    }
+                    Err(error) => {
+                        failed.store(true, Ordering::Relaxed);
+                        first_error.get_or_insert((i, error));
+                    }
+                }
+            }
+        };
+        let helpers = stream_helpers();
+        let errors: Vec<Option<(usize, Error)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..helpers).map(|_| scope.spawn(work)).collect();
+            let mut errors = vec![work()];
+            for handle in handles {
+                errors.push(handle.join().unwrap_or_else(|_| {
+                    Some((
+                        usize::MAX,
+                        StorageError::WriterGone("a preparing thread panicked".into()).into(),
+                    ))
+                }));
+            }
+            errors
+        });
+        drop(registry);
+        // The writer's answer comes once the transaction is over (abandoned
+        // if a chunk failed), so nothing of a failed batch is left behind.
+        let answered = answer.recv();
+        if let Some((_, error)) = errors.into_iter().flatten().min_by_key(|(i, _)| *i) {
+            return Err(error);
         }
-        Ok(prepared)
+        let (outcome, _records) =
+            answered.map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
+        Ok(outcome?)
     }
 
     /// Runs every check `store` would run (record format, kind registry,
@@ -518,8 +643,11 @@ impl Store {
             .jobs
             .as_ref()
             .ok_or_else(|| StorageError::WriterGone("the store is closing".into()))?;
-        jobs.send(Msg::Write(Job { records, reply }))
-            .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
+        jobs.send(Msg::Write(Job {
+            records: Records::Ready(records),
+            reply,
+        }))
+        .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
         let (outcome, records) = answer
             .recv()
             .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
@@ -920,8 +1048,7 @@ impl Writer<'_> {
                 }
                 continue;
             }
-            let slices: Vec<&[PreparedRecord]> =
-                group.iter().map(|j| j.records.as_slice()).collect();
+            let mut groups = group.iter().flat_map(|j| j.records.groups());
             // Only single-record jobs go through the log first: replay
             // after a torn append stores the complete lines, which must not
             // be part of one `bulk_store` (all or nothing). And a log that
@@ -938,7 +1065,7 @@ impl Writer<'_> {
             // The stored records, once the log has them (logged commits).
             let mut logged: Option<Vec<(u64, &PreparedRecord)>> = None;
             let written = if durable {
-                engine.write(&slices, Commit::Durable)
+                engine.write_groups(&mut groups, Commit::Durable)
             } else {
                 let mut append = |outcomes: &[Vec<WriteOutcome>]| -> storage::Result<()> {
                     in_log = true;
@@ -948,9 +1075,10 @@ impl Writer<'_> {
                     logged = Some(stored);
                     Ok(())
                 };
-                engine.write(&slices, Commit::Logged(&mut append))
+                engine.write_groups(&mut groups, Commit::Logged(&mut append))
             };
             last_commit = started.elapsed();
+            drop(groups);
             match written {
                 Ok(outcomes) => {
                     let committed = match logged {
@@ -987,7 +1115,10 @@ impl Writer<'_> {
                             });
                         }
                     }
-                    for (job, job_outcomes) in group.into_iter().zip(outcomes) {
+                    // One outcome per record, in order: each job takes its own.
+                    let mut outcomes = outcomes.into_iter().flatten();
+                    for job in group {
+                        let job_outcomes = outcomes.by_ref().take(job.records.len()).collect();
                         let _ = job.reply.send((Ok(job_outcomes), job.records));
                     }
                 }
@@ -1086,8 +1217,8 @@ fn committed<'g>(
 ) -> Vec<(u64, &'g PreparedRecord)> {
     group
         .iter()
-        .zip(outcomes)
-        .flat_map(|(job, job_outcomes)| job.records.iter().zip(job_outcomes))
+        .flat_map(|job| job.records.iter())
+        .zip(outcomes.iter().flatten())
         .filter_map(|(prepared, outcome)| match outcome {
             WriteOutcome::Stored(id) => Some((*id, prepared)),
             WriteOutcome::Duplicate(_) => None,
@@ -1116,8 +1247,12 @@ impl MetadataRepository for Store {
     }
 
     fn bulk_store(&self, records: &[MetadataRecord]) -> Result<BulkOutcome> {
-        let prepared = self.prepare(records)?;
-        let outcomes = self.submit(prepared)?;
+        let outcomes = if records.len() >= STREAM_MIN {
+            self.write_streamed(records)?
+        } else {
+            let prepared = self.prepare(records)?;
+            self.submit(prepared)?
+        };
         Ok(BulkOutcome::from_outcomes(&outcomes))
     }
 

@@ -902,3 +902,118 @@ fn a_latest_entry_naming_a_missing_record_is_reported_as_corruption() {
         .unwrap();
     assert_eq!(other.record.payload["rows"], 11);
 }
+
+/// 5,000 records over 50 targets and 100 hours: a batch large enough to be
+/// written while it is prepared, in chunks.
+fn large_batch() -> Vec<almanac::MetadataRecord> {
+    (0..5_000)
+        .map(|i| volume(i % 50, (i / 50) as i64, i as i64))
+        .collect()
+}
+
+#[test]
+fn a_large_batch_with_bad_records_names_the_first_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.store(&volume(999, 1, 1)).unwrap();
+    let size_before = store.file_size().unwrap();
+    let mut records = large_batch();
+    // Bad records in two chunks, the later one first in the batch's order
+    // of preparing; the error names the lower index. Record 4,321 fails
+    // its format check, record 2,100 its kind's schema.
+    records[4_321].target.table.clear();
+    records[2_100].payload = object(json!({"rows": -1}));
+    let err = store.bulk_store(&records).unwrap_err();
+    match &err {
+        Error::Rejected { index, error } => {
+            assert_eq!(*index, Some(2_100), "{err}");
+            assert_eq!(error.field, "payload.rows", "{err}");
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    assert!(err.is_invalid_input());
+    // The same with only the later bad record.
+    records[2_100] = volume(0, 42, 2_100);
+    match store.bulk_store(&records).unwrap_err() {
+        Error::InvalidRecord { index, error } => {
+            assert_eq!(index, Some(4_321));
+            assert_eq!(error.field, "target.table");
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    // Nothing of either batch was written, nor any id taken.
+    assert_eq!(store.tail(1).unwrap().len(), 1);
+    assert!(store
+        .latest(&target(0), "ingestion_volume")
+        .unwrap()
+        .is_none());
+    assert_eq!(store.file_size().unwrap(), size_before);
+    assert_eq!(store.store(&volume(0, 1, 1)).unwrap().id, 2);
+}
+
+#[test]
+fn a_large_batch_gets_the_answers_of_the_same_records_in_small_batches() {
+    let mut records = large_batch();
+    // Repeats within the batch (one chunk apart and in the same chunk)...
+    records[3_000] = records[10].clone();
+    records[3_001] = records[2_999].clone();
+    // ...and records stored before the batch.
+    let before = [records[7].clone(), records[4_500].clone()];
+    let (large, small) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let answers = |dir: &std::path::Path, batch: usize| {
+        let store = open(dir);
+        store.bulk_store(&before).unwrap();
+        let mut ids = Vec::new();
+        let (mut n_stored, mut n_duplicates) = (0, 0);
+        for part in records.chunks(batch) {
+            let out = store.bulk_store(part).unwrap();
+            ids.extend(out.ids);
+            n_stored += out.n_stored;
+            n_duplicates += out.n_duplicates;
+        }
+        let latest: Vec<_> = (0..50)
+            .map(|t| store.latest(&target(t), "ingestion_volume").unwrap())
+            .collect();
+        let history = store
+            .history(&target(10), "ingestion_volume", TimeRange::ALL)
+            .unwrap();
+        let log: Vec<u64> = store.tail(1).unwrap().iter().map(|r| r.id).collect();
+        (ids, n_stored, n_duplicates, latest, history, log)
+    };
+    let one = answers(large.path(), records.len());
+    let many = answers(small.path(), 500);
+    assert_eq!((one.1, one.2), (4_998 - 2, 4));
+    assert_eq!(one.0[3_000], one.0[10]);
+    assert_eq!(one.0[7], 1);
+    assert_eq!(one, many);
+    assert_eq!(one.5.len(), 2 + 4_996);
+}
+
+#[test]
+fn a_large_batch_and_single_stores_from_other_threads_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let singles: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|i| store.store(&volume(100 + t, i, 1)).unwrap().id)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let bulk = store.bulk_store(&large_batch()).unwrap();
+    let mut ids: Vec<u64> = bulk.ids.clone();
+    for handle in singles {
+        ids.extend(handle.join().unwrap());
+    }
+    assert_eq!(bulk.n_stored, 5_000);
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 5_200);
+    assert_eq!(ids, (1..=5_200).collect::<Vec<u64>>());
+    assert_eq!(store.tail(1).unwrap().len(), 5_200);
+    // The batch's ids are consecutive: one transaction.
+    assert!(bulk.ids.windows(2).all(|w| w[1] == w[0] + 1));
+}

@@ -183,6 +183,10 @@ pub enum StorageError {
     /// The store's writer has shut down (the handle is being dropped) or failed earlier.
     #[error("the store's writer is not running: {0}")]
     WriterGone(String),
+    /// A batch written while it was being prepared was given up part-way
+    /// (a record failed its checks): nothing of it was written.
+    #[error("the batch was abandoned while it was being written; nothing of it was stored")]
+    Abandoned,
 }
 
 /// The sizes of the redb file before and after [`compact`].

@@ -452,6 +452,13 @@ impl RetentionReport {
     }
 }
 
+/// A group at least this large has its entries inserted (`flush_indexes`)
+/// as soon as it is written rather than with the transaction's others at
+/// the end, so that a streamed batch's b-tree inserts overlap the
+/// preparing of its next chunks; smaller groups (single-record calls
+/// grouped into one commit) are still inserted together, in key order.
+const FLUSH_GROUP_MIN: usize = 512;
+
 /// How [`Engine::write`] makes a transaction durable.
 pub enum Commit<'a> {
     /// redb commits durably (it syncs its file) before `write` returns.
@@ -478,6 +485,20 @@ impl Engine {
         groups: &[&[PreparedRecord]],
         commit: Commit<'_>,
     ) -> Result<Vec<Vec<WriteOutcome>>> {
+        self.write_groups(&mut groups.iter().map(|g| Some(*g)), commit)
+    }
+
+    /// [`Engine::write`] of groups that may still be in the making: each is
+    /// taken from `groups` when the transaction is ready for it (the
+    /// iterator may block until it is prepared), so preparing the later
+    /// groups overlaps writing the earlier ones. A `None` abandons the
+    /// transaction: nothing is written and the result is
+    /// [`StorageError::Abandoned`](super::StorageError::Abandoned).
+    pub fn write_groups(
+        &self,
+        groups: &mut dyn Iterator<Item = Option<&[PreparedRecord]>>,
+        commit: Commit<'_>,
+    ) -> Result<Vec<Vec<WriteOutcome>>> {
         let mut cache = self
             .write_cache
             .lock()
@@ -500,7 +521,7 @@ impl Engine {
 
     fn write_locked(
         &self,
-        groups: &[&[PreparedRecord]],
+        groups: &mut dyn Iterator<Item = Option<&[PreparedRecord]>>,
         commit: Commit<'_>,
         cache: &mut WriteCache,
     ) -> Result<Vec<Vec<WriteOutcome>>> {
@@ -519,7 +540,7 @@ impl Engine {
             let mut catalog = txn.open_table(PARTITIONS)?;
             let mut parts: HashMap<PartitionKey, PartTables<'_, '_>> = HashMap::default();
             let mut next_id = meta.get(META_NEXT_ID)?.map_or(1, |v| v.value());
-            let mut outcomes = Vec::with_capacity(groups.len());
+            let mut outcomes = Vec::new();
             // (kind, target) → the newest record of this transaction for it,
             // when newer than the committed latest entry.
             let mut new_latest: HashMap<(&str, &str), (i64, u64)> = HashMap::default();
@@ -527,6 +548,8 @@ impl Engine {
             let mut latest_changed = Vec::new();
             let cache_on = self.db.latest_cache().enabled();
             for group in groups {
+                // Dropping the transaction aborts it.
+                let group = group.ok_or(super::StorageError::Abandoned)?;
                 let mut group_outcomes = Vec::with_capacity(group.len());
                 for prepared in group.iter() {
                     if !parts.contains_key(&prepared.partition) {
@@ -581,6 +604,13 @@ impl Engine {
                         }
                     }
                     group_outcomes.push(WriteOutcome::Stored(id));
+                }
+                if group.len() >= FLUSH_GROUP_MIN {
+                    // The next group may still be being prepared (see
+                    // `write_groups`): insert this one's entries meanwhile.
+                    for (key, part) in parts.iter_mut() {
+                        part.flush_indexes(&txn, key)?;
+                    }
                 }
                 outcomes.push(group_outcomes);
             }
