@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -297,7 +297,48 @@ struct Inner {
     jobs: Option<Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
     subscribers: Arc<Mutex<Vec<Sender<StoredRecord>>>>,
+    log_progress: Arc<LogProgress>,
     dir: PathBuf,
+}
+
+/// Whether the writer has answered callers whose records' log lines it has
+/// not yet written: after a durable (redb) commit it renders the lines,
+/// answers, then writes them, so the caller's next batch is prepared while
+/// the log is written. Readers of the log in this process wait for those
+/// lines ([`Store::log`]), so a record is in the log once its call returned.
+#[derive(Debug, Default)]
+struct LogProgress {
+    pending: Mutex<bool>,
+    written: std::sync::Condvar,
+}
+
+impl LogProgress {
+    /// The longest a reader waits for the writer (a writer that stopped
+    /// mid-write never clears `pending`).
+    const MAX_WAIT: Duration = Duration::from_secs(10);
+
+    fn set(&self, pending: bool) {
+        let mut flag = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        *flag = pending;
+        if !pending {
+            self.written.notify_all();
+        }
+    }
+
+    fn wait(&self) {
+        let deadline = Instant::now() + Self::MAX_WAIT;
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        while *pending {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            pending = match self.written.wait_timeout(pending, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -451,10 +492,12 @@ impl Store {
         }
         let (tx, rx) = mpsc::channel::<Msg>();
         let subscribers: Arc<Mutex<Vec<Sender<StoredRecord>>>> = Arc::default();
+        let log_progress: Arc<LogProgress> = Arc::default();
         let writer = {
             let engine = Arc::clone(&engine);
             let counters = Arc::clone(&counters);
             let subscribers = Arc::clone(&subscribers);
+            let log_progress = Arc::clone(&log_progress);
             let max_group = options.max_group_records.max(1);
             std::thread::Builder::new()
                 .name("almanac-writer".into())
@@ -463,6 +506,7 @@ impl Store {
                         engine: &engine,
                         subscribers: &subscribers,
                         counters: &counters,
+                        log_progress: &log_progress,
                         max_group,
                     };
                     writer.run(log, &rx);
@@ -482,6 +526,7 @@ impl Store {
                 jobs: Some(tx),
                 writer: Some(writer),
                 subscribers,
+                log_progress,
                 dir,
             }),
         })
@@ -668,6 +713,7 @@ impl Store {
     /// A reader of this store's log (also usable without opening the store:
     /// see [`LogReader::new`]).
     pub fn log(&self) -> LogReader {
+        self.inner.log_progress.wait();
         LogReader::new(&self.inner.dir)
     }
 
@@ -935,6 +981,7 @@ struct Writer<'a> {
     engine: &'a Engine,
     subscribers: &'a Mutex<Vec<Sender<StoredRecord>>>,
     counters: &'a WriteCounters,
+    log_progress: &'a LogProgress,
     max_group: usize,
 }
 
@@ -1088,10 +1135,14 @@ impl Writer<'_> {
                     if durable {
                         n_logged = 0;
                         logged_since = None;
-                        // The commit is durable; a failed log append is repaired
-                        // from the store on the next open, so callers still get
-                        // success.
-                        let _ = append_to_log(&mut log, &committed);
+                        // The commit is durable; the lines are rendered now
+                        // (the records go back to their callers) and written
+                        // once the callers are answered. A failed log append
+                        // is repaired from the store on the next open, so
+                        // callers still get success.
+                        if stage_log(&mut log, &committed).is_ok() {
+                            self.log_progress.set(true);
+                        }
                     } else {
                         n_logged += 1;
                         logged_since.get_or_insert(started);
@@ -1120,6 +1171,10 @@ impl Writer<'_> {
                     for job in group {
                         let job_outcomes = outcomes.by_ref().take(job.records.len()).collect();
                         let _ = job.reply.send((Ok(job_outcomes), job.records));
+                    }
+                    if durable {
+                        let _ = log.write_staged();
+                        self.log_progress.set(false);
                     }
                 }
                 Err(e) => {
@@ -1228,7 +1283,13 @@ fn committed<'g>(
 
 /// Appends stored records to the log (not synced).
 fn append_to_log(log: &mut LogWriter, committed: &[(u64, &PreparedRecord)]) -> storage::Result<()> {
-    log.append_with_ids(
+    stage_log(log, committed)?;
+    log.write_staged()
+}
+
+/// Renders the log lines of stored records, to be written by `write_staged`.
+fn stage_log(log: &mut LogWriter, committed: &[(u64, &PreparedRecord)]) -> storage::Result<()> {
+    log.stage(
         committed
             .iter()
             .map(|(id, p)| (*id, p.json.get(1..).unwrap_or_default())),

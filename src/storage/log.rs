@@ -106,14 +106,18 @@ pub struct LogWriter {
     /// Set when a write failed: nothing more is appended until the store is
     /// reopened, so a torn line can only ever be the last one (and is repaired).
     poisoned: bool,
-    /// Lines waiting to be written, at most about [`WRITE_BYTES`]; kept
+    /// Lines rendered by [`LogWriter::stage`] and not yet written; kept
     /// between appends, so a bulk load's ~5 MB of lines a batch reuse one
     /// block instead of growing a fresh one (page faults, copies) each time.
-    buf: Vec<u8>,
+    staged: Vec<u8>,
+    /// Where in `staged` a new segment starts: (offset, its first id).
+    cuts: Vec<(usize, u64)>,
 }
 
-/// The size of the writes lines are gathered into.
+/// The size of the writes staged lines are written in.
 const WRITE_BYTES: usize = 1 << 20;
+/// A staged block larger than this is not kept after it is written.
+const KEEP_STAGED_BYTES: usize = 16 << 20;
 
 impl LogWriter {
     /// Opens the log in `log_dir`, trims a torn last line, and returns the
@@ -154,7 +158,8 @@ impl LogWriter {
             current_size,
             last_id,
             poisoned: false,
-            buf: Vec::new(),
+            staged: Vec::new(),
+            cuts: Vec::new(),
         })
     }
 
@@ -181,41 +186,35 @@ impl LogWriter {
     }
 
     /// Appends records rendered as JSON without their opening brace
-    /// (`"kind":...}`): each line is `{"id":N,` then that text.
+    /// (`"kind":...}`): each line is `{"id":N,` then that text. The same as
+    /// [`LogWriter::stage`] then [`LogWriter::write_staged`].
     pub fn append_with_ids<'a>(
         &mut self,
         records: impl Iterator<Item = (u64, &'a str)>,
     ) -> Result<()> {
+        self.stage(records)?;
+        self.write_staged()
+    }
+
+    /// Renders the lines of records (as [`LogWriter::append_with_ids`]
+    /// takes them) without writing them: [`LogWriter::write_staged`] does,
+    /// so the caller can let go of the records in between. From here on
+    /// [`LogWriter::last_id`] counts the staged lines.
+    pub fn stage<'a>(&mut self, records: impl Iterator<Item = (u64, &'a str)>) -> Result<()> {
         if self.poisoned {
             return Err(StorageError::Corrupt(
                 "the log stopped after a failed write; reopen the store to repair it".into(),
             ));
         }
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let result = self.append_inner(&mut buf, records);
-        if result.is_err() {
-            self.poisoned = true;
-        }
-        // A block far above the write size (one huge line) is not kept.
-        if buf.capacity() <= 2 * WRITE_BYTES {
-            self.buf = buf;
-        }
-        result
-    }
-
-    fn append_inner<'a>(
-        &mut self,
-        buf: &mut Vec<u8>,
-        records: impl Iterator<Item = (u64, &'a str)>,
-    ) -> Result<()> {
+        let buf = &mut self.staged;
         for (id, tail) in records {
             if id <= self.last_id {
                 continue;
             }
             if self.current_size > 0 && self.current_size >= self.segment_bytes {
-                self.flush_buf(buf)?;
-                self.rotate(id)?;
+                // The segment is full: this line starts the next one.
+                self.cuts.push((buf.len(), id));
+                self.current_size = 0;
             }
             let before = buf.len();
             buf.extend_from_slice(b"{\"id\":");
@@ -225,24 +224,52 @@ impl LogWriter {
             buf.push(b'\n');
             self.current_size += (buf.len() - before) as u64;
             self.last_id = id;
-            if buf.len() >= WRITE_BYTES {
-                self.flush_buf(buf)?;
-            }
-        }
-        self.flush_buf(buf)
-    }
-
-    fn flush_buf(&mut self, buf: &mut Vec<u8>) -> Result<()> {
-        if !buf.is_empty() {
-            self.file
-                .write_all(buf)
-                .map_err(|e| StorageError::io(&self.dir, e))?;
-            buf.clear();
         }
         Ok(())
     }
 
-    fn rotate(&mut self, first_id: u64) -> Result<()> {
+    /// Writes the staged lines (not synced), starting new segments where
+    /// staging said. A failed write poisons the log.
+    pub fn write_staged(&mut self) -> Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let cuts = std::mem::take(&mut self.cuts);
+        let result = self.write_cut(&staged, &cuts);
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        if staged.capacity() <= KEEP_STAGED_BYTES {
+            self.staged = staged;
+            self.staged.clear();
+        }
+        self.cuts = cuts;
+        self.cuts.clear();
+        result
+    }
+
+    fn write_cut(&mut self, staged: &[u8], cuts: &[(usize, u64)]) -> Result<()> {
+        let mut from = 0;
+        for &(at, first_id) in cuts {
+            self.write_blocks(&staged[from..at])?;
+            self.start_segment(first_id)?;
+            from = at;
+        }
+        self.write_blocks(&staged[from..])
+    }
+
+    fn write_blocks(&mut self, bytes: &[u8]) -> Result<()> {
+        for block in bytes.chunks(WRITE_BYTES) {
+            self.file
+                .write_all(block)
+                .map_err(|e| StorageError::io(&self.dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the current segment and opens the next, named by its first id.
+    fn start_segment(&mut self, first_id: u64) -> Result<()> {
         self.file
             .sync_data()
             .map_err(|e| StorageError::io(&self.dir, e))?;
@@ -252,9 +279,7 @@ impl LogWriter {
             .append(true)
             .open(&path)
             .map_err(|e| StorageError::io(&path, e))?;
-        super::sync_dir(&self.dir)?;
-        self.current_size = 0;
-        Ok(())
+        super::sync_dir(&self.dir)
     }
 
     /// True after a failed write: nothing more is appended until the store
@@ -503,6 +528,41 @@ mod tests {
             assert_eq!(line, format!("{{\"id\":{seen},{tail}"));
         }
         assert_eq!(seen, 10_001);
+    }
+
+    /// Staged lines are written only by `write_staged`, segments cut where
+    /// staging said, in two stagings' order.
+    #[test]
+    fn staged_lines_are_written_by_write_staged() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log_dir = dir.path().join(LOG_DIR);
+        let mut log = LogWriter::open(&log_dir, 1 << 10).expect("open");
+        let tail = format!("\"pad\":\"{}\"}}", "y".repeat(300));
+        log.stage((1..=4).map(|id| (id, tail.as_str())))
+            .expect("staged");
+        log.stage((3..=9).map(|id| (id, tail.as_str())))
+            .expect("staged");
+        assert_eq!(log.last_id(), 9);
+        let read = || -> Vec<u64> {
+            LogReader::new(dir.path())
+                .lines_since(0)
+                .expect("lines")
+                .map(|l| l.expect("line").0)
+                .collect()
+        };
+        assert!(read().is_empty());
+        log.write_staged().expect("written");
+        assert_eq!(read(), (1..=9).collect::<Vec<u64>>());
+        // ~330-byte lines, 1 KiB segments: a new one every 4 lines.
+        let firsts: Vec<u64> = segments(&log_dir)
+            .expect("segments")
+            .iter()
+            .map(|s| s.first_id)
+            .collect();
+        assert_eq!(firsts, [1, 5, 9]);
+        // Nothing staged: nothing to write.
+        log.write_staged().expect("written");
+        assert_eq!(read().len(), 9);
     }
 
     /// `append` writes a stored record's own canonical line.
