@@ -24,8 +24,8 @@ const SINGLES: usize = 32;
 /// Threads the singles child stores them from.
 const SINGLE_THREADS: usize = 4;
 const START_ENV: &str = "ALMANAC_CRASH_START";
-/// Records in batch `b`: odd batches are large (prepared on several threads,
-/// a long write transaction for a kill to land in); every fourth is stored
+/// Records in batch `b`: odd batches are large (written while they are
+/// prepared, in chunks: a long write transaction for a kill to land in); every fourth is stored
 /// one record at a time from four threads (commits made durable by the
 /// log, then by redb later).
 fn batch_len(b: u64) -> usize {

@@ -522,8 +522,9 @@ fn the_repository_is_object_safe() {
 
 #[test]
 fn a_large_batch_reports_its_first_invalid_record() {
-    // Large batches are prepared on several threads: the error must still be
-    // the lowest invalid index, and nothing may be written.
+    // Large batches are written while they are prepared, in chunks (on
+    // several threads beyond two cores): the error must still be the
+    // lowest invalid index, and nothing may be written.
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let mut records: Vec<_> = (0..5000)
