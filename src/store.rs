@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
@@ -230,6 +230,10 @@ impl Records {
         }
     }
 
+    fn is_streamed(&self) -> bool {
+        matches!(self, Records::Streamed(_))
+    }
+
     /// The groups [`Engine::write_groups`] writes, a streamed chunk waited
     /// for when the writer comes to it.
     fn groups(&self) -> Box<dyn Iterator<Item = Option<&[PreparedRecord]>> + '_> {
@@ -253,6 +257,18 @@ impl Records {
                     .filter_map(|chunk| chunk.get().and_then(Option::as_ref))
                     .flatten(),
             ),
+        }
+    }
+}
+
+/// Sets every chunk of a streamed batch not set yet to `None` when the
+/// caller leaves `write_streamed`, however it leaves (a panic included).
+struct StreamGuard<'a>(&'a Streamed);
+
+impl Drop for StreamGuard<'_> {
+    fn drop(&mut self) {
+        for chunk in &self.0.chunks {
+            let _ = chunk.set(None);
         }
     }
 }
@@ -304,8 +320,9 @@ struct Inner {
 /// Whether the writer has answered callers whose records' log lines it has
 /// not yet written: after a durable (redb) commit it renders the lines,
 /// answers, then writes them, so the caller's next batch is prepared while
-/// the log is written. Readers of the log in this process wait for those
-/// lines ([`Store::log`]), so a record is in the log once its call returned.
+/// the log is written. [`Store::log`] (so `tail` and `stats`) waits for
+/// those lines, so through it a record is in the log once its call
+/// returned; a `LogReader` made on its own may trail by that write.
 #[derive(Debug, Default)]
 struct LogProgress {
     pending: Mutex<bool>,
@@ -608,10 +625,15 @@ impl Store {
             reply,
         }))
         .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
+        // Whatever happens from here on (a panic included), every chunk ends
+        // up set, so the writer never waits for one forever.
+        let _abandon_rest = StreamGuard(&streamed);
         let next = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
-        // Each thread's first failure: (chunk, error). Chunks are claimed in
-        // order, so a chunk below a failed one is always prepared whole.
+        // The lowest chunk that failed its checks (`usize::MAX`: none).
+        let failed_at = AtomicUsize::new(usize::MAX);
+        // Each thread's first failure: (chunk, error). Only chunks above a
+        // failed one are skipped, so the lowest failing chunk is always
+        // prepared, and its error is the batch's lowest-index one.
         let work = || -> Option<(usize, Error)> {
             let mut first_error = None;
             loop {
@@ -620,7 +642,7 @@ impl Store {
                     return first_error;
                 };
                 let _unset = ChunkGuard(slot);
-                if failed.load(Ordering::Relaxed) {
+                if i > failed_at.load(Ordering::Relaxed) {
                     continue; // the batch is abandoned: `_unset` gives `None`
                 }
                 let start = i * STREAM_CHUNK;
@@ -630,7 +652,7 @@ impl Store {
                         let _ = slot.set(Some(prepared));
                     }
                     Err(error) => {
-                        failed.store(true, Ordering::Relaxed);
+                        failed_at.fetch_min(i, Ordering::Relaxed);
                         first_error.get_or_insert((i, error));
                     }
                 }
@@ -638,7 +660,15 @@ impl Store {
         };
         let helpers = stream_helpers();
         let errors: Vec<Option<(usize, Error)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..helpers).map(|_| scope.spawn(work)).collect();
+            // A helper that cannot be started leaves its share to the others.
+            let handles: Vec<_> = (0..helpers)
+                .filter_map(|_| {
+                    std::thread::Builder::new()
+                        .name("almanac-prepare".into())
+                        .spawn_scoped(scope, work)
+                        .ok()
+                })
+                .collect();
             let mut errors = vec![work()];
             for handle in handles {
                 errors.push(handle.join().unwrap_or_else(|_| {
@@ -1013,8 +1043,12 @@ impl Writer<'_> {
         // they are applied when the store is reopened, and until then no
         // write may commit after them.
         let mut broken: Option<String> = None;
+        // A streamed job taken while gathering a group, for the next round.
+        let mut carried: Option<Job> = None;
         loop {
-            let msg = if purging {
+            let msg = if let Some(job) = carried.take() {
+                Msg::Write(job)
+            } else if purging {
                 // Writes first; one partition's deletion whenever none waits.
                 match jobs.try_recv() {
                     Ok(msg) => msg,
@@ -1058,10 +1092,16 @@ impl Writer<'_> {
                     continue;
                 }
             };
+            // A streamed batch is written alone: if preparing it fails, its
+            // transaction is abandoned, which must not take other callers'
+            // records with it. A streamed job met while gathering waits for
+            // the next round (`carried`).
+            let alone = first.records.is_streamed();
             let mut group = vec![first];
             let mut n_records = group[0].records.len();
-            while n_records < max_group {
+            while !alone && carried.is_none() && n_records < max_group {
                 match jobs.try_recv() {
+                    Ok(Msg::Write(job)) if job.records.is_streamed() => carried = Some(job),
                     Ok(Msg::Write(job)) => {
                         n_records += job.records.len();
                         group.push(job);
@@ -1070,14 +1110,15 @@ impl Writer<'_> {
                     Err(_) => break,
                 }
             }
-            if group.len() < last_jobs && n_records < max_group {
+            if !alone && carried.is_none() && group.len() < last_jobs && n_records < max_group {
                 // Fewer callers than last time: wait for the rest, at most a
                 // quarter of the last commit's time (a commit is an fsync, so
                 // this adds little latency and saves whole commits).
                 let deadline = Instant::now() + (last_commit / 4).min(GROUP_WAIT_MAX);
-                while group.len() < last_jobs && n_records < max_group {
+                while carried.is_none() && group.len() < last_jobs && n_records < max_group {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match jobs.recv_timeout(left) {
+                        Ok(Msg::Write(job)) if job.records.is_streamed() => carried = Some(job),
                         Ok(Msg::Write(job)) => {
                             n_records += job.records.len();
                             group.push(job);

@@ -1018,3 +1018,33 @@ fn a_large_batch_and_single_stores_from_other_threads_all_land() {
     // The batch's ids are consecutive: one transaction.
     assert!(bulk.ids.windows(2).all(|w| w[1] == w[0] + 1));
 }
+
+#[test]
+fn an_abandoned_large_batch_does_not_fail_other_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let singles = {
+        let (store, stop) = (store.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Every call must succeed, whatever batch it is queued with.
+                store.store(&volume(200 + n % 7, n as i64, 1)).unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut bad = large_batch();
+    bad[2_500].target.table.clear();
+    for _ in 0..20 {
+        let err = store.bulk_store(&bad).unwrap_err();
+        assert_eq!(err.record_index(), Some(2_500), "{err}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n = singles.join().unwrap();
+    assert!(n > 0);
+    // Only the single stores were written.
+    assert_eq!(store.tail(1).unwrap().len(), n);
+}

@@ -118,6 +118,10 @@ pub struct LogWriter {
 const WRITE_BYTES: usize = 1 << 20;
 /// A staged block larger than this is not kept after it is written.
 const KEEP_STAGED_BYTES: usize = 16 << 20;
+/// Staging writes what it holds once it holds this much (a group of
+/// ~60,000 records' lines), so a huge `bulk_store` does not hold all its
+/// lines twice.
+const STAGE_MAX_BYTES: usize = 32 << 20;
 
 impl LogWriter {
     /// Opens the log in `log_dir`, trims a torn last line, and returns the
@@ -206,16 +210,21 @@ impl LogWriter {
                 "the log stopped after a failed write; reopen the store to repair it".into(),
             ));
         }
-        let buf = &mut self.staged;
         for (id, tail) in records {
             if id <= self.last_id {
                 continue;
             }
+            if self.staged.len() >= STAGE_MAX_BYTES {
+                // A huge group: what is staged is written now rather than
+                // held twice in memory (the records hold their JSON too).
+                self.write_staged()?;
+            }
             if self.current_size > 0 && self.current_size >= self.segment_bytes {
                 // The segment is full: this line starts the next one.
-                self.cuts.push((buf.len(), id));
+                self.cuts.push((self.staged.len(), id));
                 self.current_size = 0;
             }
+            let buf = &mut self.staged;
             let before = buf.len();
             buf.extend_from_slice(b"{\"id\":");
             push_decimal(buf, id);
@@ -259,11 +268,28 @@ impl LogWriter {
         self.write_blocks(&staged[from..])
     }
 
-    fn write_blocks(&mut self, bytes: &[u8]) -> Result<()> {
-        for block in bytes.chunks(WRITE_BYTES) {
+    /// Writes whole lines, about [`WRITE_BYTES`] at a time: each write ends
+    /// at a line's end, so a reader following the file never meets a line
+    /// cut inside a write.
+    fn write_blocks(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let end = if bytes.len() <= WRITE_BYTES {
+                bytes.len()
+            } else {
+                match bytes[..WRITE_BYTES].iter().rposition(|&b| b == b'\n') {
+                    Some(at) => at + 1,
+                    // One line longer than a block: up to its end.
+                    None => bytes[WRITE_BYTES..]
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(bytes.len(), |at| WRITE_BYTES + at + 1),
+                }
+            };
+            let (block, rest) = bytes.split_at(end);
             self.file
                 .write_all(block)
                 .map_err(|e| StorageError::io(&self.dir, e))?;
+            bytes = rest;
         }
         Ok(())
     }
@@ -563,6 +589,35 @@ mod tests {
         // Nothing staged: nothing to write.
         log.write_staged().expect("written");
         assert_eq!(read().len(), 9);
+    }
+
+    /// Lines longer than a write block, between short ones, come back whole.
+    #[test]
+    fn lines_longer_than_a_write_block_are_written_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut log = LogWriter::open(&dir.path().join(LOG_DIR), 64 << 20).expect("open");
+        let long = format!(
+            "\"pad\":\"{}\"}}",
+            "z".repeat(WRITE_BYTES + WRITE_BYTES / 2)
+        );
+        let short = "\"k\":1}".to_owned();
+        let tails = [&short, &long, &short, &long, &long, &short];
+        log.append_with_ids(
+            tails
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (i as u64 + 1, t.as_str())),
+        )
+        .expect("appended");
+        let lines: Vec<(u64, String)> = LogReader::new(dir.path())
+            .lines_since(0)
+            .expect("lines")
+            .map(|l| l.expect("line"))
+            .collect();
+        assert_eq!(lines.len(), tails.len());
+        for ((id, line), tail) in lines.iter().zip(tails) {
+            assert_eq!(line, &format!("{{\"id\":{id},{tail}"));
+        }
     }
 
     /// `append` writes a stored record's own canonical line.

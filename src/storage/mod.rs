@@ -326,13 +326,9 @@ fn upgrade_from_v2(db: &snapshot::Db) -> Result<()> {
         for entry in latest.iter()? {
             let (k, v) = entry?;
             let value = v.value();
-            if value.len() < 16 {
-                return Err(StorageError::Corrupt(format!(
-                    "the latest entry {:?} holds {} bytes, fewer than its order's 16",
-                    k.value(),
-                    value.len()
-                )));
-            }
+            // A value shorter than 16 bytes (damaged) is left as it is: its
+            // lookup reports the damage, as it did at version 2, and the
+            // store still opens.
             if value.len() > 16 {
                 let (ts, id) = write::latest_order(value);
                 long.push((k.value().to_owned(), write::latest_value(ts, id)));

@@ -313,12 +313,12 @@ impl Snapshot {
     pub(crate) fn record(&self, kind: &str, ts: i64, id: u64) -> Result<Option<RecordBytes>> {
         let partitions = self.partitions(kind)?;
         let after = partitions.partition_point(|p| p.entry.key.bucket_start <= ts);
+        // No check against the bucket's end: the last bucket's end saturates
+        // at the largest instant, which a record may have; a `produced_at`
+        // outside the bucket simply finds no record there.
         let Some(part) = after.checked_sub(1).and_then(|i| partitions.get(i)) else {
             return Ok(None);
         };
-        if ts >= part.entry.info.bucket_end {
-            return Ok(None);
-        }
         match &self.part_tables(part)?.records {
             Some(records) => Ok(records.get((ts, id))?),
             None => Ok(None),
