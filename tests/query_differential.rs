@@ -472,6 +472,35 @@ fn latest_keeps_the_newest_row_per_group() {
         ids(&run(r#"recon_result{table="orders"} | latest"#)),
         expected
     );
+    // The same groups named otherwise (answered from the latest table).
+    assert_eq!(
+        ids(&run(r#"recon_result{table="orders"} | latest by target"#)),
+        expected
+    );
+    assert_eq!(
+        ids(&run(
+            r#"recon_result{table="orders"} | latest by target, kind"#
+        )),
+        expected
+    );
+    assert_eq!(
+        ids(&run("* | latest by target, kind")),
+        ids(&run("* | latest"))
+    );
+    let recon_by_target = {
+        let mut best: BTreeMap<String, &StoredRecord> = BTreeMap::new();
+        for r in all.iter().filter(|r| r.record.kind == "recon_result") {
+            best.insert(target(r), r);
+        }
+        let mut out: Vec<&StoredRecord> = best.into_values().collect();
+        out.sort_by_key(|r| (r.record.produced_at, r.id));
+        ids_of(out)
+    };
+    assert!(recon_by_target.len() > 1);
+    assert_eq!(
+        ids(&run("recon_result | latest by target")),
+        recon_by_target
+    );
 }
 
 /// The reference order of `sort payload.rows desc`: nulls (and non-numbers
@@ -954,6 +983,24 @@ fn explain_shows_the_access_path_and_the_row_steps() {
         .explain(&source, &Params::new(), &options)
         .expect("explains");
     assert!(text.contains("access: latest table"), "{text}");
+    // The same grouping named otherwise also reads the latest table; `by
+    // target` over several kinds is another grouping and scans.
+    for (q, latest_table) in [
+        ("recon_result | latest by target", true),
+        ("* | latest by target, kind", true),
+        ("* | latest by target", false),
+        ("recon_result | latest by kind", false),
+    ] {
+        let text = query::prepare(q)
+            .expect("prepares")
+            .explain(&source, &Params::new(), &options)
+            .expect("explains");
+        assert_eq!(
+            text.contains("access: latest table"),
+            latest_table,
+            "{q}: {text}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- projections

@@ -1210,6 +1210,25 @@ pub(crate) struct Physical {
     pub(crate) absorbed: Vec<usize>,
 }
 
+/// Whether `latest by <by>` keeps one row per (kind, target), as the
+/// `latest` table does: grouped by kind and target in either order, or by
+/// target alone when the query reads one kind. (The stage's rows come out
+/// ordered by (`produced_at`, `id`) whatever the grouping's order.)
+fn groups_like_the_latest_table(by: &[CExpr], kinds: Option<&[String]>) -> bool {
+    let field = |e: &CExpr| match e {
+        CExpr::Rec(f @ (Field::Kind | Field::Target), rest) if rest.is_empty() => Some(*f),
+        _ => None,
+    };
+    match by {
+        [a, b] => matches!(
+            (field(a), field(b)),
+            (Some(Field::Kind), Some(Field::Target)) | (Some(Field::Target), Some(Field::Kind))
+        ),
+        [a] => field(a) == Some(Field::Target) && kinds.is_some_and(|k| k.len() == 1),
+        _ => false,
+    }
+}
+
 /// Chooses the access path for a bound plan.
 pub(crate) fn access_path(
     plan: &BoundPlan,
@@ -1279,11 +1298,7 @@ pub(crate) fn access_path(
     {
         if let Some(first) = stages.first() {
             if let CStage::Latest(by) = &first.stage {
-                let default_grouping = matches!(
-                    by.as_slice(),
-                    [CExpr::Rec(Field::Kind, k), CExpr::Rec(Field::Target, t)] if k.is_empty() && t.is_empty()
-                );
-                if default_grouping {
+                if groups_like_the_latest_table(by, request.kinds.as_deref()) {
                     absorbed.push(first.origin);
                     stages.remove(0);
                     return Ok(Physical {
