@@ -16,7 +16,7 @@ use super::codec::{
 };
 use super::partition::partition_name;
 use super::path_index::{KeyTest, PathConstraint, PathMatch};
-use super::snapshot::{RecordBytes, RecordsTable, Snapshot};
+use super::snapshot::{RecordBytes, RecordsTable, Snapshot, SnapshotPartition};
 use super::write::latest_order;
 use super::{
     by_dict_id_def, by_run_def, part_table_name, path_index_def, path_table_name, records_def,
@@ -814,7 +814,7 @@ impl Engine {
             return Ok(None);
         };
         let (ts, id) = latest_order(order.value());
-        let bytes = latest_record(&snapshot, kind, &key, ts, id)?;
+        let bytes = latest_record(&snapshot, &snapshot.partitions(kind)?, &key, ts, id)?;
         if cache.enabled() {
             // The cache keeps the record with its order, as `decode_latest` reads it.
             let mut value = Vec::with_capacity(16 + bytes.value().len());
@@ -905,6 +905,7 @@ impl Engine {
     ) -> Result<Vec<StoredRecord>> {
         let snapshot = self.snapshot()?;
         let table = snapshot.latest();
+        let mut resolver = LatestResolver::new(&snapshot);
         let mut out = Vec::new();
         let target_set: Option<HashSet<&str>> =
             targets.map(|t| t.iter().map(String::as_str).collect());
@@ -917,7 +918,7 @@ impl Engine {
                 for entry in table.iter()? {
                     let (k, v) = entry?;
                     if keep(k.value())? {
-                        out.push(resolve_latest(&snapshot, k.value(), v.value())?);
+                        out.push(resolver.resolve(k.value(), v.value())?);
                     }
                 }
             }
@@ -932,7 +933,7 @@ impl Engine {
                             for name in names {
                                 let key = latest_key(kind, name);
                                 if let Some(v) = table.get(key.as_str())? {
-                                    out.push(resolve_latest(&snapshot, &key, v.value())?);
+                                    out.push(resolver.resolve(&key, v.value())?);
                                 }
                             }
                         }
@@ -941,7 +942,7 @@ impl Engine {
                             for entry in table.range(from.as_str()..until.as_str())? {
                                 let (k, v) = entry?;
                                 if keep(k.value())? {
-                                    out.push(resolve_latest(&snapshot, k.value(), v.value())?);
+                                    out.push(resolver.resolve(k.value(), v.value())?);
                                 }
                             }
                         }
@@ -1225,33 +1226,57 @@ pub(crate) fn catalog_of(
     Ok(out)
 }
 
-/// The record a `latest` entry (`key`, of `kind`) points at: (`produced_at`,
-/// `id`) in the kind's partition of `produced_at`. A missing record is
-/// corruption: expiry removes the entries into a partition it drops in
-/// the same transaction, and nothing else removes records.
+/// The record a `latest` entry (`key`, of the kind whose partitions are
+/// `partitions`) points at: (`produced_at`, `id`) in the kind's partition
+/// of `produced_at`. A missing record is corruption: expiry removes the
+/// entries into a partition it drops in the same transaction, and nothing
+/// else removes records.
 fn latest_record(
     snapshot: &Snapshot,
-    kind: &str,
+    partitions: &[SnapshotPartition],
     key: &str,
     ts: i64,
     id: u64,
 ) -> Result<RecordBytes> {
-    snapshot.record(kind, ts, id)?.ok_or_else(|| {
+    snapshot.record(partitions, ts, id)?.ok_or_else(|| {
         StorageError::Corrupt(format!(
             "the latest entry {key:?} points at record {id} (produced_at {ts} µs), which is not stored"
         ))
     })
 }
 
-/// A `latest` entry's record, found through `snapshot`.
-fn resolve_latest(snapshot: &Snapshot, key: &str, value: &[u8]) -> Result<StoredRecord> {
-    let (kind, _) = split_latest_key(key)?;
-    let (ts, id) = latest_order(value);
-    let bytes = latest_record(snapshot, kind, key, ts, id)?;
-    Ok(StoredRecord {
-        id,
-        record: decode_record(bytes.value())?,
-    })
+/// Finds the records of `latest` entries read one after another: entries
+/// come in key order, so a kind's come together, and its partitions are
+/// looked up once per run of them rather than once per entry.
+struct LatestResolver<'s> {
+    snapshot: &'s Snapshot,
+    kind: String,
+    partitions: Arc<[SnapshotPartition]>,
+}
+
+impl<'s> LatestResolver<'s> {
+    fn new(snapshot: &'s Snapshot) -> Self {
+        LatestResolver {
+            snapshot,
+            kind: String::new(),
+            partitions: Arc::new([]),
+        }
+    }
+
+    /// The record of the entry `key` → `value`.
+    fn resolve(&mut self, key: &str, value: &[u8]) -> Result<StoredRecord> {
+        let (kind, _) = split_latest_key(key)?;
+        if kind != self.kind {
+            self.partitions = self.snapshot.partitions(kind)?;
+            kind.clone_into(&mut self.kind);
+        }
+        let (ts, id) = latest_order(value);
+        let bytes = latest_record(self.snapshot, &self.partitions, key, ts, id)?;
+        Ok(StoredRecord {
+            id,
+            record: decode_record(bytes.value())?,
+        })
+    }
 }
 
 /// A latest cache value: `produced_at ‖ id ‖ encoded record`.

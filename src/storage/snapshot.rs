@@ -306,12 +306,17 @@ impl Snapshot {
             .get_or_init(|| PartTables { records, by_target }))
     }
 
-    /// The encoded record (`produced_at`, `id`) of `kind`, read from the
-    /// partition whose bucket holds `produced_at` (a kind's partitions do
-    /// not overlap in time: its bucket cannot change once it has records);
-    /// `None` if there is no such record.
-    pub(crate) fn record(&self, kind: &str, ts: i64, id: u64) -> Result<Option<RecordBytes>> {
-        let partitions = self.partitions(kind)?;
+    /// The encoded record (`produced_at`, `id`) of a kind whose
+    /// [`Snapshot::partitions`] are `partitions`, read from the partition
+    /// whose bucket holds `produced_at` (a kind's partitions do not overlap
+    /// in time: its bucket cannot change once it has records); `None` if
+    /// there is no such record.
+    pub(crate) fn record(
+        &self,
+        partitions: &[SnapshotPartition],
+        ts: i64,
+        id: u64,
+    ) -> Result<Option<RecordBytes>> {
         let after = partitions.partition_point(|p| p.entry.key.bucket_start <= ts);
         // No check against the bucket's end: the last bucket's end saturates
         // at the largest instant, which a record may have; a `produced_at`
