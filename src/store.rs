@@ -261,8 +261,9 @@ impl Records {
     }
 }
 
-/// Sets every chunk of a streamed batch not set yet to `None` when the
-/// caller leaves `write_streamed`, however it leaves (a panic included).
+/// Sets every chunk of a streamed batch not set yet to `None` when dropped:
+/// once the preparing threads are done, or as the caller unwinds, so a
+/// chunk whose thread panicked never leaves the writer waiting for it.
 struct StreamGuard<'a>(&'a Streamed);
 
 impl Drop for StreamGuard<'_> {
@@ -270,17 +271,6 @@ impl Drop for StreamGuard<'_> {
         for chunk in &self.0.chunks {
             let _ = chunk.set(None);
         }
-    }
-}
-
-/// Sets a streamed chunk to `None` unless it was set: a preparing thread
-/// that stops for any reason (a panic included) never leaves the writer
-/// waiting for its chunk.
-struct ChunkGuard<'a>(&'a OnceLock<Option<Vec<PreparedRecord>>>);
-
-impl Drop for ChunkGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.set(None);
     }
 }
 
@@ -627,7 +617,7 @@ impl Store {
         .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
         // Whatever happens from here on (a panic included), every chunk ends
         // up set, so the writer never waits for one forever.
-        let _abandon_rest = StreamGuard(&streamed);
+        let abandon_rest = StreamGuard(&streamed);
         let next = AtomicUsize::new(0);
         // The lowest chunk that failed its checks (`usize::MAX`: none).
         let failed_at = AtomicUsize::new(usize::MAX);
@@ -641,9 +631,9 @@ impl Store {
                 let Some(slot) = streamed.chunks.get(i) else {
                     return first_error;
                 };
-                let _unset = ChunkGuard(slot);
                 if i > failed_at.load(Ordering::Relaxed) {
-                    continue; // the batch is abandoned: `_unset` gives `None`
+                    let _ = slot.set(None); // the batch is abandoned
+                    continue;
                 }
                 let start = i * STREAM_CHUNK;
                 let part = &records[start..records.len().min(start + STREAM_CHUNK)];
@@ -653,6 +643,7 @@ impl Store {
                     }
                     Err(error) => {
                         failed_at.fetch_min(i, Ordering::Relaxed);
+                        let _ = slot.set(None);
                         first_error.get_or_insert((i, error));
                     }
                 }
@@ -680,6 +671,8 @@ impl Store {
             }
             errors
         });
+        // A chunk a panicked helper claimed is still unset: `None` now.
+        drop(abandon_rest);
         drop(registry);
         // The writer's answer comes once the transaction is over (abandoned
         // if a chunk failed), so nothing of a failed batch is left behind.
