@@ -320,6 +320,48 @@ fn long_logic_chains_run_like_their_short_forms() {
     assert_eq!(ids(&long), ids_of(records().iter()));
 }
 
+/// A generated sum or product of thousands of terms (one flat chain, run
+/// left to right) gives what its short form gives; so does the deepest
+/// expression tree the nesting limit allows, on a test thread's stack.
+#[test]
+fn long_arithmetic_chains_run_like_their_short_forms() {
+    let same = |long: &str, short: &str| {
+        let run_column = |expr: &str| {
+            objects(&run(&format!(
+                "ingestion_volume | extend s = {expr} | select id, s"
+            )))
+        };
+        let (long_out, short_out) = (run_column(long), run_column(short));
+        assert!(long_out.iter().any(|row| row["s"].is_number()));
+        assert_eq!(long_out, short_out, "{short}");
+    };
+    let sum = format!(
+        "payload.rows{}{}",
+        " + 1".repeat(3_000),
+        " - 1".repeat(1_000)
+    );
+    same(&sum, "payload.rows + 2000");
+    let product = format!("payload.rows{}", " * 2 / 2".repeat(2_000));
+    same(&product, "payload.rows * 2 / 2");
+    let mixed = format!("payload.rows{}", " + 0 * 5 - 2 % 2".repeat(2_000));
+    same(&mixed, "payload.rows + 0");
+    // The deepest tree accepted: six levels for each of 26 nested calls.
+    let level = "payload.rows >= 0 or payload.rows = -1 and payload.rows = 1 + 2 * abs(";
+    let calls = (query::MAX_TREE_DEPTH - 1) / 6;
+    let deepest = format!(
+        "* | where {}payload.rows{}",
+        level.repeat(calls),
+        ")".repeat(calls)
+    );
+    let expected = ids_of(
+        records()
+            .iter()
+            .filter(|r| rows_num(r).is_some_and(|x| x >= 0.0)),
+    );
+    assert!(!expected.is_empty());
+    assert_eq!(ids(&run(&deepest)), expected);
+}
+
 #[test]
 fn arithmetic_follows_the_typing_rules() {
     let out = run("ingestion_volume | extend half = payload.rows / 2, twice = payload.rows * 2, m = payload.rows % 7 | select id, half, twice, m");

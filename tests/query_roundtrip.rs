@@ -96,12 +96,18 @@ fn binop() -> impl Strategy<Value = BinOp> {
         BinOp::Ge,
         BinOp::Match,
         BinOp::NotMatch,
-        BinOp::Add,
-        BinOp::Sub,
-        BinOp::Mul,
-        BinOp::Div,
-        BinOp::Rem,
     ])
+}
+
+/// An operator chain of one precedence level: `+ -` or `* / %`.
+fn arith_ops() -> impl Strategy<Value = Vec<BinOp>> {
+    prop_oneof![
+        prop::collection::vec(prop::sample::select(vec![BinOp::Add, BinOp::Sub]), 1..4),
+        prop::collection::vec(
+            prop::sample::select(vec![BinOp::Mul, BinOp::Div, BinOp::Rem]),
+            1..4
+        ),
+    ]
 }
 
 fn expr() -> impl Strategy<Value = Expr> {
@@ -137,6 +143,29 @@ fn expr() -> impl Strategy<Value = Expr> {
                     right: Box::new(r),
                 })
             }),
+            (
+                arith_ops(),
+                inner.clone(),
+                prop::collection::vec(inner.clone(), 3)
+            )
+                .prop_map(|(ops, first, operands)| {
+                    let mut rest: Vec<_> = ops.into_iter().zip(operands).collect();
+                    // The canonical tree: a chain of the same level on the
+                    // left is one chain (`(a - b) - c` is `a - b - c`).
+                    let level = rest[0].0.precedence();
+                    let first = match first.kind {
+                        ExprKind::Arith {
+                            first,
+                            rest: mut left,
+                        } if left[0].0.precedence() == level => {
+                            left.append(&mut rest);
+                            rest = left;
+                            first
+                        }
+                        kind => Box::new(expr_of(kind)),
+                    };
+                    expr_of(ExprKind::Arith { first, rest })
+                }),
             (inner.clone(), prop::collection::vec(inner, 1..3)).prop_map(|(e, list)| {
                 expr_of(ExprKind::In {
                     expr: Box::new(e),

@@ -322,7 +322,22 @@ pub enum ExprKind {
         /// The operands, in the order written; at least two.
         operands: Vec<Expr>,
     },
-    /// A binary operator other than `and` and `or`.
+    /// `a + b - c ...` or `a * b / c % d ...`: the operators of one
+    /// precedence level (`+ -`, or `* / %`) over two or more operands, flat
+    /// and applied left to right, so that a long generated sum is one node
+    /// rather than a tree thousands deep. An operand that is itself a chain
+    /// of the same level was written in parentheses: `(a + b) + c` keeps
+    /// its grouping.
+    Arith {
+        /// The first operand.
+        first: Box<Expr>,
+        /// Each further operator with its right operand, in the order
+        /// written; at least one, all of `first`'s precedence level.
+        rest: Vec<(BinOp, Expr)>,
+    },
+    /// A comparison (`=`, `<`, `=~`, ...). The parser writes arithmetic as
+    /// [`ExprKind::Arith`]; a hand-built `Binary` of an arithmetic operator
+    /// means the same as a two-operand chain.
     Binary {
         /// The operator.
         op: BinOp,

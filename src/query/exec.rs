@@ -1148,7 +1148,9 @@ fn eval_ref(e: &CExpr, row: RowRef<'_>) -> Value {
         CExpr::Or(a, b) => Value::Bool(eval(a, row).is_true() || eval(b, row).is_true()),
         CExpr::IsNull(x, negated) => Value::Bool(eval(x, row).is_null() != *negated),
         CExpr::Cmp(op, a, b) => Value::Bool(compare_op(*op, &eval(a, row), &eval(b, row))),
-        CExpr::Arith(op, a, b) => arith(*op, &eval(a, row), &eval(b, row)),
+        CExpr::Arith(first, rest) => rest.iter().fold(eval(first, row), |acc, (op, x)| {
+            arith(*op, &acc, &eval(x, row))
+        }),
         CExpr::Regex {
             expr,
             pattern,

@@ -53,11 +53,16 @@ pub const MAX_QUERY_BYTES: usize = 64 * 1024;
 /// The deepest nesting accepted: parentheses, calls, lists, `not`, unary `-`.
 pub const MAX_DEPTH: usize = 128;
 
-/// The deepest expression tree accepted: chains of arithmetic operators
-/// (`1 + 1 + 1 ...`) nest one level per operator without parentheses.
-/// `and`/`or` chains are flat (one level however long; see
-/// [`ast::ExprKind::Logic`]).
-pub const MAX_TREE_DEPTH: usize = 512;
+/// The deepest expression tree accepted. Operator chains are flat (one
+/// level however long: [`ast::ExprKind::Logic`], [`ast::ExprKind::Arith`]),
+/// and 128 nested calls, `not`s or unary minuses make 129 levels, so only
+/// operators nested inside dozens of parentheses or calls reach this (a
+/// tree grows by at most six levels, `or`, `and`, a comparison, a sum, a
+/// product and a call, per level of nesting). It exists because the passes
+/// that run a query walk the tree recursively on the caller's thread, and
+/// a debug build needs some 8 KiB of stack a level: 250 levels overflowed
+/// a 2 MiB thread, 200 did not.
+pub const MAX_TREE_DEPTH: usize = 160;
 
 /// The columns of a stream of records (before any computed field).
 pub const RECORD_COLUMNS: [&str; 6] = [
@@ -77,8 +82,11 @@ pub fn parse(text: &str) -> Result<ast::Query, QueryError> {
 
 /// Parses and resolves a query once, for running many times.
 pub fn prepare(text: &str) -> Result<PreparedQuery, QueryError> {
-    let query = parse(text)?;
-    let plan = plan::compile(&query)?;
+    let (query, plan) = parse::with_stack_for(text, || {
+        let query = parse::parse_on_this_thread(text)?;
+        let plan = plan::compile(&query)?;
+        Ok((query, plan))
+    })?;
     Ok(PreparedQuery {
         text: text.to_owned(),
         query,

@@ -78,6 +78,19 @@ type R<'a, T> = IResult<&'a str, T, PErr>;
 
 /// Parses a whole query.
 pub(crate) fn parse_query(text: &str) -> Result<Query, QueryError> {
+    with_stack_for(text, || parse_on_this_thread(text))
+}
+
+/// Runs `work` (parsing `text`, and whatever walks the tree recursively
+/// right after) on this thread, or on a thread with a large stack of its
+/// own when `text` could nest deeply: a debug build needs about 18 KiB a
+/// level to parse, and the planner some 8 KiB a level of the tree, more
+/// than a 2 MiB thread has for the deepest trees the limits allow.
+/// Text over [`MAX_QUERY_BYTES`] is refused first.
+pub(crate) fn with_stack_for<T: Send>(
+    text: &str,
+    work: impl FnOnce() -> Result<T, QueryError> + Send,
+) -> Result<T, QueryError> {
     if text.len() > MAX_QUERY_BYTES {
         return Err(QueryError::TooLong {
             len: text.len(),
@@ -85,12 +98,10 @@ pub(crate) fn parse_query(text: &str) -> Result<Query, QueryError> {
         });
     }
     if might_nest_deeply(text) {
-        // Deep nesting needs more stack than a small thread may have (about
-        // 18 KiB per level in a debug build): parse on a thread of our own.
         return std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .stack_size(PARSER_STACK_BYTES)
-                .spawn_scoped(scope, || parse_on_this_thread(text))
+                .spawn_scoped(scope, work)
                 .ok()
                 .and_then(|handle| handle.join().ok())
                 .unwrap_or(Err(QueryError::TooDeep {
@@ -99,7 +110,18 @@ pub(crate) fn parse_query(text: &str) -> Result<Query, QueryError> {
                 }))
         });
     }
-    parse_on_this_thread(text)
+    work()
+}
+
+/// Parses on the calling thread (see [`with_stack_for`]).
+pub(crate) fn parse_on_this_thread(text: &str) -> Result<Query, QueryError> {
+    if text.len() > MAX_QUERY_BYTES {
+        return Err(QueryError::TooLong {
+            len: text.len(),
+            max: MAX_QUERY_BYTES,
+        });
+    }
+    parse_unchecked(text)
 }
 
 /// Stack for parsing deeply nested queries.
@@ -120,7 +142,7 @@ fn might_nest_deeply(text: &str) -> bool {
     openers + nots > 24
 }
 
-fn parse_on_this_thread(text: &str) -> Result<Query, QueryError> {
+fn parse_unchecked(text: &str) -> Result<Query, QueryError> {
     let parser = Parser::new(text);
     match parser.query(text) {
         Ok((_, query)) => Ok(query),
@@ -859,44 +881,67 @@ impl<'t> Parser<'t> {
 
     /// `sum = product { ( "+" | "-" ) product }`
     fn sum_expr(&self, i: &'t str) -> R<'t, Expr> {
-        let (mut i, mut left) = self.product_expr(i)?;
-        let mut depth = self.tree_depth.get();
-        loop {
-            let op = if self.at_symbol(i, "+") {
-                BinOp::Add
-            } else if self.at_symbol(i, "-") {
-                BinOp::Sub
-            } else {
-                return Ok((i, left));
-            };
-            let (rest, _) = self.symbol(i, op.as_str())?;
-            let (rest, right) = self.product_expr(rest).map_err(cut_err)?;
-            depth = self.grow(rest, depth.max(self.tree_depth.get()) + 1)?;
-            left = binary(op, left, right);
-            i = rest;
-        }
+        self.arith_chain(i, &[BinOp::Add, BinOp::Sub], |i| self.product_expr(i))
     }
 
     /// `product = unary { ( "*" | "/" | "%" ) unary }`
     fn product_expr(&self, i: &'t str) -> R<'t, Expr> {
-        let (mut i, mut left) = self.unary(i)?;
-        let mut depth = self.tree_depth.get();
-        loop {
-            let op = if self.at_symbol(i, "*") {
-                BinOp::Mul
-            } else if self.at_symbol(i, "/") {
-                BinOp::Div
-            } else if self.at_symbol(i, "%") {
-                BinOp::Rem
-            } else {
-                return Ok((i, left));
-            };
-            let (rest, _) = self.symbol(i, op.as_str())?;
-            let (rest, right) = self.unary(rest).map_err(cut_err)?;
-            depth = self.grow(rest, depth.max(self.tree_depth.get()) + 1)?;
-            left = binary(op, left, right);
-            i = rest;
+        self.arith_chain(i, &[BinOp::Mul, BinOp::Div, BinOp::Rem], |i| self.unary(i))
+    }
+
+    /// `operand { op operand }` for the operators `ops` of one precedence
+    /// level, as one flat [`ExprKind::Arith`] node when there are two
+    /// operands or more: like [`Self::logic_chain`], a chain adds one level
+    /// to the tree however long it is.
+    fn arith_chain(
+        &self,
+        i: &'t str,
+        ops: &[BinOp],
+        operand: impl Fn(&'t str) -> R<'t, Expr>,
+    ) -> R<'t, Expr> {
+        let (mut i, first) = operand(i)?;
+        let first_depth = self.tree_depth.get();
+        let mut depth = 0; // of the operands after the first
+        let mut rest = Vec::new();
+        while let Some(&op) = ops.iter().find(|op| self.at_symbol(i, op.as_str())) {
+            let (after, _) = self.symbol(i, op.as_str())?;
+            let (after, next) = operand(after).map_err(cut_err)?;
+            depth = depth.max(self.tree_depth.get());
+            rest.push((op, next));
+            i = after;
         }
+        let Some((_, last)) = rest.last() else {
+            return Ok((i, first));
+        };
+        let span = first.span.to(last.span);
+        let kind = match first.kind {
+            // `(a - b) - c` is `a - b - c`, operation for operation: a
+            // parenthesised chain of this level on the left joins the chain
+            // (the canonical form drops those parentheses). On the right it
+            // keeps its grouping: `a - (b - c)`.
+            ExprKind::Arith {
+                first: inner_first,
+                rest: mut inner_rest,
+            } if inner_rest.first().is_some_and(|(op, _)| ops.contains(op)) => {
+                self.grow(i, first_depth.max(depth + 1))?;
+                inner_rest.append(&mut rest);
+                ExprKind::Arith {
+                    first: inner_first,
+                    rest: inner_rest,
+                }
+            }
+            kind => {
+                self.grow(i, first_depth.max(depth) + 1)?;
+                ExprKind::Arith {
+                    first: Box::new(Expr {
+                        kind,
+                        span: first.span,
+                    }),
+                    rest,
+                }
+            }
+        };
+        Ok((i, Expr { kind, span }))
     }
 
     /// `unary = "-" unary | primary`; `-` before a number literal folds into
@@ -1648,14 +1693,33 @@ mod tests {
         let calls = |n: usize| format!("k | where {}x{}", "abs(".repeat(n), ")".repeat(n));
         assert!(parse_query(&calls(MAX_DEPTH)).is_ok());
         assert!(parse_query(&calls(MAX_DEPTH + 1)).is_err());
-        let chain = format!("k | where x = 1{}", " + 1".repeat(MAX_TREE_DEPTH + 10));
+        // Six tree levels (`or`, `and`, `=`, `+`, `*`, a call) for each of
+        // the calls nested in one another: the tree limit comes first.
+        let widest = |n: usize| {
+            let level = "a or b and c = d + e * abs(";
+            format!("k | where {}x{}", level.repeat(n), ")".repeat(n))
+        };
+        let calls = (MAX_TREE_DEPTH - 1) / 6;
+        let query = parse_query(&widest(calls)).expect("within the tree limit");
+        assert_eq!(parse_query(&query.to_string()), Ok(query));
         assert!(matches!(
-            parse_query(&chain),
-            Err(QueryError::TooDeep { .. })
+            parse_query(&widest(calls + 1)),
+            Err(QueryError::TooDeep {
+                max: MAX_TREE_DEPTH,
+                ..
+            })
         ));
-        // `and` and `or` chains are flat: any length within 64 KiB parses
-        // (a generated filter over thousands of tables), and prints back.
-        for op in ["or", "and"] {
+        // 128 nested calls (or `not`s, or minuses) in a comparison fit.
+        let calls_in = format!(
+            "k | where x = 1 + {}x{}",
+            "abs(".repeat(MAX_DEPTH),
+            ")".repeat(MAX_DEPTH)
+        );
+        assert!(parse_query(&calls_in).is_ok());
+        // Operator chains are flat: any length within 64 KiB parses (a
+        // generated filter over thousands of tables, a generated sum), and
+        // prints back.
+        for op in ["or", "and", "+", "-", "*", "/", "%"] {
             let chain = format!("k | where x = 1{}", format!(" {op} x").repeat(10_000));
             assert!(chain.len() < MAX_QUERY_BYTES);
             let query = parse_query(&chain).expect("a long chain parses");

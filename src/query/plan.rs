@@ -89,7 +89,9 @@ pub(crate) enum CExpr {
     Cmp(BinOp, Box<CExpr>, Box<CExpr>),
     /// `x = null` (false) / `x != null` (true).
     IsNull(Box<CExpr>, bool),
-    Arith(BinOp, Box<CExpr>, Box<CExpr>),
+    /// The first operand, then each operator and operand, applied left
+    /// to right (flat: see [`ExprKind::Arith`]).
+    Arith(Box<CExpr>, Vec<(BinOp, CExpr)>),
     Regex {
         expr: Box<CExpr>,
         pattern: Pattern,
@@ -729,8 +731,15 @@ fn compile_expr(e: &Expr, scope: &Scope) -> Result<CExpr, QueryError> {
                 }
             }
             op if op.is_comparison() => CExpr::Cmp(*op, sub(left)?, sub(right)?),
-            op => CExpr::Arith(*op, sub(left)?, sub(right)?),
+            op => CExpr::Arith(sub(left)?, vec![(*op, compile_expr(right, scope)?)]),
         },
+        ExprKind::Arith { first, rest } => {
+            let mut compiled = Vec::with_capacity(rest.len());
+            for (op, x) in rest {
+                compiled.push((*op, compile_expr(x, scope)?));
+            }
+            CExpr::Arith(sub(first)?, compiled)
+        }
         ExprKind::In { expr, list } => CExpr::In(
             sub(expr)?,
             list.iter()
@@ -1004,9 +1013,10 @@ fn children(e: &CExpr) -> Vec<&CExpr> {
         | CExpr::Not(x)
         | CExpr::IsNull(x, _) => vec![x],
         CExpr::Regex { expr, .. } => vec![expr],
-        CExpr::And(a, b) | CExpr::Or(a, b) | CExpr::Cmp(_, a, b) | CExpr::Arith(_, a, b) => {
-            vec![a, b]
-        }
+        CExpr::And(a, b) | CExpr::Or(a, b) | CExpr::Cmp(_, a, b) => vec![a, b],
+        CExpr::Arith(first, rest) => std::iter::once(&**first)
+            .chain(rest.iter().map(|(_, x)| x))
+            .collect(),
         CExpr::In(x, list) => std::iter::once(&**x).chain(list).collect(),
         CExpr::Func(_, args) => args.iter().collect(),
     }
@@ -1133,7 +1143,12 @@ fn bind_expr(e: &CExpr, b: &Bindings<'_>) -> Result<CExpr, QueryError> {
         CExpr::IsNull(x, negated) => CExpr::IsNull(sub(x)?, *negated),
         CExpr::And(x, y) => CExpr::And(sub(x)?, sub(y)?),
         CExpr::Or(x, y) => CExpr::Or(sub(x)?, sub(y)?),
-        CExpr::Arith(op, x, y) => CExpr::Arith(*op, sub(x)?, sub(y)?),
+        CExpr::Arith(first, rest) => CExpr::Arith(
+            sub(first)?,
+            rest.iter()
+                .map(|(op, x)| Ok((*op, bind_expr(x, b)?)))
+                .collect::<Result<_, QueryError>>()?,
+        ),
         CExpr::Cmp(op, x, y) => {
             let (x, y) = (sub(x)?, sub(y)?);
             // `x = null` and `x != null` test for null (or missing).

@@ -169,6 +169,9 @@ const PREC_PRIMARY: u8 = 8;
 fn precedence(e: &Expr) -> u8 {
     match &e.kind {
         ExprKind::Binary { op, .. } => op.precedence(),
+        ExprKind::Arith { rest, .. } => {
+            rest.first().map_or(PREC_PRIMARY, |(op, _)| op.precedence())
+        }
         ExprKind::Logic { op, .. } => op.precedence(),
         ExprKind::In { .. } => PREC_CMP,
         ExprKind::Not(_) => PREC_NOT,
@@ -233,6 +236,30 @@ fn write_expr(f: &mut Formatter<'_>, e: &Expr, min_prec: u8, before_additive: bo
                 }
                 let last = i + 1 == operands.len();
                 write_expr(f, operand, p + 1, last && before_additive)?;
+            }
+            Ok(())
+        }
+        ExprKind::Arith { first, rest } => {
+            // The parser makes one chain of `a - b + c`, and joins a chain
+            // of the same level written in parentheses on the left, so
+            // only the right operands must bind tighter than the operators.
+            let p = precedence(e);
+            let additive = p == PREC_SUM;
+            write_expr(
+                f,
+                first,
+                p,
+                additive || (rest.is_empty() && before_additive),
+            )?;
+            for (i, (op, operand)) in rest.iter().enumerate() {
+                write!(f, " {} ", op.as_str())?;
+                let last = i + 1 == rest.len();
+                write_expr(
+                    f,
+                    operand,
+                    p + 1,
+                    if last { before_additive } else { additive },
+                )?;
             }
             Ok(())
         }
