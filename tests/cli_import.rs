@@ -137,6 +137,47 @@ fn reads_standard_input_with_and_without_a_dash() {
     drop(dir);
 }
 
+/// A FILE that cannot be read twice (a pipe named as a path, a FIFO) is
+/// imported whole: the first pass copies what it checks, and the second
+/// stores that copy (it used to store nothing, say so, and exit 0).
+#[test]
+fn a_pipe_or_fifo_given_as_the_file_is_imported_whole() {
+    let (dir, db) = store_dir();
+    let input = format!("{}\n{}\n", volume_line(1, 1, 10), volume_line(2, 1, 20));
+    let (code, stdout, stderr) = parts(&run_with_stdin(&db, &["import", "/dev/stdin"], &input));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("stored 2 records"), "{stdout}");
+    assert_eq!(export(&db).len(), 2);
+
+    let fifo = dir.path().join("in.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let lines: Vec<String> = (1..=3).map(|d| volume_line(3, d, 5)).collect();
+    let writer = {
+        let (fifo, text) = (fifo.clone(), lines.join("\n"));
+        std::thread::spawn(move || std::fs::write(fifo, text))
+    };
+    let (code, stdout, stderr) = parts(&run(&db, &["import", fifo.to_str().unwrap()]));
+    assert!(writer.join().unwrap().is_ok());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("stored 3 records"), "{stdout}");
+    assert_eq!(export(&db).len(), 5);
+}
+
+/// The spool of an import killed before it could remove it goes the next
+/// time the store is opened.
+#[test]
+fn a_killed_imports_spool_is_removed_at_the_next_open() {
+    let (_dir, db) = store_dir();
+    let (code, _, stderr) = parts(&run(&db, &["stats"]));
+    assert_eq!(code, 0, "{stderr}");
+    let stale = db.join(".import-4242.jsonl.spool");
+    std::fs::write(&stale, volume_line(1, 1, 10)).unwrap();
+    let (code, _, stderr) = parts(&run(&db, &["stats"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stale.exists(), "the stale spool is still there");
+}
+
 #[test]
 fn invalid_standard_input_stores_nothing() {
     let (_dir, db) = store_dir();

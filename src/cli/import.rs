@@ -4,12 +4,16 @@
 //! batches, so a file of any size never sits in memory. All or nothing by
 //! default, in two passes: the first parses and checks every line without
 //! writing and stops at the first invalid one (exit 2, nothing stored); the
-//! second re-reads the input and stores it with `bulk_store`. Standard input
-//! cannot be read twice, so it is first spooled to a file in the store
-//! directory, removed afterwards. With `--skip-invalid` one pass suffices.
+//! second stores them with `bulk_store`. The first pass copies the input as
+//! it reads it to a spool file in the store directory, and the second reads
+//! that copy: a pipe, a FIFO or standard input cannot be read twice, and a
+//! file that changes between the passes must not have unchecked lines
+//! stored. The spool is removed afterwards, and any spool a killed import
+//! left behind is removed the next time the store is opened (see
+//! [`remove_stale_spools`]). With `--skip-invalid` one pass suffices.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal};
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use almanac::model::MAX_RECORD_BYTES;
@@ -49,10 +53,14 @@ pub fn run(db: &Path, args: &ImportArgs) -> CliResult {
     let store = super::open_store(db)?;
     let file = args.file.as_deref().filter(|f| *f != Path::new("-"));
     let counts = match (file, args.skip_invalid) {
-        (Some(path), false) => import_all_or_nothing(&store, path)?,
+        (Some(path), false) => {
+            let (reader, len) = open_input(path)?;
+            let name = path.display().to_string();
+            import_all_or_nothing(&store, db, reader, len, &name)?
+        }
         (None, false) => {
-            let spool = Spool::from_stdin(db)?;
-            import_all_or_nothing(&store, &spool.path)?
+            let stdin = Box::new(io::stdin().lock());
+            import_all_or_nothing(&store, db, stdin, None, "standard input")?
         }
         (Some(path), true) => {
             let (reader, len) = open_input(path)?;
@@ -79,14 +87,23 @@ fn open_input(path: &Path) -> CliResult<(Box<dyn BufRead>, Option<u64>)> {
     Ok((Box::new(BufReader::with_capacity(256 * 1024, file)), len))
 }
 
-/// Pass 1 checks every line, pass 2 stores them; nothing is stored when a line is invalid.
-fn import_all_or_nothing(store: &Store, path: &Path) -> CliResult<Counts> {
-    let (reader, len) = open_input(path)?;
+/// Pass 1 checks every line (copying the input to a spool), pass 2 stores
+/// them from the spool; nothing is stored when a line is invalid.
+fn import_all_or_nothing(
+    store: &Store,
+    db: &Path,
+    reader: Box<dyn BufRead>,
+    len: Option<u64>,
+    name: &str,
+) -> CliResult<Counts> {
+    let spool = Spool::new(db);
+    let copy = File::create(&spool.path)
+        .map_err(|e| Failure::other(format!("cannot create {}: {e}", spool.path.display())))?;
     let progress = progress_bar(len, "checking");
-    let mut lines = LineReader::new(reader);
+    let mut lines = LineReader::new(Tee::new(reader, copy));
     while let Some(line) = lines
         .next_line()
-        .with_context(|| format!("cannot read {}", path.display()))?
+        .with_context(|| format!("cannot read {name}"))?
     {
         if let Some(text) = line.text()? {
             parse_and_check(store, text).map_err(|e| e.at_line(line.number))?;
@@ -94,19 +111,22 @@ fn import_all_or_nothing(store: &Store, path: &Path) -> CliResult<Counts> {
         progress.set_position(lines.bytes_read);
     }
     progress.finish_and_clear();
+    lines
+        .into_inner()
+        .finish()
+        .with_context(|| format!("cannot copy {name} to {}", spool.path.display()))?;
 
-    let (reader, _) = open_input(path)?;
+    let (reader, _) = open_input(&spool.path)?;
     let progress = progress_bar(len, "storing");
     let mut lines = LineReader::new(reader);
     let mut batch = Batch::default();
     let mut counts = Counts::default();
     while let Some(line) = lines
         .next_line()
-        .with_context(|| format!("cannot read {}", path.display()))?
+        .with_context(|| format!("cannot read {}", spool.path.display()))?
     {
         if let Some(text) = line.text()? {
-            // Checked in pass 1; `bulk_store` checks again, so a line that
-            // changed since is still refused (and named by its line).
+            // The very bytes pass 1 checked; `bulk_store` checks again.
             let record = parse(text).map_err(|e| e.at_line(line.number))?;
             batch.push(line.number, record);
             if batch.is_full() {
@@ -324,15 +344,19 @@ impl Line<'_> {
 
 /// Reads lines of at most [`MAX_RECORD_BYTES`] (longer lines are skipped and
 /// reported, never held in memory).
-struct LineReader {
-    reader: Box<dyn BufRead>,
+struct LineReader<R = Box<dyn BufRead>> {
+    reader: R,
     buf: Vec<u8>,
     number: usize,
     bytes_read: u64,
 }
 
-impl LineReader {
-    fn new(reader: Box<dyn BufRead>) -> Self {
+impl<R: BufRead> LineReader<R> {
+    fn into_inner(self) -> R {
+        self.reader
+    }
+
+    fn new(reader: R) -> Self {
         LineReader {
             reader,
             buf: Vec::new(),
@@ -386,30 +410,101 @@ impl LineReader {
     }
 }
 
-/// Standard input copied to a file in the store directory, removed on drop.
+/// A reader that copies every byte read through it to a file.
+struct Tee<R> {
+    inner: R,
+    copy: BufWriter<File>,
+    /// The first failed write to the copy, reported by [`Tee::finish`]
+    /// (`consume` cannot return it).
+    error: Option<io::Error>,
+}
+
+impl<R: BufRead> Tee<R> {
+    fn new(inner: R, copy: File) -> Self {
+        Tee {
+            inner,
+            copy: BufWriter::with_capacity(256 * 1024, copy),
+            error: None,
+        }
+    }
+
+    /// Flushes the copy; the first error writing it, if any.
+    fn finish(mut self) -> io::Result<()> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.copy.flush()
+    }
+}
+
+impl<R: BufRead> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Tee<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        if self.error.is_none() {
+            // The bytes consumed are the front of the buffer just filled.
+            let written = match self.inner.fill_buf() {
+                Ok(buffered) => self.copy.write_all(&buffered[..n.min(buffered.len())]),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                self.error = Some(e);
+            }
+        }
+        self.inner.consume(n);
+    }
+}
+
+/// The name of a spool file: `.import-<pid>.jsonl.spool` in the store directory.
+const SPOOL_PREFIX: &str = ".import-";
+const SPOOL_SUFFIX: &str = ".jsonl.spool";
+
+/// A copy of the input in the store directory, removed on drop.
 struct Spool {
     path: PathBuf,
 }
 
 impl Spool {
-    fn from_stdin(db: &Path) -> CliResult<Self> {
-        let path = db.join(format!(".import-{}.jsonl.spool", std::process::id()));
-        let spool = Spool { path };
-        let mut file = File::create(&spool.path)
-            .map_err(|e| Failure::other(format!("cannot create {}: {e}", spool.path.display())))?;
-        io::copy(&mut io::stdin().lock(), &mut file).map_err(|e| {
-            Failure::other(format!(
-                "cannot spool standard input to {}: {e}",
-                spool.path.display()
-            ))
-        })?;
-        Ok(spool)
+    fn new(db: &Path) -> Self {
+        let name = format!("{SPOOL_PREFIX}{}{SPOOL_SUFFIX}", std::process::id());
+        Spool {
+            path: db.join(name),
+        }
     }
 }
 
 impl Drop for Spool {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes the spool files of imports that were killed before they could
+/// (called with the store open, so no other import of it is running: a
+/// store is open in one process at a time). Best effort: a spool that
+/// cannot be removed is left for the next time.
+pub fn remove_stale_spools(db: &Path) {
+    let Ok(entries) = std::fs::read_dir(db) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(SPOOL_PREFIX) && name.ends_with(SPOOL_SUFFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 

@@ -114,8 +114,10 @@ fn run(cli: Cli) -> CliResult {
 /// Opens the store in `db`, creating it when missing; a store held by another
 /// process fails at once (exit 1).
 pub fn open_store(db: &Path) -> CliResult<Store> {
-    Store::open(db).map_err(|e| match e {
+    let store = Store::open(db).map_err(|e| match e {
         Error::Storage(StorageError::Locked(_)) => Failure::other(e.to_string()),
         other => Failure::from(other).context(format!("cannot open the store at {}", db.display())),
-    })
+    })?;
+    import::remove_stale_spools(db);
+    Ok(store)
 }
