@@ -291,3 +291,60 @@ fn export_with_a_query_writes_its_records() {
     let (code, _, _) = parts(&run(&db, &["export", "recon_result |"]));
     assert_eq!(code, 2);
 }
+
+/// `export` writes records: a query of columns is refused (exit 2, nothing
+/// written), and fields computed by `extend` are left out, so the lines
+/// import into another store.
+#[test]
+fn export_writes_only_records_in_their_canonical_form() {
+    let (dir, db) = fixture();
+    for columns in [
+        "recon_result | stats count()",
+        "recon_result | select id, target",
+    ] {
+        let (code, stdout, stderr) = parts(&run(&db, &["export", columns]));
+        assert_eq!(code, 2, "{columns}: {stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.contains("export writes records"), "{stderr}");
+    }
+    let (code, stdout, stderr) = parts(&run(
+        &db,
+        &[
+            "export",
+            "ingestion_volume | extend twice = payload.rows * 2",
+        ],
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    let rows = json_lines(&stdout);
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r.get("twice").is_none()), "{stdout}");
+    let file = dir.path().join("exported.jsonl");
+    std::fs::write(&file, &stdout).unwrap();
+    let (_copy_dir, copy) = store_dir();
+    let (code, out, stderr) = parts(&run(&copy, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.contains("stored 3 records"), "{out}");
+}
+
+/// Bad parameters are bad input (exit 2) even when the store is held by
+/// another process: they are checked before the store is opened.
+#[test]
+fn bad_parameters_exit_2_before_the_store_is_opened() {
+    let (_dir, db) = fixture();
+    let _held = Store::open(&db).unwrap();
+    for args in [
+        vec!["query", "ingestion_volume | where payload.rows > $n"],
+        vec!["query", "--param", "t=hello", "ingestion_volume | since $t"],
+        vec![
+            "query",
+            "--explain",
+            "ingestion_volume | where payload.rows > $n",
+        ],
+        vec!["export", "ingestion_volume | where payload.rows > $n"],
+    ] {
+        let (code, stdout, stderr) = parts(&run(&db, &args));
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stdout.is_empty());
+        assert!(!stderr.contains("already open"), "{stderr}");
+    }
+}

@@ -29,9 +29,9 @@ pub struct QueryArgs {
 
 /// Runs `almanac query`.
 pub fn run(db: &Path, args: &QueryArgs) -> CliResult {
-    // A query that does not parse is refused before the store is opened.
-    let prepared = prepare(&args.query)?;
-    let params = bind(&args.params)?;
+    // A query that does not parse, or is given bad parameters, is refused
+    // before the store is opened.
+    let (prepared, params) = prepare_with(&args.query, &args.params)?;
     let store = super::open_store(db)?;
     let mut out = Out::stdout();
     if args.explain {
@@ -72,6 +72,38 @@ fn run_failure(e: Error, text: &str) -> Failure {
 
 fn prepare(text: &str) -> CliResult<PreparedQuery> {
     query::prepare(text).map_err(|e| bad_query(&e, text))
+}
+
+/// The query of `text` and its `NAME=VALUE` bindings, checked against each
+/// other (a parameter left unbound, a value of the wrong type): everything
+/// that can be refused without a store.
+pub fn prepare_with(text: &str, bindings: &[String]) -> CliResult<(PreparedQuery, Params)> {
+    let prepared = prepare(text)?;
+    let params = bind(bindings)?;
+    prepared
+        .check_params(&params)
+        .map_err(|e| bad_query(&e, text))?;
+    Ok((prepared, params))
+}
+
+/// Streams the rows of a query that returns records to `write`, each the
+/// record without any computed field (for `export`).
+pub fn for_each_record(
+    store: &Store,
+    prepared: &PreparedQuery,
+    params: &Params,
+    mut write: impl FnMut(&almanac::StoredRecord) -> CliResult,
+) -> CliResult {
+    let text = prepared.text();
+    let stream = prepared
+        .stream(store, params, &options(store))
+        .map_err(|e| run_failure(e, text))?;
+    for row in stream {
+        if let Row::Record { record, .. } = row.map_err(|e| run_failure(e, text))? {
+            write(&record)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads `NAME=VALUE` bindings.

@@ -387,6 +387,27 @@ impl PreparedQuery {
         &self.query
     }
 
+    /// True when the rows are records (with any field `extend` or `window`
+    /// computed), false when they are rows of columns (`select`, `stats`).
+    pub fn returns_records(&self) -> bool {
+        self.plan.records
+    }
+
+    /// Checks `params` against the query as a run would before reading
+    /// anything (every parameter bound, each value of a type its place
+    /// accepts), without a source: a caller can refuse bad bindings before
+    /// it opens a store.
+    pub fn check_params(&self, params: &Params) -> Result<(), QueryError> {
+        let now = Timestamp::now();
+        let values = params.values(now);
+        self.plan
+            .bind(&Bindings {
+                params: &values,
+                now,
+            })
+            .map(|_| ())
+    }
+
     /// The names of the parameters the query uses, without `$`.
     pub fn param_names(&self) -> Vec<String> {
         self.plan
