@@ -919,6 +919,23 @@ fn the_spec_error_cases_point_at_the_problem() {
         "function `percentile` takes 2 arguments, found 1",
         11,
     );
+    // `bin(T, D)`: a constant D that is not a positive duration, or a
+    // constant T that is not an instant, is the wrong arguments.
+    check_error(
+        "k | stats count() by bin(produced_at, 5)",
+        "bin takes a positive duration as D (such as `1d`), found `5`",
+        39,
+    );
+    check_error(
+        "k | extend b = bin(produced_at, 0d)",
+        "bin takes a positive duration as D (such as `1d`), found `0s`",
+        33,
+    );
+    check_error(
+        "k | extend b = bin(true, 1h)",
+        "bin takes an instant as T, found `true`",
+        20,
+    );
     let err = query::prepare("k | where").expect_err("parse error");
     assert!(
         err.render("k | where").contains("column 10"),
@@ -956,6 +973,31 @@ fn an_unbound_parameter_is_refused_before_any_data_is_read() {
         .expect("runs");
     assert!(second.rows.len() <= first.rows.len());
     assert!(source.reads.get() > 0);
+}
+
+/// A parameter given as `bin`'s D is checked when bound, as a literal is
+/// when compiled, before any data is read.
+#[test]
+fn a_bin_width_parameter_is_checked_when_bound() {
+    let source = Counting {
+        inner: MemorySource::new(dataset()),
+        reads: Cell::new(0),
+    };
+    let prepared =
+        query::prepare("ingestion_volume | stats count() by bin(produced_at, $d) as day")
+            .expect("prepares");
+    let mut params = Params::new();
+    params.insert_int("d", 5);
+    let err = prepared
+        .run(&source, &params, &ExecOptions::default())
+        .expect_err("not a duration");
+    assert!(err.to_string().contains("positive duration"), "{err}");
+    assert_eq!(source.reads.get(), 0);
+    params.insert_binding("d=1d").expect("a duration");
+    let out = prepared
+        .run(&source, &params, &ExecOptions::default())
+        .expect("runs");
+    assert!(!out.rows.is_empty());
 }
 
 #[test]

@@ -773,14 +773,42 @@ fn compile_expr(e: &Expr, scope: &Scope) -> Result<CExpr, QueryError> {
                 };
                 return Ok(CExpr::Exists(Box::new(resolve_path(path, scope)?)));
             };
-            CExpr::Func(
-                *func,
-                args.iter()
-                    .map(|x| compile_expr(x, scope))
-                    .collect::<Result<_, _>>()?,
-            )
+            let compiled: Vec<CExpr> = args
+                .iter()
+                .map(|x| compile_expr(x, scope))
+                .collect::<Result<_, _>>()?;
+            if *func == Func::Bin {
+                check_bin_args(&compiled, |i| args.get(i).map_or(e.span, |a| a.span))?;
+            }
+            CExpr::Func(*func, compiled)
         }
     })
+}
+
+/// `bin(T, D)` with a constant D that is not a positive duration, or a
+/// constant T that is not an instant, is the wrong arguments (it would give
+/// null on every row): refused when compiled, or bound for a parameter.
+fn check_bin_args(args: &[CExpr], span_of: impl Fn(usize) -> Span) -> Result<(), QueryError> {
+    if let Some(CExpr::Const(t)) = args.first() {
+        if !t.is_null() && t.to_instant().is_none() {
+            return Err(invalid(
+                format!("bin takes an instant as T, found {}", describe_value(t)),
+                span_of(0),
+            ));
+        }
+    }
+    if let Some(CExpr::Const(d)) = args.get(1) {
+        if !matches!(d, Value::Duration(d) if *d > 0) {
+            return Err(invalid(
+                format!(
+                    "bin takes a positive duration as D (such as `1d`), found {}",
+                    describe_value(d)
+                ),
+                span_of(1),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn unknown_function(name: &str, span: Span) -> QueryError {
@@ -1191,12 +1219,21 @@ fn bind_expr(e: &CExpr, b: &Bindings<'_>) -> Result<CExpr, QueryError> {
                 .map(|c| bind_expr(c, b))
                 .collect::<Result<_, _>>()?,
         ),
-        CExpr::Func(f, args) => CExpr::Func(
-            *f,
-            args.iter()
+        CExpr::Func(f, args) => {
+            let bound: Vec<CExpr> = args
+                .iter()
                 .map(|c| bind_expr(c, b))
-                .collect::<Result<_, _>>()?,
-        ),
+                .collect::<Result<_, _>>()?;
+            if *f == Func::Bin {
+                // A parameter's value is checked as a literal's was.
+                let span_of = |i: usize| match args.get(i) {
+                    Some(CExpr::Param { span, .. }) => *span,
+                    _ => Span::default(),
+                };
+                check_bin_args(&bound, span_of)?;
+            }
+            CExpr::Func(*f, bound)
+        }
     })
 }
 

@@ -246,7 +246,10 @@ pub(crate) fn arith(op: super::ast::BinOp, a: &Value, b: &Value) -> Value {
             _ => Value::Null,
         },
         BinOp::Rem => match (a, b) {
-            (Value::Int(x), Value::Int(y)) => x.checked_rem(*y).map_or(Value::Null, Value::Int),
+            // Null only for a zero divisor: `i64::MIN % -1` is 0 (the
+            // quotient overflows, the remainder does not).
+            (Value::Int(_), Value::Int(0)) => Value::Null,
+            (Value::Int(x), Value::Int(y)) => Value::Int(x.wrapping_rem(*y)),
             _ => Value::Null,
         },
         _ => match (a, b) {
@@ -350,8 +353,17 @@ mod tests {
             arith(BinOp::Rem, &Value::Float(7.0), &Value::Int(3)),
             Value::Null
         );
+        // The quotient of `i64::MIN / -1` overflows; the remainder is 0.
         assert_eq!(
             arith(BinOp::Rem, &Value::Int(i64::MIN), &Value::Int(-1)),
+            Value::Int(0)
+        );
+        assert_eq!(
+            arith(BinOp::Rem, &Value::Int(-7), &Value::Int(3)),
+            Value::Int(-1)
+        );
+        assert_eq!(
+            arith(BinOp::Rem, &Value::Int(7), &Value::Int(0)),
             Value::Null
         );
         assert_eq!(
