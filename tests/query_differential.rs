@@ -1000,6 +1000,43 @@ fn a_bin_width_parameter_is_checked_when_bound() {
     assert!(!out.rows.is_empty());
 }
 
+/// Window frame offsets are literals, so they may be parameters: bound,
+/// they run like the literal frame; a value that is not an integer, or
+/// an empty frame, is refused when bound, before any data is read.
+#[test]
+fn window_frame_offsets_may_be_parameters() {
+    let literal =
+        run("ingestion_volume | window count() as c by target rows -2 .. 0 | select id, c");
+    let text = "ingestion_volume | window count() as c by target rows $a .. $b | select id, c";
+    let prepared = query::prepare(text).expect("prepares");
+    assert_eq!(prepared.param_names(), ["a", "b"]);
+    assert_eq!(prepared.query().to_string(), text);
+    let mut params = Params::new();
+    params.insert_int("a", -2).insert_int("b", 0);
+    assert_eq!(run_with(text, &params), literal);
+    let source = Counting {
+        inner: MemorySource::new(dataset()),
+        reads: Cell::new(0),
+    };
+    for (a, b, message) in [
+        ("1", "0", "is empty"),
+        ("\"x\"", "0", "must be an integer"),
+        ("1.5", "2", "must be an integer"),
+    ] {
+        let mut params = Params::new();
+        params
+            .insert_binding(&format!("a={a}"))
+            .unwrap()
+            .insert_binding(&format!("b={b}"))
+            .unwrap();
+        let err = prepared
+            .run(&source, &params, &ExecOptions::default())
+            .expect_err(message);
+        assert!(err.to_string().contains(message), "{a} .. {b}: {err}");
+    }
+    assert_eq!(source.reads.get(), 0);
+}
+
 #[test]
 fn parameters_cannot_change_the_query_shape() {
     let mut params = Params::new();

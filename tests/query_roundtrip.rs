@@ -110,6 +110,13 @@ fn arith_ops() -> impl Strategy<Value = Vec<BinOp>> {
     ]
 }
 
+fn offset() -> impl Strategy<Value = Offset> {
+    prop_oneof![
+        any::<i64>().prop_map(Offset::Int),
+        param_name().prop_map(Offset::Param),
+    ]
+}
+
 fn expr() -> impl Strategy<Value = Expr> {
     let leaf = prop_oneof![
         literal().prop_map(|l| expr_of(ExprKind::Literal(l))),
@@ -208,8 +215,8 @@ fn stage() -> impl Strategy<Value = Stage> {
         (
             prop::collection::vec(item(), 1..3),
             prop::collection::vec(expr(), 0..3),
-            any::<i64>(),
-            any::<i64>()
+            offset(),
+            offset()
         )
             .prop_map(|(aggregates, by, start, end)| StageKind::Window {
                 aggregates,

@@ -236,11 +236,29 @@ pub enum StageKind {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Frame {
     /// The first offset (negative = earlier rows).
-    pub start: i64,
+    pub start: Offset,
     /// The last offset, inclusive.
-    pub end: i64,
+    pub end: Offset,
     /// Where the frame was written.
     pub span: Span,
+}
+
+/// One offset of a window frame: an integer, or a parameter bound to one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Offset {
+    /// An integer literal (`-7`).
+    Int(i64),
+    /// `$name`, bound at execution time.
+    Param(String),
+}
+
+impl std::fmt::Display for Offset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Offset::Int(n) => write!(f, "{n}"),
+            Offset::Param(name) => write!(f, "${name}"),
+        }
+    }
 }
 
 /// `P [asc|desc]`.

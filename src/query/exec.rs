@@ -274,9 +274,21 @@ fn apply<'a>(stage: CStage, rows: RowIter<'a>) -> RowIter<'a> {
             by,
             start,
             end,
-        } => blocking(rows, move |rows| {
-            window(rows, &aggregates, &slots, &by, start, end)
-        }),
+            ..
+        } => {
+            let (start, end) = (offset_of(&start), offset_of(&end));
+            blocking(rows, move |rows| {
+                window(rows, &aggregates, &slots, &by, start, end)
+            })
+        }
+    }
+}
+
+/// A window frame offset: an integer constant once the plan is bound.
+fn offset_of(n: &CExpr) -> i64 {
+    match n {
+        CExpr::Const(Value::Int(i)) => *i,
+        _ => 0,
     }
 }
 

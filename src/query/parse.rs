@@ -668,13 +668,13 @@ impl<'t> Parser<'t> {
         ))
     }
 
-    /// `frame = signed_int ".." signed_int`
+    /// `frame = offset ".." offset`
     fn frame(&self, i: &'t str) -> R<'t, Frame> {
         let (i, _) = ws(i)?;
         let start_at = i;
-        let (i, start) = self.signed_int(i)?;
+        let (i, start) = self.offset(i)?;
         let (i, _) = self.symbol(i, "..").map_err(cut_err)?;
-        let (i, end) = self.signed_int(i)?;
+        let (i, end) = self.offset(i)?;
         Ok((
             i,
             Frame {
@@ -683,6 +683,17 @@ impl<'t> Parser<'t> {
                 span: self.span(start_at, i),
             },
         ))
+    }
+
+    /// `offset = signed_int | parameter`
+    fn offset(&self, i: &'t str) -> R<'t, Offset> {
+        let (i, _) = ws(i)?;
+        if i.starts_with('$') {
+            let (rest, name) = self.param(i).map_err(cut_err)?;
+            return Ok((rest, Offset::Param(name)));
+        }
+        let (rest, n) = self.signed_int(i)?;
+        Ok((rest, Offset::Int(n)))
     }
 
     /// `signed_int = [ "-" ] digits`, an i64.

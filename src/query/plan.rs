@@ -213,8 +213,11 @@ pub(crate) enum CStage {
         aggregates: Vec<CAgg>,
         slots: Vec<usize>,
         by: Vec<CExpr>,
-        start: i64,
-        end: i64,
+        /// The frame's offsets: integer constants once bound.
+        start: CExpr,
+        end: CExpr,
+        /// Where the frame was written (for errors found when binding).
+        frame_span: Span,
     },
 }
 
@@ -457,15 +460,16 @@ fn compile_stage(stage: &Stage, scope: &mut Scope) -> Result<CStage, QueryError>
             by,
             rows,
         } => {
-            if rows.start > rows.end {
-                return Err(invalid(
-                    format!(
-                        "window frame `rows {} .. {}` is empty: the first offset must not exceed the last",
-                        rows.start, rows.end
-                    ),
-                    rows.span,
-                ));
+            if let (Offset::Int(start), Offset::Int(end)) = (&rows.start, &rows.end) {
+                check_frame(*start, *end, rows.span)?;
             }
+            let offset = |o: &Offset| match o {
+                Offset::Int(n) => CExpr::Const(Value::Int(*n)),
+                Offset::Param(name) => CExpr::Param {
+                    name: name.clone(),
+                    span: rows.span,
+                },
+            };
             let aggs = aggregates
                 .iter()
                 .map(|item| compile_aggregate(&item.expr, scope, "window"))
@@ -486,11 +490,52 @@ fn compile_stage(stage: &Stage, scope: &mut Scope) -> Result<CStage, QueryError>
                 aggregates: aggs,
                 slots,
                 by,
-                start: rows.start,
-                end: rows.end,
+                start: offset(&rows.start),
+                end: offset(&rows.end),
+                frame_span: rows.span,
             }
         }
     })
+}
+
+/// A frame whose first offset exceeds its last is empty: refused.
+fn check_frame(start: i64, end: i64, span: Span) -> Result<(), QueryError> {
+    if start > end {
+        return Err(invalid(
+            format!(
+                "window frame `rows {start} .. {end}` is empty: the first offset must not exceed the last"
+            ),
+            span,
+        ));
+    }
+    Ok(())
+}
+
+/// The frame's offsets bound to integer constants, checked as literal
+/// offsets are when compiled.
+fn bind_frame(
+    start: &CExpr,
+    end: &CExpr,
+    span: Span,
+    b: &Bindings<'_>,
+) -> Result<(CExpr, CExpr), QueryError> {
+    let offset = |e: &CExpr| match bind_expr(e, b)? {
+        CExpr::Const(Value::Int(n)) => Ok(n),
+        CExpr::Const(v) => Err(invalid(
+            format!(
+                "a window frame offset must be an integer, found {}",
+                describe_value(&v)
+            ),
+            span,
+        )),
+        _ => Err(invalid("a window frame offset must be an integer", span)),
+    };
+    let (start, end) = (offset(start)?, offset(end)?);
+    check_frame(start, end, span)?;
+    Ok((
+        CExpr::Const(Value::Int(start)),
+        CExpr::Const(Value::Int(end)),
+    ))
 }
 
 /// The column names of `select`/`stats` items; duplicates are refused.
@@ -1008,9 +1053,21 @@ fn for_each_expr(stage: &CStage, f: &mut dyn FnMut(&CExpr)) {
             limit.iter().for_each(f);
         }
         CStage::Extend(list) => list.iter().for_each(|(_, e)| f(e)),
-        CStage::Stats { aggregates, by } | CStage::Window { aggregates, by, .. } => {
+        CStage::Stats { aggregates, by } => {
             aggs(aggregates, f);
             by.iter().for_each(f);
+        }
+        CStage::Window {
+            aggregates,
+            by,
+            start,
+            end,
+            ..
+        } => {
+            aggs(aggregates, f);
+            by.iter().for_each(&mut *f);
+            f(start);
+            f(end);
         }
     }
 }
@@ -1119,13 +1176,18 @@ fn bind_stage(stage: &CStage, b: &Bindings<'_>) -> Result<CStage, QueryError> {
             by,
             start,
             end,
-        } => CStage::Window {
-            aggregates: aggs(aggregates)?,
-            slots: slots.clone(),
-            by: list(by)?,
-            start: *start,
-            end: *end,
-        },
+            frame_span,
+        } => {
+            let (start, end) = bind_frame(start, end, *frame_span, b)?;
+            CStage::Window {
+                aggregates: aggs(aggregates)?,
+                slots: slots.clone(),
+                by: list(by)?,
+                start,
+                end,
+                frame_span: *frame_span,
+            }
+        }
     })
 }
 
