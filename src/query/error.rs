@@ -181,9 +181,16 @@ impl QueryError {
         let excerpt: String = line.chars().skip(start).take(end - start).collect();
         let width = width.min(end.saturating_sub(caret)).max(1);
         out.push_str(&format!("  | {prefix}{excerpt}{suffix}\n"));
+        // Under each character before the column a space, or a tab under a
+        // tab, so the caret lines up whatever width a terminal gives tabs.
+        let pad: String = excerpt
+            .chars()
+            .take(caret - start)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
         out.push_str(&format!(
-            "  | {}{}",
-            " ".repeat(prefix.len() + caret - start),
+            "  | {}{pad}{}",
+            " ".repeat(prefix.len()),
             "^".repeat(width)
         ));
         out
@@ -242,6 +249,21 @@ mod tests {
         assert_eq!(
             err.render(text),
             "error: expected an expression, found `|`\n  --> line 1, column 11\n  | k | where | x\n  |           ^"
+        );
+    }
+
+    /// A tab before the column is matched by a tab under it, so the caret
+    /// lines up on a terminal whatever width it gives tabs.
+    #[test]
+    fn the_caret_lines_up_under_tabs() {
+        let err = QueryError::Syntax {
+            message: "unexpected `@`".into(),
+            span: Span::new(10, 11),
+        };
+        let text = "k |\twhere @";
+        assert_eq!(
+            err.render(text),
+            "error: unexpected `@`\n  --> line 1, column 11\n  | k |\twhere @\n  |    \t      ^"
         );
     }
 
