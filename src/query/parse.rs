@@ -828,7 +828,13 @@ impl<'t> Parser<'t> {
     fn not_expr(&self, i: &'t str) -> R<'t, Expr> {
         let (i, _) = ws(i)?;
         if let Ok((rest, _)) = self.keyword(i, "not") {
-            let (rest, inner) = self.nested(rest, |r| self.not_expr(r)).map_err(cut_err)?;
+            // `not (x)` is one level of nesting, the parentheses'.
+            let (rest, inner) = if ws(rest)?.0.starts_with('(') {
+                self.not_expr(rest)
+            } else {
+                self.nested(rest, |r| self.not_expr(r))
+            }
+            .map_err(cut_err)?;
             self.grow(rest, self.tree_depth.get() + 1)?;
             let span = self.span(i, rest);
             return Ok((
@@ -990,7 +996,13 @@ impl<'t> Parser<'t> {
                 ));
             }
         }
-        let (rest, inner) = self.nested(rest, |r| self.unary(r)).map_err(cut_err)?;
+        // `-(x)` is one level of nesting, the parentheses'.
+        let (rest, inner) = if rest.starts_with('(') {
+            self.unary(rest)
+        } else {
+            self.nested(rest, |r| self.unary(r))
+        }
+        .map_err(cut_err)?;
         self.grow(rest, self.tree_depth.get() + 1)?;
         Ok((
             rest,
@@ -1701,6 +1713,15 @@ mod tests {
         let nots = |n: usize| format!("k | where {}x", "not ".repeat(n));
         assert!(parse_query(&nots(MAX_DEPTH)).is_ok());
         assert!(parse_query(&nots(MAX_DEPTH + 1)).is_err());
+        // `-(` and `not (` are one level each: the parentheses.
+        for prefix in ["-(", "not ("] {
+            let nest = |n: usize| format!("k | where {}x{}", prefix.repeat(n), ")".repeat(n));
+            assert!(parse_query(&nest(MAX_DEPTH)).is_ok(), "{prefix}");
+            assert!(matches!(
+                parse_query(&nest(MAX_DEPTH + 1)),
+                Err(QueryError::TooDeep { max: MAX_DEPTH, .. })
+            ));
+        }
         let calls = |n: usize| format!("k | where {}x{}", "abs(".repeat(n), ")".repeat(n));
         assert!(parse_query(&calls(MAX_DEPTH)).is_ok());
         assert!(parse_query(&calls(MAX_DEPTH + 1)).is_err());
