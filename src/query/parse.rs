@@ -1165,8 +1165,11 @@ impl<'t> Parser<'t> {
         let mut segments = vec![Segment::Field(head.name)];
         let mut i = i;
         loop {
-            if i.starts_with('.') && !i.starts_with("..") {
-                let rest = &i[1..];
+            // Whitespace is free (spec), also around `.` and `[`: `payload
+            // . rows` is `payload.rows`. `..` after a path is a range.
+            let (at, _) = ws(i)?;
+            if at.starts_with('.') && !at.starts_with("..") {
+                let (rest, _) = ws(&at[1..])?;
                 if rest.starts_with(['"', '\'']) {
                     let (rest, s) = self.string(rest)?;
                     segments.push(Segment::Field(s));
@@ -1178,8 +1181,8 @@ impl<'t> Parser<'t> {
                 } else {
                     return Err(fail_expected(rest, "a field name after `.`"));
                 }
-            } else if i.starts_with('[') {
-                let rest = &i[1..];
+            } else if at.starts_with('[') {
+                let (rest, _) = ws(&at[1..])?;
                 let (after, digits) =
                     take_while::<_, _, PErr>(|c: char| c.is_ascii_digit()).parse(rest)?;
                 if digits.is_empty() {
@@ -1614,6 +1617,13 @@ mod tests {
             "k | where payload.\"rows\" = \"\\t\"",
             "k | where payload.rows = \"\\t\"",
         );
+        // Whitespace is free, also inside a path; `..` after one is a range.
+        check(
+            "k | where payload . rows > 0 and payload.arr [ 0 ]\n  . name = 1",
+            "k | where payload.rows > 0 and payload.arr[0].name = 1",
+        );
+        check("k | between a .. b", "k | between a .. b");
+        check("k | between a..b", "k | between a .. b");
     }
 
     #[test]
