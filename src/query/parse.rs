@@ -1168,8 +1168,8 @@ impl<'t> Parser<'t> {
             // Whitespace is free (spec), also around `.` and `[`: `payload
             // . rows` is `payload.rows`. `..` after a path is a range.
             let (at, _) = ws(i)?;
-            if at.starts_with('.') && !at.starts_with("..") {
-                let (rest, _) = ws(&at[1..])?;
+            if let Some(after_dot) = at.strip_prefix('.').filter(|r| !r.starts_with('.')) {
+                let (rest, _) = ws(after_dot)?;
                 if rest.starts_with(['"', '\'']) {
                     let (rest, s) = self.string(rest)?;
                     segments.push(Segment::Field(s));
@@ -1181,8 +1181,8 @@ impl<'t> Parser<'t> {
                 } else {
                     return Err(fail_expected(rest, "a field name after `.`"));
                 }
-            } else if at.starts_with('[') {
-                let (rest, _) = ws(&at[1..])?;
+            } else if let Some(after_bracket) = at.strip_prefix('[') {
+                let (rest, _) = ws(after_bracket)?;
                 let (after, digits) =
                     take_while::<_, _, PErr>(|c: char| c.is_ascii_digit()).parse(rest)?;
                 if digits.is_empty() {
