@@ -1,0 +1,1 @@
+k | where payload . rows > 0 and payload.arr [ 1 ] . name = "x" and (payload.a - payload.b) - payload.c = -(payload.d)

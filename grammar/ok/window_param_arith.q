@@ -1,0 +1,1 @@
+k | window count() as c by target rows $from .. $to | extend s = payload.a - (payload.b - 1) - 2 * 3 / 4 % 5 + (payload.c + 1) * 2
