@@ -68,4 +68,9 @@ fn main() {
         times[times.len() * 9 / 10],
         times.len()
     );
+    let cache = store.latest_cache_stats();
+    println!(
+        "latest cache: {} entries, {} bytes; {} lookups answered from it, {} not",
+        cache.n_entries, cache.bytes, cache.n_hits, cache.n_misses
+    );
 }

@@ -28,9 +28,10 @@
 //! **Memory.** At most `capacity` bytes by the cache's own count (keys,
 //! values and an estimated 96 bytes of overhead per entry; the hash
 //! tables keep their largest size after being emptied), split evenly over
-//! 16 shards; a shard that would overflow is emptied first, so when the
-//! pairs asked for do not fit, a shard holds anything between nothing and
-//! its share (about half, if it fills evenly; not measured). Capacity 0 turns the cache off.
+//! 16 shards; a shard that would overflow first drops a random half of its
+//! entries (every other one in hash order), so when the pairs asked for do
+//! not fit, a shard holds between half and all of its share. Capacity 0
+//! turns the cache off.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -96,10 +97,28 @@ impl Shard {
             return;
         }
         if self.bytes + cost > capacity {
+            self.evict_half();
+        }
+        if self.bytes + cost > capacity {
             self.clear();
         }
         self.bytes += cost;
         self.map.insert(key, value);
+    }
+
+    /// Drops every other entry in the map's order, which follows the keys'
+    /// hashes (random per cache): a random half, so a full shard stays half
+    /// warm instead of starting again from nothing.
+    fn evict_half(&mut self) {
+        let (mut keep, mut freed) = (false, 0);
+        self.map.retain(|key, value| {
+            keep = !keep;
+            if !keep {
+                freed += entry_cost(key, value);
+            }
+            keep
+        });
+        self.bytes -= freed;
     }
 
     fn clear(&mut self) {
@@ -374,6 +393,27 @@ mod tests {
         cache.fill(KEY, 0, &value(1));
         cache.fill(KEY, 0, &value(2));
         assert_eq!(cache.usage(), (1, entry_cost(KEY, &value(2))));
+    }
+
+    /// A full shard drops half of its entries for a new one, not all.
+    #[test]
+    fn a_full_shard_keeps_half_of_its_entries() {
+        let cost = entry_cost("k00", &value(0));
+        let capacity = 8 * cost;
+        let mut shard = Shard {
+            generation: 0,
+            pending: 0,
+            bytes: 0,
+            map: HashMap::default(),
+        };
+        for i in 0..8 {
+            shard.insert(format!("k{i:02}").into(), value(0).into(), capacity);
+        }
+        assert_eq!((shard.map.len(), shard.bytes), (8, capacity));
+        shard.insert("k99".into(), value(0).into(), capacity);
+        assert_eq!(shard.map.len(), 5, "half of 8 kept, and the new one");
+        assert!(shard.map.contains_key("k99"));
+        assert_eq!(shard.bytes, 5 * cost);
     }
 
     #[test]
