@@ -345,9 +345,9 @@ fn long_arithmetic_chains_run_like_their_short_forms() {
     same(&product, "payload.rows * 2 / 2");
     let mixed = format!("payload.rows{}", " + 0 * 5 - 2 % 2".repeat(2_000));
     same(&mixed, "payload.rows + 0");
-    // The deepest tree accepted: six levels for each of 26 nested calls.
+    // Six tree levels for each of 128 nested calls.
     let level = "payload.rows >= 0 or payload.rows = -1 and payload.rows = 1 + 2 * abs(";
-    let calls = (query::MAX_TREE_DEPTH - 1) / 6;
+    let calls = query::MAX_DEPTH;
     let deepest = format!(
         "* | where {}payload.rows{}",
         level.repeat(calls),
@@ -360,6 +360,41 @@ fn long_arithmetic_chains_run_like_their_short_forms() {
     );
     assert!(!expected.is_empty());
     assert_eq!(ids(&run(&deepest)), expected);
+    // The deepest evaluation: at each of 128 levels, long `or` and `and`
+    // chains (balanced trees when planned: 4 and 3 levels deep) lead to the
+    // call, which is their first operand, so every row evaluates it all.
+    let level = format!(
+        "abs({{}}) * 1 + 0 = 0{}{}",
+        " and true".repeat(7),
+        " or true".repeat(15)
+    );
+    let widest = |levels: usize| {
+        let mut text = "payload.rows".to_owned();
+        for _ in 0..levels {
+            text = level.replace("{}", &text);
+        }
+        format!("* | where {text}")
+    };
+    // Eleven planned levels a nesting level: 82 fit the tree limit.
+    let fits = (query::MAX_TREE_DEPTH - 1) / 11;
+    assert_eq!(ids(&run(&widest(fits))), ids_of(records().iter()));
+    assert!(matches!(
+        query::prepare(&widest(fits + 1)),
+        Err(QueryError::TooDeep {
+            max: query::MAX_TREE_DEPTH,
+            ..
+        })
+    ));
+    // 128 levels are valid syntax; planned, they are too deep to evaluate.
+    let text = widest(query::MAX_DEPTH);
+    assert!(text.len() < query::MAX_QUERY_BYTES);
+    assert!(matches!(
+        query::prepare(&text),
+        Err(QueryError::TooDeep {
+            max: query::MAX_TREE_DEPTH,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -935,6 +970,21 @@ fn the_spec_error_cases_point_at_the_problem() {
         "k | extend b = bin(true, 1h)",
         "bin takes an instant as T, found `true`",
         20,
+    );
+    check_error(
+        "k | extend b = bin(null, 1h)",
+        "bin takes an instant as T, found null",
+        20,
+    );
+    check_error(
+        "k | extend b = bin(produced_at, -1d)",
+        "bin takes a positive duration as D (such as `1d`), found `-1d`",
+        33,
+    );
+    check_error(
+        "k | extend b = bin(produced_at, now)",
+        "bin takes a positive duration as D (such as `1d`), found `now`",
+        33,
     );
     let err = query::prepare("k | where").expect_err("parse error");
     assert!(

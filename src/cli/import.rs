@@ -9,7 +9,8 @@
 //! that copy: a pipe, a FIFO or standard input cannot be read twice, and a
 //! file that changes between the passes must not have unchecked lines
 //! stored. The spool is removed afterwards, and any spool a killed import
-//! left behind is removed the next time the store is opened (see
+//! left behind is removed the next time a command opens the store with
+//! `open_store` (see
 //! [`remove_stale_spools`]). With `--skip-invalid` one pass suffices.
 
 use std::fs::File;
@@ -428,7 +429,8 @@ impl<R: BufRead> Tee<R> {
         }
     }
 
-    /// Flushes the copy; the first error writing it, if any.
+    /// Flushes the copy; the first error writing it, if any (the next
+    /// `fill_buf` reports one too, so reading stops at once).
     fn finish(mut self) -> io::Result<()> {
         if let Some(e) = self.error.take() {
             return Err(e);
@@ -449,10 +451,17 @@ impl<R: BufRead> Read for Tee<R> {
 
 impl<R: BufRead> BufRead for Tee<R> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if let Some(e) = self.error.take() {
+            // The copy failed (a full disk): stop reading now.
+            return Err(e);
+        }
         self.inner.fill_buf()
     }
 
     fn consume(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
         if self.error.is_none() {
             // The bytes consumed are the front of the buffer just filled.
             let written = match self.inner.fill_buf() {

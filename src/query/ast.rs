@@ -343,9 +343,9 @@ pub enum ExprKind {
     /// `a + b - c ...` or `a * b / c % d ...`: the operators of one
     /// precedence level (`+ -`, or `* / %`) over two or more operands, flat
     /// and applied left to right, so that a long generated sum is one node
-    /// rather than a tree thousands deep. An operand that is itself a chain
-    /// of the same level was written in parentheses: `(a + b) + c` keeps
-    /// its grouping.
+    /// rather than a tree thousands deep. A chain of the same level written
+    /// in parentheses joins the chain on the left (`(a + b) + c` is
+    /// `a + b + c`) and stays one operand on the right (`a - (b - c)`).
     Arith {
         /// The first operand.
         first: Box<Expr>,

@@ -50,19 +50,22 @@ use value::Value;
 /// The longest query text accepted, in bytes (64 KiB).
 pub const MAX_QUERY_BYTES: usize = 64 * 1024;
 
-/// The deepest nesting accepted: parentheses, calls, lists, `not`, unary `-`.
+/// The deepest nesting accepted: parentheses (but `(now)`), calls, lists.
 pub const MAX_DEPTH: usize = 128;
 
-/// The deepest expression tree accepted. Operator chains are flat (one
-/// level however long: [`ast::ExprKind::Logic`], [`ast::ExprKind::Arith`]),
-/// and 128 nested calls, `not`s or unary minuses make 129 levels, so only
-/// operators nested inside dozens of parentheses or calls reach this (a
-/// tree grows by at most six levels, `or`, `and`, a comparison, a sum, a
-/// product and a call, per level of nesting). It exists because the passes
-/// that run a query walk the tree recursively on the caller's thread, and
-/// a debug build needs some 8 KiB of stack a level: 250 levels overflowed
-/// a 2 MiB thread, 200 did not.
-pub const MAX_TREE_DEPTH: usize = 160;
+/// The deepest expression tree accepted, syntax or planned. Operator chains
+/// are flat (one level however long: [`ast::ExprKind::Logic`],
+/// [`ast::ExprKind::Arith`]) and runs of `not` or `-` are read in a loop,
+/// so a syntax tree grows by at most seven levels (`or`, `and`, `not`, a
+/// comparison, a sum, a product, a minus or a call) per level of nesting:
+/// no query within [`MAX_DEPTH`] reaches this. A planned tree can be
+/// deeper (an `and`/`or` chain is planned as a balanced tree, log2 of its
+/// length deep), and is refused past it: evaluation walks it recursively
+/// on the caller's thread, row by row, and a debug build needs about 1.7
+/// KiB of stack a level there (903 levels ran on a 2 MiB thread, 1,400
+/// did not). Parsing, planning and binding deep text run on a thread of
+/// their own with a 64 MiB stack.
+pub const MAX_TREE_DEPTH: usize = 7 * (MAX_DEPTH + 1) + 1;
 
 /// The columns of a stream of records (before any computed field).
 pub const RECORD_COLUMNS: [&str; 6] = [
@@ -400,12 +403,14 @@ impl PreparedQuery {
     pub fn check_params(&self, params: &Params) -> Result<(), QueryError> {
         let now = Timestamp::now();
         let values = params.values(now);
-        self.plan
-            .bind(&Bindings {
-                params: &values,
-                now,
-            })
-            .map(|_| ())
+        parse::with_stack_if(parse::might_nest_deeply(&self.text), || {
+            self.plan
+                .bind(&Bindings {
+                    params: &values,
+                    now,
+                })
+                .map(|_| ())
+        })
     }
 
     /// The names of the parameters the query uses, without `$`.
@@ -437,9 +442,12 @@ impl PreparedQuery {
         options: &ExecOptions,
     ) -> crate::Result<plan::Physical> {
         let values = params.values(options.now);
-        let bound = self.plan.bind(&Bindings {
-            params: &values,
-            now: options.now,
+        // Binding walks the tree recursively: deep ones on a large stack.
+        let bound = parse::with_stack_if(parse::might_nest_deeply(&self.text), || {
+            self.plan.bind(&Bindings {
+                params: &values,
+                now: options.now,
+            })
         })?;
         plan::access_path(&bound, source, options.use_indexes)
     }

@@ -97,20 +97,33 @@ pub(crate) fn with_stack_for<T: Send>(
             max: MAX_QUERY_BYTES,
         });
     }
-    if might_nest_deeply(text) {
-        return std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .stack_size(PARSER_STACK_BYTES)
-                .spawn_scoped(scope, work)
-                .ok()
-                .and_then(|handle| handle.join().ok())
-                .unwrap_or(Err(QueryError::TooDeep {
-                    max: MAX_DEPTH,
-                    span: Span::new(0, 0),
-                }))
-        });
+    with_stack_if(might_nest_deeply(text), work)
+}
+
+/// Runs `work` on a thread with a large stack of its own when `deep`, else
+/// on this one. A panic in `work` goes on unwinding in the caller.
+pub(crate) fn with_stack_if<T: Send>(
+    deep: bool,
+    work: impl FnOnce() -> Result<T, QueryError> + Send,
+) -> Result<T, QueryError> {
+    if !deep {
+        return work();
     }
-    work()
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new()
+            .stack_size(PARSER_STACK_BYTES)
+            .spawn_scoped(scope, work)
+        {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had: refused rather than risk the stack.
+            Err(_) => Err(QueryError::TooDeep {
+                max: MAX_DEPTH,
+                span: Span::new(0, 0),
+            }),
+        }
+    })
 }
 
 /// Parses on the calling thread (see [`with_stack_for`]).
@@ -129,7 +142,7 @@ const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
 
 /// True when the text has enough tokens that open a nesting level
 /// (`(`, `-`, `not`) to make its parse recurse deeply.
-fn might_nest_deeply(text: &str) -> bool {
+pub(crate) fn might_nest_deeply(text: &str) -> bool {
     let openers = text
         .bytes()
         .filter(|b| matches!(b, b'(' | b'-' | b'['))
@@ -827,25 +840,28 @@ impl<'t> Parser<'t> {
     /// `not = "not" not | cmp`
     fn not_expr(&self, i: &'t str) -> R<'t, Expr> {
         let (i, _) = ws(i)?;
-        if let Ok((rest, _)) = self.keyword(i, "not") {
-            // `not (x)` is one level of nesting, the parentheses'.
-            let (rest, inner) = if ws(rest)?.0.starts_with('(') {
-                self.not_expr(rest)
-            } else {
-                self.nested(rest, |r| self.not_expr(r))
-            }
-            .map_err(cut_err)?;
-            self.grow(rest, self.tree_depth.get() + 1)?;
-            let span = self.span(i, rest);
-            return Ok((
-                rest,
-                Expr {
-                    kind: ExprKind::Not(Box::new(inner)),
-                    span,
-                },
-            ));
+        // A run of `not`s is read in a loop, not by recursion, so it is no
+        // level of nesting (the tree limit bounds it): `not (x)` and `not x`
+        // nest alike, and a printed query nests no deeper than its text.
+        let mut starts = Vec::new();
+        let mut rest = i;
+        while let Ok((after, _)) = self.keyword(rest, "not") {
+            starts.push(rest);
+            rest = ws(after)?.0;
         }
-        self.cmp_expr(i)
+        if starts.is_empty() {
+            return self.cmp_expr(i);
+        }
+        let (end, mut expr) = self.cmp_expr(rest).map_err(cut_err)?;
+        let mut depth = self.tree_depth.get();
+        for start in starts.into_iter().rev() {
+            depth = self.grow(end, depth + 1)?;
+            expr = Expr {
+                kind: ExprKind::Not(Box::new(expr)),
+                span: self.span(start, end),
+            };
+        }
+        Ok((end, expr))
     }
 
     /// `cmp = sum [ cmp_op sum | "in" "(" expr { "," expr } ")" ]`
@@ -965,52 +981,59 @@ impl<'t> Parser<'t> {
     /// the literal (`-3.5`, and `-9223372036854775808` fits).
     fn unary(&self, i: &'t str) -> R<'t, Expr> {
         let (i, _) = ws(i)?;
-        let Ok((rest, _)) = self.symbol(i, "-") else {
-            return self.primary(i);
-        };
-        let (rest, _) = ws(rest)?;
-        if rest.starts_with(|c: char| c.is_ascii_digit()) {
-            let (after, token) = self.number_like(rest)?;
-            let literal = match token {
-                NumberToken::Int(digits) => match parse_int(digits, true) {
-                    Some(n) => Some(Literal::Int(n)),
-                    None => {
-                        return self.invalid(
-                            i,
-                            self.pos(after) - self.pos(i),
-                            "integer out of range".into(),
-                        )
-                    }
-                },
-                NumberToken::Float(x) => Some(Literal::Float(-x)),
-                NumberToken::Literal(_) => None,
-            };
-            if let Some(literal) = literal {
-                self.tree_depth.set(1);
-                return Ok((
-                    after,
-                    Expr {
-                        kind: ExprKind::Literal(literal),
-                        span: self.span(i, after),
+        // A run of minuses is read in a loop, like `not`s (see `not_expr`).
+        let mut starts = Vec::new();
+        let mut rest = i;
+        let mut operand = None;
+        while let Ok((after, _)) = self.symbol(rest, "-") {
+            let (after, _) = ws(after)?;
+            if after.starts_with(|c: char| c.is_ascii_digit()) {
+                let (end, token) = self.number_like(after)?;
+                let literal = match token {
+                    NumberToken::Int(digits) => match parse_int(digits, true) {
+                        Some(n) => Some(Literal::Int(n)),
+                        None => {
+                            return self.invalid(
+                                rest,
+                                self.pos(end) - self.pos(rest),
+                                "integer out of range".into(),
+                            )
+                        }
                     },
-                ));
+                    NumberToken::Float(x) => Some(Literal::Float(-x)),
+                    NumberToken::Literal(_) => None,
+                };
+                if let Some(literal) = literal {
+                    self.tree_depth.set(1);
+                    operand = Some((
+                        end,
+                        Expr {
+                            kind: ExprKind::Literal(literal),
+                            span: self.span(rest, end),
+                        },
+                    ));
+                    break;
+                }
             }
+            starts.push(rest);
+            rest = after;
         }
-        // `-(x)` is one level of nesting, the parentheses'.
-        let (rest, inner) = if rest.starts_with('(') {
-            self.unary(rest)
-        } else {
-            self.nested(rest, |r| self.unary(r))
+        if starts.is_empty() && operand.is_none() {
+            return self.primary(i);
         }
-        .map_err(cut_err)?;
-        self.grow(rest, self.tree_depth.get() + 1)?;
-        Ok((
-            rest,
-            Expr {
-                kind: ExprKind::Neg(Box::new(inner)),
-                span: self.span(i, rest),
-            },
-        ))
+        let (end, mut expr) = match operand {
+            Some(folded) => folded,
+            None => self.primary(rest).map_err(cut_err)?,
+        };
+        let mut depth = self.tree_depth.get();
+        for start in starts.into_iter().rev() {
+            depth = self.grow(end, depth + 1)?;
+            expr = Expr {
+                kind: ExprKind::Neg(Box::new(expr)),
+                span: self.span(start, end),
+            };
+        }
+        Ok((end, expr))
     }
 
     /// `primary = literal | parameter | call | path | "(" expr ")"`
@@ -1021,6 +1044,14 @@ impl<'t> Parser<'t> {
             return self.expected(i, "an expression");
         };
         let (rest, kind) = if c == '(' {
+            if let Some((rest, now_at)) = bare_now_in_parens(&i[1..]) {
+                // `(now)` is how a bare `now` prints before `+` or `-`: no
+                // level of nesting, so a printed query nests as its text.
+                self.tree_depth.set(1);
+                let span = self.span(now_at, &now_at[3..]);
+                let kind = ExprKind::Literal(Literal::Instant(Instant::Now(None)));
+                return Ok((rest, Expr { kind, span }));
+            }
             let (rest, inner) = self.expr(&i[1..])?;
             let (rest, _) = self.symbol(rest, ")").map_err(cut_err)?;
             // Parentheses only group: the inner node keeps its own span.
@@ -1457,6 +1488,19 @@ fn date_prefix_len(i: &str) -> Option<usize> {
     (shape && !b.get(10).is_some_and(u8::is_ascii_digit)).then_some(10)
 }
 
+/// `now` alone up to a closing parenthesis (what follows an opening one):
+/// the text after the `)`, and the text at `now`.
+fn bare_now_in_parens(i: &str) -> Option<(&str, &str)> {
+    let is_space = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+    let now_at = i.trim_start_matches(is_space);
+    let (head, after) = (now_at.get(..3)?, now_at.get(3..)?);
+    if !head.eq_ignore_ascii_case("now") || continues_ident(after) {
+        return None;
+    }
+    let rest = after.trim_start_matches(is_space).strip_prefix(')')?;
+    Some((rest, now_at))
+}
+
 /// Digits as an i64, negated when `negative` (so `i64::MIN` fits).
 fn parse_int(digits: &str, negative: bool) -> Option<i64> {
     let magnitude: i128 = digits.parse().ok()?;
@@ -1720,9 +1764,29 @@ mod tests {
             parse_query(&nest(MAX_DEPTH + 1)),
             Err(QueryError::TooDeep { .. })
         ));
-        let nots = |n: usize| format!("k | where {}x", "not ".repeat(n));
-        assert!(parse_query(&nots(MAX_DEPTH)).is_ok());
-        assert!(parse_query(&nots(MAX_DEPTH + 1)).is_err());
+        // Runs of `not` and of `-` are read in a loop: no nesting, only
+        // tree levels.
+        for op in ["not ", "-", "- "] {
+            let run = |n: usize| format!("k | where {}x", op.repeat(n));
+            assert!(parse_query(&run(MAX_DEPTH + 1)).is_ok(), "{op}");
+            assert!(matches!(
+                parse_query(&run(MAX_TREE_DEPTH)),
+                Err(QueryError::TooDeep {
+                    max: MAX_TREE_DEPTH,
+                    ..
+                })
+            ));
+        }
+        // `(now)`, as a bare `now` prints before `+`, is no level either:
+        // the printed form of a query at the nesting limit parses back.
+        let now_in_calls = format!(
+            "k | where {}now + x{}",
+            "abs(".repeat(MAX_DEPTH),
+            ")".repeat(MAX_DEPTH)
+        );
+        let query = parse_query(&now_in_calls).expect("at the limit");
+        assert!(query.to_string().contains("(now) + x"));
+        assert_eq!(parse_query(&query.to_string()), Ok(query));
         // `-(` and `not (` are one level each: the parentheses.
         for prefix in ["-(", "not ("] {
             let nest = |n: usize| format!("k | where {}x{}", prefix.repeat(n), ")".repeat(n));
@@ -1735,21 +1799,18 @@ mod tests {
         let calls = |n: usize| format!("k | where {}x{}", "abs(".repeat(n), ")".repeat(n));
         assert!(parse_query(&calls(MAX_DEPTH)).is_ok());
         assert!(parse_query(&calls(MAX_DEPTH + 1)).is_err());
-        // Six tree levels (`or`, `and`, `=`, `+`, `*`, a call) for each of
-        // the calls nested in one another: the tree limit comes first.
+        // Seven tree levels (`or`, `and`, `not`, `=`, `+`, `*`, `-`) for each
+        // level of nesting: the tree limit is never what refuses a query
+        // within the nesting limit.
         let widest = |n: usize| {
-            let level = "a or b and c = d + e * abs(";
+            let level = "a or b and not (c) = d + e * -(";
             format!("k | where {}x{}", level.repeat(n), ")".repeat(n))
         };
-        let calls = (MAX_TREE_DEPTH - 1) / 6;
-        let query = parse_query(&widest(calls)).expect("within the tree limit");
+        let query = parse_query(&widest(MAX_DEPTH)).expect("within the nesting limit");
         assert_eq!(parse_query(&query.to_string()), Ok(query));
         assert!(matches!(
-            parse_query(&widest(calls + 1)),
-            Err(QueryError::TooDeep {
-                max: MAX_TREE_DEPTH,
-                ..
-            })
+            parse_query(&widest(MAX_DEPTH + 1)),
+            Err(QueryError::TooDeep { max: MAX_DEPTH, .. })
         ));
         // 128 nested calls (or `not`s, or minuses) in a comparison fit.
         let calls_in = format!(

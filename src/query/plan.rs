@@ -11,6 +11,7 @@
 //! matchers, `producer`/`run_id` equality, time bounds at the head of the
 //! pipeline) into a [`ScanRequest`].
 
+use crate::query::MAX_TREE_DEPTH;
 use std::collections::BTreeMap;
 
 use regex::Regex;
@@ -295,6 +296,7 @@ pub(crate) fn compile(query: &Query) -> Result<Plan, QueryError> {
     let mut stages: Vec<PlanStage> = Vec::new();
     for (origin, stage) in query.stages.iter().enumerate() {
         let compiled = compile_stage(stage, &mut scope)?;
+        check_compiled_depth(&compiled, stage.span)?;
         // `sort | limit` runs as one bounded top-N.
         if let CStage::Limit(n) = &compiled {
             if let Some(PlanStage {
@@ -823,7 +825,7 @@ fn compile_expr(e: &Expr, scope: &Scope) -> Result<CExpr, QueryError> {
                 .map(|x| compile_expr(x, scope))
                 .collect::<Result<_, _>>()?;
             if *func == Func::Bin {
-                check_bin_args(&compiled, |i| args.get(i).map_or(e.span, |a| a.span))?;
+                check_bin_args(&compiled, |i| Some(args.get(i).map_or(e.span, |a| a.span)))?;
             }
             CExpr::Func(*func, compiled)
         }
@@ -833,23 +835,39 @@ fn compile_expr(e: &Expr, scope: &Scope) -> Result<CExpr, QueryError> {
 /// `bin(T, D)` with a constant D that is not a positive duration, or a
 /// constant T that is not an instant, is the wrong arguments (it would give
 /// null on every row): refused when compiled, or bound for a parameter.
-fn check_bin_args(args: &[CExpr], span_of: impl Fn(usize) -> Span) -> Result<(), QueryError> {
-    if let Some(CExpr::Const(t)) = args.first() {
-        if !t.is_null() && t.to_instant().is_none() {
+fn check_bin_args(
+    args: &[CExpr],
+    span_of: impl Fn(usize) -> Option<Span>,
+) -> Result<(), QueryError> {
+    // What an argument is known to be before any row: a constant, `now`,
+    // or a minus before a constant (`-1d`); `None` when rows decide.
+    let known = |e: &CExpr| match e {
+        CExpr::Const(v) => Some(v.clone()),
+        CExpr::Now(_) => Some(Value::Instant(Timestamp::MIN)),
+        CExpr::Neg(x) => match &**x {
+            CExpr::Const(Value::Duration(d)) => Some(Value::Duration(d.saturating_neg())),
+            CExpr::Const(v) => Some(v.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let (Some(t), Some(span)) = (args.first().and_then(known), span_of(0)) {
+        if t.to_instant().is_none() {
             return Err(invalid(
-                format!("bin takes an instant as T, found {}", describe_value(t)),
-                span_of(0),
+                format!("bin takes an instant as T, found {}", describe_value(&t)),
+                span,
             ));
         }
     }
-    if let Some(CExpr::Const(d)) = args.get(1) {
-        if !matches!(d, Value::Duration(d) if *d > 0) {
+    if let (Some(d), Some(span)) = (args.get(1).and_then(known), span_of(1)) {
+        if !matches!(d, Value::Duration(d) if d > 0) {
+            let found = match args.get(1) {
+                Some(CExpr::Now(_)) => "`now`".to_owned(),
+                _ => describe_value(&d),
+            };
             return Err(invalid(
-                format!(
-                    "bin takes a positive duration as D (such as `1d`), found {}",
-                    describe_value(d)
-                ),
-                span_of(1),
+                format!("bin takes a positive duration as D (such as `1d`), found {found}"),
+                span,
             ));
         }
     }
@@ -1085,6 +1103,27 @@ fn collect_params(e: &CExpr, add: &mut dyn FnMut(&str, Span)) {
     }
 }
 
+/// Refuses a stage whose compiled expressions are deeper than
+/// [`MAX_TREE_DEPTH`]: they are evaluated recursively on the caller's
+/// thread, row by row. The syntax tree is within the limit already; only
+/// `and`/`or` chains, planned as balanced trees (log2 of their length
+/// deep), can make the compiled one deeper, and only for long chains at
+/// each of dozens of nesting levels.
+fn check_compiled_depth(stage: &CStage, span: Span) -> Result<(), QueryError> {
+    fn depth(e: &CExpr) -> usize {
+        1 + children(e).into_iter().map(depth).max().unwrap_or(0)
+    }
+    let mut deepest = 0;
+    for_each_expr(stage, &mut |e| deepest = deepest.max(depth(e)));
+    if deepest > MAX_TREE_DEPTH {
+        return Err(QueryError::TooDeep {
+            max: MAX_TREE_DEPTH,
+            span,
+        });
+    }
+    Ok(())
+}
+
 fn children(e: &CExpr) -> Vec<&CExpr> {
     match e {
         CExpr::Const(_)
@@ -1287,10 +1326,11 @@ fn bind_expr(e: &CExpr, b: &Bindings<'_>) -> Result<CExpr, QueryError> {
                 .map(|c| bind_expr(c, b))
                 .collect::<Result<_, _>>()?;
             if *f == Func::Bin {
-                // A parameter's value is checked as a literal's was.
+                // A parameter's value is checked as a literal's was (the
+                // rest were checked when compiled).
                 let span_of = |i: usize| match args.get(i) {
-                    Some(CExpr::Param { span, .. }) => *span,
-                    _ => Span::default(),
+                    Some(CExpr::Param { span, .. }) => Some(*span),
+                    _ => None,
                 };
                 check_bin_args(&bound, span_of)?;
             }

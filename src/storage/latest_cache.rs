@@ -29,9 +29,10 @@
 //! values and an estimated 96 bytes of overhead per entry; the hash
 //! tables keep their largest size after being emptied), split evenly over
 //! 16 shards; a shard that would overflow first drops a random half of its
-//! entries (every other one in hash order), so when the pairs asked for do
-//! not fit, a shard holds between half and all of its share. Capacity 0
-//! turns the cache off.
+//! entries (every other one in hash order; emptied only if that is still
+//! not room enough), so when the pairs asked for do not fit, a shard keeps
+//! about half of its entries rather than none. Capacity 0 turns the cache
+//! off.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
