@@ -92,6 +92,7 @@ pub fn prepare(text: &str) -> Result<PreparedQuery, QueryError> {
     })?;
     Ok(PreparedQuery {
         text: text.to_owned(),
+        deep: parse::might_nest_deeply(text),
         query,
         plan,
     })
@@ -375,6 +376,8 @@ impl Iterator for RowStream<'_> {
 #[derive(Clone, Debug)]
 pub struct PreparedQuery {
     text: String,
+    /// The text could make a deep tree: binding runs on a large stack.
+    deep: bool,
     query: ast::Query,
     plan: Plan,
 }
@@ -401,15 +404,18 @@ impl PreparedQuery {
     /// accepts), without a source: a caller can refuse bad bindings before
     /// it opens a store.
     pub fn check_params(&self, params: &Params) -> Result<(), QueryError> {
-        let now = Timestamp::now();
+        self.bind(params, Timestamp::now()).map(|_| ())
+    }
+
+    /// The plan with `params` and `now` substituted. Binding walks the
+    /// tree recursively: a deep one on a large stack.
+    fn bind(&self, params: &Params, now: Timestamp) -> Result<plan::BoundPlan, QueryError> {
         let values = params.values(now);
-        parse::with_stack_if(parse::might_nest_deeply(&self.text), || {
-            self.plan
-                .bind(&Bindings {
-                    params: &values,
-                    now,
-                })
-                .map(|_| ())
+        parse::with_stack_if(self.deep, || {
+            self.plan.bind(&Bindings {
+                params: &values,
+                now,
+            })
         })
     }
 
@@ -441,14 +447,7 @@ impl PreparedQuery {
         params: &Params,
         options: &ExecOptions,
     ) -> crate::Result<plan::Physical> {
-        let values = params.values(options.now);
-        // Binding walks the tree recursively: deep ones on a large stack.
-        let bound = parse::with_stack_if(parse::might_nest_deeply(&self.text), || {
-            self.plan.bind(&Bindings {
-                params: &values,
-                now: options.now,
-            })
-        })?;
+        let bound = self.bind(params, options.now)?;
         plan::access_path(&bound, source, options.use_indexes)
     }
 

@@ -126,22 +126,12 @@ pub(crate) fn with_stack_if<T: Send>(
     })
 }
 
-/// Parses on the calling thread (see [`with_stack_for`]).
-pub(crate) fn parse_on_this_thread(text: &str) -> Result<Query, QueryError> {
-    if text.len() > MAX_QUERY_BYTES {
-        return Err(QueryError::TooLong {
-            len: text.len(),
-            max: MAX_QUERY_BYTES,
-        });
-    }
-    parse_unchecked(text)
-}
-
 /// Stack for parsing deeply nested queries.
 const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
 
-/// True when the text has enough tokens that open a nesting level
-/// (`(`, `-`, `not`) to make its parse recurse deeply.
+/// True when the text has enough tokens that open a nesting level (`(`,
+/// `[`) or deepen the tree (`-`, `not`) for parsing it, or walking its
+/// tree, to recurse deeply.
 pub(crate) fn might_nest_deeply(text: &str) -> bool {
     let openers = text
         .bytes()
@@ -155,7 +145,9 @@ pub(crate) fn might_nest_deeply(text: &str) -> bool {
     openers + nots > 24
 }
 
-fn parse_unchecked(text: &str) -> Result<Query, QueryError> {
+/// Parses on the calling thread: call it inside [`with_stack_for`], which
+/// refuses text over [`MAX_QUERY_BYTES`] and picks the thread.
+pub(crate) fn parse_on_this_thread(text: &str) -> Result<Query, QueryError> {
     let parser = Parser::new(text);
     match parser.query(text) {
         Ok((_, query)) => Ok(query),
@@ -190,7 +182,7 @@ pub(crate) fn parse_literal(text: &str) -> Option<Literal> {
 /// The parser's state: the whole text (for offsets) and the current depth.
 struct Parser<'t> {
     text: &'t str,
-    /// Open recursive rules (parentheses, calls, lists, `not`, `-`).
+    /// Open recursive rules (parentheses, calls, lists).
     depth: Cell<usize>,
     /// The tree depth of the expression the last expression rule returned.
     tree_depth: Cell<usize>,
@@ -852,12 +844,24 @@ impl<'t> Parser<'t> {
         if starts.is_empty() {
             return self.cmp_expr(i);
         }
-        let (end, mut expr) = self.cmp_expr(rest).map_err(cut_err)?;
-        let mut depth = self.tree_depth.get();
-        for start in starts.into_iter().rev() {
+        let (end, operand) = self.cmp_expr(rest).map_err(cut_err)?;
+        self.prefixed(&starts, end, operand, ExprKind::Not)
+    }
+
+    /// `operand` (ending at `end`) under one prefix operator (`make`) for
+    /// each of `starts`, the operators' positions, the last innermost.
+    fn prefixed(
+        &self,
+        starts: &[&'t str],
+        end: &'t str,
+        operand: Expr,
+        make: fn(Box<Expr>) -> ExprKind,
+    ) -> R<'t, Expr> {
+        let (mut expr, mut depth) = (operand, self.tree_depth.get());
+        for start in starts.iter().rev() {
             depth = self.grow(end, depth + 1)?;
             expr = Expr {
-                kind: ExprKind::Not(Box::new(expr)),
+                kind: make(Box::new(expr)),
                 span: self.span(start, end),
             };
         }
@@ -1021,19 +1025,11 @@ impl<'t> Parser<'t> {
         if starts.is_empty() && operand.is_none() {
             return self.primary(i);
         }
-        let (end, mut expr) = match operand {
+        let (end, operand) = match operand {
             Some(folded) => folded,
             None => self.primary(rest).map_err(cut_err)?,
         };
-        let mut depth = self.tree_depth.get();
-        for start in starts.into_iter().rev() {
-            depth = self.grow(end, depth + 1)?;
-            expr = Expr {
-                kind: ExprKind::Neg(Box::new(expr)),
-                span: self.span(start, end),
-            };
-        }
-        Ok((end, expr))
+        self.prefixed(&starts, end, operand, ExprKind::Neg)
     }
 
     /// `primary = literal | parameter | call | path | "(" expr ")"`
