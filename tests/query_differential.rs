@@ -1068,10 +1068,13 @@ fn window_frame_offsets_may_be_parameters() {
         inner: MemorySource::new(dataset()),
         reads: Cell::new(0),
     };
-    for (a, b, message) in [
-        ("1", "0", "is empty"),
-        ("\"x\"", "0", "must be an integer"),
-        ("1.5", "2", "must be an integer"),
+    let (at_a, at_b) = (text.find("$a").unwrap(), text.find("$b").unwrap());
+    let frame = text.find("$a .. $b").unwrap();
+    for (a, b, message, at) in [
+        ("1", "0", "is empty", frame),
+        ("\"x\"", "0", "must be an integer", at_a),
+        ("1.5", "2", "must be an integer", at_a),
+        ("0", "true", "must be an integer", at_b),
     ] {
         let mut params = Params::new();
         params
@@ -1083,8 +1086,32 @@ fn window_frame_offsets_may_be_parameters() {
             .run(&source, &params, &ExecOptions::default())
             .expect_err(message);
         assert!(err.to_string().contains(message), "{a} .. {b}: {err}");
+        assert_eq!(
+            query_span(&err).map(|s| s.start),
+            Some(at),
+            "{a} .. {b}: {err}"
+        );
     }
+    // An unbound offset is named where it is written, not the whole frame.
+    let mut params = Params::new();
+    params.insert_int("a", -2);
+    let err = prepared
+        .run(&source, &params, &ExecOptions::default())
+        .expect_err("unbound");
+    assert!(err.to_string().contains("`$b` is not bound"), "{err}");
+    assert_eq!(
+        query_span(&err).map(|s| (s.start, s.end)),
+        Some((at_b, at_b + 2))
+    );
     assert_eq!(source.reads.get(), 0);
+}
+
+/// The span a query error points at.
+fn query_span(err: &almanac::Error) -> Option<almanac::query::ast::Span> {
+    match err {
+        almanac::Error::Query(e) => e.span(),
+        _ => None,
+    }
 }
 
 #[test]

@@ -113,7 +113,7 @@ fn arith_ops() -> impl Strategy<Value = Vec<BinOp>> {
 fn offset() -> impl Strategy<Value = Offset> {
     prop_oneof![
         any::<i64>().prop_map(Offset::Int),
-        param_name().prop_map(Offset::Param),
+        param_name().prop_map(|name| Offset::Param(name, Span::default())),
     ]
 }
 

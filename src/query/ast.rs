@@ -248,15 +248,15 @@ pub struct Frame {
 pub enum Offset {
     /// An integer literal (`-7`).
     Int(i64),
-    /// `$name`, bound at execution time.
-    Param(String),
+    /// `$name`, bound at execution time, and where it was written.
+    Param(String, Span),
 }
 
 impl std::fmt::Display for Offset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Offset::Int(n) => write!(f, "{n}"),
-            Offset::Param(name) => write!(f, "${name}"),
+            Offset::Param(name, _) => write!(f, "${name}"),
         }
     }
 }

@@ -285,14 +285,26 @@ fn apply<'a>(stage: CStage, rows: RowIter<'a>) -> RowIter<'a> {
 }
 
 /// A window frame offset: an integer constant once the plan is bound.
+/// A window frame offset. Binding (`plan::bind`) turns every offset into
+/// an integer constant and refuses anything else, so nothing else reaches
+/// execution.
 fn offset_of(n: &CExpr) -> i64 {
+    debug_assert!(
+        matches!(n, CExpr::Const(Value::Int(_))),
+        "unbound frame offset {n:?}"
+    );
     match n {
         CExpr::Const(Value::Int(i)) => *i,
         _ => 0,
     }
 }
 
+/// A `limit` count; as for [`offset_of`], binding leaves only integers.
 fn limit_of(n: &CExpr) -> usize {
+    debug_assert!(
+        matches!(n, CExpr::Const(Value::Int(_))),
+        "unbound limit {n:?}"
+    );
     match n {
         CExpr::Const(Value::Int(i)) => usize::try_from(*i).unwrap_or(usize::MAX),
         _ => 0,

@@ -695,7 +695,8 @@ impl<'t> Parser<'t> {
         let (i, _) = ws(i)?;
         if i.starts_with('$') {
             let (rest, name) = self.param(i).map_err(cut_err)?;
-            return Ok((rest, Offset::Param(name)));
+            let span = self.span(i, rest);
+            return Ok((rest, Offset::Param(name, span)));
         }
         let (rest, n) = self.signed_int(i)?;
         Ok((rest, Offset::Int(n)))

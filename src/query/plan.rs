@@ -467,9 +467,9 @@ fn compile_stage(stage: &Stage, scope: &mut Scope) -> Result<CStage, QueryError>
             }
             let offset = |o: &Offset| match o {
                 Offset::Int(n) => CExpr::Const(Value::Int(*n)),
-                Offset::Param(name) => CExpr::Param {
+                Offset::Param(name, span) => CExpr::Param {
                     name: name.clone(),
-                    span: rows.span,
+                    span: *span,
                 },
             };
             let aggs = aggregates
@@ -521,16 +521,23 @@ fn bind_frame(
     span: Span,
     b: &Bindings<'_>,
 ) -> Result<(CExpr, CExpr), QueryError> {
-    let offset = |e: &CExpr| match bind_expr(e, b)? {
-        CExpr::Const(Value::Int(n)) => Ok(n),
-        CExpr::Const(v) => Err(invalid(
-            format!(
-                "a window frame offset must be an integer, found {}",
-                describe_value(&v)
-            ),
-            span,
-        )),
-        _ => Err(invalid("a window frame offset must be an integer", span)),
+    let offset = |e: &CExpr| {
+        // A parameter's own span, so the error points at it.
+        let at = match e {
+            CExpr::Param { span, .. } => *span,
+            _ => span,
+        };
+        match bind_expr(e, b)? {
+            CExpr::Const(Value::Int(n)) => Ok(n),
+            CExpr::Const(v) => Err(invalid(
+                format!(
+                    "a window frame offset must be an integer, found {}",
+                    describe_value(&v)
+                ),
+                at,
+            )),
+            _ => Err(invalid("a window frame offset must be an integer", at)),
+        }
     };
     let (start, end) = (offset(start)?, offset(end)?);
     check_frame(start, end, span)?;
