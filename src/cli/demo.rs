@@ -258,8 +258,14 @@ pub fn run(db: &Path, args: &DemoArgs) -> CliResult {
     };
     let today = end.as_micros().div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
     let first_day = today - (args.days as i64 - 1) * MICROS_PER_DAY;
-    for (t_idx, t) in targets.iter().enumerate() {
-        generate_target(&mut rng, &mut sink, t, t_idx, first_day, args.days, end)?;
+    let mut states: Vec<TargetState> = targets
+        .iter()
+        .map(|t| TargetState::new(t, rng.next()))
+        .collect();
+    for d in 0..args.days {
+        for (t_idx, (t, state)) in targets.iter().zip(&mut states).enumerate() {
+            generate_day(state, &mut sink, t, t_idx, d, first_day, args.days, end)?;
+        }
     }
     sink.flush()?;
     print_summary(&store, db, &targets, sink.n_stored, first_day, end)
@@ -274,194 +280,220 @@ fn context(t: &DemoTarget, job: &str, run_id: &str) -> MetadataContext {
     }
 }
 
-fn generate_target(
-    rng: &mut Rng,
+/// What one target's generator carries from day to day. Each target has a
+/// random stream of its own, so the records can be generated day by day
+/// across targets (and stored roughly in time order, as a platform writes
+/// them: appends to each partition's tables rather than inserts all over
+/// every partition, which left most of a demo store's file free space).
+struct TargetState {
+    rng: Rng,
+    previous_run: Option<String>,
+    columns: Vec<(String, String)>,
+    row_count: u64,
+}
+
+impl TargetState {
+    fn new(t: &DemoTarget, seed: u64) -> Self {
+        TargetState {
+            rng: Rng(seed),
+            previous_run: None,
+            columns: t.columns.clone(),
+            row_count: (t.base_rows * 30.0) as u64,
+        }
+    }
+}
+
+/// Generates target `t`'s records of day `d` (0 = `first_day`).
+#[allow(clippy::too_many_arguments)]
+fn generate_day(
+    state: &mut TargetState,
     sink: &mut Sink<'_>,
     t: &DemoTarget,
     t_idx: usize,
+    d: u64,
     first_day: i64,
     days: u64,
     end: Timestamp,
 ) -> CliResult {
-    let mut previous_run: Option<String> = None;
-    let mut columns = t.columns.clone();
-    let mut row_count: u64 = (t.base_rows * 30.0) as u64;
-    for d in 0..days {
-        let day_start = first_day + d as i64 * MICROS_PER_DAY;
-        let loaded = Timestamp::from_micros(
-            day_start + t.load_minute * MINUTE + rng.below(600) as i64 * MICROS_PER_SECOND,
-        );
-        if loaded > end {
-            break;
-        }
-        let days_left = days - 1 - d;
-        let run_id = if t_idx == 0 && days_left == 1 {
-            "run-123".to_owned() // the run of the spec's `* {run_id="run-123"}` example
-        } else {
-            format!("run-{}", rng.hex())
-        };
-        let window_start = Timestamp::from_micros(day_start - MICROS_PER_DAY);
-        let window_end = Timestamp::from_micros(day_start);
-        let extras = object(json!({
-            "window_start": window_start.to_rfc3339(),
-            "window_end": window_end.to_rfc3339(),
-        }));
+    let TargetState {
+        rng,
+        previous_run,
+        columns,
+        row_count,
+    } = state;
+    let day_start = first_day + d as i64 * MICROS_PER_DAY;
+    let loaded = Timestamp::from_micros(
+        day_start + t.load_minute * MINUTE + rng.below(600) as i64 * MICROS_PER_SECOND,
+    );
+    if loaded > end {
+        return Ok(()); // and so are the later days'
+    }
+    let days_left = days - 1 - d;
+    let run_id = if t_idx == 0 && days_left == 1 {
+        "run-123".to_owned() // the run of the spec's `* {run_id="run-123"}` example
+    } else {
+        format!("run-{}", rng.hex())
+    };
+    let window_start = Timestamp::from_micros(day_start - MICROS_PER_DAY);
+    let window_end = Timestamp::from_micros(day_start);
+    let extras = object(json!({
+        "window_start": window_start.to_rfc3339(),
+        "window_end": window_end.to_rfc3339(),
+    }));
 
-        // Ingestion volume: noisy around the table's size, a rare spike or empty load.
-        let noise = 1.0 + (rng.unit() - 0.5) * 0.2;
-        let mut rows = (t.base_rows * noise) as u64;
-        if rng.chance(0.01) {
-            rows *= 8;
-        } else if rng.chance(0.005) {
-            rows = 0;
-        }
-        row_count += rows;
-        let mut volume = MetadataRecord::new(
-            "ingestion_volume",
-            t.target.clone(),
-            object(json!({
-                "rows": rows,
-                "bytes": rows * t.row_bytes,
-                "filter": format!("load_date = '{}'", date_of(window_start)),
-                "watermark": window_end.to_rfc3339(),
-            })),
-            loaded,
-            "ingestion.v1",
-        );
-        volume.context = context(t, "load", &run_id);
-        volume.version = Some(1);
-        volume.quality = Some(json!(if rng.chance(0.9) {
-            "verified"
-        } else {
-            "estimated"
-        }));
-        volume.extras = extras.clone();
-        sink.push(volume)?;
+    // Ingestion volume: noisy around the table's size, a rare spike or empty load.
+    let noise = 1.0 + (rng.unit() - 0.5) * 0.2;
+    let mut rows = (t.base_rows * noise) as u64;
+    if rng.chance(0.01) {
+        rows *= 8;
+    } else if rng.chance(0.005) {
+        rows = 0;
+    }
+    *row_count += rows;
+    let mut volume = MetadataRecord::new(
+        "ingestion_volume",
+        t.target.clone(),
+        object(json!({
+            "rows": rows,
+            "bytes": rows * t.row_bytes,
+            "filter": format!("load_date = '{}'", date_of(window_start)),
+            "watermark": window_end.to_rfc3339(),
+        })),
+        loaded,
+        "ingestion.v1",
+    );
+    volume.context = context(t, "load", &run_id);
+    volume.version = Some(1);
+    volume.quality = Some(json!(if rng.chance(0.9) {
+        "verified"
+    } else {
+        "estimated"
+    }));
+    volume.extras = extras.clone();
+    sink.push(volume)?;
 
-        // Runtime of the same run.
-        let retries = if rng.chance(0.05) {
-            1 + rng.below(3)
-        } else {
-            0
-        };
-        let duration = (rows as f64 / 20_000.0 + 5.0 + rng.unit() * 30.0) * (1.0 + retries as f64);
-        let mut runtime = MetadataRecord::new(
-            "ingestion_runtime",
-            t.target.clone(),
-            object(json!({"duration_s": (duration * 10.0).round() / 10.0, "retries": retries})),
-            Timestamp::from_micros(loaded.as_micros() + (duration as i64 + 1) * MICROS_PER_SECOND),
-            "ingestion.v1",
-        );
-        runtime.context = context(t, "load", &run_id);
-        runtime.version = Some(1);
-        runtime.extras = extras.clone();
-        sink.push(runtime)?;
+    // Runtime of the same run.
+    let retries = if rng.chance(0.05) {
+        1 + rng.below(3)
+    } else {
+        0
+    };
+    let duration = (rows as f64 / 20_000.0 + 5.0 + rng.unit() * 30.0) * (1.0 + retries as f64);
+    let mut runtime = MetadataRecord::new(
+        "ingestion_runtime",
+        t.target.clone(),
+        object(json!({"duration_s": (duration * 10.0).round() / 10.0, "retries": retries})),
+        Timestamp::from_micros(loaded.as_micros() + (duration as i64 + 1) * MICROS_PER_SECOND),
+        "ingestion.v1",
+    );
+    runtime.context = context(t, "load", &run_id);
+    runtime.version = Some(1);
+    runtime.extras = extras.clone();
+    sink.push(runtime)?;
 
-        // Reconciliation of the load (and the previous one when it was retried).
-        if t.reconciled {
-            let checked = Timestamp::from_micros(
-                loaded.as_micros() + 30 * MINUTE + rng.below(20) as i64 * MINUTE,
-            );
-            if checked <= end {
-                let outcome = if t.timeout_streak && days_left < 3 {
+    // Reconciliation of the load (and the previous one when it was retried).
+    if t.reconciled {
+        let checked = Timestamp::from_micros(
+            loaded.as_micros() + 30 * MINUTE + rng.below(20) as i64 * MINUTE,
+        );
+        if checked <= end {
+            let outcome = if t.timeout_streak && days_left < 3 {
+                "timeout"
+            } else {
+                let x = rng.unit();
+                if x < 0.05 {
+                    "fail"
+                } else if x < 0.08 {
                     "timeout"
+                } else if x < 0.09 {
+                    "error"
                 } else {
-                    let x = rng.unit();
-                    if x < 0.05 {
-                        "fail"
-                    } else if x < 0.08 {
-                        "timeout"
-                    } else if x < 0.09 {
-                        "error"
-                    } else {
-                        "pass"
-                    }
-                };
-                let threshold = 0.01;
-                let observed = match outcome {
-                    "fail" => threshold * (1.5 + rng.unit() * 5.0),
-                    _ => threshold * rng.unit() * 0.9,
-                };
-                let mut run_ids = vec![run_id.clone()];
-                if retries > 0 {
-                    if let Some(prev) = &previous_run {
-                        run_ids.push(prev.clone());
-                    }
+                    "pass"
                 }
-                let mut payload = json!({
-                    "outcome": outcome,
-                    "observed": (observed * 1e5).round() / 1e5,
-                    "threshold": threshold,
-                    "tolerance": {"relative": threshold},
-                    "ingestion_run_ids": run_ids,
-                });
-                if outcome == "fail" {
-                    payload["drill_down"] = json!([format!(
-                        "select count(*) from {}.{} where load_date = '{}'",
-                        t.target.schema,
-                        t.target.table,
-                        date_of(window_start)
-                    )]);
+            };
+            let threshold = 0.01;
+            let observed = match outcome {
+                "fail" => threshold * (1.5 + rng.unit() * 5.0),
+                _ => threshold * rng.unit() * 0.9,
+            };
+            let mut run_ids = vec![run_id.clone()];
+            if retries > 0 {
+                if let Some(prev) = previous_run.as_ref() {
+                    run_ids.push(prev.clone());
                 }
-                let mut recon = MetadataRecord::new(
-                    "recon_result",
-                    t.target.clone(),
-                    object(payload),
-                    checked,
-                    t.recon_producer,
-                );
-                recon.context = context(t, "recon", &format!("recon-{}", rng.hex()));
-                recon.version = Some(1);
-                recon.extras = extras.clone();
-                sink.push(recon)?;
             }
+            let mut payload = json!({
+                "outcome": outcome,
+                "observed": (observed * 1e5).round() / 1e5,
+                "threshold": threshold,
+                "tolerance": {"relative": threshold},
+                "ingestion_run_ids": run_ids,
+            });
+            if outcome == "fail" {
+                payload["drill_down"] = json!([format!(
+                    "select count(*) from {}.{} where load_date = '{}'",
+                    t.target.schema,
+                    t.target.table,
+                    date_of(window_start)
+                )]);
+            }
+            let mut recon = MetadataRecord::new(
+                "recon_result",
+                t.target.clone(),
+                object(payload),
+                checked,
+                t.recon_producer,
+            );
+            recon.context = context(t, "recon", &format!("recon-{}", rng.hex()));
+            recon.version = Some(1);
+            recon.extras = extras.clone();
+            sink.push(recon)?;
         }
-        previous_run = Some(run_id);
+    }
+    *previous_run = Some(run_id);
 
-        // Weekly snapshots: schema (with a change now and then) and statistics.
-        if d % 7 == t.snapshot_weekday % 7 {
-            let week = d / 7;
-            let snap_at = Timestamp::from_micros(day_start + 22 * HOUR);
-            if snap_at <= end {
-                if let Some(diff) = evolve_schema(rng, &mut columns, t.breaking_week == Some(week))
-                {
-                    let (change, column, breaking) = diff;
-                    let mut record = MetadataRecord::new(
-                        "catalog_diff",
-                        t.target.clone(),
-                        object(json!({"change": change, "column": column, "breaking": breaking})),
-                        Timestamp::from_micros(snap_at.as_micros() - MINUTE),
-                        "catalog.v1",
-                    );
-                    record.version = Some(1);
-                    sink.push(record)?;
-                }
-                let cols: Vec<Value> = columns
-                    .iter()
-                    .map(|(name, ty)| json!({"name": name, "type": ty, "nullable": name != "id"}))
-                    .collect();
-                let mut snapshot = MetadataRecord::new(
-                    "schema_snapshot",
+    // Weekly snapshots: schema (with a change now and then) and statistics.
+    if d % 7 == t.snapshot_weekday % 7 {
+        let week = d / 7;
+        let snap_at = Timestamp::from_micros(day_start + 22 * HOUR);
+        if snap_at <= end {
+            if let Some(diff) = evolve_schema(rng, columns, t.breaking_week == Some(week)) {
+                let (change, column, breaking) = diff;
+                let mut record = MetadataRecord::new(
+                    "catalog_diff",
                     t.target.clone(),
-                    object(json!({ "columns": cols })),
-                    snap_at,
+                    object(json!({"change": change, "column": column, "breaking": breaking})),
+                    Timestamp::from_micros(snap_at.as_micros() - MINUTE),
                     "catalog.v1",
                 );
-                snapshot.version = Some(1);
-                sink.push(snapshot)?;
-                let mut statistics = MetadataRecord::new(
-                    "statistics_snapshot",
-                    t.target.clone(),
-                    object(json!({
-                        "row_count": row_count,
-                        "null_fraction": (rng.unit() * 0.2 * 1000.0).round() / 1000.0,
-                    })),
-                    Timestamp::from_micros(snap_at.as_micros() + 5 * MINUTE),
-                    "profiler.v1",
-                );
-                statistics.version = Some(1);
-                sink.push(statistics)?;
+                record.version = Some(1);
+                sink.push(record)?;
             }
+            let cols: Vec<Value> = columns
+                .iter()
+                .map(|(name, ty)| json!({"name": name, "type": ty, "nullable": name != "id"}))
+                .collect();
+            let mut snapshot = MetadataRecord::new(
+                "schema_snapshot",
+                t.target.clone(),
+                object(json!({ "columns": cols })),
+                snap_at,
+                "catalog.v1",
+            );
+            snapshot.version = Some(1);
+            sink.push(snapshot)?;
+            let mut statistics = MetadataRecord::new(
+                "statistics_snapshot",
+                t.target.clone(),
+                object(json!({
+                    "row_count": *row_count,
+                    "null_fraction": (rng.unit() * 0.2 * 1000.0).round() / 1000.0,
+                })),
+                Timestamp::from_micros(snap_at.as_micros() + 5 * MINUTE),
+                "profiler.v1",
+            );
+            statistics.version = Some(1);
+            sink.push(statistics)?;
         }
     }
     Ok(())
