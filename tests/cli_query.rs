@@ -102,6 +102,37 @@ fn select_and_stats_rows_keep_column_order() {
     assert!(stdout.find("\"rows\"") < stdout.find("\"target\""));
 }
 
+/// RFC 3339 has four-digit years: an instant a query computes outside
+/// 0000-9999 (`now` plus a huge duration, `timestamp` of text whose offset
+/// carries it past 9999, `bin` of one) is output as null, never as some other
+/// text; it still compares as the instant it is.
+#[test]
+fn instants_outside_rfc3339_years_are_output_as_null() {
+    let (_dir, db) = fixture();
+    let (code, stdout, stderr) = query(
+        &db,
+        &[
+            "ingestion_volume | select now + 100000000d as far, now - 9000000d as past, \
+             timestamp(\"9999-12-31T23:59:59-23:59\") as shifted, \
+             timestamp(\"9999-12-31T23:59:59Z\") as last, \
+             bin(now + 9000000d, 7w) as binned | limit 1",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let rows = json_lines(&stdout);
+    assert_eq!(
+        rows,
+        vec![json!({"far": null, "past": null, "shifted": null,
+                    "last": "9999-12-31T23:59:59Z", "binned": null})]
+    );
+    let (code, stdout, stderr) = query(
+        &db,
+        &["ingestion_volume | where now + 100000000d > produced_at | stats count()"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(json_lines(&stdout), vec![json!({"count()": 3})]);
+}
+
 #[test]
 fn json_of_no_rows_is_an_empty_array() {
     let (_dir, db) = fixture();

@@ -578,6 +578,37 @@ fn latest_keeps_the_newest_row_per_group() {
         ids(&run("recon_result | latest by target")),
         recon_by_target
     );
+    // `latest` keeps rows as `where` does: after a `sort`, the rows it keeps
+    // stay in the sorted order, and `limit` takes the first of those.
+    let by_rows_desc = |ids: Vec<u64>| {
+        let mut kept: Vec<&StoredRecord> = all.iter().filter(|r| ids.contains(&r.id)).collect();
+        kept.sort_by(|a, b| {
+            let (ra, rb) = (rows_rank(a), rows_rank(b));
+            rb.0.cmp(&ra.0).then(rb.1.total_cmp(&ra.1))
+        });
+        ids_of(kept)
+    };
+    let volumes_by_target = {
+        let mut best: BTreeMap<String, &StoredRecord> = BTreeMap::new();
+        for r in all.iter().filter(|r| r.record.kind == "ingestion_volume") {
+            best.insert(target(r), r);
+        }
+        best.into_values().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert!(volumes_by_target.len() > 2);
+    let sorted = by_rows_desc(volumes_by_target);
+    assert_eq!(
+        ids(&run(
+            "ingestion_volume | sort payload.rows desc | latest by target"
+        )),
+        sorted
+    );
+    assert_eq!(
+        ids(&run(
+            "ingestion_volume | sort payload.rows desc | latest by target | limit 2"
+        )),
+        sorted[..2]
+    );
 }
 
 /// The reference order of `sort payload.rows desc`: nulls (and non-numbers
@@ -1112,6 +1143,84 @@ fn query_span(err: &almanac::Error) -> Option<almanac::query::ast::Span> {
         almanac::Error::Query(e) => e.span(),
         _ => None,
     }
+}
+
+/// A function or aggregate given a constant it can never use (it would give
+/// null, or count nothing, on every row) is "the wrong arguments": refused
+/// before any data is read, at the argument, for a literal when prepared and
+/// for a parameter's value when bound.
+#[test]
+fn constant_arguments_of_the_wrong_kind_are_refused() {
+    for (text, message) in [
+        (
+            "k | select lower(1) as a",
+            "lower takes a string, found `1`",
+        ),
+        ("k | select abs(\"x\") as a", "abs takes a number"),
+        (
+            "k | select len(true) as a",
+            "len takes a string or an array",
+        ),
+        (
+            "k | select timestamp(\"soon\") as a",
+            "timestamp takes an instant",
+        ),
+        ("k | stats avg(\"x\")", "avg takes a number"),
+        ("k | stats countif(5)", "countif takes a condition"),
+        (
+            "k | stats max(false)",
+            "max takes a number, a string or an instant",
+        ),
+        (
+            "k | window stddev(now) as s rows -1 .. 0",
+            "stddev takes a number, found `now`",
+        ),
+    ] {
+        let err = query::prepare(text).expect_err(text);
+        assert!(err.to_string().contains(message), "{text}: {err}");
+        let column = text.find(['(']).map(|i| i + 1);
+        assert_eq!(err.span().map(|s| s.start), column, "{text}: {err}");
+    }
+    // What can be right on some row, or is null, still runs.
+    for text in [
+        "k | select abs(-5) as a, lower(null) as b, len(\"abc\") as c, timestamp(\"2024-01-01\") as d",
+        "k | select lower(payload.name) as a, abs(payload.rows) as b",
+        "k | stats sum(1), countif(true), min(\"a\"), count(5), first(true)",
+    ] {
+        query::prepare(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    }
+    let source = Counting {
+        inner: MemorySource::new(dataset()),
+        reads: Cell::new(0),
+    };
+    for (text, value, message) in [
+        (
+            "ingestion_volume | select lower($x) as a",
+            "1",
+            "lower takes a string",
+        ),
+        (
+            "ingestion_volume | stats sum($x)",
+            "\"a\"",
+            "sum takes a number",
+        ),
+        (
+            "ingestion_volume | window countif($x) as c by target rows -1 .. 0",
+            "3",
+            "countif takes a condition",
+        ),
+    ] {
+        let prepared = query::prepare(text).expect(text);
+        let mut params = Params::new();
+        params.insert_binding(&format!("x={value}")).unwrap();
+        let err = prepared
+            .run(&source, &params, &ExecOptions::default())
+            .expect_err(text);
+        assert!(err.to_string().contains(message), "{text}: {err}");
+        let at = text.find("$x").unwrap();
+        assert_eq!(query_span(&err).map(|s| s.start), Some(at), "{text}: {err}");
+    }
+    assert_eq!(source.reads.get(), 0);
 }
 
 #[test]

@@ -101,6 +101,20 @@ impl Timestamp {
         out
     }
 
+    /// Whether the instant has an RFC 3339 form: from 0000-01-01T00:00:00Z
+    /// up to, not including, 10000-01-01T00:00:00Z (RFC 3339 years have
+    /// four digits). Every stored `produced_at` does; an instant computed
+    /// by a query (`now + 100000000d`) may not.
+    pub fn is_rfc3339(self) -> bool {
+        (YEAR_0..YEAR_10000).contains(&self.0)
+    }
+
+    /// [`Timestamp::to_rfc3339`] when the instant [has an RFC 3339
+    /// form](Timestamp::is_rfc3339), else `None`.
+    pub fn to_rfc3339_checked(self) -> Option<String> {
+        self.is_rfc3339().then(|| self.to_rfc3339())
+    }
+
     /// Adds a number of microseconds, saturating at the ends of the range.
     pub fn saturating_add_micros(self, micros: i64) -> Self {
         Timestamp(self.0.saturating_add(micros))
@@ -109,6 +123,8 @@ impl Timestamp {
 
 /// 10000-01-01T00:00:00Z in microseconds: the first instant with a five-digit year.
 const YEAR_10000: i64 = 253_402_300_800 * MICROS_PER_SECOND;
+/// 0000-01-01T00:00:00Z in microseconds: the earliest instant RFC 3339 can write.
+const YEAR_0: i64 = -62_167_219_200 * MICROS_PER_SECOND;
 
 /// Appends the last `width` decimal digits of `value` (not negative), zero-padded.
 fn push_digits(out: &mut String, value: i64, width: u32) {
@@ -195,6 +211,22 @@ mod tests {
         // Outside the common range chrono still prints.
         assert_eq!(Timestamp(-1).to_rfc3339(), chrono_text(-1));
         assert_eq!(Timestamp(YEAR_10000).to_rfc3339(), chrono_text(YEAR_10000));
+    }
+
+    #[test]
+    fn rfc3339_range_is_years_0000_to_9999() {
+        assert_eq!(
+            Timestamp(YEAR_0).to_rfc3339_checked().as_deref(),
+            Some("0000-01-01T00:00:00Z")
+        );
+        assert_eq!(Timestamp(YEAR_0 - 1).to_rfc3339_checked(), None);
+        assert_eq!(
+            Timestamp(YEAR_10000 - 1).to_rfc3339_checked().as_deref(),
+            Some("9999-12-31T23:59:59.999999Z")
+        );
+        assert_eq!(Timestamp(YEAR_10000).to_rfc3339_checked(), None);
+        assert_eq!(Timestamp::MAX.to_rfc3339_checked(), None);
+        assert_eq!(Timestamp::MIN.to_rfc3339_checked(), None);
     }
 
     #[test]

@@ -407,22 +407,26 @@ fn group_key<'r>(by: &[CExpr], row: impl Into<RowRef<'r>>) -> Vec<Key> {
 
 /// `latest`: per group the row with the greatest (`produced_at`, `id`),
 /// output in ascending order.
+/// `latest`: per group the row with the greatest (`produced_at`, `id`). It
+/// keeps rows as `where` does: the rows kept come in the order they came in
+/// (by (`produced_at`, `id`) unless a `sort` before it ordered them).
 fn latest(rows: RowIter<'_>, by: &[CExpr]) -> crate::Result<Vec<XRow>> {
-    let mut groups: BTreeMap<Vec<Key>, XRow> = BTreeMap::new();
-    for row in rows {
+    // Per group: the best row so far and its position in the input.
+    let mut groups: BTreeMap<Vec<Key>, (usize, XRow)> = BTreeMap::new();
+    for (at, row) in rows.enumerate() {
         let row = row?;
         let key = group_key(by, &row);
         match groups.get_mut(&key) {
-            Some(best) if best.order() >= row.order() => {}
-            Some(best) => *best = row,
+            Some((_, best)) if best.order() >= row.order() => {}
+            Some(best) => *best = (at, row),
             None => {
-                groups.insert(key, row);
+                groups.insert(key, (at, row));
             }
         }
     }
-    let mut out: Vec<XRow> = groups.into_values().collect();
-    out.sort_by_key(XRow::order);
-    Ok(out)
+    let mut out: Vec<(usize, XRow)> = groups.into_values().collect();
+    out.sort_unstable_by_key(|(at, _)| *at);
+    Ok(out.into_iter().map(|(_, row)| row).collect())
 }
 
 /// `stats`: one row per group, sorted by the group keys; one row in all
@@ -1185,7 +1189,10 @@ fn eval_ref(e: &CExpr, row: RowRef<'_>) -> Value {
             };
             let text = match eval(expr, row) {
                 Value::Str(s) => s,
-                Value::Instant(ts) => ts.to_rfc3339(),
+                Value::Instant(ts) => match ts.to_rfc3339_checked() {
+                    Some(text) => text,
+                    None => return Value::Bool(false),
+                },
                 _ => return Value::Bool(false),
             };
             Value::Bool(re.is_match(&text) != *negated)

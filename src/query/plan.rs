@@ -831,8 +831,11 @@ fn compile_expr(e: &Expr, scope: &Scope) -> Result<CExpr, QueryError> {
                 .iter()
                 .map(|x| compile_expr(x, scope))
                 .collect::<Result<_, _>>()?;
+            let span_of = |i: usize| Some(args.get(i).map_or(e.span, |a| a.span));
             if *func == Func::Bin {
-                check_bin_args(&compiled, |i| Some(args.get(i).map_or(e.span, |a| a.span)))?;
+                check_bin_args(&compiled, span_of)?;
+            } else {
+                check_args(name, scalar_arg_kinds(*func), &compiled, span_of)?;
             }
             CExpr::Func(*func, compiled)
         }
@@ -874,6 +877,142 @@ fn check_bin_args(
             };
             return Err(invalid(
                 format!("bin takes a positive duration as D (such as `1d`), found {found}"),
+                span,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What an argument of a function or aggregate must be, for refusing a
+/// constant (a literal, or a parameter's value) that never can be: it would
+/// give null (or count nothing) on every row. Null is let through: it is
+/// no value rather than a wrong one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ArgKind {
+    /// Anything.
+    Any,
+    /// A string (`lower`, `upper`).
+    Text,
+    /// A string or an array (`len`).
+    TextOrArray,
+    /// A number (`abs`, `sum`, `avg`, `stddev`, `percentile`'s X).
+    Number,
+    /// An instant, or text that reads as one (`timestamp`).
+    Instant,
+    /// A condition: true or false (`countif`).
+    Bool,
+    /// A number, a string or an instant (`min`, `max`).
+    Ordered,
+}
+
+impl ArgKind {
+    fn fits(self, v: &Value) -> bool {
+        match self {
+            _ if v.is_null() => true,
+            ArgKind::Any => true,
+            ArgKind::Text => matches!(v, Value::Str(_)),
+            ArgKind::TextOrArray => {
+                matches!(v, Value::Str(_) | Value::Json(serde_json::Value::Array(_)))
+            }
+            ArgKind::Number => matches!(v, Value::Int(_) | Value::Float(_)),
+            ArgKind::Instant => v.to_instant().is_some(),
+            ArgKind::Bool => matches!(v, Value::Bool(_)),
+            ArgKind::Ordered => matches!(
+                v,
+                Value::Int(_) | Value::Float(_) | Value::Str(_) | Value::Instant(_)
+            ),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            ArgKind::Any => "any value",
+            ArgKind::Text => "a string",
+            ArgKind::TextOrArray => "a string or an array",
+            ArgKind::Number => "a number",
+            ArgKind::Instant => "an instant (RFC 3339 text or a date)",
+            ArgKind::Bool => "a condition (true or false)",
+            ArgKind::Ordered => "a number, a string or an instant",
+        }
+    }
+}
+
+/// The argument kinds of a scalar function other than `bin` (which
+/// `check_bin_args` checks).
+fn scalar_arg_kinds(func: Func) -> &'static [ArgKind] {
+    match func {
+        Func::Len => &[ArgKind::TextOrArray],
+        Func::Lower | Func::Upper => &[ArgKind::Text],
+        Func::Abs => &[ArgKind::Number],
+        Func::Timestamp => &[ArgKind::Instant],
+        Func::Coalesce | Func::Bin => &[],
+    }
+}
+
+/// A scalar function's name, as written in canonical form.
+fn scalar_name(func: Func) -> &'static str {
+    SCALARS
+        .iter()
+        .find(|(_, f, ..)| *f == Some(func))
+        .map_or("function", |(n, ..)| n)
+}
+
+/// An aggregate's name, as written in canonical form.
+fn aggregate_name(func: AggFn) -> &'static str {
+    AGGREGATES
+        .iter()
+        .find(|(_, f, ..)| *f == func)
+        .map_or("aggregate", |(n, ..)| n)
+}
+
+/// The kind of an aggregate's first argument.
+fn aggregate_arg_kind(func: AggFn) -> ArgKind {
+    match func {
+        AggFn::CountIf => ArgKind::Bool,
+        AggFn::Sum | AggFn::Avg | AggFn::Stddev | AggFn::Percentile => ArgKind::Number,
+        AggFn::Min | AggFn::Max => ArgKind::Ordered,
+        _ => ArgKind::Any,
+    }
+}
+
+/// What an argument is known to be before any row, for [`check_args`]: a
+/// constant, `now`, or a minus before a numeric constant; `None` when rows
+/// decide (a minus before anything else gives null).
+fn known_value(e: &CExpr) -> Option<Value> {
+    match e {
+        CExpr::Const(v) => Some(v.clone()),
+        CExpr::Now(_) => Some(Value::Instant(Timestamp::MIN)),
+        CExpr::Neg(x) => match &**x {
+            CExpr::Const(v @ (Value::Int(_) | Value::Float(_) | Value::Duration(_))) => {
+                Some(v.clone())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Refuses an argument known before any row (see [`known_value`]) that
+/// is not of its kind, at the argument's span (`span_of` gives `None` for
+/// arguments not to check, such as those checked when compiled).
+fn check_args(
+    name: &str,
+    kinds: &[ArgKind],
+    args: &[CExpr],
+    span_of: impl Fn(usize) -> Option<Span>,
+) -> Result<(), QueryError> {
+    for (i, (kind, arg)) in kinds.iter().zip(args).enumerate() {
+        let (Some(value), Some(span)) = (known_value(arg), span_of(i)) else {
+            continue;
+        };
+        if !kind.fits(&value) {
+            let found = match arg {
+                CExpr::Now(_) => "`now`".to_owned(),
+                _ => describe_value(&value),
+            };
+            return Err(invalid(
+                format!("{name} takes {}, found {found}", kind.describe()),
                 span,
             ));
         }
@@ -942,6 +1081,14 @@ fn compile_aggregate(e: &Expr, scope: &Scope, stage: &str) -> Result<CAgg, Query
     };
     check_arity(name, args.len(), *min, *max, e.span)?;
     let arg = args.first().map(|a| compile_expr(a, scope)).transpose()?;
+    if let (Some(compiled), Some(first)) = (&arg, args.first()) {
+        check_args(
+            name,
+            &[aggregate_arg_kind(*func)],
+            std::slice::from_ref(compiled),
+            |_| Some(first.span),
+        )?;
+    }
     let p = match args.get(1) {
         Some(p) => {
             let c = constant_arg(p, "percentile")?;
@@ -1187,9 +1334,19 @@ fn bind_stage(stage: &CStage, b: &Bindings<'_>) -> Result<CStage, QueryError> {
                     }
                     None => None,
                 };
+                let arg = a.arg.as_ref().map(|e| bind_expr(e, b)).transpose()?;
+                if let (Some(CExpr::Param { span, .. }), Some(bound)) = (&a.arg, &arg) {
+                    // A parameter's value is checked as a literal's was.
+                    check_args(
+                        aggregate_name(a.func),
+                        &[aggregate_arg_kind(a.func)],
+                        std::slice::from_ref(bound),
+                        |_| Some(*span),
+                    )?;
+                }
                 Ok(CAgg {
                     func: a.func,
-                    arg: a.arg.as_ref().map(|e| bind_expr(e, b)).transpose()?,
+                    arg,
                     p,
                 })
             })
@@ -1332,14 +1489,16 @@ fn bind_expr(e: &CExpr, b: &Bindings<'_>) -> Result<CExpr, QueryError> {
                 .iter()
                 .map(|c| bind_expr(c, b))
                 .collect::<Result<_, _>>()?;
+            // A parameter's value is checked as a literal's was (the rest
+            // were checked when compiled).
+            let span_of = |i: usize| match args.get(i) {
+                Some(CExpr::Param { span, .. }) => Some(*span),
+                _ => None,
+            };
             if *f == Func::Bin {
-                // A parameter's value is checked as a literal's was (the
-                // rest were checked when compiled).
-                let span_of = |i: usize| match args.get(i) {
-                    Some(CExpr::Param { span, .. }) => Some(*span),
-                    _ => None,
-                };
                 check_bin_args(&bound, span_of)?;
+            } else {
+                check_args(scalar_name(*f), scalar_arg_kinds(*f), &bound, span_of)?;
             }
             CExpr::Func(*f, bound)
         }

@@ -39,8 +39,9 @@ impl Value {
         }
     }
 
-    /// The value in query output: instants as RFC 3339 UTC strings, durations
-    /// as their canonical text (`90d`).
+    /// The value in query output: instants as RFC 3339 UTC strings (`null`
+    /// for a computed instant outside years 0000-9999, which RFC 3339
+    /// cannot write), durations as their canonical text (`90d`).
     pub(crate) fn to_json(&self) -> Json {
         match self {
             Value::Null => Json::Null,
@@ -48,7 +49,7 @@ impl Value {
             Value::Int(i) => Json::from(*i),
             Value::Float(x) => serde_json::Number::from_f64(*x).map_or(Json::Null, Json::Number),
             Value::Str(s) => Json::String(s.clone()),
-            Value::Instant(ts) => Json::String(ts.to_rfc3339()),
+            Value::Instant(ts) => ts.to_rfc3339_checked().map_or(Json::Null, Json::String),
             Value::Duration(micros) => Json::String(duration_text(*micros)),
             Value::Json(j) => j.clone(),
         }

@@ -1,0 +1,1 @@
+k | stats countif(5)

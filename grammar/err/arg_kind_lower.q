@@ -1,0 +1,1 @@
+k | select lower(1) as a

@@ -1,0 +1,1 @@
+k | stats sum("x") as s by target

@@ -1,0 +1,1 @@
+k | select timestamp("yesterday")
