@@ -539,6 +539,69 @@ impl Store {
         })
     }
 
+    /// Opens the existing store in `dir` read-only, with the given options
+    /// (the writer's are unused).
+    ///
+    /// Any number of read-only handles, in this process or others, may
+    /// have a store open at once; a handle open for writing excludes them
+    /// and they exclude it ([`StorageError::Locked`] at once, either way).
+    /// Reads (`latest`, `history`, queries, the kind registry, statistics)
+    /// work as on a writable handle; every write fails with
+    /// [`StorageError::ReadOnly`], and so does a retention dry run (it runs
+    /// in a write transaction it aborts). Nothing is created or written:
+    /// [`StorageError::NoStore`] when `dir` holds no store, and
+    /// [`StorageError::NeedsWriter`] when a writer must open it first: its
+    /// format must be upgraded, or its last writer did not close it (redb
+    /// repairs the file, and the log may hold records to replay), which a
+    /// writable open does.
+    pub fn open_read_only(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let engine = Arc::new(
+            Engine::open_read_only(&dir, options.cache_bytes)?
+                .with_latest_cache(options.latest_cache_bytes)
+                .with_parallel_scans(options.parallel_scans),
+        );
+        let registry = KindRegistry::from_specs(engine.load_kinds()?)?;
+        let next_id = engine.next_id()?;
+        let logged = crate::storage::log::last_logged_id(&dir.join(LOG_DIR))?;
+        if logged >= next_id {
+            return Err(StorageError::NeedsWriter {
+                path: dir,
+                reason: format!(
+                    "its log holds records {next_id}..={logged}, which the redb file lacks (the last writer stopped without closing it)"
+                ),
+            }
+            .into());
+        }
+        Ok(Store {
+            inner: Arc::new(Inner {
+                engine,
+                counters: Arc::default(),
+                registry: RwLock::new(registry),
+                options,
+                jobs: None,
+                writer: None,
+                subscribers: Arc::default(),
+                log_progress: Arc::default(),
+                dir,
+            }),
+        })
+    }
+
+    /// Whether this handle was opened read-only ([`Store::open_read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.engine.is_read_only()
+    }
+
+    /// The writer's queue; a read-only handle has none.
+    fn jobs(&self) -> Result<&Sender<Msg>> {
+        match &self.inner.jobs {
+            Some(jobs) => Ok(jobs),
+            None if self.is_read_only() => Err(StorageError::ReadOnly.into()),
+            None => Err(StorageError::WriterGone("the store is closing".into()).into()),
+        }
+    }
+
     /// Compacts the closed store in `dir`: deletes the tables of expired
     /// partitions still waiting for the writer, then rewrites `almanac.redb`
     /// without its free space (see [`storage::compact`](crate::storage::compact)).
@@ -594,11 +657,7 @@ impl Store {
     /// transaction (nothing is written) and its error is returned: the one
     /// of the lowest index, as [`Store::prepare`] would report.
     fn write_streamed(&self, records: &[MetadataRecord]) -> Result<Vec<WriteOutcome>> {
-        let jobs = self
-            .inner
-            .jobs
-            .as_ref()
-            .ok_or_else(|| StorageError::WriterGone("the store is closing".into()))?;
+        let jobs = self.jobs()?;
         // Held until every chunk is prepared: the whole batch is checked
         // against one registry, as a batch prepared at once is.
         let registry = self.registry()?;
@@ -706,11 +765,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let (reply, answer) = mpsc::sync_channel(1);
-        let jobs = self
-            .inner
-            .jobs
-            .as_ref()
-            .ok_or_else(|| StorageError::WriterGone("the store is closing".into()))?;
+        let jobs = self.jobs()?;
         jobs.send(Msg::Write(Job {
             records: Records::Ready(records),
             reply,

@@ -165,7 +165,7 @@ fn a_pipe_or_fifo_given_as_the_file_is_imported_whole() {
 }
 
 /// The spool of an import killed before it could remove it goes the next
-/// time the store is opened.
+/// time the store is opened for writing (a read-only open writes nothing).
 #[test]
 fn a_killed_imports_spool_is_removed_at_the_next_open() {
     let (_dir, db) = store_dir();
@@ -174,6 +174,9 @@ fn a_killed_imports_spool_is_removed_at_the_next_open() {
     let stale = db.join(".import-4242.jsonl.spool");
     std::fs::write(&stale, volume_line(1, 1, 10)).unwrap();
     let (code, _, stderr) = parts(&run(&db, &["stats"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stale.exists(), "a read-only open removed a file");
+    let (code, _, stderr) = parts(&run(&db, &["retention", "--dry-run"]));
     assert_eq!(code, 0, "{stderr}");
     assert!(!stale.exists(), "the stale spool is still there");
 }

@@ -305,6 +305,40 @@ fn a_locked_store_exits_1() {
     assert!(stderr.contains("already open"), "{stderr}");
 }
 
+/// Commands that only read open the store read-only: they run beside each
+/// other (here beside a read-only handle of this process), while a command
+/// that writes is refused at once, as a reader is beside a writer.
+#[test]
+fn readers_run_together_and_exclude_writers() {
+    let (dir, db) = fixture();
+    let held = Store::open_read_only(&db, almanac::StoreOptions::default()).unwrap();
+    let (code, stdout, stderr) = query(&db, &["recon_result | stats count()"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(json_lines(&stdout), vec![json!({"count()": 3})]);
+    for args in [
+        vec!["export", "ingestion_volume"],
+        vec!["stats"],
+        vec!["kinds"],
+        vec!["kinds", "show", "recon_result"],
+    ] {
+        let (code, _, stderr) = parts(&run(&db, &args));
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+    }
+    let file = write_jsonl(dir.path(), "more.jsonl", &[volume_line(3, 1, 10)]);
+    for args in [
+        vec!["import", file.to_str().unwrap()],
+        vec!["retention"],
+        vec!["kinds", "set-retention", "ingestion_volume", "30d"],
+    ] {
+        let (code, _, stderr) = parts(&run(&db, &args));
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("already open"), "{args:?}: {stderr}");
+    }
+    drop(held);
+    let (code, _, stderr) = parts(&run(&db, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 0, "{stderr}");
+}
+
 #[test]
 fn export_with_a_query_writes_its_records() {
     let (_dir, db) = fixture();

@@ -13,7 +13,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use almanac::query::ScanRequest;
-use almanac::{MetadataRecord, MetadataRepository, Store};
+use almanac::storage::StorageError;
+use almanac::{MetadataRecord, MetadataRepository, Store, StoreOptions};
 use common::*;
 use serde_json::json;
 
@@ -123,6 +124,15 @@ fn replay_after_abort() {
         .collect();
     acked.sort_unstable();
     assert_eq!(acked.len(), SINGLES, "every store was acknowledged");
+    // A read-only handle cannot replay: it asks for a writer, and changes
+    // nothing (the writable open below still finds the records to replay).
+    match Store::open_read_only(dir.path(), StoreOptions::default()) {
+        Err(almanac::Error::Storage(StorageError::NeedsWriter { .. })) => {}
+        other => panic!(
+            "a read-only open before the replay: {:?}",
+            other.map(|_| ())
+        ),
+    }
     let store = Store::open(dir.path()).expect("reopen");
     let replayed = store.write_stats().n_replayed;
     assert!(
@@ -155,8 +165,15 @@ fn replay_after_abort() {
         .expect("latest")
         .expect("found");
     assert_eq!(latest.id, last.id);
-    // A second reopen has nothing left to replay.
+    // A second reopen has nothing left to replay, and a read-only one
+    // now sees every record.
     drop(store);
+    let reader = Store::open_read_only(dir.path(), StoreOptions::default()).expect("read-only");
+    assert_eq!(
+        reader.scan(&ScanRequest::default()).expect("scan").count(),
+        SINGLES
+    );
+    drop(reader);
     let store = Store::open(dir.path()).expect("reopen again");
     assert_eq!(store.write_stats().n_replayed, 0);
     assert_eq!(

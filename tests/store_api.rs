@@ -375,6 +375,85 @@ fn a_second_open_fails_at_once_with_a_clear_error() {
     Store::open(dir.path()).unwrap();
 }
 
+/// Read-only handles share a store with each other, in one process or
+/// several, and exclude writers (which exclude them); they read what a
+/// writable handle reads and refuse every write.
+#[test]
+fn read_only_handles_share_the_store_and_refuse_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = store.store(&volume(1, 2, 50)).unwrap();
+    let last = store.store(&volume(1, 10, 100)).unwrap();
+    // A writer excludes a reader.
+    let err = Store::open_read_only(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(StorageError::Locked(_))),
+        "{err:?}"
+    );
+    drop(store);
+
+    let a = Store::open_read_only(dir.path(), StoreOptions::default()).unwrap();
+    let b = Store::open_read_only(dir.path(), StoreOptions::default()).unwrap();
+    assert!(a.is_read_only() && b.is_read_only());
+    for reader in [&a, &b] {
+        let latest = reader
+            .latest(&target(1), "ingestion_volume")
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.id, last.id);
+        let history = reader
+            .history(&target(1), "ingestion_volume", TimeRange::ALL)
+            .unwrap();
+        assert_eq!(
+            history.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [first.id, last.id]
+        );
+        let out = reader
+            .query("ingestion_volume | stats count()", &Default::default())
+            .unwrap();
+        assert_eq!(out.rows.len(), 1);
+        assert!(reader.kind("ingestion_volume").is_some());
+        assert_eq!(reader.stats().unwrap().n_records(), 2);
+    }
+    // Readers exclude a writer.
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(StorageError::Locked(_))),
+        "{err:?}"
+    );
+    // Every write is refused, and nothing changes.
+    let read_only = |e: Error| matches!(e, Error::Storage(StorageError::ReadOnly));
+    assert!(read_only(a.store(&volume(2, 3, 1)).unwrap_err()));
+    assert!(read_only(
+        a.bulk_store(&[volume(2, 3, 1), volume(2, 4, 1)])
+            .unwrap_err()
+    ));
+    assert!(read_only(
+        a.set_retention("ingestion_volume", Retention::Days(1))
+            .unwrap_err()
+    ));
+    assert!(read_only(a.apply_retention().unwrap_err()));
+    // A dry run too: it runs in a write transaction, which it aborts.
+    assert!(read_only(a.retention_dry_run().unwrap_err()));
+    assert_eq!(b.stats().unwrap().n_records(), 2);
+    drop((a, b));
+    // Writable again once they are gone.
+    let store = open(dir.path());
+    assert_eq!(store.stats().unwrap().n_records(), 2);
+}
+
+#[test]
+fn a_read_only_open_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none");
+    let err = Store::open_read_only(&missing, StoreOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(StorageError::NoStore(_))),
+        "{err:?}"
+    );
+    assert!(!missing.exists());
+}
+
 /// File names in the store directory, sorted.
 fn dir_files(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

@@ -38,7 +38,7 @@ pub fn run(db: &Path, args: &ExportArgs) -> CliResult {
         }
         None => None,
     };
-    let store = super::open_store(db)?;
+    let store = super::open_store_for_reading(db)?;
     let mut out = Out::stdout();
     match &query {
         Some((prepared, params)) => {

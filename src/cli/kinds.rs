@@ -89,7 +89,11 @@ struct KindFile {
 
 /// Runs `almanac kinds`.
 pub fn run(db: &Path, args: &KindsArgs) -> CliResult {
-    let store = super::open_store(db)?;
+    // Listing and showing only read: several may run at once.
+    let store = match &args.action {
+        None | Some(KindsAction::Show { .. }) => super::open_store_for_reading(db)?,
+        Some(_) => super::open_store(db)?,
+    };
     let mut out = Out::stdout();
     match &args.action {
         None => list(&store, args.format, &mut out)?,

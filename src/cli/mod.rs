@@ -114,10 +114,30 @@ fn run(cli: Cli) -> CliResult {
 /// Opens the store in `db`, creating it when missing; a store held by another
 /// process fails at once (exit 1).
 pub fn open_store(db: &Path) -> CliResult<Store> {
-    let store = Store::open(db).map_err(|e| match e {
-        Error::Storage(StorageError::Locked(_)) => Failure::other(e.to_string()),
-        other => Failure::from(other).context(format!("cannot open the store at {}", db.display())),
-    })?;
+    let store = Store::open(db).map_err(|e| open_failure(db, e))?;
     import::remove_stale_spools(db);
     Ok(store)
+}
+
+/// Opens the store in `db` for commands that only read (`query`, `export`,
+/// `stats`, `repl`, `kinds` and `kinds show`): read-only, so several of
+/// them may run at once, while a writer (another process, or `import`)
+/// excludes them and they exclude it (exit 1 at once). A store that does not
+/// exist yet, or that a writer must open first (after a crash, or to
+/// upgrade its format), is opened as [`open_store`] opens it.
+pub fn open_store_for_reading(db: &Path) -> CliResult<Store> {
+    match Store::open_read_only(db, almanac::StoreOptions::default()) {
+        Ok(store) => Ok(store),
+        Err(Error::Storage(StorageError::NoStore(_) | StorageError::NeedsWriter { .. })) => {
+            open_store(db)
+        }
+        Err(e) => Err(open_failure(db, e)),
+    }
+}
+
+fn open_failure(db: &Path, e: Error) -> Failure {
+    match e {
+        Error::Storage(StorageError::Locked(_)) => Failure::other(e.to_string()),
+        other => Failure::from(other).context(format!("cannot open the store at {}", db.display())),
+    }
 }

@@ -32,7 +32,7 @@ pub fn run(db: &Path, args: &QueryArgs) -> CliResult {
     // A query that does not parse, or is given bad parameters, is refused
     // before the store is opened.
     let (prepared, params) = prepare_with(&args.query, &args.params)?;
-    let store = super::open_store(db)?;
+    let store = super::open_store_for_reading(db)?;
     let mut out = Out::stdout();
     if args.explain {
         let plan = explain_prepared(&store, &prepared, &params)?;

@@ -112,7 +112,7 @@ const SAMPLE_PER_KIND: usize = 200;
 
 /// Runs `almanac repl`.
 pub fn run(db: &Path) -> CliResult {
-    let store = super::open_store(db)?;
+    let store = super::open_store_for_reading(db)?;
     let mut session = Session {
         store,
         format: Format::default_for_stdout(),

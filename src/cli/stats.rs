@@ -42,7 +42,7 @@ pub fn human_bytes(n: u64) -> String {
 
 /// Runs `almanac stats`.
 pub fn run(db: &Path, args: &StatsArgs) -> CliResult {
-    let store = super::open_store(db)?;
+    let store = super::open_store_for_reading(db)?;
     let stats = store.stats().context("cannot read store statistics")?;
     let mut out = Out::stdout();
     match args.format {

@@ -325,9 +325,27 @@ impl LogWriter {
 /// Trims anything after the last complete, parseable line of a segment and
 /// returns that line's id.
 fn repair_tail(path: &Path) -> Result<Option<u64>> {
+    last_valid_id(path, true)
+}
+
+/// The id of the last record in the log in `log_dir` (0 when empty), read
+/// without writing anything: a torn last line (a write in progress, or a
+/// crash's) is passed over, not trimmed.
+pub fn last_logged_id(log_dir: &Path) -> Result<u64> {
+    match segments(log_dir)?.last() {
+        None => Ok(0),
+        // As `LogWriter::open` reads it: an empty last segment gives the
+        // id before its first.
+        Some(seg) => Ok(last_valid_id(&seg.path, false)?.unwrap_or(seg.first_id.saturating_sub(1))),
+    }
+}
+
+/// The id of the last valid line of a segment; with `repair`, what follows
+/// it (a torn line) is cut off.
+fn last_valid_id(path: &Path, repair: bool) -> Result<Option<u64>> {
     let mut file = OpenOptions::new()
         .read(true)
-        .write(true)
+        .write(repair)
         .open(path)
         .map_err(|e| StorageError::io(path, e))?;
     let len = file
@@ -356,7 +374,7 @@ fn repair_tail(path: &Path) -> Result<Option<u64>> {
                 .and_then(|l| StoredRecord::from_json_str(l).ok().map(|r| r.id));
             if let Some(id) = valid {
                 let keep = start + nl as u64 + 1;
-                if keep < len {
+                if repair && keep < len {
                     file.set_len(keep).map_err(|e| StorageError::io(path, e))?;
                 }
                 return Ok(Some(id));
@@ -365,7 +383,7 @@ fn repair_tail(path: &Path) -> Result<Option<u64>> {
         }
         if start == 0 {
             // No valid line at all.
-            if len > 0 {
+            if repair && len > 0 {
                 file.set_len(0).map_err(|e| StorageError::io(path, e))?;
             }
             return Ok(None);

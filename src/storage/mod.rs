@@ -187,6 +187,19 @@ pub enum StorageError {
     /// (a record failed its checks): nothing of it was written.
     #[error("the batch was abandoned while it was being written; nothing of it was stored")]
     Abandoned,
+    /// A write through a store opened read-only ([`crate::Store::open_read_only`]).
+    #[error("the store was opened read-only: it cannot be written through this handle")]
+    ReadOnly,
+    /// A read-only open found work only a writer may do first: upgrading
+    /// the format, or replaying log records the redb file lacks after a
+    /// crash. Opening the store for writing once does it.
+    #[error("the store at {path} must first be opened for writing: {reason}")]
+    NeedsWriter {
+        /// The store directory.
+        path: PathBuf,
+        /// What a writer must do.
+        reason: String,
+    },
 }
 
 /// The sizes of the redb file before and after [`compact`].
@@ -514,6 +527,63 @@ impl Engine {
         };
         engine.init(initial_kinds)?;
         Ok(engine)
+    }
+
+    /// Opens the existing store in `dir` read-only, with a page cache of
+    /// `cache_bytes`: redb shares the file with other read-only handles
+    /// (in this process or others) and excludes writers, which exclude it
+    /// ([`StorageError::Locked`] either way). Nothing is created or
+    /// written: [`StorageError::NoStore`] without a store, and
+    /// [`StorageError::NeedsWriter`] when its format must be upgraded or
+    /// its last writer did not close it (redb must repair the file).
+    pub fn open_read_only(dir: &Path, cache_bytes: usize) -> Result<Self> {
+        let path = dir.join(DB_FILE);
+        if !holds_database(&path)? {
+            return Err(StorageError::NoStore(dir.to_path_buf()));
+        }
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .open_read_only(&path)
+            .map_err(|e| match e {
+                // redb repairs a file its last writer did not close, which
+                // needs a writable handle.
+                redb::DatabaseError::RepairAborted => StorageError::NeedsWriter {
+                    path: dir.to_path_buf(),
+                    reason:
+                        "the last writer stopped without closing it, so its file must be repaired"
+                            .into(),
+                },
+                other => open_error(dir, &path, other),
+            })?;
+        let engine = Engine {
+            db: snapshot::Db::new_read_only(db, DEFAULT_LATEST_CACHE_BYTES),
+            dir: dir.to_path_buf(),
+            write_cache: std::sync::Mutex::default(),
+            parallel_scans: true,
+        };
+        let found = {
+            let txn = engine.db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let found = meta.get(META_FORMAT_VERSION)?.map(|v| v.value());
+            found
+        };
+        match found {
+            Some(FORMAT_VERSION) => Ok(engine),
+            Some(1 | 2) | None => Err(StorageError::NeedsWriter {
+                path: dir.to_path_buf(),
+                reason: "its format must be upgraded".into(),
+            }),
+            Some(found) => Err(StorageError::UnsupportedFormat {
+                path: dir.to_path_buf(),
+                found,
+                supported: FORMAT_VERSION,
+            }),
+        }
+    }
+
+    /// Whether the engine was opened read-only ([`Engine::open_read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.db.is_read_only()
     }
 
     /// Gives the latest cache (the `latest` entries read so far, kept in

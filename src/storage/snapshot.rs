@@ -22,12 +22,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use redb::{
-    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableError, WriteTransaction,
+    Database, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableError,
+    WriteTransaction,
 };
 
 use super::latest_cache::{LatestCache, LatestChange};
 use super::read::{catalog_of, CatalogEntry};
-use super::{by_dict_id_def, part_table_name, records_def, PartTable, Result, LATEST, TARGETS};
+use super::{
+    by_dict_id_def, part_table_name, records_def, PartTable, Result, StorageError, LATEST, TARGETS,
+};
 
 /// `kind ‖ 0x00 ‖ target name -> produced_at ‖ id`.
 pub(crate) type LatestTable = ReadOnlyTable<&'static str, &'static [u8]>;
@@ -46,7 +49,24 @@ pub(crate) struct Db {
     snapshots: Snapshots,
     /// The `latest` entries read so far, kept up to date by every commit.
     latest_cache: LatestCache,
-    db: Database,
+    db: Handle,
+}
+
+/// A database open for writing, or read-only (which other read-only
+/// handles may share, in this process or others; see
+/// `Engine::open_read_only`).
+enum Handle {
+    Write(Database),
+    Read(ReadOnlyDatabase),
+}
+
+impl Handle {
+    fn begin_read(&self) -> std::result::Result<ReadTransaction, redb::TransactionError> {
+        match self {
+            Handle::Write(db) => db.begin_read(),
+            Handle::Read(db) => db.begin_read(),
+        }
+    }
 }
 
 impl Db {
@@ -55,8 +75,24 @@ impl Db {
         Db {
             snapshots: Snapshots::default(),
             latest_cache: LatestCache::new(latest_cache_bytes, 0),
-            db,
+            db: Handle::Write(db),
         }
+    }
+
+    /// A read-only database: every [`Db::begin_write`] fails with
+    /// [`StorageError::ReadOnly`], so nothing is ever committed and the
+    /// snapshot stays that of the open.
+    pub(crate) fn new_read_only(db: ReadOnlyDatabase, latest_cache_bytes: usize) -> Self {
+        Db {
+            snapshots: Snapshots::default(),
+            latest_cache: LatestCache::new(latest_cache_bytes, 0),
+            db: Handle::Read(db),
+        }
+    }
+
+    /// Whether this database was opened read-only.
+    pub(crate) fn is_read_only(&self) -> bool {
+        matches!(self.db, Handle::Read(_))
     }
 
     /// The cache of `latest` entries (see `latest_cache`).
@@ -79,8 +115,11 @@ impl Db {
 
     /// A write transaction; committing it invalidates the shared snapshot.
     pub(crate) fn begin_write(&self) -> Result<WriteTxn<'_>> {
+        let Handle::Write(db) = &self.db else {
+            return Err(StorageError::ReadOnly);
+        };
         Ok(WriteTxn {
-            txn: self.db.begin_write()?,
+            txn: db.begin_write()?,
             snapshots: &self.snapshots,
             latest_cache: &self.latest_cache,
         })
@@ -174,7 +213,7 @@ struct Snapshots {
 impl Snapshots {
     /// The snapshot of the current generation, opening one when the cached
     /// one is older (or missing).
-    fn get(&self, db: &Database) -> Result<Arc<Snapshot>> {
+    fn get(&self, db: &Handle) -> Result<Arc<Snapshot>> {
         let mut current = self.lock();
         // Read before `begin_read`: the snapshot holds at least every commit
         // whose bump this load sees (commits bump after they are visible).
@@ -233,7 +272,7 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    fn open(db: &Database, generation: u64) -> Result<Self> {
+    fn open(db: &Handle, generation: u64) -> Result<Self> {
         let txn = db.begin_read()?;
         Ok(Snapshot {
             generation,
