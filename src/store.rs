@@ -553,7 +553,8 @@ impl Store {
     /// [`StorageError::NeedsWriter`] when a writer must open it first: its
     /// format must be upgraded, or its last writer did not close it (redb
     /// repairs the file, and the log may hold records to replay), which a
-    /// writable open does.
+    /// writable open does; likewise when the log and the redb file do not
+    /// end at the same record.
     pub fn open_read_only(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let engine = Arc::new(
@@ -564,11 +565,23 @@ impl Store {
         let registry = KindRegistry::from_specs(engine.load_kinds()?)?;
         let next_id = engine.next_id()?;
         let logged = crate::storage::log::last_logged_id(&dir.join(LOG_DIR))?;
+        // A writable open brings the two together: it replays what only the
+        // log holds and appends to the log what only the redb file holds.
         if logged >= next_id {
             return Err(StorageError::NeedsWriter {
                 path: dir,
                 reason: format!(
-                    "its log holds records {next_id}..={logged}, which the redb file lacks (the last writer stopped without closing it)"
+                    "its log holds records {next_id}..={logged}, which the redb file lacks"
+                ),
+            }
+            .into());
+        }
+        if logged + 1 < next_id {
+            return Err(StorageError::NeedsWriter {
+                path: dir,
+                reason: format!(
+                    "the redb file holds records {}..{next_id} its log lacks",
+                    logged + 1
                 ),
             }
             .into());
@@ -780,8 +793,14 @@ impl Store {
 
     /// Follows new commits in this process: every record committed after this
     /// call is sent to the returned receiver, in id order.
+    ///
+    /// A read-only handle commits nothing: its receiver is closed at once
+    /// (`recv` fails rather than waits forever).
     pub fn subscribe(&self) -> Receiver<StoredRecord> {
         let (tx, rx) = mpsc::channel();
+        if self.is_read_only() {
+            return rx;
+        }
         if let Ok(mut subs) = self.inner.subscribers.lock() {
             subs.push(tx);
         }

@@ -152,3 +152,69 @@ fn a_closed_store_has_nothing_to_replay() {
     assert_eq!(store.scan(&ScanRequest::default()).unwrap().count(), 5);
     assert_eq!(store.purge_pending().unwrap(), 0);
 }
+
+/// A read-only handle cannot replay, nor append what the log lacks: it
+/// asks for a writer and changes no file; after a writable open it reads
+/// what that open brought together.
+#[test]
+fn a_read_only_open_asks_for_a_writer_when_the_log_and_the_file_disagree() {
+    use almanac::storage::StorageError;
+    use almanac::{Error, StoreOptions};
+    let read_only = |dir: &Path| Store::open_read_only(dir, StoreOptions::default());
+    let needs_writer = |result: almanac::Result<Store>| match result {
+        Err(Error::Storage(StorageError::NeedsWriter { reason, .. })) => reason,
+        other => panic!("expected NeedsWriter, got {:?}", other.map(|_| ())),
+    };
+
+    // The log ahead of the file (records to replay).
+    let dir = tempfile::tempdir().unwrap();
+    two_records(dir.path());
+    append_to_log(dir.path(), 3, &volume(0, 3, 30));
+    let before = std::fs::read(last_segment(dir.path())).unwrap();
+    let reason = needs_writer(read_only(dir.path()));
+    assert!(reason.contains("log holds records 3..=3"), "{reason}");
+    assert_eq!(std::fs::read(last_segment(dir.path())).unwrap(), before);
+    drop(Store::open(dir.path()).expect("replays"));
+    let store = read_only(dir.path()).expect("read-only after the replay");
+    assert_eq!(store.scan(&ScanRequest::default()).unwrap().count(), 3);
+    drop(store);
+
+    // The log behind the file (lines to append).
+    let dir = tempfile::tempdir().unwrap();
+    two_records(dir.path());
+    let segment = last_segment(dir.path());
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let first_line = text.lines().next().unwrap();
+    std::fs::write(&segment, format!("{first_line}\n")).unwrap();
+    let reason = needs_writer(read_only(dir.path()));
+    assert!(reason.contains("records 2..3 its log lacks"), "{reason}");
+    drop(Store::open(dir.path()).expect("appends"));
+    let store = read_only(dir.path()).expect("read-only after the append");
+    let logged: Vec<u64> = store.tail(1).unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(logged, vec![1, 2]);
+    drop(store);
+
+    // A torn last line (a write cut short) is passed over, not trimmed.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap();
+    file.write_all(b"{\"id\":3,\"kind\":\"ingest").unwrap();
+    drop(file);
+    let torn = std::fs::read(&segment).unwrap();
+    let store = read_only(dir.path()).expect("a torn tail needs no writer");
+    assert_eq!(store.scan(&ScanRequest::default()).unwrap().count(), 2);
+    // Nothing is ever sent to a read-only handle's subscribers.
+    assert!(store.subscribe().recv().is_err());
+    drop(store);
+    assert_eq!(std::fs::read(&segment).unwrap(), torn);
+
+    // A file whose creation was cut short (no redb magic yet) is left for
+    // a writable open to remove.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("almanac.redb");
+    std::fs::write(&file, [0u8; 64]).unwrap();
+    let reason = needs_writer(read_only(dir.path()));
+    assert!(reason.contains("cut short"), "{reason}");
+    assert_eq!(std::fs::read(&file).unwrap(), [0u8; 64]);
+}

@@ -1175,6 +1175,14 @@ fn constant_arguments_of_the_wrong_kind_are_refused() {
             "k | window stddev(now) as s rows -1 .. 0",
             "stddev takes a number, found `now`",
         ),
+        (
+            "k | select lower(-5) as a",
+            "lower takes a string, found `-5`",
+        ),
+        (
+            "k | select abs(-1d) as a",
+            "abs takes a number, found `-1d`",
+        ),
     ] {
         let err = query::prepare(text).expect_err(text);
         assert!(err.to_string().contains(message), "{text}: {err}");

@@ -126,14 +126,42 @@ pub fn open_store(db: &Path) -> CliResult<Store> {
 /// exist yet, or that a writer must open first (after a crash, or to
 /// upgrade its format), is opened as [`open_store`] opens it.
 pub fn open_store_for_reading(db: &Path) -> CliResult<Store> {
-    match Store::open_read_only(db, almanac::StoreOptions::default()) {
-        Ok(store) => Ok(store),
-        Err(Error::Storage(StorageError::NoStore(_) | StorageError::NeedsWriter { .. })) => {
-            open_store(db)
+    let read_only = || Store::open_read_only(db, almanac::StoreOptions::default());
+    match read_only() {
+        Ok(store) => return Ok(store),
+        Err(Error::Storage(StorageError::NoStore(_) | StorageError::NeedsWriter { .. })) => {}
+        Err(e) => return Err(open_failure(db, e)),
+    }
+    // A writer's work first (create, repair, replay, upgrade), then the
+    // store is closed and opened read-only like any other: the command
+    // does not keep other readers out while it runs.
+    match Store::open(db) {
+        Ok(store) => {
+            import::remove_stale_spools(db);
+            drop(store);
         }
-        Err(e) => Err(open_failure(db, e)),
+        // Another command doing the same work right now (two readers
+        // started together after a crash): let it finish, briefly.
+        Err(Error::Storage(StorageError::Locked(_))) => {}
+        Err(e) => return Err(open_failure(db, e)),
+    }
+    let deadline = std::time::Instant::now() + FALLBACK_WAIT;
+    loop {
+        match read_only() {
+            Err(Error::Storage(StorageError::Locked(_)))
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return result.map_err(|e| open_failure(db, e)),
+        }
     }
 }
+
+/// How long a read command that had to hand the store to a writer first
+/// waits for another such command doing the same (then it fails as any
+/// open of a store held for writing does).
+const FALLBACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn open_failure(db: &Path, e: Error) -> Failure {
     match e {

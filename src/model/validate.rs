@@ -286,6 +286,15 @@ pub fn check_kind_name(kind: &str) -> Result<()> {
 /// The rules of spec §1 that a typed record can still break.
 pub(crate) fn check_record(record: &MetadataRecord) -> Result<()> {
     check_kind_name(&record.kind)?;
+    if !record.produced_at.is_rfc3339() {
+        // An offset can carry a valid text past 9999 (or before 0000) in
+        // UTC, and a record built in code can hold any instant: neither
+        // has an RFC 3339 form, which the log and every output need.
+        return Err(ValidationError::new(
+            "produced_at",
+            "must lie within years 0000 to 9999 in UTC",
+        ));
+    }
     if record.target.table.is_empty() {
         return Err(ValidationError::new("target.table", "must not be empty"));
     }
@@ -389,6 +398,29 @@ mod tests {
         let r = MetadataRecord::from_json_str(VALID).unwrap();
         assert_eq!(r.target.source_id, "");
         assert!(r.context.is_empty());
+    }
+
+    #[test]
+    fn produced_at_must_have_an_rfc3339_form_in_utc() {
+        check(
+            "produced_at",
+            Some(r#""9999-12-31T23:59:59-23:59""#),
+            "produced_at",
+        );
+        check(
+            "produced_at",
+            Some(r#""0000-01-01T00:00:00+00:01""#),
+            "produced_at",
+        );
+        let mut obj: Value = serde_json::from_str(VALID).unwrap();
+        obj["produced_at"] = "9999-12-31T23:59:59Z".into();
+        MetadataRecord::from_json_str(&obj.to_string()).unwrap();
+        obj["produced_at"] = "0000-01-01T00:00:00Z".into();
+        MetadataRecord::from_json_str(&obj.to_string()).unwrap();
+        // A record built in code is checked on the store path too.
+        let mut record = MetadataRecord::from_json_str(VALID).unwrap();
+        record.produced_at = Timestamp::MAX;
+        assert_eq!(check_record(&record).unwrap_err().field, "produced_at");
     }
 
     #[test]

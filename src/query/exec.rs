@@ -284,7 +284,6 @@ fn apply<'a>(stage: CStage, rows: RowIter<'a>) -> RowIter<'a> {
     }
 }
 
-/// A window frame offset: an integer constant once the plan is bound.
 /// A window frame offset. Binding (`plan::bind`) turns every offset into
 /// an integer constant and refuses anything else, so nothing else reaches
 /// execution.
@@ -405,11 +404,10 @@ fn group_key<'r>(by: &[CExpr], row: impl Into<RowRef<'r>>) -> Vec<Key> {
     by.iter().map(|e| Key(eval(e, row))).collect()
 }
 
-/// `latest`: per group the row with the greatest (`produced_at`, `id`),
-/// output in ascending order.
 /// `latest`: per group the row with the greatest (`produced_at`, `id`). It
 /// keeps rows as `where` does: the rows kept come in the order they came in
-/// (by (`produced_at`, `id`) unless a `sort` before it ordered them).
+/// (records by (`produced_at`, `id`), rows of columns by arrival, unless a
+/// `sort` before it ordered them).
 fn latest(rows: RowIter<'_>, by: &[CExpr]) -> crate::Result<Vec<XRow>> {
     // Per group: the best row so far and its position in the input.
     let mut groups: BTreeMap<Vec<Key>, (usize, XRow)> = BTreeMap::new();

@@ -984,9 +984,9 @@ fn known_value(e: &CExpr) -> Option<Value> {
         CExpr::Const(v) => Some(v.clone()),
         CExpr::Now(_) => Some(Value::Instant(Timestamp::MIN)),
         CExpr::Neg(x) => match &**x {
-            CExpr::Const(v @ (Value::Int(_) | Value::Float(_) | Value::Duration(_))) => {
-                Some(v.clone())
-            }
+            CExpr::Const(Value::Int(i)) => Some(i.checked_neg().map_or(Value::Null, Value::Int)),
+            CExpr::Const(Value::Float(f)) => Some(Value::Float(-f)),
+            CExpr::Const(Value::Duration(d)) => Some(Value::Duration(d.saturating_neg())),
             _ => None,
         },
         _ => None,

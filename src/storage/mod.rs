@@ -361,10 +361,25 @@ fn upgrade_from_v2(db: &snapshot::Db) -> Result<()> {
 /// store version without atomic creation) and holds no committed data. It
 /// is removed so the store can be created afresh.
 fn holds_database(path: &Path) -> Result<bool> {
+    let holds = has_database_magic(path)?;
+    if holds != Some(false) {
+        return Ok(holds.unwrap_or(false));
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StorageError::io(path, e)),
+    }
+}
+
+/// Whether `path` starts like a redb database (see [`holds_database`]),
+/// changing nothing: `None` when there is no file, `Some(false)` for a
+/// creation cut short.
+fn has_database_magic(path: &Path) -> Result<Option<bool>> {
     use std::io::Read;
     let mut file = match std::fs::File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StorageError::io(path, e)),
     };
     let mut magic = [0u8; 9];
@@ -377,15 +392,8 @@ fn holds_database(path: &Path) -> Result<bool> {
             Err(e) => return Err(StorageError::io(path, e)),
         }
     }
-    if magic.iter().any(|&b| b != 0) {
-        // redb's open reports anything else that is not a database.
-        return Ok(true);
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(false),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(StorageError::io(path, e)),
-    }
+    // redb's open reports anything else that is not a database.
+    Ok(Some(magic.iter().any(|&b| b != 0)))
 }
 
 /// Creates the store file at `path` atomically: builds it as
@@ -538,8 +546,16 @@ impl Engine {
     /// its last writer did not close it (redb must repair the file).
     pub fn open_read_only(dir: &Path, cache_bytes: usize) -> Result<Self> {
         let path = dir.join(DB_FILE);
-        if !holds_database(&path)? {
-            return Err(StorageError::NoStore(dir.to_path_buf()));
+        match has_database_magic(&path)? {
+            None => return Err(StorageError::NoStore(dir.to_path_buf())),
+            // A creation cut short, which a writable open removes.
+            Some(false) => {
+                return Err(StorageError::NeedsWriter {
+                    path: dir.to_path_buf(),
+                    reason: "its creation was cut short".into(),
+                })
+            }
+            Some(true) => {}
         }
         let db = redb::Builder::new()
             .set_cache_size(cache_bytes)
@@ -563,15 +579,22 @@ impl Engine {
         };
         let found = {
             let txn = engine.db.begin_read()?;
-            let meta = txn.open_table(META)?;
-            let found = meta.get(META_FORMAT_VERSION)?.map(|v| v.value());
-            found
+            match txn.open_table(META) {
+                Ok(meta) => meta.get(META_FORMAT_VERSION)?.map(|v| v.value()),
+                // Tables not created yet: a writable open creates them.
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
         };
         match found {
             Some(FORMAT_VERSION) => Ok(engine),
-            Some(1 | 2) | None => Err(StorageError::NeedsWriter {
+            Some(1 | 2) => Err(StorageError::NeedsWriter {
                 path: dir.to_path_buf(),
                 reason: "its format must be upgraded".into(),
+            }),
+            None => Err(StorageError::NeedsWriter {
+                path: dir.to_path_buf(),
+                reason: "its tables must be created".into(),
             }),
             Some(found) => Err(StorageError::UnsupportedFormat {
                 path: dir.to_path_buf(),
