@@ -2,6 +2,7 @@
 //! span of the problem where there is one.
 
 use super::ast::Span;
+use unicode_width::UnicodeWidthChar;
 
 /// A query that did not parse, plan or run.
 ///
@@ -181,17 +182,28 @@ impl QueryError {
         let excerpt: String = line.chars().skip(start).take(end - start).collect();
         let width = width.min(end.saturating_sub(caret)).max(1);
         out.push_str(&format!("  | {prefix}{excerpt}{suffix}\n"));
-        // Under each character before the column a space, or a tab under a
+        // Under each character before the column as many spaces as the
+        // columns a terminal gives it (two for a wide character such as
+        // `漢` or an emoji, none for a combining mark), or a tab under a
         // tab, so the caret lines up whatever width a terminal gives tabs.
-        let pad: String = excerpt
+        let mut pad = String::new();
+        for c in excerpt.chars().take(caret - start) {
+            match c {
+                '\t' => pad.push('\t'),
+                c => pad.extend(std::iter::repeat_n(' ', c.width().unwrap_or(0))),
+            }
+        }
+        // As many carets as the columns the marked characters take.
+        let marked: usize = excerpt
             .chars()
-            .take(caret - start)
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
+            .skip(caret - start)
+            .take(width)
+            .map(|c| c.width().unwrap_or(0))
+            .sum();
         out.push_str(&format!(
             "  | {}{pad}{}",
             " ".repeat(prefix.len()),
-            "^".repeat(width)
+            "^".repeat(marked.max(1))
         ));
         out
     }
@@ -298,5 +310,31 @@ mod tests {
         let lines: Vec<&str> = rendered.lines().collect();
         assert!(lines[2].starts_with("  | ...") && !lines[2].ends_with("..."));
         assert_eq!(lines[3].find('^'), Some(lines[2].len()));
+    }
+
+    #[test]
+    fn the_caret_counts_the_columns_of_wide_characters() {
+        // `漢` and the emoji take two columns each, the combining accent
+        // none: the caret sits under `x`, as wide as `名前` is.
+        let text = "k | where payload.\"漢\" = \"🎉e\u{301}\" and x > 名前";
+        let at = text.find("x >").unwrap();
+        let err = QueryError::Syntax {
+            message: "m".into(),
+            span: Span::new(at, at + 1),
+        };
+        let rendered = err.render(text);
+        let lines: Vec<&str> = rendered.lines().collect();
+        let caret = lines[3];
+        // Columns before `x`: `k | where payload."` (19), `漢` (2),
+        // `" = "` (5), the emoji (2), `e` and its accent (1), `" and ` (6).
+        let pad = 19 + 2 + 5 + 2 + 1 + 6;
+        assert_eq!(caret, format!("  | {}^", " ".repeat(pad)), "{rendered}");
+        let at = text.find("名前").unwrap();
+        let err = QueryError::Syntax {
+            message: "m".into(),
+            span: Span::new(at, text.len()),
+        };
+        let rendered = err.render(text);
+        assert!(rendered.ends_with("^^^^"), "{rendered}");
     }
 }
