@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::kinds::{standard_kinds, KindError, KindRegistry, KindSpec, Retention};
-use crate::model::{MetadataRecord, MetadataTarget, StoredRecord, TimeRange, Timestamp};
+use crate::model::{
+    MetadataRecord, MetadataTarget, StoredRecord, TimeRange, Timestamp, ValidationError,
+    MAX_RECORD_BYTES,
+};
 use crate::query::{
     ExecOptions, Params, QueryOutput, RecordIter, RecordSource, ScanDescription, ScanRequest,
     TargetInfo,
@@ -176,14 +179,35 @@ fn prepare_with(
             registry
                 .check(record, strict)
                 .map_err(|error| Error::Rejected { index, error })?;
-            Ok(PreparedRecord::new(
+            let prepared = PreparedRecord::new(
                 record,
                 registry.bucket_of(&record.kind),
                 registry.indexed_paths_of(&record.kind),
-            ))
+            );
+            // The limit holds for the record as the store writes it back
+            // (its log line, `export`, `tail`): canonical JSON with an id,
+            // which can be longer than the text it came from (defaults,
+            // `Z` times, the id), so that every such line reads back.
+            let written = prepared.json.len() + MAX_ID_PREFIX_BYTES;
+            if written > MAX_RECORD_BYTES {
+                return Err(Error::InvalidRecord {
+                    index,
+                    error: ValidationError::new(
+                        "record",
+                        format!(
+                            "is {written} bytes of JSON in canonical form with its id, more than the limit of {MAX_RECORD_BYTES}"
+                        ),
+                    ),
+                });
+            }
+            Ok(prepared)
         })
         .collect()
 }
+
+/// What an id adds to a record's canonical JSON at most: `"id":` and 20
+/// digits and a comma.
+const MAX_ID_PREFIX_BYTES: usize = r#""id":18446744073709551615,"#.len();
 
 /// What the writer thread is asked to do.
 enum Msg {

@@ -217,6 +217,50 @@ fn exported_lines_import_into_another_store() {
     assert!(stdout.contains("stored 2 records"), "{stdout}");
 }
 
+/// A minimal record whose input line is exactly `len` bytes: its canonical
+/// form adds the defaults, and the id, so it is longer.
+fn record_line_of(len: usize) -> String {
+    let head = r#"{"kind":"k","target":{"table":"t"},"producer_id":"p","produced_at":"2024-01-01T00:00:00Z","payload":{"s":""#;
+    let tail = r#""}}"#;
+    format!("{head}{}{tail}", "x".repeat(len - head.len() - tail.len()))
+}
+
+/// The 1 MiB limit holds for a record as the store writes it back (its log
+/// line, `export`): a line that is 1 MiB as given, but longer in canonical
+/// form with its id, is refused before anything is stored, and one just
+/// under the limit reads back everywhere (log, read-only opens, export,
+/// import into another store).
+#[test]
+fn the_size_limit_counts_the_canonical_form_so_every_stored_record_reads_back() {
+    let (dir, db) = store_dir();
+    let max = almanac::model::MAX_RECORD_BYTES;
+    let file = write_jsonl(dir.path(), "max.jsonl", &[record_line_of(max)]);
+    let (code, _, stderr) = parts(&run(&db, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("line 1: field `record`") && stderr.contains("canonical form"),
+        "{stderr}"
+    );
+    let file = write_jsonl(dir.path(), "near.jsonl", &[record_line_of(max - 200)]);
+    let (code, _, stderr) = parts(&run(&db, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 0, "{stderr}");
+    // The log's last line (over the input's size, under the limit) reads
+    // back: a read-only command opens the store.
+    let (code, stdout, stderr) = parts(&run(&db, &["query", "k | stats count()"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"count()\":1"), "{stdout}");
+    let exported = run(&db, &["export"]);
+    assert!(exported.stdout.len() <= max + 1);
+    let other = dir.path().join("other");
+    let (code, stdout, stderr) = parts(&run_with_stdin(
+        &other,
+        &["import"],
+        &String::from_utf8_lossy(&exported.stdout),
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("stored 1 records"), "{stdout}");
+}
+
 #[test]
 fn a_locked_store_fails_with_status_1_and_a_clear_message() {
     let (dir, db) = store_dir();

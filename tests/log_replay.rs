@@ -218,3 +218,30 @@ fn a_read_only_open_asks_for_a_writer_when_the_log_and_the_file_disagree() {
     assert!(reason.contains("cut short"), "{reason}");
     assert_eq!(std::fs::read(&file).unwrap(), [0u8; 64]);
 }
+
+/// A log line over 1 MiB (a store written before the size limit counted
+/// the canonical form could hold one) is a complete line: neither a
+/// read-only open nor a writable one takes it for a torn write.
+#[test]
+fn a_log_line_over_the_size_limit_is_not_taken_for_a_torn_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = two_records(dir.path());
+    let segment = last_segment(dir.path());
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let first_line = text.lines().next().unwrap();
+    let mut big = records[1].clone();
+    big.extras.insert(
+        "padding".into(),
+        "x".repeat(almanac::model::MAX_RECORD_BYTES).into(),
+    );
+    let line = StoredRecord { id: 2, record: big }.to_json_string();
+    std::fs::write(&segment, format!("{first_line}\n{line}\n")).unwrap();
+    let before = std::fs::read(&segment).unwrap();
+    let store = Store::open_read_only(dir.path(), almanac::StoreOptions::default())
+        .expect("the last line's id reads back");
+    drop(store);
+    let store = Store::open(dir.path()).expect("opens for writing");
+    assert_eq!(store.write_stats().n_replayed, 0);
+    drop(store);
+    assert_eq!(std::fs::read(&segment).unwrap(), before, "the log was cut");
+}

@@ -127,40 +127,81 @@ pub fn open_store(db: &Path) -> CliResult<Store> {
 /// upgrade its format), is opened as [`open_store`] opens it.
 pub fn open_store_for_reading(db: &Path) -> CliResult<Store> {
     let read_only = || Store::open_read_only(db, almanac::StoreOptions::default());
-    match read_only() {
-        Ok(store) => return Ok(store),
-        Err(Error::Storage(StorageError::NoStore(_) | StorageError::NeedsWriter { .. })) => {}
-        Err(e) => return Err(open_failure(db, e)),
-    }
-    // A writer's work first (create, repair, replay, upgrade), then the
-    // store is closed and opened read-only like any other: the command
-    // does not keep other readers out while it runs.
-    match Store::open(db) {
-        Ok(store) => {
-            import::remove_stale_spools(db);
-            drop(store);
-        }
-        // Another command doing the same work right now (two readers
-        // started together after a crash): let it finish, briefly.
-        Err(Error::Storage(StorageError::Locked(_))) => {}
-        Err(e) => return Err(open_failure(db, e)),
-    }
+    let marker = db.join(format!("{RECOVERY_MARKER}{}", std::process::id()));
     let deadline = std::time::Instant::now() + FALLBACK_WAIT;
+    let mut handed_over = false;
     loop {
         match read_only() {
+            Ok(store) => return Ok(store),
+            // A writer's work first (create, repair, replay, upgrade), then
+            // the store is closed and opened read-only like any other: the
+            // command does not keep other readers out while it runs.
+            Err(Error::Storage(StorageError::NoStore(_) | StorageError::NeedsWriter { .. }))
+                if !handed_over =>
+            {
+                handed_over = true;
+                writer_work(db, &marker)?;
+            }
+            // Another read command doing that work right now (its marker
+            // says so; a real writer leaves none): wait for it, briefly.
             Err(Error::Storage(StorageError::Locked(_)))
-                if std::time::Instant::now() < deadline =>
+                if std::time::Instant::now() < deadline && another_at_work(db) =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            result => return result.map_err(|e| open_failure(db, e)),
+            Err(e) => return Err(open_failure(db, e)),
         }
     }
 }
 
-/// How long a read command that had to hand the store to a writer first
-/// waits for another such command doing the same (then it fails as any
-/// open of a store held for writing does).
+/// Opens the store for writing and closes it, doing what a read-only open
+/// cannot (see [`open_store_for_reading`]), under a marker file that tells
+/// other read commands to wait rather than fail. A store another process
+/// holds is left to it.
+fn writer_work(db: &Path, marker: &Path) -> CliResult {
+    let _ = std::fs::create_dir_all(db);
+    let _ = std::fs::write(marker, std::process::id().to_string());
+    let opened = Store::open(db);
+    let result = match opened {
+        Ok(store) => {
+            import::remove_stale_spools(db);
+            drop(store);
+            Ok(())
+        }
+        Err(Error::Storage(StorageError::Locked(_))) => Ok(()),
+        Err(e) => Err(open_failure(db, e)),
+    };
+    let _ = std::fs::remove_file(marker);
+    result
+}
+
+/// Whether another read command's marker is in `db`, written in the last
+/// seconds (one left by a killed process does not make readers wait).
+fn another_at_work(db: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(db) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(RECOVERY_MARKER))
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < MARKER_FRESH))
+    })
+}
+
+/// The marker (`.reader-recovery-<pid>`) a read command writes while it
+/// holds the store for writing to do a writer's work.
+const RECOVERY_MARKER: &str = ".reader-recovery-";
+
+/// How long a marker counts as a read command at work.
+const MARKER_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a read command waits for another doing a writer's work (then
+/// it fails as any open of a store held for writing does).
 const FALLBACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn open_failure(db: &Path, e: Error) -> Failure {

@@ -340,6 +340,18 @@ pub fn last_logged_id(log_dir: &Path) -> Result<u64> {
     }
 }
 
+/// The id of a complete log line: JSON that parses whole, with an `id`.
+/// A torn line (a write cut short) does not parse. Nothing else of the
+/// record is checked, so a line the store wrote before its size limit
+/// counted the canonical form (over 1 MiB) still reads as complete.
+fn complete_line_id(line: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: u64,
+    }
+    serde_json::from_slice::<Id>(line).ok().map(|l| l.id)
+}
+
 /// The id of the last valid line of a segment; with `repair`, what follows
 /// it (a torn line) is cut off.
 fn last_valid_id(path: &Path, repair: bool) -> Result<Option<u64>> {
@@ -369,9 +381,7 @@ fn last_valid_id(path: &Path, repair: bool) -> Result<Option<u64>> {
             let Some(line_start) = line_start.or(if start == 0 { Some(0) } else { None }) else {
                 break; // the line begins before this chunk: read more
             };
-            let valid = std::str::from_utf8(&tail[line_start..nl])
-                .ok()
-                .and_then(|l| StoredRecord::from_json_str(l).ok().map(|r| r.id));
+            let valid = complete_line_id(&tail[line_start..nl]);
             if let Some(id) = valid {
                 let keep = start + nl as u64 + 1;
                 if repair && keep < len {
