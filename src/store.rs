@@ -1461,10 +1461,7 @@ impl MetadataRepository for Store {
     ) -> Result<Vec<StoredRecord>> {
         // The same answer as a scan of this kind, target and range, by a
         // path of its own: no planning, one target id, cached tables.
-        Ok(self
-            .inner
-            .engine
-            .history(kind, &target.canonical_name(), range)?)
+        Ok(self.inner.engine.history(kind, &target.key(), range)?)
     }
 
     fn find(&self, request: &ScanRequest) -> Result<Vec<StoredRecord>> {

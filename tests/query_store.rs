@@ -263,3 +263,104 @@ fn the_repository_query_uses_the_store_clock() {
     assert!(err.is_invalid_input());
     assert!(err.to_string().contains("payload.rows"), "{err}");
 }
+
+/// Two targets whose canonical names are equal (`pg:sales.eu.orders` is
+/// (`pg`, `sales`, `eu.orders`) and (`pg`, `sales.eu`, `orders`)) stay two
+/// targets: `latest` and `history` of each, and label matchers, see only
+/// its records, with indexes, without, and in the reference source; the
+/// `target` field (the canonical name) is one value for both, so `latest`
+/// by it keeps the newer of the two.
+#[test]
+fn targets_whose_canonical_names_collide_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            clock: Clock::fixed(ts(NOW)),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let dotted_table = almanac::MetadataTarget::new("pg", "sales", "eu.orders");
+    let dotted_schema = almanac::MetadataTarget::new("pg", "sales.eu", "orders");
+    assert_eq!(
+        dotted_table.canonical_name(),
+        dotted_schema.canonical_name()
+    );
+    let record = |target: &almanac::MetadataTarget, day: i64, rows: i64| {
+        let mut r = volume(0, day * 24, rows);
+        r.target = target.clone();
+        r
+    };
+    let records = vec![
+        record(&dotted_table, 1, 100),
+        record(&dotted_schema, 2, 999),
+        record(&dotted_table, 3, 101),
+        record(&dotted_schema, 4, 1000),
+        record(&dotted_table, 5, 102),
+    ];
+    store.bulk_store(&records).unwrap();
+    let ids_of = |target: &almanac::MetadataTarget| -> Vec<u64> {
+        store
+            .history(target, "ingestion_volume", almanac::TimeRange::ALL)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(ids_of(&dotted_table), [1, 3, 5]);
+    assert_eq!(ids_of(&dotted_schema), [2, 4]);
+    let latest = |target| {
+        store
+            .latest(target, "ingestion_volume")
+            .unwrap()
+            .unwrap()
+            .id
+    };
+    assert_eq!(latest(&dotted_table), 5);
+    assert_eq!(latest(&dotted_schema), 4);
+
+    let all: Vec<StoredRecord> = store
+        .scan(&ScanRequest::default())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let memory = MemorySource::new(all);
+    let ids = |out: &QueryOutput| -> Vec<u64> {
+        out.rows
+            .iter()
+            .map(|r| match r {
+                query::Row::Record { record, .. } => record.id,
+                other => panic!("a record row: {other:?}"),
+            })
+            .collect()
+    };
+    for (text, expected) in [
+        (r#"ingestion_volume{schema="sales.eu"}"#, vec![2, 4]),
+        (
+            r#"ingestion_volume{schema="sales", table="eu.orders"}"#,
+            vec![1, 3, 5],
+        ),
+        (r#"ingestion_volume{table="orders"} | latest"#, vec![4]),
+        (
+            r#"ingestion_volume{table="eu.orders"} | latest by target"#,
+            vec![5],
+        ),
+        (
+            r#"ingestion_volume{target="pg:sales.eu.orders"}"#,
+            vec![1, 2, 3, 4, 5],
+        ),
+        ("ingestion_volume | latest", vec![5]),
+        ("ingestion_volume | latest by target", vec![5]),
+        ("ingestion_volume | latest by target.schema", vec![4, 5]),
+    ] {
+        for (source, use_indexes) in [
+            (&store as &dyn RecordSource, true),
+            (&store as &dyn RecordSource, false),
+            (&memory as &dyn RecordSource, true),
+        ] {
+            let out = run(source, text, &Params::new(), use_indexes);
+            assert_eq!(ids(&out), expected, "{text} (indexes: {use_indexes})");
+        }
+    }
+}

@@ -888,6 +888,120 @@ fn upgrade_keeps_latest_entries(downgrade: fn(&std::path::Path), from: u64) {
     assert!(lengths.iter().all(|&n| n == 16), "{lengths:?}");
 }
 
+/// Rewrites a closed version-4 store as version 3 did: target dictionary
+/// and `latest` entries keyed by the canonical name, `format_version` 3.
+fn downgrade_to_v3(dir: &std::path::Path) {
+    use redb::{ReadableTable, TableDefinition};
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    const TARGETS: TableDefinition<&str, (u64, &str, &str, &str)> = TableDefinition::new("targets");
+    const LATEST: TableDefinition<&str, &[u8]> = TableDefinition::new("latest");
+    let db = redb::Database::open(dir.join(almanac::storage::DB_FILE)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut targets = txn.open_table(TARGETS).unwrap();
+        let mut moved = std::collections::HashMap::new();
+        let entries: Vec<(String, u64, String, String, String)> = targets
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                let (id, s, sc, t) = v.value();
+                (
+                    k.value().to_owned(),
+                    id,
+                    s.to_owned(),
+                    sc.to_owned(),
+                    t.to_owned(),
+                )
+            })
+            .collect();
+        for (key, id, s, sc, t) in entries {
+            let name = almanac::model::canonical_name(&s, &sc, &t);
+            if name != key {
+                targets.remove(key.as_str()).unwrap();
+                targets
+                    .insert(name.as_str(), (id, s.as_str(), sc.as_str(), t.as_str()))
+                    .unwrap();
+                moved.insert(key, name);
+            }
+        }
+        assert!(!moved.is_empty(), "a target with an escaped key");
+        let mut latest = txn.open_table(LATEST).unwrap();
+        let entries: Vec<(String, Vec<u8>)> = latest
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value().to_owned(), v.value().to_vec())
+            })
+            .collect();
+        for (key, value) in entries {
+            let (kind, target) = key.split_once('\0').unwrap();
+            if let Some(name) = moved.get(target) {
+                latest.remove(key.as_str()).unwrap();
+                latest
+                    .insert(format!("{kind}\0{name}").as_str(), value.as_slice())
+                    .unwrap();
+            }
+        }
+        txn.open_table(META)
+            .unwrap()
+            .insert("format_version", 3)
+            .unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+/// A version-3 store keyed a target whose canonical name is ambiguous by
+/// that name: opening it moves its entries to the target's key, so its
+/// `latest` and `history` are found, and a read-only open asks for the
+/// upgrade first.
+#[test]
+fn a_version_3_store_is_upgraded_to_target_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let dotted = almanac::MetadataTarget::new("pg", "sales.eu", "orders");
+    let mut first = volume(0, 1, 10);
+    first.target = dotted.clone();
+    let mut second = volume(0, 2, 20);
+    second.target = dotted.clone();
+    {
+        let store = open(dir.path());
+        store.bulk_store(&[first, volume(1, 1, 5), second]).unwrap();
+    }
+    downgrade_to_v3(dir.path());
+    assert_eq!(format_version(dir.path()), 3);
+    let err = Store::open_read_only(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(StorageError::NeedsWriter { .. })),
+        "{err:?}"
+    );
+    let store = open(dir.path());
+    let latest = store.latest(&dotted, "ingestion_volume").unwrap().unwrap();
+    assert_eq!(latest.id, 3);
+    let history = store
+        .history(&dotted, "ingestion_volume", TimeRange::ALL)
+        .unwrap();
+    assert_eq!(history.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(
+        store
+            .latest(&target(1), "ingestion_volume")
+            .unwrap()
+            .unwrap()
+            .id,
+        2
+    );
+    // A new record of the target joins the same entries (no second id).
+    let mut third = volume(0, 3, 30);
+    third.target = dotted.clone();
+    let id = store.store(&third).unwrap().id;
+    let history = store
+        .history(&dotted, "ingestion_volume", TimeRange::ALL)
+        .unwrap();
+    assert_eq!(history.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 3, id]);
+    drop(store);
+    assert_eq!(format_version(dir.path()), almanac::storage::FORMAT_VERSION);
+}
+
 #[test]
 fn a_store_of_an_unknown_format_version_is_refused_with_its_version() {
     use redb::TableDefinition;

@@ -86,7 +86,7 @@ pub fn lineage(
     let targets = (!scope.targets.is_empty()).then(|| {
         distinct_targets(&scope.targets)
             .into_iter()
-            .map(MetadataTarget::canonical_name)
+            .map(MetadataTarget::key)
             .collect::<Vec<_>>()
     });
     let request = |run_ids: Option<Vec<String>>, paths: Vec<PathConstraint>| ScanRequest {

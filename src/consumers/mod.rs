@@ -129,12 +129,9 @@ pub fn latest_many(
         .collect()
 }
 
-/// `targets` without repeats of a canonical name (the first one stays),
-/// in order: the repository compares targets by canonical name.
+/// `targets` without repeats (the first one stays), in order, compared as
+/// the repository compares them: by key (`MetadataTarget::key`).
 fn distinct_targets(targets: &[MetadataTarget]) -> Vec<&MetadataTarget> {
     let mut seen = std::collections::HashSet::new();
-    targets
-        .iter()
-        .filter(|t| seen.insert(t.canonical_name()))
-        .collect()
+    targets.iter().filter(|t| seen.insert(t.key())).collect()
 }

@@ -6,8 +6,8 @@ mod time;
 mod validate;
 
 pub use record::{
-    canonical_name, push_canonical_name, JsonObject, MetadataContext, MetadataRecord,
-    MetadataTarget, SortedJson, StoredRecord,
+    canonical_name, push_canonical_name, push_target_key, target_key, JsonObject, MetadataContext,
+    MetadataRecord, MetadataTarget, SortedJson, StoredRecord,
 };
 pub use time::{Timestamp, MICROS_PER_DAY, MICROS_PER_SECOND};
 pub use validate::{

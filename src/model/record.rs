@@ -38,6 +38,11 @@ impl MetadataTarget {
     pub fn canonical_name(&self) -> String {
         canonical_name(&self.source_id, &self.schema, &self.table)
     }
+
+    /// The key that names this target exactly (see [`target_key`]).
+    pub fn key(&self) -> String {
+        target_key(&self.source_id, &self.schema, &self.table)
+    }
 }
 
 /// The canonical target name for its three parts (spec §1).
@@ -56,6 +61,47 @@ pub fn push_canonical_name(out: &mut String, source_id: &str, schema: &str, tabl
     out.push_str(schema);
     out.push('.');
     out.push_str(table);
+}
+
+/// The key that names a target exactly, where stores keep one entry per
+/// target (the target dictionary, the `latest` table): its canonical name,
+/// unless that name reads back as other parts (a `:` in `source_id`, a `.`
+/// in `schema`, ...: `pg:sales.eu.orders` is both (`pg`, `sales`,
+/// `eu.orders`) and (`pg`, `sales.eu`, `orders`)); then a NUL and the JSON
+/// array of the three parts, which no canonical name key starts with.
+pub fn target_key(source_id: &str, schema: &str, table: &str) -> String {
+    let mut key = String::with_capacity(source_id.len() + schema.len() + table.len() + 2);
+    push_target_key(&mut key, source_id, schema, table);
+    key
+}
+
+/// Appends [`target_key`] of the three parts to `out`.
+pub fn push_target_key(out: &mut String, source_id: &str, schema: &str, table: &str) {
+    if canonical_name_is_exact(source_id, schema, table) {
+        push_canonical_name(out, source_id, schema, table);
+    } else {
+        out.push('\0');
+        let parts = serde_json::to_string(&[source_id, schema, table]).unwrap_or_default();
+        out.push_str(&parts);
+    }
+}
+
+/// Whether the canonical name of the three parts reads back as them: the
+/// source ends at the first `:` (none: no source), the schema at the next
+/// `.`; and it does not start with NUL (the escaped keys' mark).
+fn canonical_name_is_exact(source_id: &str, schema: &str, table: &str) -> bool {
+    if source_id.contains(':') || schema.contains('.') {
+        return false;
+    }
+    if source_id.is_empty() && (schema.contains(':') || table.contains(':')) {
+        return false;
+    }
+    let first = if source_id.is_empty() {
+        schema
+    } else {
+        source_id
+    };
+    !first.starts_with('\0')
 }
 
 /// Where and as part of what a record was produced: job, run, namespace and
@@ -357,6 +403,42 @@ mod tests {
             MetadataTarget::new(source, schema, table).canonical_name(),
             expected
         );
+    }
+
+    /// The canonical name read back: the source up to the first `:` (none
+    /// without one), the schema up to the next `.`.
+    fn read_back(name: &str) -> Option<(&str, &str, &str)> {
+        let (source, rest) = name.split_once(':').unwrap_or(("", name));
+        let (schema, table) = rest.split_once('.')?;
+        Some((source, schema, table))
+    }
+
+    #[test]
+    fn target_keys_are_canonical_names_when_those_read_back_and_distinct_always() {
+        assert_eq!(target_key("pg", "sales", "eu.orders"), "pg:sales.eu.orders");
+        assert_eq!(target_key("", "sales", "orders"), "sales.orders");
+        assert_eq!(
+            target_key("pg", "sales.eu", "orders"),
+            "\0[\"pg\",\"sales.eu\",\"orders\"]"
+        );
+        // Every triple over a small alphabet: a key is the canonical name
+        // exactly when that reads back as the same parts (and does not start
+        // with NUL), and no two triples share a key.
+        let alphabet = ["", "a", ":", ".", "\0", "a:", ".a", "a.b", ":a"];
+        let mut keys = std::collections::HashMap::new();
+        for s in alphabet {
+            for sc in alphabet {
+                for t in alphabet {
+                    let key = target_key(s, sc, t);
+                    let name = canonical_name(s, sc, t);
+                    let exact = read_back(&name) == Some((s, sc, t)) && !name.starts_with('\0');
+                    assert_eq!(key == name, exact, "{s:?} {sc:?} {t:?}");
+                    if let Some(other) = keys.insert(key.clone(), (s, sc, t)) {
+                        panic!("{key:?} names {other:?} and {:?}", (s, sc, t));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -104,7 +104,17 @@ pub(crate) fn execute<'a>(
         Access::Latest { kinds, targets } => {
             let mut records = source.latest_records(kinds.as_deref(), targets.as_deref())?;
             records.sort_by_key(|r| (r.record.produced_at, r.id));
-            Box::new(records.into_iter().map(|r| Ok(XRow::from_record(r))))
+            // The table has an entry per target; `latest` groups by the
+            // `target` field, the canonical name, which two targets can
+            // share (`pg:sales.eu.orders`): the newest of them stays.
+            let mut seen = std::collections::HashSet::new();
+            let mut newest: Vec<StoredRecord> = records
+                .into_iter()
+                .rev()
+                .filter(|r| seen.insert((r.record.kind.clone(), r.record.target.canonical_name())))
+                .collect();
+            newest.reverse();
+            Box::new(newest.into_iter().map(|r| Ok(XRow::from_record(r))))
         }
     };
     if !physical.label_filters.is_empty() {

@@ -35,7 +35,7 @@ impl MemorySource {
         };
         within(&request.kinds, &rec.kind)
             && request.time.contains(rec.produced_at)
-            && within(&request.targets, &rec.target.canonical_name())
+            && within(&request.targets, &rec.target.key())
             && within(&request.producers, &rec.producer_id)
             && request.run_ids.as_ref().is_none_or(|ids| {
                 rec.context
@@ -87,7 +87,7 @@ impl RecordSource for MemorySource {
     ) -> crate::Result<Vec<StoredRecord>> {
         let mut latest: BTreeMap<(String, String), &StoredRecord> = BTreeMap::new();
         for r in &self.records {
-            let name = r.record.target.canonical_name();
+            let name = r.record.target.key();
             if kinds.is_some_and(|k| !k.contains(&r.record.kind))
                 || targets.is_some_and(|t| !t.contains(&name))
             {
@@ -112,12 +112,11 @@ impl RecordSource for MemorySource {
         let mut seen = BTreeMap::new();
         for r in &self.records {
             let t = &r.record.target;
-            let name = t.canonical_name();
-            seen.entry(name.clone()).or_insert_with(|| TargetInfo {
+            seen.entry(t.key()).or_insert_with(|| TargetInfo {
                 source_id: t.source_id.clone(),
                 schema: t.schema.clone(),
                 table: t.table.clone(),
-                name,
+                name: t.canonical_name(),
             });
         }
         Ok(seen.into_values().collect())

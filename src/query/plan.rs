@@ -1581,7 +1581,7 @@ pub(crate) fn access_path(
                     m.test.matches(value)
                 })
             })
-            .map(|t| t.name)
+            .map(|t| crate::model::target_key(&t.source_id, &t.schema, &t.table))
             .collect();
         names.sort();
         names.dedup();

@@ -14,7 +14,8 @@ pub struct ScanRequest {
     pub kinds: Option<Vec<String>>,
     /// `produced_at` must lie in this range.
     pub time: TimeRange,
-    /// Canonical target names (`source:schema.table`) to keep.
+    /// Targets to keep, by key (`MetadataTarget::key`: the canonical name
+    /// `source:schema.table`, unless two targets would share it).
     pub targets: Option<Vec<String>>,
     /// `producer_id` values to keep.
     pub producers: Option<Vec<String>>,
@@ -93,7 +94,9 @@ pub trait RecordSource {
         Ok(())
     }
     /// The latest record per (kind, target) from the latest table, restricted
-    /// to the given kinds and canonical target names; any order.
+    /// to the given kinds and target keys (`MetadataTarget::key`); any order.
+    /// Targets are told apart exactly: two whose canonical names are equal
+    /// have an entry each.
     fn latest_records(
         &self,
         kinds: Option<&[String]>,

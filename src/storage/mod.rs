@@ -33,7 +33,7 @@ use crate::kinds::KindSpec;
 use latest_cache::LatestChange;
 
 /// The version of the on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u64 = 3;
+pub const FORMAT_VERSION: u64 = 4;
 
 /// The latest cache's default capacity: 32 MiB, the entries of ~50,000
 /// (kind, target) pairs of ~500-byte records.
@@ -162,7 +162,7 @@ pub enum StorageError {
     #[error("the store at {0} is already open in another process (or handle); close it first")]
     Locked(PathBuf),
     /// The store was written by a newer version of Almanac.
-    #[error("the store at {path} has format version {found}, but this build reads version {supported} (and upgrades versions 1 and 2); upgrade almanac")]
+    #[error("the store at {path} has format version {found}, but this build reads version {supported} (and upgrades versions 1 to 3); upgrade almanac")]
     UnsupportedFormat {
         /// The store directory.
         path: PathBuf,
@@ -254,13 +254,16 @@ fn init_tables(db: &snapshot::Db, dir: &Path, initial_kinds: &[KindSpec]) -> Res
         let txn = db.begin_read()?;
         if let Ok(meta) = txn.open_table(META) {
             if let Some(found) = meta.get(META_FORMAT_VERSION)?.map(|v| v.value()) {
-                if found == 1 || found == 2 {
+                if (1..=3).contains(&found) {
                     drop(meta);
                     drop(txn);
                     if found == 1 {
                         upgrade_from_v1(db)?;
                     }
-                    return upgrade_from_v2(db);
+                    if found <= 2 {
+                        upgrade_from_v2(db)?;
+                    }
+                    return upgrade_from_v3(db);
                 }
                 if found != FORMAT_VERSION {
                     return Err(StorageError::UnsupportedFormat {
@@ -352,6 +355,65 @@ fn upgrade_from_v2(db: &snapshot::Db) -> Result<()> {
         }
     }
     txn.open_table(META)?.insert(META_FORMAT_VERSION, 3)?;
+    txn.commit(LatestChange::All)
+}
+
+/// Upgrades a format-3 store to version 4 in one durable transaction.
+/// Version 3 keyed the target dictionary and the `latest` table by a
+/// target's canonical name; version 4 by its key (`MetadataTarget::key`),
+/// which differs only where the canonical name is ambiguous (`pg:sales.eu.orders`
+/// from (`pg`, `sales.eu`, `orders`)): those entries move to their key, ids
+/// and values unchanged. (Two targets whose names collided shared one
+/// entry in version 3, the first one's; they stay merged.)
+fn upgrade_from_v3(db: &snapshot::Db) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        let mut targets = txn.open_table(TARGETS)?;
+        let mut moved: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        let mut entries = Vec::new();
+        for entry in targets.iter()? {
+            let (name, value) = entry?;
+            let (id, source, schema, table) = value.value();
+            let key = crate::model::target_key(source, schema, table);
+            if key != name.value() {
+                moved.insert(name.value().to_owned(), key.clone());
+                entries.push((
+                    name.value().to_owned(),
+                    key,
+                    (id, source.to_owned(), schema.to_owned(), table.to_owned()),
+                ));
+            }
+        }
+        for (old, key, (id, source, schema, table)) in &entries {
+            targets.remove(old.as_str())?;
+            targets.insert(
+                key.as_str(),
+                (*id, source.as_str(), schema.as_str(), table.as_str()),
+            )?;
+        }
+        if !moved.is_empty() {
+            let mut latest = txn.open_table(LATEST)?;
+            let mut rekeyed = Vec::new();
+            for entry in latest.iter()? {
+                let (key, value) = entry?;
+                let Some((kind, name)) = key.value().split_once('\0') else {
+                    continue;
+                };
+                if let Some(new) = moved.get(name) {
+                    rekeyed.push((
+                        key.value().to_owned(),
+                        latest_key(kind, new),
+                        value.value().to_vec(),
+                    ));
+                }
+            }
+            for (old, new, value) in &rekeyed {
+                latest.remove(old.as_str())?;
+                latest.insert(new.as_str(), value.as_slice())?;
+            }
+        }
+    }
+    txn.open_table(META)?.insert(META_FORMAT_VERSION, 4)?;
     txn.commit(LatestChange::All)
 }
 
@@ -588,7 +650,7 @@ impl Engine {
         };
         match found {
             Some(FORMAT_VERSION) => Ok(engine),
-            Some(1 | 2) => Err(StorageError::NeedsWriter {
+            Some(1..=3) => Err(StorageError::NeedsWriter {
                 path: dir.to_path_buf(),
                 reason: "its format must be upgraded".into(),
             }),

@@ -24,7 +24,7 @@ use super::{
 };
 use super::{latest_key, latest_kind_range, push_latest_key, split_latest_key};
 use crate::kinds::Bucket;
-use crate::model::{push_canonical_name, MetadataTarget, StoredRecord, TimeRange};
+use crate::model::{canonical_name, push_target_key, MetadataTarget, StoredRecord, TimeRange};
 use crate::query::{ScanDescription, ScanRequest, TargetInfo};
 
 /// Above this many targets, an indexed path equality is preferred to the target index.
@@ -221,7 +221,7 @@ impl RowFilter {
             && self
                 .targets
                 .as_ref()
-                .is_none_or(|s| s.contains(&rec.target.canonical_name()))
+                .is_none_or(|s| s.contains(&rec.target.key()))
             && self
                 .producers
                 .as_ref()
@@ -804,7 +804,7 @@ impl Engine {
         let mut key =
             String::with_capacity(kind.len() + source.len() + schema.len() + table.len() + 3);
         push_latest_key(&mut key, kind, "");
-        push_canonical_name(&mut key, source, schema, table);
+        push_target_key(&mut key, source, schema, table);
         let cache = self.db.latest_cache();
         if let Some(value) = cache.get(&key) {
             return decode_latest(&value).map(Some);
@@ -1134,13 +1134,13 @@ impl Engine {
         let table = txn.open_table(TARGETS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
-            let (name, value) = entry?;
+            let (_, value) = entry?;
             let (_, source_id, schema, table) = value.value();
             out.push(TargetInfo {
                 source_id: source_id.to_owned(),
                 schema: schema.to_owned(),
                 table: table.to_owned(),
-                name: name.value().to_owned(),
+                name: canonical_name(source_id, schema, table),
             });
         }
         Ok(out)

@@ -38,8 +38,10 @@ pub struct PreparedRecord {
     pub bucket: Bucket,
     /// `produced_at` in microseconds.
     pub produced_at: i64,
-    /// The canonical target name.
-    pub target_name: String,
+    /// The target's key (`MetadataTarget::key`: its canonical name unless
+    /// that is ambiguous), which names it in the target dictionary and the
+    /// `latest` table.
+    pub target_key: String,
     /// `(source_id, schema, table)`, for the target dictionary.
     pub target_parts: (String, String, String),
     /// The producer id.
@@ -74,7 +76,7 @@ impl PreparedRecord {
             partition,
             bucket,
             produced_at: record.produced_at.as_micros(),
-            target_name: t.canonical_name(),
+            target_key: t.key(),
             target_parts: (t.source_id.clone(), t.schema.clone(), t.table.clone()),
             producer_id: record.producer_id.clone(),
             run_id: record.context.run_id.clone(),
@@ -379,7 +381,7 @@ fn dict_target_id(
     prepared: &PreparedRecord,
     cache: &mut HashMap<String, u64>,
 ) -> Result<u64> {
-    let name = prepared.target_name.as_str();
+    let name = prepared.target_key.as_str();
     if let Some(id) = cache.get(name) {
         return Ok(*id);
     }
@@ -582,25 +584,25 @@ impl Engine {
                     part.add_index_entries(prepared, producer_id, id);
                     part.info.add(ts, id);
                     let kind = prepared.partition.kind.as_str();
-                    let latest_pair = (kind, prepared.target_name.as_str());
+                    let latest_pair = (kind, prepared.target_key.as_str());
                     let known = cache
                         .latest
                         .get(kind)
-                        .and_then(|m| m.get(prepared.target_name.as_str()))
+                        .and_then(|m| m.get(prepared.target_key.as_str()))
                         .copied();
                     let current = match known {
                         Some(order) => Some(order),
                         None => latest
-                            .get(latest_key(kind, &prepared.target_name).as_str())?
+                            .get(latest_key(kind, &prepared.target_key).as_str())?
                             .map(|v| latest_order(v.value())),
                     };
                     if current.is_none_or(|order| order < (ts, id)) {
                         // Written once per pair, in key order, at the end.
                         new_latest.insert(latest_pair, (ts, id));
-                        set_latest(&mut cache.latest, kind, &prepared.target_name, (ts, id));
+                        set_latest(&mut cache.latest, kind, &prepared.target_key, (ts, id));
                     } else if known.is_none() {
                         if let Some(order) = current {
-                            set_latest(&mut cache.latest, kind, &prepared.target_name, order);
+                            set_latest(&mut cache.latest, kind, &prepared.target_key, order);
                         }
                     }
                     group_outcomes.push(WriteOutcome::Stored(id));
