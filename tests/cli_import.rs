@@ -89,6 +89,21 @@ fn skip_invalid_stores_the_good_lines_and_reports_each_bad_one() {
     assert!(stdout.contains("stored 3 records"), "{stdout}");
     assert!(stdout.contains("rejected 2 invalid lines"), "{stdout}");
     assert_eq!(export(&db).len(), 3);
+    // A line that is not UTF-8 is reported once, with its number once.
+    let mut bytes = format!("{}\n", volume_line(2, 1, 10)).into_bytes();
+    bytes.extend_from_slice(b"\xff\xfe\n");
+    let file = dir.path().join("binary.jsonl");
+    std::fs::write(&file, bytes).unwrap();
+    let (code, _, stderr) = parts(&run(
+        &db,
+        &["import", "--skip-invalid", file.to_str().unwrap()],
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "line 2: field `record` is not valid UTF-8",
+        "{stderr}"
+    );
 }
 
 #[test]

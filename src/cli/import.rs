@@ -155,7 +155,12 @@ fn import_skipping_invalid(
         let checked = match line.text() {
             Ok(Some(text)) => parse_and_check(store, text),
             Ok(None) => continue,
-            Err(e) => Err(LineError::Invalid(e.message())),
+            Err(e) => {
+                // Its message names the line already.
+                progress.suspend(|| eprintln_quiet(&e.message()));
+                counts.n_rejected += 1;
+                continue;
+            }
         };
         match checked {
             Ok(record) => batch.push(line.number, record),
