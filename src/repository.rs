@@ -61,7 +61,8 @@ pub trait MetadataRepository: Send + Sync {
     fn bulk_store(&self, records: &[MetadataRecord]) -> Result<BulkOutcome>;
 
     /// The record of `kind` for `target` with the greatest `produced_at`
-    /// (ties: greatest id). Targets are compared by canonical name.
+    /// (ties: greatest id). Targets are compared exactly, by their three
+    /// parts (two targets with one canonical name are two targets).
     fn latest(&self, target: &MetadataTarget, kind: &str) -> Result<Option<StoredRecord>>;
 
     /// Records of `kind` for `target` produced within `range`, ascending by

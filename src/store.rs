@@ -843,7 +843,7 @@ impl Store {
         let mut out = Vec::new();
         for line in self.log().lines_since(since_id)? {
             let (_, line) = line?;
-            let record = StoredRecord::from_json_str(&line).map_err(|e| {
+            let record = StoredRecord::from_log_line(&line).map_err(|e| {
                 StorageError::Corrupt(format!("log line does not parse as a record: {e}"))
             })?;
             out.push(record);
@@ -1378,7 +1378,7 @@ fn replay_log(
             .into());
         }
         expected += 1;
-        let stored = StoredRecord::from_json_str(&text)
+        let stored = StoredRecord::from_log_line(&text)
             .map_err(|e| corrupt(format!("the line of record {id}: {e}")))?;
         let kind = &stored.record.kind;
         batch.push(PreparedRecord::new(
@@ -1461,7 +1461,7 @@ impl MetadataRepository for Store {
     ) -> Result<Vec<StoredRecord>> {
         // The same answer as a scan of this kind, target and range, by a
         // path of its own: no planning, one target id, cached tables.
-        Ok(self.inner.engine.history(kind, &target.key(), range)?)
+        Ok(self.inner.engine.history(kind, target, range)?)
     }
 
     fn find(&self, request: &ScanRequest) -> Result<Vec<StoredRecord>> {

@@ -245,3 +245,25 @@ fn a_log_line_over_the_size_limit_is_not_taken_for_a_torn_one() {
     drop(store);
     assert_eq!(std::fs::read(&segment).unwrap(), before, "the log was cut");
 }
+
+/// A log line over 1 MiB that the redb file lacks (a store written before
+/// the size limit counted the canonical form, then a crash) is replayed.
+#[test]
+fn a_log_line_over_the_size_limit_is_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    two_records(dir.path());
+    let mut big = volume(2, 3, 30);
+    big.extras.insert(
+        "padding".into(),
+        "x".repeat(almanac::model::MAX_RECORD_BYTES).into(),
+    );
+    append_to_log(dir.path(), 3, &big);
+    let store = Store::open(dir.path()).expect("replays");
+    assert_eq!(store.write_stats().n_replayed, 1);
+    let latest = store
+        .latest(&big.target, "ingestion_volume")
+        .unwrap()
+        .expect("stored");
+    assert_eq!((latest.id, &latest.record), (3, &big));
+    assert_eq!(store.tail(3).unwrap().len(), 1);
+}

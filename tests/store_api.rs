@@ -1002,6 +1002,77 @@ fn a_version_3_store_is_upgraded_to_target_keys() {
     assert_eq!(format_version(dir.path()), almanac::storage::FORMAT_VERSION);
 }
 
+/// In a version-3 store two targets whose canonical names collided shared
+/// one target id, so their by-target index entries too. Made here by
+/// pointing the second target's dictionary entry and index entries at the
+/// first's id: `history` of each still returns only its own records.
+#[test]
+fn history_checks_each_records_target_where_two_targets_share_an_id() {
+    use redb::{ReadableTable, TableDefinition, TableHandle};
+    let dir = tempfile::tempdir().unwrap();
+    let a = almanac::MetadataTarget::new("pg", "sales", "eu.orders");
+    let b = almanac::MetadataTarget::new("pg", "sales.eu", "orders");
+    let at = |target: &almanac::MetadataTarget, hours: i64| {
+        let mut r = volume(0, hours, hours);
+        r.target = target.clone();
+        r
+    };
+    {
+        let store = open(dir.path());
+        store
+            .bulk_store(&[at(&a, 1), at(&b, 2), at(&a, 3), at(&b, 4)])
+            .unwrap();
+    }
+    {
+        const TARGETS: TableDefinition<&str, (u64, &str, &str, &str)> =
+            TableDefinition::new("targets");
+        let db = redb::Database::open(dir.path().join(almanac::storage::DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut targets = txn.open_table(TARGETS).unwrap();
+            let id_of = |k: &str| targets.get(k).unwrap().unwrap().value().0;
+            let (a_id, b_id) = (id_of(&a.key()), id_of(&b.key()));
+            assert_ne!(a_id, b_id);
+            targets
+                .insert(b.key().as_str(), (a_id, "pg", "sales.eu", "orders"))
+                .unwrap();
+            let names: Vec<String> = txn
+                .list_tables()
+                .unwrap()
+                .map(|t| t.name().to_owned())
+                .filter(|n| n.ends_with("/tgt"))
+                .collect();
+            assert!(!names.is_empty());
+            for name in names {
+                let def: TableDefinition<(u64, i64, u64), ()> = TableDefinition::new(&name);
+                let mut index = txn.open_table(def).unwrap();
+                let of_b: Vec<(u64, i64, u64)> = index
+                    .iter()
+                    .unwrap()
+                    .map(|e| e.unwrap().0.value())
+                    .filter(|k| k.0 == b_id)
+                    .collect();
+                for (_, ts, id) in of_b {
+                    index.remove((b_id, ts, id)).unwrap();
+                    index.insert((a_id, ts, id), ()).unwrap();
+                }
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let store = open(dir.path());
+    let ids = |target| -> Vec<u64> {
+        store
+            .history(target, "ingestion_volume", TimeRange::ALL)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(ids(&a), [1, 3]);
+    assert_eq!(ids(&b), [2, 4]);
+}
+
 #[test]
 fn a_store_of_an_unknown_format_version_is_refused_with_its_version() {
     use redb::TableDefinition;

@@ -116,6 +116,7 @@ fn run(cli: Cli) -> CliResult {
 pub fn open_store(db: &Path) -> CliResult<Store> {
     let store = Store::open(db).map_err(|e| open_failure(db, e))?;
     import::remove_stale_spools(db);
+    remove_stale_markers(db);
     Ok(store)
 }
 
@@ -165,6 +166,7 @@ fn writer_work(db: &Path, marker: &Path) -> CliResult {
     let result = match opened {
         Ok(store) => {
             import::remove_stale_spools(db);
+            remove_stale_markers(db);
             drop(store);
             Ok(())
         }
@@ -178,19 +180,38 @@ fn writer_work(db: &Path, marker: &Path) -> CliResult {
 /// Whether another read command's marker is in `db`, written in the last
 /// seconds (one left by a killed process does not make readers wait).
 fn another_at_work(db: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(db) else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        entry
-            .file_name()
-            .to_str()
-            .is_some_and(|name| name.starts_with(RECOVERY_MARKER))
-            && entry
+    markers(db).any(|(_, fresh)| fresh)
+}
+
+/// Removes markers left by killed read commands (see [`another_at_work`]):
+/// a writer's open holds the store, so no marker older than that is live.
+fn remove_stale_markers(db: &Path) {
+    for (path, fresh) in markers(db) {
+        if !fresh {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The read commands' markers in `db`, each with whether it is fresh.
+fn markers(db: &Path) -> impl Iterator<Item = (std::path::PathBuf, bool)> {
+    std::fs::read_dir(db)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with(RECOVERY_MARKER))
+        })
+        .map(|entry| {
+            let fresh = entry
                 .metadata()
                 .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < MARKER_FRESH))
-    })
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < MARKER_FRESH));
+            (entry.path(), fresh)
+        })
 }
 
 /// The marker (`.reader-recovery-<pid>`) a read command writes while it

@@ -46,8 +46,8 @@ pub struct FailureStreak {
 /// it. Records are ordered by (`produced_at`, `id`), as `history` returns them.
 ///
 /// The repository cannot list targets, so the caller names them (from its
-/// catalog, or later from a `query`); repeated targets (same canonical name)
-/// are read once. Results come in the order of `targets`. Each target costs
+/// catalog, or later from a `query`); repeated targets (the same three
+/// parts) are read once. Results come in the order of `targets`. Each target costs
 /// one `latest` read, plus one `history` read when its latest record is a
 /// failure.
 pub fn failure_streaks(

@@ -265,6 +265,16 @@ impl StoredRecord {
         Ok(StoredRecord { id, record })
     }
 
+    /// A line of the store's log (or of `export`): [`Self::from_json_str`]
+    /// without the 1 MiB limit on the text, which a store written before
+    /// the limit counted the canonical form could exceed (such a record
+    /// still reads back, for `tail`, replay and import's own checks).
+    pub fn from_log_line(text: &str) -> Result<Self, ValidationError> {
+        let (record, id) = validate::record_from_str_limited(text, true, usize::MAX)?;
+        let id = id.ok_or_else(|| ValidationError::new("id", "is required"))?;
+        Ok(StoredRecord { id, record })
+    }
+
     /// The canonical JSON form (with `"id"` first) as a `serde_json::Value`.
     pub fn to_json_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)

@@ -50,11 +50,20 @@ type Result<T> = std::result::Result<T, ValidationError>;
 /// Parses JSON text into a record, checking size and depth before anything else.
 /// With `allow_id`, an `"id"` field is accepted and returned (log and export lines).
 pub(crate) fn record_from_str(text: &str, allow_id: bool) -> Result<(MetadataRecord, Option<u64>)> {
-    if text.len() > MAX_RECORD_BYTES {
+    record_from_str_limited(text, allow_id, MAX_RECORD_BYTES)
+}
+
+/// [`record_from_str`] with a size limit of `max_bytes`.
+pub(crate) fn record_from_str_limited(
+    text: &str,
+    allow_id: bool,
+    max_bytes: usize,
+) -> Result<(MetadataRecord, Option<u64>)> {
+    if text.len() > max_bytes {
         return Err(ValidationError::new(
             "record",
             format!(
-                "is {} bytes of JSON, more than the limit of {MAX_RECORD_BYTES}",
+                "is {} bytes of JSON, more than the limit of {max_bytes}",
                 text.len()
             ),
         ));

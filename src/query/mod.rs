@@ -497,11 +497,20 @@ impl PreparedQuery {
             Some(l) if l.is_empty() => "none match".to_owned(),
             Some(l) => l.join(", "),
         };
+        // Target keys: a key that is not a canonical name starts with NUL,
+        // which a terminal would not show; its JSON array of parts is shown.
+        let show_targets = |l: &Option<Vec<String>>| {
+            list(&l.as_ref().map(|keys| {
+                keys.iter()
+                    .map(|k| k.strip_prefix('\0').unwrap_or(k).to_owned())
+                    .collect()
+            }))
+        };
         match &physical.access {
             Access::Latest { kinds, targets } => {
                 let _ = writeln!(out, "access: latest table (replaces `latest`)");
                 let _ = writeln!(out, "  kinds: {}", list(kinds));
-                let _ = writeln!(out, "  targets: {}", list(targets));
+                let _ = writeln!(out, "  targets: {}", show_targets(targets));
             }
             Access::Scan(request) => {
                 let description = source.describe_scan(request)?;
@@ -524,7 +533,7 @@ impl PreparedQuery {
                     )
                 };
                 let _ = writeln!(out, "  time: {time}");
-                let _ = writeln!(out, "  targets: {}", list(&request.targets));
+                let _ = writeln!(out, "  targets: {}", show_targets(&request.targets));
                 let _ = writeln!(out, "  producers: {}", list(&request.producers));
                 let _ = writeln!(out, "  run ids: {}", list(&request.run_ids));
                 for constraint in &request.paths {

@@ -15,7 +15,8 @@ pub struct ScanRequest {
     /// `produced_at` must lie in this range.
     pub time: TimeRange,
     /// Targets to keep, by key (`MetadataTarget::key`: the canonical name
-    /// `source:schema.table`, unless two targets would share it).
+    /// `source:schema.table` when it reads back as the same parts, which
+    /// it does unless `source_id` holds a `:` or `schema` a `.`, ...).
     pub targets: Option<Vec<String>>,
     /// `producer_id` values to keep.
     pub producers: Option<Vec<String>>,

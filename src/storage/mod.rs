@@ -384,8 +384,12 @@ fn upgrade_from_v3(db: &snapshot::Db) -> Result<()> {
                 ));
             }
         }
-        for (old, key, (id, source, schema, table)) in &entries {
+        // Every old key goes before any new one is written, so no move can
+        // undo another (an old name may equal another target's new key).
+        for (old, ..) in &entries {
             targets.remove(old.as_str())?;
+        }
+        for (_, key, (id, source, schema, table)) in &entries {
             targets.insert(
                 key.as_str(),
                 (*id, source.as_str(), schema.as_str(), table.as_str()),
@@ -407,8 +411,10 @@ fn upgrade_from_v3(db: &snapshot::Db) -> Result<()> {
                     ));
                 }
             }
-            for (old, new, value) in &rekeyed {
+            for (old, ..) in &rekeyed {
                 latest.remove(old.as_str())?;
+            }
+            for (_, new, value) in &rekeyed {
                 latest.insert(new.as_str(), value.as_slice())?;
             }
         }

@@ -828,23 +828,25 @@ impl Engine {
         }))
     }
 
-    /// The records of `kind` for the canonical target `target_name` produced
-    /// within `range`, in (`produced_at`, `id`) order: the same answer as a
-    /// [`Engine::scan`] of that kind, target and range, without its
-    /// planning. The target's id is resolved once, then each partition of
-    /// the kind overlapping the range (tables opened once per snapshot)
-    /// gives the keys from its by-target index.
+    /// The records of `kind` for `target` produced within `range`, in
+    /// (`produced_at`, `id`) order: the same answer as a [`Engine::scan`]
+    /// of that kind, target and range, without its planning. The target's
+    /// id is resolved once (by its key, `MetadataTarget::key`), then each
+    /// partition of the kind overlapping the range (tables opened once per
+    /// snapshot) gives the keys from its by-target index. Each record's
+    /// target is checked too: in a store upgraded from format version 3,
+    /// two targets whose canonical names collided can share an id.
     pub fn history(
         &self,
         kind: &str,
-        target_name: &str,
+        target: &MetadataTarget,
         range: TimeRange,
     ) -> Result<Vec<StoredRecord>> {
         if range.is_empty() {
             return Ok(Vec::new());
         }
         let snapshot = self.snapshot()?;
-        let Some(target_id) = snapshot.target_id(target_name)? else {
+        let Some(target_id) = snapshot.target_id(&target.key())? else {
             return Ok(Vec::new());
         };
         let (from, until) = (range.from.as_micros(), range.until.as_micros());
@@ -886,10 +888,13 @@ impl Engine {
         let mut decoded = Vec::with_capacity(keys.len());
         for (records, ts, id) in keys {
             if let Some(bytes) = records.get((ts, id))? {
-                decoded.push(Box::new(StoredRecord {
-                    id,
-                    record: decode_record(bytes.value())?,
-                }));
+                let record = decode_record(bytes.value())?;
+                if record.target.source_id == target.source_id
+                    && record.target.schema == target.schema
+                    && record.target.table == target.table
+                {
+                    decoded.push(Box::new(StoredRecord { id, record }));
+                }
             }
         }
         let mut out = Vec::with_capacity(decoded.len());
