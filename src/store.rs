@@ -591,24 +591,16 @@ impl Store {
         let logged = crate::storage::log::last_logged_id(&dir.join(LOG_DIR))?;
         // A writable open brings the two together: it replays what only the
         // log holds and appends to the log what only the redb file holds.
-        if logged >= next_id {
-            return Err(StorageError::NeedsWriter {
-                path: dir,
-                reason: format!(
-                    "its log holds records {next_id}..={logged}, which the redb file lacks"
-                ),
-            }
-            .into());
-        }
-        if logged + 1 < next_id {
-            return Err(StorageError::NeedsWriter {
-                path: dir,
-                reason: format!(
+        if logged + 1 != next_id {
+            let reason = if logged >= next_id {
+                format!("its log holds records {next_id}..={logged}, which the redb file lacks")
+            } else {
+                format!(
                     "the redb file holds records {}..{next_id} its log lacks",
                     logged + 1
-                ),
-            }
-            .into());
+                )
+            };
+            return Err(StorageError::NeedsWriter { path: dir, reason }.into());
         }
         Ok(Store {
             inner: Arc::new(Inner {

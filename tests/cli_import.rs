@@ -222,14 +222,18 @@ fn exported_lines_import_into_another_store() {
         Some(0)
     );
     let exported = run(&db, &["export"]);
-    let other = dir.path().join("other");
-    let (code, stdout, stderr) = parts(&run_with_stdin(
-        &other,
-        &["import"],
-        &String::from_utf8_lossy(&exported.stdout),
-    ));
+    let (code, stdout, stderr) = import_into(&dir.path().join("other"), &exported);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("stored 2 records"), "{stdout}");
+}
+
+/// Imports what `export` wrote into the store in `db`, from standard input.
+fn import_into(db: &std::path::Path, exported: &std::process::Output) -> (i32, String, String) {
+    parts(&run_with_stdin(
+        db,
+        &["import"],
+        &String::from_utf8_lossy(&exported.stdout),
+    ))
 }
 
 /// A minimal record whose input line is exactly `len` bytes: its canonical
@@ -266,12 +270,7 @@ fn the_size_limit_counts_the_canonical_form_so_every_stored_record_reads_back() 
     assert!(stdout.contains("\"count()\":1"), "{stdout}");
     let exported = run(&db, &["export"]);
     assert!(exported.stdout.len() <= max + 1);
-    let other = dir.path().join("other");
-    let (code, stdout, stderr) = parts(&run_with_stdin(
-        &other,
-        &["import"],
-        &String::from_utf8_lossy(&exported.stdout),
-    ));
+    let (code, stdout, stderr) = import_into(&dir.path().join("other"), &exported);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("stored 1 records"), "{stdout}");
 }

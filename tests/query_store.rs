@@ -81,6 +81,12 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_of(&dataset())
+}
+
+/// A store holding `records` (with the clock at `NOW`), and the reference
+/// source holding what it stored.
+fn fixture_of(records: &[MetadataRecord]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(
         dir.path(),
@@ -90,7 +96,7 @@ fn fixture() -> Fixture {
         },
     )
     .unwrap();
-    store.bulk_store(&dataset()).unwrap();
+    store.bulk_store(records).unwrap();
     let all: Vec<StoredRecord> = store
         .scan(&ScanRequest::default())
         .unwrap()
@@ -272,15 +278,6 @@ fn the_repository_query_uses_the_store_clock() {
 /// by it keeps the newer of the two.
 #[test]
 fn targets_whose_canonical_names_collide_stay_apart() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(
-        dir.path(),
-        StoreOptions {
-            clock: Clock::fixed(ts(NOW)),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
     let dotted_table = almanac::MetadataTarget::new("pg", "sales", "eu.orders");
     let dotted_schema = almanac::MetadataTarget::new("pg", "sales.eu", "orders");
     assert_eq!(
@@ -299,7 +296,11 @@ fn targets_whose_canonical_names_collide_stay_apart() {
         record(&dotted_schema, 4, 1000),
         record(&dotted_table, 5, 102),
     ];
-    store.bulk_store(&records).unwrap();
+    let Fixture {
+        _dir,
+        store,
+        memory,
+    } = fixture_of(&records);
     let ids_of = |target: &almanac::MetadataTarget| -> Vec<u64> {
         store
             .history(target, "ingestion_volume", almanac::TimeRange::ALL)
@@ -320,12 +321,6 @@ fn targets_whose_canonical_names_collide_stay_apart() {
     assert_eq!(latest(&dotted_table), 5);
     assert_eq!(latest(&dotted_schema), 4);
 
-    let all: Vec<StoredRecord> = store
-        .scan(&ScanRequest::default())
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let memory = MemorySource::new(all);
     let ids = |out: &QueryOutput| -> Vec<u64> {
         out.rows
             .iter()

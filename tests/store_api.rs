@@ -690,6 +690,21 @@ fn compaction_shrinks_a_closed_store_and_keeps_every_record() {
     store.store(&volume(1, 30, 1)).unwrap();
 }
 
+/// Every (key, value) of a `latest` table of version 2 or later, read
+/// from a closed store's file by the downgrades below.
+fn latest_entries(
+    table: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+) -> Vec<(String, Vec<u8>)> {
+    table
+        .iter()
+        .unwrap()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            (k.value().to_owned(), v.value().to_vec())
+        })
+        .collect()
+}
+
 /// Rewrites a closed version-3 store as version 2 did: each `latest` value
 /// `produced_at ‖ id` goes on with a copy of the encoded record (read from
 /// its partition's `rec` table), `format_version` 2.
@@ -703,14 +718,7 @@ fn downgrade_to_v2(dir: &std::path::Path) {
     {
         let mut latest = txn.open_table(LATEST).unwrap();
         let catalog = txn.open_table(PARTITIONS).unwrap();
-        let entries: Vec<(String, Vec<u8>)> = latest
-            .iter()
-            .unwrap()
-            .map(|e| {
-                let (k, v) = e.unwrap();
-                (k.value().to_owned(), v.value().to_vec())
-            })
-            .collect();
+        let entries = latest_entries(&latest);
         assert!(!entries.is_empty());
         for (key, value) in entries {
             assert_eq!(value.len(), 16, "a version-3 latest value");
@@ -753,22 +761,12 @@ fn downgrade_to_v2(dir: &std::path::Path) {
 /// record (see [`downgrade_to_v2`]), `format_version` 1.
 fn downgrade_to_v1(dir: &std::path::Path) {
     downgrade_to_v2(dir);
-    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    use redb::{ReadableDatabase, TableDefinition};
     const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
     const V2: TableDefinition<&str, &[u8]> = TableDefinition::new("latest");
     const V1: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("latest");
     let db = redb::Database::open(dir.join(almanac::storage::DB_FILE)).unwrap();
-    let entries: Vec<(String, Vec<u8>)> = {
-        let txn = db.begin_read().unwrap();
-        let table = txn.open_table(V2).unwrap();
-        let entries = table.iter().unwrap();
-        entries
-            .map(|e| {
-                let (k, v) = e.unwrap();
-                (k.value().to_owned(), v.value().to_vec())
-            })
-            .collect()
-    };
+    let entries = latest_entries(&db.begin_read().unwrap().open_table(V2).unwrap());
     assert!(!entries.is_empty());
     let txn = db.begin_write().unwrap();
     txn.delete_table(V2).unwrap();
@@ -927,14 +925,7 @@ fn downgrade_to_v3(dir: &std::path::Path) {
         }
         assert!(!moved.is_empty(), "a target with an escaped key");
         let mut latest = txn.open_table(LATEST).unwrap();
-        let entries: Vec<(String, Vec<u8>)> = latest
-            .iter()
-            .unwrap()
-            .map(|e| {
-                let (k, v) = e.unwrap();
-                (k.value().to_owned(), v.value().to_vec())
-            })
-            .collect();
+        let entries = latest_entries(&latest);
         for (key, value) in entries {
             let (kind, target) = key.split_once('\0').unwrap();
             if let Some(name) = moved.get(target) {

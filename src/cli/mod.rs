@@ -115,9 +115,16 @@ fn run(cli: Cli) -> CliResult {
 /// process fails at once (exit 1).
 pub fn open_store(db: &Path) -> CliResult<Store> {
     let store = Store::open(db).map_err(|e| open_failure(db, e))?;
+    remove_leftovers(db);
+    Ok(store)
+}
+
+/// Removes what killed commands left in the store directory (import
+/// spools, read commands' markers); run while holding the store for
+/// writing, when none of them can be live.
+fn remove_leftovers(db: &Path) {
     import::remove_stale_spools(db);
     remove_stale_markers(db);
-    Ok(store)
 }
 
 /// Opens the store in `db` for commands that only read (`query`, `export`,
@@ -165,8 +172,7 @@ fn writer_work(db: &Path, marker: &Path) -> CliResult {
     let opened = Store::open(db);
     let result = match opened {
         Ok(store) => {
-            import::remove_stale_spools(db);
-            remove_stale_markers(db);
+            remove_leftovers(db);
             drop(store);
             Ok(())
         }

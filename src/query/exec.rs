@@ -18,7 +18,7 @@ use super::plan::{
     Access, AggFn, BoundMatcher, CAgg, CExpr, CStage, Field, Func, Pattern, Physical,
 };
 use super::source::RecordSource;
-use super::value::{arith, compare, float, total_cmp, Key, Value};
+use super::value::{arith, compare, float, negate, total_cmp, Key, Value};
 use crate::model::{StoredRecord, Timestamp};
 
 /// A row in flight: a record with computed slots, or a row of columns.
@@ -1174,11 +1174,7 @@ fn eval_ref(e: &CExpr, row: RowRef<'_>) -> Value {
         CExpr::Param { .. } | CExpr::Now(_) | CExpr::Time(..) => Value::Null,
         CExpr::Rec(..) | CExpr::Slot(..) => lookup(e, row).unwrap_or(Value::Null),
         CExpr::Exists(path) => Value::Bool(lookup(path, row).is_some()),
-        CExpr::Neg(x) => match eval(x, row) {
-            Value::Int(i) => i.checked_neg().map_or(Value::Null, Value::Int),
-            Value::Float(f) => Value::Float(-f),
-            _ => Value::Null,
-        },
+        CExpr::Neg(x) => negate(&eval(x, row)),
         CExpr::Not(x) => Value::Bool(!eval(x, row).is_true()),
         CExpr::And(a, b) => Value::Bool(eval(a, row).is_true() && eval(b, row).is_true()),
         CExpr::Or(a, b) => Value::Bool(eval(a, row).is_true() || eval(b, row).is_true()),

@@ -20,7 +20,7 @@ use super::ast::*;
 use super::error::QueryError;
 use super::source::{IndexValue, PathConstraint, PathMatch, Projection, RecordSource, ScanRequest};
 use super::suggest;
-use super::value::{parse_instant, Value};
+use super::value::{negate, parse_instant, Value};
 use crate::model::{TimeRange, Timestamp};
 
 /// The top-level fields of a record.
@@ -849,19 +849,7 @@ fn check_bin_args(
     args: &[CExpr],
     span_of: impl Fn(usize) -> Option<Span>,
 ) -> Result<(), QueryError> {
-    // What an argument is known to be before any row: a constant, `now`,
-    // or a minus before a constant (`-1d`); `None` when rows decide.
-    let known = |e: &CExpr| match e {
-        CExpr::Const(v) => Some(v.clone()),
-        CExpr::Now(_) => Some(Value::Instant(Timestamp::MIN)),
-        CExpr::Neg(x) => match &**x {
-            CExpr::Const(Value::Duration(d)) => Some(Value::Duration(d.saturating_neg())),
-            CExpr::Const(v) => Some(v.clone()),
-            _ => None,
-        },
-        _ => None,
-    };
-    if let (Some(t), Some(span)) = (args.first().and_then(known), span_of(0)) {
+    if let (Some(t), Some(span)) = (args.first().and_then(known_value), span_of(0)) {
         if t.to_instant().is_none() {
             return Err(invalid(
                 format!("bin takes an instant as T, found {}", describe_value(&t)),
@@ -869,7 +857,7 @@ fn check_bin_args(
             ));
         }
     }
-    if let (Some(d), Some(span)) = (args.get(1).and_then(known), span_of(1)) {
+    if let (Some(d), Some(span)) = (args.get(1).and_then(known_value), span_of(1)) {
         if !matches!(d, Value::Duration(d) if d > 0) {
             let found = match args.get(1) {
                 Some(CExpr::Now(_)) => "`now`".to_owned(),
@@ -976,17 +964,17 @@ fn aggregate_arg_kind(func: AggFn) -> ArgKind {
     }
 }
 
-/// What an argument is known to be before any row, for [`check_args`]: a
-/// constant, `now`, or a minus before a numeric constant; `None` when rows
-/// decide (a minus before anything else gives null).
+/// What an argument is known to be before any row, for [`check_args`]
+/// and [`check_bin_args`]: a constant, `now`, or a minus before a constant
+/// (what the minus gives, see `value::negate`; a duration as written,
+/// `-1d`, so that a message can show it); `None` when rows decide.
 fn known_value(e: &CExpr) -> Option<Value> {
     match e {
         CExpr::Const(v) => Some(v.clone()),
         CExpr::Now(_) => Some(Value::Instant(Timestamp::MIN)),
         CExpr::Neg(x) => match &**x {
-            CExpr::Const(Value::Int(i)) => Some(i.checked_neg().map_or(Value::Null, Value::Int)),
-            CExpr::Const(Value::Float(f)) => Some(Value::Float(-f)),
             CExpr::Const(Value::Duration(d)) => Some(Value::Duration(d.saturating_neg())),
+            CExpr::Const(v) => Some(negate(v)),
             _ => None,
         },
         _ => None,

@@ -233,6 +233,16 @@ impl Ord for Key {
 
 /// `a + b`, `a - b`, `a * b`: integers stay integers (overflow gives null),
 /// otherwise decimals; anything but numbers gives null.
+/// Unary minus: numbers negate (an integer that overflows gives null),
+/// anything else gives null.
+pub(crate) fn negate(v: &Value) -> Value {
+    match v {
+        Value::Int(i) => i.checked_neg().map_or(Value::Null, Value::Int),
+        Value::Float(f) => Value::Float(-f),
+        _ => Value::Null,
+    }
+}
+
 pub(crate) fn arith(op: super::ast::BinOp, a: &Value, b: &Value) -> Value {
     use super::ast::BinOp;
     match op {

@@ -364,19 +364,19 @@ fn upgrade_from_v2(db: &snapshot::Db) -> Result<()> {
 /// which differs only where the canonical name is ambiguous (`pg:sales.eu.orders`
 /// from (`pg`, `sales.eu`, `orders`)): those entries move to their key, ids
 /// and values unchanged. (Two targets whose names collided shared one
-/// entry in version 3, the first one's; they stay merged.)
+/// entry in version 3, the first one's: what stays shared is in
+/// docs/format.md, "Versioning".)
 fn upgrade_from_v3(db: &snapshot::Db) -> Result<()> {
     let txn = db.begin_write()?;
     {
         let mut targets = txn.open_table(TARGETS)?;
-        let mut moved: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        // (old name, key, value) of every entry that moves.
         let mut entries = Vec::new();
         for entry in targets.iter()? {
             let (name, value) = entry?;
             let (id, source, schema, table) = value.value();
             let key = crate::model::target_key(source, schema, table);
             if key != name.value() {
-                moved.insert(name.value().to_owned(), key.clone());
                 entries.push((
                     name.value().to_owned(),
                     key,
@@ -395,7 +395,11 @@ fn upgrade_from_v3(db: &snapshot::Db) -> Result<()> {
                 (*id, source.as_str(), schema.as_str(), table.as_str()),
             )?;
         }
-        if !moved.is_empty() {
+        if !entries.is_empty() {
+            let moved: std::collections::HashMap<&str, &str> = entries
+                .iter()
+                .map(|(old, key, _)| (old.as_str(), key.as_str()))
+                .collect();
             let mut latest = txn.open_table(LATEST)?;
             let mut rekeyed = Vec::new();
             for entry in latest.iter()? {
@@ -595,14 +599,19 @@ impl Engine {
             .set_cache_size(cache_bytes)
             .create(&path)
             .map_err(|e| open_error(dir, &path, e))?;
-        let engine = Engine {
-            db: snapshot::Db::new(db, DEFAULT_LATEST_CACHE_BYTES),
+        let engine = Engine::with_db(snapshot::Db::new(db, DEFAULT_LATEST_CACHE_BYTES), dir);
+        engine.init(initial_kinds)?;
+        Ok(engine)
+    }
+
+    /// An engine over `db`, with the defaults `with_*` change.
+    fn with_db(db: snapshot::Db, dir: &Path) -> Self {
+        Engine {
+            db,
             dir: dir.to_path_buf(),
             write_cache: std::sync::Mutex::default(),
             parallel_scans: true,
-        };
-        engine.init(initial_kinds)?;
-        Ok(engine)
+        }
     }
 
     /// Opens the existing store in `dir` read-only, with a page cache of
@@ -639,12 +648,10 @@ impl Engine {
                 },
                 other => open_error(dir, &path, other),
             })?;
-        let engine = Engine {
-            db: snapshot::Db::new_read_only(db, DEFAULT_LATEST_CACHE_BYTES),
-            dir: dir.to_path_buf(),
-            write_cache: std::sync::Mutex::default(),
-            parallel_scans: true,
-        };
+        let engine = Engine::with_db(
+            snapshot::Db::new_read_only(db, DEFAULT_LATEST_CACHE_BYTES),
+            dir,
+        );
         let found = {
             let txn = engine.db.begin_read()?;
             match txn.open_table(META) {
