@@ -139,6 +139,16 @@ const STREAM_MIN: usize = 2 * STREAM_CHUNK;
 /// See [`STREAM_MIN`].
 const STREAM_CHUNK: usize = 1024;
 
+/// A durable group at least this large has its log lines rendered while
+/// redb commits it, on a thread of its own (see `Commit::DurableBeside`);
+/// for smaller ones starting the thread would cost more than it saves.
+const STAGE_BESIDE_MIN: usize = 1024;
+
+/// How long the writer waits for the next job before writing the log lines
+/// of a large batch it left behind (see `Writer::run`). A bulk load's next
+/// batch comes within microseconds of the answer to the last.
+const LOG_BEHIND_WAIT: Duration = Duration::from_millis(2);
+
 /// The longest the writer waits for the callers of its last group to come
 /// back before committing a smaller group.
 const GROUP_WAIT_MAX: Duration = Duration::from_millis(2);
@@ -329,17 +339,26 @@ struct Inner {
     subscribers: Arc<Mutex<Vec<Sender<StoredRecord>>>>,
     log_progress: Arc<LogProgress>,
     dir: PathBuf,
+    /// The prepared records of the last streamed batch, freed by the next
+    /// one while it waits for the writer (see [`Store::write_streamed`]).
+    spent: Mutex<Option<Arc<Streamed>>>,
 }
 
 /// Whether the writer has answered callers whose records' log lines it has
 /// not yet written: after a durable (redb) commit it renders the lines,
 /// answers, then writes them, so the caller's next batch is prepared while
-/// the log is written. [`Store::log`] (so `tail` and `stats`) waits for
-/// those lines, so through it a record is in the log once its call
-/// returned; a `LogReader` made on its own may trail by that write.
+/// the log is written (a large batch's lines are written while the next
+/// batch commits, or once the writer is idle). [`Store::log`] (so `tail`
+/// and `stats`) waits for those lines, so through it a record is in the log
+/// once its call returned; a `LogReader` made on its own may trail by that
+/// write.
 #[derive(Debug, Default)]
 struct LogProgress {
-    pending: Mutex<bool>,
+    /// (answered, written): how many groups were answered before their
+    /// lines were written, and how many of those have been written since.
+    /// A reader waits for the groups answered before it asked, not for
+    /// `written` to catch up with an `answered` that keeps growing.
+    state: Mutex<(u64, u64)>,
     written: std::sync::Condvar,
 }
 
@@ -348,23 +367,30 @@ impl LogProgress {
     /// mid-write never clears `pending`).
     const MAX_WAIT: Duration = Duration::from_secs(10);
 
-    fn set(&self, pending: bool) {
-        let mut flag = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        *flag = pending;
-        if !pending {
-            self.written.notify_all();
-        }
+    /// A group is answered before its lines are written.
+    fn answered(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0 += 1;
+    }
+
+    /// Every answered group's lines are written (or failed to be: the log
+    /// is then repaired at the next open, and nobody should wait for it).
+    fn written(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.1 = state.0;
+        self.written.notify_all();
     }
 
     fn wait(&self) {
         let deadline = Instant::now() + Self::MAX_WAIT;
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        while *pending {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let target = state.0;
+        while state.1 < target {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return;
             }
-            pending = match self.written.wait_timeout(pending, left) {
+            state = match self.written.wait_timeout(state, left) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
@@ -559,6 +585,7 @@ impl Store {
                 subscribers,
                 log_progress,
                 dir,
+                spent: Mutex::default(),
             }),
         })
     }
@@ -613,6 +640,7 @@ impl Store {
                 subscribers: Arc::default(),
                 log_progress: Arc::default(),
                 dir,
+                spent: Mutex::default(),
             }),
         })
     }
@@ -762,15 +790,33 @@ impl Store {
         // A chunk a panicked helper claimed is still unset: `None` now.
         drop(abandon_rest);
         drop(registry);
+        // Freeing a batch's prepared records (~100,000 allocations for
+        // 10,000 records) takes milliseconds; this thread would otherwise
+        // only wait for the writer now, so it frees the last batch's here
+        // rather than delaying its own return.
+        drop(self.take_spent());
         // The writer's answer comes once the transaction is over (abandoned
         // if a chunk failed), so nothing of a failed batch is left behind.
         let answered = answer.recv();
         if let Some((_, error)) = errors.into_iter().flatten().min_by_key(|(i, _)| *i) {
             return Err(error);
         }
-        let (outcome, _records) =
+        let (outcome, records) =
             answered.map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
-        Ok(outcome?)
+        drop(records);
+        let outcome = outcome?;
+        if let Ok(mut spent) = self.inner.spent.lock() {
+            *spent = Some(streamed);
+        }
+        Ok(outcome)
+    }
+
+    /// The last streamed batch's prepared records, if not freed yet.
+    fn take_spent(&self) -> Option<Arc<Streamed>> {
+        self.inner
+            .spent
+            .lock()
+            .map_or(None, |mut spent| spent.take())
     }
 
     /// Runs every check `store` would run (record format, kind registry,
@@ -1128,9 +1174,30 @@ impl Writer<'_> {
         let mut broken: Option<String> = None;
         // A streamed job taken while gathering a group, for the next round.
         let mut carried: Option<Job> = None;
+        // Set when the log lines of a large batch are staged but not yet
+        // written: they are written while the next large batch commits,
+        // before any other write, or once no job came for `LOG_BEHIND_WAIT`.
+        let mut log_behind = false;
+        let write_behind = |log: &mut LogWriter, behind: &mut bool| {
+            if std::mem::take(behind) {
+                // A failed write poisons the log; the next open repairs it
+                // from the store.
+                let _ = log.write_staged();
+                self.log_progress.written();
+            }
+        };
         loop {
             let msg = if let Some(job) = carried.take() {
                 Msg::Write(job)
+            } else if log_behind {
+                match jobs.recv_timeout(LOG_BEHIND_WAIT) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => {
+                        write_behind(&mut log, &mut log_behind);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
             } else if purging {
                 // Writes first; one partition's deletion whenever none waits.
                 match jobs.try_recv() {
@@ -1175,6 +1242,12 @@ impl Writer<'_> {
                     continue;
                 }
             };
+            // Only a large streamed batch (written alone, durably, with its
+            // lines staged beside its commit) writes the lines left behind
+            // from within its commit; anything else writes them first.
+            if !(first.records.is_streamed() && first.records.len() >= STAGE_BESIDE_MIN) {
+                write_behind(&mut log, &mut log_behind);
+            }
             // A streamed batch is written alone: if preparing it fails, its
             // transaction is abandoned, which must not take other callers'
             // records with it. A streamed job met while gathering waits for
@@ -1235,7 +1308,38 @@ impl Writer<'_> {
             let mut in_log = false;
             // The stored records, once the log has them (logged commits).
             let mut logged: Option<Vec<(u64, &PreparedRecord)>> = None;
-            let written = if durable {
+            // Whether this group's log lines were staged while redb committed.
+            let mut staged_beside = false;
+            let written = if durable && n_records >= STAGE_BESIDE_MIN {
+                // Writing the last batch's lines and rendering this one's
+                // (~5 MB each for 10,000 records) take milliseconds; the
+                // durable commit is mostly a wait for the disk, so they are
+                // done meanwhile (and this batch's taken back if the commit
+                // fails).
+                let mut mark = None;
+                let log = &mut log;
+                let staged = &mut staged_beside;
+                let behind = &mut log_behind;
+                let group = &group;
+                let mut beside = |outcomes: &[Vec<WriteOutcome>]| {
+                    write_behind(log, behind);
+                    mark = Some(log.mark());
+                    let stored = committed(group, outcomes);
+                    *staged = log
+                        .stage_held(
+                            stored
+                                .iter()
+                                .map(|(id, p)| (*id, p.json.get(1..).unwrap_or_default())),
+                        )
+                        .unwrap_or(false);
+                };
+                let written = engine.write_groups(&mut groups, Commit::DurableBeside(&mut beside));
+                if let (Err(_), Some(mark), true) = (&written, mark, staged_beside) {
+                    log.rollback(mark);
+                    staged_beside = false;
+                }
+                written
+            } else if durable {
                 engine.write_groups(&mut groups, Commit::Durable)
             } else {
                 let mut append = |outcomes: &[Vec<WriteOutcome>]| -> storage::Result<()> {
@@ -1264,8 +1368,8 @@ impl Writer<'_> {
                         // once the callers are answered. A failed log append
                         // is repaired from the store on the next open, so
                         // callers still get success.
-                        if stage_log(&mut log, &committed).is_ok() {
-                            self.log_progress.set(true);
+                        if staged_beside || stage_log(&mut log, &committed).is_ok() {
+                            self.log_progress.answered();
                         }
                     } else {
                         n_logged += 1;
@@ -1297,8 +1401,14 @@ impl Writer<'_> {
                         let _ = job.reply.send((Ok(job_outcomes), job.records));
                     }
                     if durable {
-                        let _ = log.write_staged();
-                        self.log_progress.set(false);
+                        if staged_beside {
+                            // Written while the next batch commits (or
+                            // when the writer is idle).
+                            log_behind = true;
+                        } else {
+                            let _ = log.write_staged();
+                            self.log_progress.written();
+                        }
                     }
                 }
                 Err(e) => {
@@ -1323,6 +1433,7 @@ impl Writer<'_> {
                 }
             }
         }
+        write_behind(&mut log, &mut log_behind);
         if n_logged > 0 {
             // Closing: redb's file catches up with the log (if this fails,
             // the next open replays the log instead).

@@ -114,6 +114,15 @@ pub struct LogWriter {
     cuts: Vec<(usize, u64)>,
 }
 
+/// What staging held at one point (see [`LogWriter::mark`]).
+#[derive(Clone, Copy, Debug)]
+pub struct StageMark {
+    staged: usize,
+    cuts: usize,
+    current_size: u64,
+    last_id: u64,
+}
+
 /// The size of the writes staged lines are written in.
 const WRITE_BYTES: usize = 1 << 20;
 /// A staged block larger than this is not kept after it is written.
@@ -235,6 +244,44 @@ impl LogWriter {
             self.last_id = id;
         }
         Ok(())
+    }
+
+    /// Where staging stands: [`LogWriter::rollback`] returns to it.
+    pub fn mark(&self) -> StageMark {
+        StageMark {
+            staged: self.staged.len(),
+            cuts: self.cuts.len(),
+            current_size: self.current_size,
+            last_id: self.last_id,
+        }
+    }
+
+    /// [`LogWriter::stage`] that never writes: it stages nothing and returns
+    /// `Ok(false)` when the lines would not fit under the staging limit.
+    /// What it stages can be taken back with [`LogWriter::rollback`] until
+    /// the next write: the store renders a batch's lines while redb
+    /// commits it, and drops them if the commit fails.
+    pub fn stage_held<'a>(
+        &mut self,
+        records: impl Iterator<Item = (u64, &'a str)> + Clone,
+    ) -> Result<bool> {
+        // A line is its tail, `{"id":`, at most 20 digits, `,` and `\n`.
+        let most: usize = records.clone().map(|(_, tail)| tail.len() + 28).sum();
+        if self.staged.len() + most >= STAGE_MAX_BYTES {
+            return Ok(false);
+        }
+        self.stage(records)?;
+        Ok(true)
+    }
+
+    /// Takes back what was staged since `mark`, which must have been taken
+    /// after the last write (staging only appends until then).
+    pub fn rollback(&mut self, mark: StageMark) {
+        debug_assert!(mark.staged <= self.staged.len() && mark.cuts <= self.cuts.len());
+        self.staged.truncate(mark.staged);
+        self.cuts.truncate(mark.cuts);
+        self.current_size = mark.current_size;
+        self.last_id = mark.last_id;
     }
 
     /// Writes the staged lines (not synced), starting new segments where
@@ -617,6 +664,50 @@ mod tests {
         // Nothing staged: nothing to write.
         log.write_staged().expect("written");
         assert_eq!(read().len(), 9);
+    }
+
+    /// What `stage_held` staged is taken back by `rollback` (ids, segment
+    /// cuts and sizes too), so staging again writes each line once; lines
+    /// that would not fit under the staging limit are not staged at all.
+    #[test]
+    fn held_staging_can_be_taken_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log_dir = dir.path().join(LOG_DIR);
+        let mut log = LogWriter::open(&log_dir, 1 << 10).expect("open");
+        let tail = format!("\"pad\":\"{}\"}}", "y".repeat(300));
+        log.stage((1..=3).map(|id| (id, tail.as_str())))
+            .expect("staged");
+        let mark = log.mark();
+        assert!(log
+            .stage_held((4..=9).map(|id| (id, tail.as_str())))
+            .expect("staged"));
+        assert_eq!(log.last_id(), 9);
+        log.rollback(mark);
+        assert_eq!(log.last_id(), 3);
+        // Too much for one staging: nothing staged, nothing written.
+        let huge = "z".repeat(STAGE_MAX_BYTES);
+        assert!(!log
+            .stage_held([(4, huge.as_str())].into_iter())
+            .expect("refused"));
+        assert_eq!(log.last_id(), 3);
+        assert!(log
+            .stage_held((4..=6).map(|id| (id, tail.as_str())))
+            .expect("staged"));
+        log.write_staged().expect("written");
+        let ids: Vec<u64> = LogReader::new(dir.path())
+            .lines_since(0)
+            .expect("lines")
+            .map(|l| l.expect("line").0)
+            .collect();
+        assert_eq!(ids, (1..=6).collect::<Vec<u64>>());
+        // ~330-byte lines, 1 KiB segments: the cuts of the taken-back
+        // staging are gone, so segments start at 1 and 5 only.
+        let firsts: Vec<u64> = segments(&log_dir)
+            .expect("segments")
+            .iter()
+            .map(|s| s.first_id)
+            .collect();
+        assert_eq!(firsts, [1, 5]);
     }
 
     /// Lines longer than a write block, between short ones, come back whole.

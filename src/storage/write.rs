@@ -473,6 +473,13 @@ pub enum Commit<'a> {
     /// that, redb reopens at its last durable commit and the store replays
     /// the log's later records.
     Logged(&'a mut dyn FnMut(&[Vec<WriteOutcome>]) -> Result<()>),
+    /// As `Durable`, and the function runs with the outcomes on another
+    /// thread while redb commits (a durable commit mostly waits for the
+    /// disk): the store renders the new records' log lines there. It runs
+    /// whether or not the commit then succeeds, so what it does must be
+    /// undone by the caller when `write` fails. If no thread can be started
+    /// it runs after the commit, on the caller's.
+    DurableBeside(&'a mut (dyn FnMut(&[Vec<WriteOutcome>]) + Send)),
 }
 
 impl Engine {
@@ -529,7 +536,7 @@ impl Engine {
     ) -> Result<Vec<Vec<WriteOutcome>>> {
         let mut txn = self.db.begin_write()?;
         let durability = match commit {
-            Commit::Durable => Durability::Immediate,
+            Commit::Durable | Commit::DurableBeside(_) => Durability::Immediate,
             Commit::Logged(_) => Durability::None,
         };
         txn.set_durability(durability)
@@ -641,11 +648,41 @@ impl Engine {
             }
             (outcomes, latest_changed)
         };
-        if let Commit::Logged(log) = commit {
-            // Dropping the transaction on failure aborts it.
-            log(&outcomes)?;
+        match commit {
+            Commit::Durable => txn.commit(LatestChange::Keys(latest_changed))?,
+            Commit::Logged(log) => {
+                // Dropping the transaction on failure aborts it.
+                log(&outcomes)?;
+                txn.commit(LatestChange::Keys(latest_changed))?;
+            }
+            Commit::DurableBeside(beside) => {
+                let outcomes = &outcomes;
+                // Shared by the thread and the fallback: a failed spawn
+                // drops its closure.
+                let beside = std::sync::Mutex::new(beside);
+                let run = || {
+                    let mut f = beside
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    f(outcomes)
+                };
+                std::thread::scope(|scope| {
+                    let side = std::thread::Builder::new()
+                        .name("almanac-beside".into())
+                        .spawn_scoped(scope, run);
+                    let committed = txn.commit(LatestChange::Keys(latest_changed));
+                    match side {
+                        Ok(handle) => {
+                            if let Err(panic) = handle.join() {
+                                std::panic::resume_unwind(panic);
+                            }
+                        }
+                        Err(_) => run(),
+                    }
+                    committed
+                })?;
+            }
         }
-        txn.commit(LatestChange::Keys(latest_changed))?;
         Ok(outcomes)
     }
 
