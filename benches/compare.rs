@@ -502,12 +502,17 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     let (mut a_times, mut q_times) = (Vec::new(), Vec::new());
     let mut n_groups = 0;
     for _ in 0..3 {
+        // Timed: each side's answer, as owned rows in the caller's hands.
+        // Untimed: turning both into comparable groups (Almanac's bins are
+        // RFC 3339 strings, SQLite's day numbers).
         let t = Instant::now();
-        let a_groups = almanac_stats(&store)?;
+        let a_output = store.query(STATS_QUERY, &Params::new())?;
         a_times.push(t.elapsed());
         let t = Instant::now();
-        let q_groups = sqlite_stats(&db)?;
+        let q_rows = sqlite_stats(&db)?;
         q_times.push(t.elapsed());
+        let a_groups = almanac_groups(a_output)?;
+        let q_groups = sqlite_groups(q_rows);
         check(same_groups(&a_groups, &q_groups), "stats groups")?;
         n_groups = a_groups.len();
     }
@@ -956,8 +961,7 @@ fn almanac_full_scan(store: &Store) -> BoxResult<Vec<StoredRecord>> {
 /// `(target, day) -> (count, average of rows or NaN, unused)`.
 type Groups = HashMap<(String, i64), (u64, f64, u64)>;
 
-fn almanac_stats(store: &Store) -> BoxResult<Groups> {
-    let output = store.query(STATS_QUERY, &Params::new())?;
+fn almanac_groups(output: QueryOutput) -> BoxResult<Groups> {
     let expected = [
         "target",
         "bin(produced_at, 1d)",
@@ -1186,21 +1190,26 @@ fn sqlite_full_scan(db: &Connection) -> rusqlite::Result<Vec<StoredRecord>> {
     rows.collect()
 }
 
-fn sqlite_stats(db: &Connection) -> rusqlite::Result<Groups> {
+/// `(target, day, count, average of rows)` per group, as SQLite returns them.
+type SqliteGroupRow = (String, i64, i64, Option<f64>);
+
+fn sqlite_stats(db: &Connection) -> rusqlite::Result<Vec<SqliteGroupRow>> {
     let mut stmt = db.prepare_cached(
         "SELECT target, produced_at / 86400000000 AS day, count(*), \
          avg(json_extract(payload, '$.rows')) FROM records GROUP BY target, day",
     )?;
-    let mut groups = Groups::new();
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let avg: Option<f64> = row.get(3)?;
-        groups.insert(
-            (row.get(0)?, row.get(1)?),
-            (row.get::<_, i64>(2)? as u64, avg.unwrap_or(f64::NAN), 0),
-        );
-    }
-    Ok(groups)
+    let rows = stmt.query_map([], |row| {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    })?;
+    rows.collect()
+}
+
+fn sqlite_groups(rows: Vec<SqliteGroupRow>) -> Groups {
+    rows.into_iter()
+        .map(|(target, day, count, avg)| {
+            ((target, day), (count as u64, avg.unwrap_or(f64::NAN), 0))
+        })
+        .collect()
 }
 
 // --- open + first latest in a child process -----------------------------------
