@@ -144,6 +144,15 @@ const STREAM_CHUNK: usize = 1024;
 /// for smaller ones starting the thread would cost more than it saves.
 const STAGE_BESIDE_MIN: usize = 1024;
 
+/// The largest streamed batch whose commit writes the log lines the last
+/// one left behind: until then (its preparing and writing, ~0.5 s for this
+/// many records here) `Store::log` waits for them.
+const BEHIND_MAX: usize = 65_536;
+
+/// The largest streamed batch whose prepared records are kept to be freed
+/// by the next call (see [`Store::write_streamed`]): ~25 MB.
+const SPENT_MAX: usize = 16_384;
+
 /// How long the writer waits for the next job before writing the log lines
 /// of a large batch it left behind (see `Writer::run`). A bulk load's next
 /// batch comes within microseconds of the answer to the last.
@@ -395,6 +404,15 @@ impl LogProgress {
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
+    }
+}
+
+/// See `Writer::run`.
+struct ReleaseReaders<'a>(&'a LogProgress);
+
+impl Drop for ReleaseReaders<'_> {
+    fn drop(&mut self) {
+        self.0.written();
     }
 }
 
@@ -805,8 +823,13 @@ impl Store {
             answered.map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
         drop(records);
         let outcome = outcome?;
-        if let Ok(mut spent) = self.inner.spent.lock() {
-            *spent = Some(streamed);
+        if streamed.n_records <= SPENT_MAX {
+            // Whatever another caller left there is freed after the lock.
+            let _earlier = self
+                .inner
+                .spent
+                .lock()
+                .map_or(None, |mut spent| spent.replace(streamed));
         }
         Ok(outcome)
     }
@@ -846,6 +869,8 @@ impl Store {
             reply,
         }))
         .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
+        // As in `write_streamed`: this thread only waits from here on.
+        drop(self.take_spent());
         let (outcome, records) = answer
             .recv()
             .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
@@ -1178,6 +1203,10 @@ impl Writer<'_> {
         // written: they are written while the next large batch commits,
         // before any other write, or once no job came for `LOG_BEHIND_WAIT`.
         let mut log_behind = false;
+        // However the loop ends (a panic included), readers waiting in
+        // `Store::log` for lines left behind stop waiting; the next open
+        // writes those lines from the store.
+        let _release = ReleaseReaders(self.log_progress);
         let write_behind = |log: &mut LogWriter, behind: &mut bool| {
             if std::mem::take(behind) {
                 // A failed write poisons the log; the next open repairs it
@@ -1244,8 +1273,11 @@ impl Writer<'_> {
             };
             // Only a large streamed batch (written alone, durably, with its
             // lines staged beside its commit) writes the lines left behind
-            // from within its commit; anything else writes them first.
-            if !(first.records.is_streamed() && first.records.len() >= STAGE_BESIDE_MIN) {
+            // from within its commit; anything else writes them first, and
+            // so does a batch so large that preparing it would keep them
+            // from `Store::log` for long (see `BEHIND_MAX`).
+            let len = first.records.len();
+            if !(first.records.is_streamed() && (STAGE_BESIDE_MIN..=BEHIND_MAX).contains(&len)) {
                 write_behind(&mut log, &mut log_behind);
             }
             // A streamed batch is written alone: if preparing it fails, its
