@@ -286,8 +286,11 @@ fn large_batches_are_in_the_log_once_their_calls_return() {
         for round in 0..3 {
             store.bulk_store(&batch(round * 3_000)).expect("stored");
             expected += 3_000;
-            let ids: Vec<u64> = store.tail(0).expect("tail").iter().map(|r| r.id).collect();
-            assert_eq!(ids, (1..=expected).collect::<Vec<u64>>(), "round {round}");
+            assert_eq!(
+                tail_ids(&store),
+                (1..=expected).collect::<Vec<u64>>(),
+                "round {round}"
+            );
             // A single record between large batches.
             store
                 .store(&volume(0, 100_000 + round as i64, 1))
@@ -301,6 +304,10 @@ fn large_batches_are_in_the_log_once_their_calls_return() {
         expected += 6_000;
     }
     let store = Store::open(dir.path()).expect("reopen");
-    let ids: Vec<u64> = store.tail(0).expect("tail").iter().map(|r| r.id).collect();
-    assert_eq!(ids, (1..=expected).collect::<Vec<u64>>());
+    assert_eq!(tail_ids(&store), (1..=expected).collect::<Vec<u64>>());
+}
+
+/// The ids of every record in the store's log, through `Store::tail`.
+fn tail_ids(store: &Store) -> Vec<u64> {
+    store.tail(0).expect("tail").iter().map(|r| r.id).collect()
 }

@@ -231,8 +231,6 @@ impl Ord for Key {
     }
 }
 
-/// `a + b`, `a - b`, `a * b`: integers stay integers (overflow gives null),
-/// otherwise decimals; anything but numbers gives null.
 /// Unary minus: numbers negate (an integer that overflows gives null),
 /// anything else gives null.
 pub(crate) fn negate(v: &Value) -> Value {
@@ -243,6 +241,8 @@ pub(crate) fn negate(v: &Value) -> Value {
     }
 }
 
+/// `a + b`, `a - b`, `a * b`: integers stay integers (overflow gives null),
+/// otherwise decimals; anything but numbers gives null.
 pub(crate) fn arith(op: super::ast::BinOp, a: &Value, b: &Value) -> Value {
     use super::ast::BinOp;
     match op {

@@ -644,26 +644,32 @@ mod tests {
         log.stage((3..=9).map(|id| (id, tail.as_str())))
             .expect("staged");
         assert_eq!(log.last_id(), 9);
-        let read = || -> Vec<u64> {
-            LogReader::new(dir.path())
-                .lines_since(0)
-                .expect("lines")
-                .map(|l| l.expect("line").0)
-                .collect()
-        };
-        assert!(read().is_empty());
+        assert!(logged_ids(dir.path()).is_empty());
         log.write_staged().expect("written");
-        assert_eq!(read(), (1..=9).collect::<Vec<u64>>());
+        assert_eq!(logged_ids(dir.path()), (1..=9).collect::<Vec<u64>>());
         // ~330-byte lines, 1 KiB segments: a new one every 4 lines.
-        let firsts: Vec<u64> = segments(&log_dir)
+        assert_eq!(segment_firsts(&log_dir), [1, 5, 9]);
+        // Nothing staged: nothing to write.
+        log.write_staged().expect("written");
+        assert_eq!(logged_ids(dir.path()).len(), 9);
+    }
+
+    /// The ids of the lines the log in `store_dir` holds, in order.
+    fn logged_ids(store_dir: &Path) -> Vec<u64> {
+        LogReader::new(store_dir)
+            .lines_since(0)
+            .expect("lines")
+            .map(|l| l.expect("line").0)
+            .collect()
+    }
+
+    /// The first id of each segment in `log_dir`.
+    fn segment_firsts(log_dir: &Path) -> Vec<u64> {
+        segments(log_dir)
             .expect("segments")
             .iter()
             .map(|s| s.first_id)
-            .collect();
-        assert_eq!(firsts, [1, 5, 9]);
-        // Nothing staged: nothing to write.
-        log.write_staged().expect("written");
-        assert_eq!(read().len(), 9);
+            .collect()
     }
 
     /// What `stage_held` staged is taken back by `rollback` (ids, segment
@@ -694,20 +700,10 @@ mod tests {
             .stage_held((4..=6).map(|id| (id, tail.as_str())))
             .expect("staged"));
         log.write_staged().expect("written");
-        let ids: Vec<u64> = LogReader::new(dir.path())
-            .lines_since(0)
-            .expect("lines")
-            .map(|l| l.expect("line").0)
-            .collect();
-        assert_eq!(ids, (1..=6).collect::<Vec<u64>>());
+        assert_eq!(logged_ids(dir.path()), (1..=6).collect::<Vec<u64>>());
         // ~330-byte lines, 1 KiB segments: the cuts of the taken-back
         // staging are gone, so segments start at 1 and 5 only.
-        let firsts: Vec<u64> = segments(&log_dir)
-            .expect("segments")
-            .iter()
-            .map(|s| s.first_id)
-            .collect();
-        assert_eq!(firsts, [1, 5]);
+        assert_eq!(segment_firsts(&log_dir), [1, 5]);
     }
 
     /// Lines longer than a write block, between short ones, come back whole.
