@@ -209,7 +209,7 @@ fn prepare_with(
             // (its log line, `export`, `tail`): canonical JSON with an id,
             // which can be longer than the text it came from (defaults,
             // `Z` times, the id), so that every such line reads back.
-            let written = prepared.json.len() + MAX_ID_PREFIX_BYTES;
+            let written = prepared.json().len() + MAX_ID_PREFIX_BYTES;
             if written > MAX_RECORD_BYTES {
                 return Err(Error::InvalidRecord {
                     index,
@@ -1413,7 +1413,7 @@ impl Writer<'_> {
                             subs.retain(|s| {
                                 committed.iter().all(|(id, p)| {
                                     // Rebuilt from its bytes: the writer holds no record.
-                                    match decode_record(&p.encoded) {
+                                    match decode_record(p.encoded()) {
                                         Ok(record) => {
                                             s.send(StoredRecord { id: *id, record }).is_ok()
                                         }
@@ -1563,7 +1563,7 @@ fn log_tails<'a>(
 ) -> impl Iterator<Item = (u64, &'a str)> + Clone + 'a {
     committed
         .iter()
-        .map(|(id, p)| (*id, p.json.get(1..).unwrap_or_default()))
+        .map(|(id, p)| (*id, p.json().get(1..).unwrap_or_default()))
 }
 
 impl MetadataRepository for Store {
