@@ -55,22 +55,31 @@ impl IndexValue {
 
     /// The order-preserving key bytes.
     pub fn key(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.push_key(&mut out);
+        out
+    }
+
+    /// Appends [`IndexValue::key`] to `out`.
+    fn push_key(&self, out: &mut Vec<u8>) {
         match self {
-            IndexValue::Bool(false) => vec![TAG_FALSE],
-            IndexValue::Bool(true) => vec![TAG_TRUE],
-            IndexValue::Number(f) => number_key(*f).to_vec(),
-            IndexValue::Instant(ts) => {
-                let mut out = vec![TAG_INSTANT];
-                out.extend_from_slice(&((ts.as_micros() as u64) ^ (1 << 63)).to_be_bytes());
-                out
-            }
-            IndexValue::String(s) => {
-                let mut out = vec![TAG_STRING];
-                out.extend_from_slice(s.as_bytes());
-                out
-            }
+            IndexValue::Bool(false) => out.push(TAG_FALSE),
+            IndexValue::Bool(true) => out.push(TAG_TRUE),
+            IndexValue::Number(f) => out.extend_from_slice(&number_key(*f)),
+            IndexValue::Instant(ts) => push_instant_key(*ts, out),
+            IndexValue::String(s) => push_string_key(s, out),
         }
     }
+}
+
+fn push_instant_key(ts: Timestamp, out: &mut Vec<u8>) {
+    out.push(TAG_INSTANT);
+    out.extend_from_slice(&((ts.as_micros() as u64) ^ (1 << 63)).to_be_bytes());
+}
+
+fn push_string_key(s: &str, out: &mut Vec<u8>) {
+    out.push(TAG_STRING);
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// The key of a number: `-0.0` is `0.0` (they compare equal, so they must
@@ -263,31 +272,61 @@ pub fn check_index_path(path: &str) -> Result<(), String> {
 
 /// The index keys of a record at a dotted path: one per scalar (array elements included).
 pub fn keys_at(record: &MetadataRecord, path: &str) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    push_keys_at(record, path, &mut Vec::new(), |key| keys.push(key.to_vec()));
+    keys
+}
+
+/// Calls `f` with each of [`keys_at`]'s keys in turn, each built in `buf`
+/// (cleared first): no allocation per key once `buf` has grown.
+pub(crate) fn push_keys_at(
+    record: &MetadataRecord,
+    path: &str,
+    buf: &mut Vec<u8>,
+    mut f: impl FnMut(&[u8]),
+) {
     let mut segments = path.split('.');
     let root = match segments.next() {
         Some("payload") => &record.payload,
         Some("extras") => &record.extras,
-        _ => return Vec::new(),
+        _ => return,
     };
     let Some(first) = segments.next() else {
-        return Vec::new();
+        return;
     };
     let mut value = root.get(first);
     for seg in segments {
         value = value.and_then(|v| v.get(seg));
     }
+    let mut one = |v: &Value| {
+        buf.clear();
+        if push_scalar_key(v, buf) {
+            f(buf);
+        }
+    };
     match value {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(IndexValue::from_json)
-            .map(|v| v.key())
-            .collect(),
-        Some(v) => IndexValue::from_json(v)
-            .map(|v| v.key())
-            .into_iter()
-            .collect(),
-        None => Vec::new(),
+        Some(Value::Array(items)) => items.iter().for_each(&mut one),
+        Some(v) => one(v),
+        None => {}
     }
+}
+
+/// Appends the key of a JSON scalar (`IndexValue::from_json(value)?.key()`)
+/// to `out`; false (nothing appended) for null, arrays and objects.
+/// The same as `IndexValue::from_json` then `push_key`, without copying
+/// a string value.
+fn push_scalar_key(value: &Value, out: &mut Vec<u8>) -> bool {
+    match value {
+        Value::String(s) => match Timestamp::parse_rfc3339(s) {
+            Some(ts) => push_instant_key(ts, out),
+            None => push_string_key(s, out),
+        },
+        _ => match IndexValue::from_json(value) {
+            Some(v) => v.push_key(out),
+            None => return false,
+        },
+    }
+    true
 }
 
 #[cfg(test)]

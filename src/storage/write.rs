@@ -12,7 +12,7 @@ use redb::{Durability, ReadableTable, Table, TableHandle, WriteTransaction};
 use super::codec::encode_record;
 use super::latest_cache::LatestChange;
 use super::partition::{bucket_end, bucket_start, partition_name, PartitionKey};
-use super::path_index::keys_at;
+use super::path_index::{keys_at, push_keys_at};
 use super::read::PartitionInfo;
 use super::{
     by_dict_id_def, by_run_def, part_prefix, part_table_name, path_index_def, path_table_name,
@@ -108,16 +108,19 @@ impl PreparedRecord {
             text.push_str(run_id);
         }
         ends[RUN] = text.len();
+        // Offsets fit in `u32`: `prepare_with` refuses records over 1 MiB of
+        // JSON, and a longer one's wrapped offsets only misplace its keys.
+        let mut key_buf = Vec::new();
         for path in indexed_paths {
             let start = text.len();
             text.push_str(path);
             let end = text.len();
-            for key in keys_at(record, path) {
+            push_keys_at(record, path, &mut key_buf, |key| {
                 for n in [start, end, key.len()] {
                     bytes.extend_from_slice(&(n as u32).to_le_bytes());
                 }
-                bytes.extend_from_slice(&key);
-            }
+                bytes.extend_from_slice(key);
+            });
         }
         PreparedRecord {
             bytes,
