@@ -99,6 +99,28 @@ fn duplicates_report_the_existing_id_across_calls_and_restarts() {
 }
 
 #[test]
+fn duplicates_among_several_new_records_at_one_instant_are_found_in_one_call() {
+    // Three different records of one target at one instant, each repeated
+    // in the same call: each repeat finds its own original, not another
+    // record of that instant.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let batch = [
+        volume(4, 1, 10),
+        volume(4, 1, 20),
+        volume(4, 1, 30),
+        volume(4, 1, 30),
+        volume(4, 1, 10),
+        volume(4, 1, 20),
+    ];
+    let out = store.bulk_store(&batch).unwrap();
+    assert_eq!((out.n_stored, out.n_duplicates), (3, 3));
+    assert_eq!(out.ids[3..], [out.ids[2], out.ids[0], out.ids[1]]);
+    let ids: std::collections::BTreeSet<_> = out.ids[..3].iter().collect();
+    assert_eq!(ids.len(), 3, "three records stored under three ids");
+}
+
+#[test]
 fn duplicates_are_found_at_the_edges_of_a_partitions_time_range() {
     // One day partition holding hours 1..=5; duplicates of its oldest and
     // newest records, alone and mixed into a batch with new records before,

@@ -1,6 +1,7 @@
 //! The write path: one redb write transaction per group of batches, and
 //! retention by dropping whole partitions.
 
+use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 
 /// The write path's maps are keyed by names and ids it hashes for every
@@ -227,6 +228,13 @@ type CatalogTable<'txn> = Table<'txn, (&'static str, i64), &'static [u8]>;
 /// A record new in this transaction: its id and encoded bytes.
 type NewRecord<'g> = (u64, &'g [u8]);
 
+/// This transaction's new records at one (target, instant): nearly always
+/// one, kept without a vector of its own.
+enum NewHere<'g> {
+    One(NewRecord<'g>),
+    Many(Vec<NewRecord<'g>>),
+}
+
 /// A path index table: `(value key, produced_at, id) -> ()`.
 type PathIndexTable<'txn> = Table<'txn, (&'static [u8], i64, u64), ()>;
 
@@ -252,7 +260,7 @@ struct PartTables<'txn, 'g> {
     /// then `new_here` answers duplicate checks against this transaction's
     /// own records: `(target_id, produced_at)` → `(id, encoded bytes)`.
     pending_target: Vec<(u64, i64, u64)>,
-    new_here: HashMap<(u64, i64), Vec<NewRecord<'g>>>,
+    new_here: HashMap<(u64, i64), NewHere<'g>>,
     /// `[min_ts, max_ts]` of the records committed before this transaction
     /// (from the catalog), `None` when there are none: no committed record
     /// outside it can be a duplicate, so `find_duplicate` skips the index.
@@ -345,10 +353,19 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
     /// queues its by-target entry.
     fn add_new(&mut self, target_id: u64, ts: i64, id: u64, encoded: &'g [u8]) {
         self.pending_target.push((target_id, ts, id));
-        self.new_here
-            .entry((target_id, ts))
-            .or_default()
-            .push((id, encoded));
+        let new = (id, encoded);
+        match self.new_here.entry((target_id, ts)) {
+            Entry::Vacant(entry) => {
+                entry.insert(NewHere::One(new));
+            }
+            Entry::Occupied(mut entry) => {
+                let here = entry.get_mut();
+                match here {
+                    NewHere::One(first) => *here = NewHere::Many(vec![*first, new]),
+                    NewHere::Many(all) => all.push(new),
+                }
+            }
+        }
     }
 
     /// The id of a stored record with exactly these bytes, if any.
@@ -359,6 +376,10 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
     /// each is confirmed by comparing the bytes.
     fn find_duplicate(&self, target_id: u64, ts: i64, encoded: &[u8]) -> Result<Option<u64>> {
         if let Some(here) = self.new_here.get(&(target_id, ts)) {
+            let here = match here {
+                NewHere::One(one) => std::slice::from_ref(one),
+                NewHere::Many(all) => all.as_slice(),
+            };
             if let Some((id, _)) = here.iter().find(|(_, bytes)| *bytes == encoded) {
                 return Ok(Some(*id));
             }
