@@ -697,13 +697,13 @@ impl Engine {
                 for prepared in group.iter() {
                     let kind = prepared.kind();
                     let part_id = (kind, prepared.bucket_start);
-                    if !parts.contains_key(&part_id) {
-                        let key = prepared.partition();
-                        let opened = PartTables::open(&txn, &catalog, &key, prepared.bucket)?;
-                        parts.insert(part_id, (key, opened));
-                    }
-                    let Some((_, part)) = parts.get_mut(&part_id) else {
-                        continue;
+                    let (_, part) = match parts.entry(part_id) {
+                        Entry::Occupied(entry) => entry.into_mut(),
+                        Entry::Vacant(entry) => {
+                            let key = prepared.partition();
+                            let opened = PartTables::open(&txn, &catalog, &key, prepared.bucket)?;
+                            entry.insert((key, opened))
+                        }
                     };
                     let ts = prepared.produced_at;
                     let target_id =
