@@ -174,6 +174,10 @@ const CHECKPOINT_COMMITS: usize = 256;
 const CHECKPOINT_AGE: Duration = Duration::from_secs(1);
 /// A writer with nothing to do this long makes redb's file catch up with the log.
 const CHECKPOINT_IDLE: Duration = Duration::from_millis(50);
+/// Expired partitions are deleted between writes, when no job waits; under
+/// writes that never pause, one partition is deleted at least this often,
+/// so their space comes back during a long load too.
+const PURGE_STARVE_MAX: Duration = Duration::from_secs(1);
 
 /// Threads that help the caller's thread prepare a streamed batch: none
 /// on two cores (the writer has the other), else the cores left, at most 3.
@@ -1218,7 +1222,29 @@ impl Writer<'_> {
                 self.log_progress.written();
             }
         };
+        // When a partition was last deleted (or purging began).
+        let mut last_purge = Instant::now();
+        // Deletes one expired partition; false when none is left to delete.
+        let purge_step = |n_logged: &mut usize, since: &mut Option<Instant>| -> bool {
+            // An error leaves the tables for the next attempt.
+            match engine.purge_step() {
+                Ok(0) | Err(_) => false,
+                Ok(_) => {
+                    // A durable commit: everything before it is too.
+                    *n_logged = 0;
+                    *since = None;
+                    true
+                }
+            }
+        };
         loop {
+            if purging && broken.is_none() && last_purge.elapsed() >= PURGE_STARVE_MAX {
+                // Writes have not paused for a second: one partition now,
+                // after the lines left behind, which precede any other write.
+                write_behind(&mut log, &mut log_behind);
+                purging = purge_step(&mut n_logged, &mut logged_since);
+                last_purge = Instant::now();
+            }
             let msg = if let Some(job) = carried.take() {
                 Msg::Write(job)
             } else if log_behind {
@@ -1235,16 +1261,8 @@ impl Writer<'_> {
                 match jobs.try_recv() {
                     Ok(msg) => msg,
                     Err(TryRecvError::Empty) => {
-                        // An error leaves the tables for the next attempt.
-                        purging = match engine.purge_step() {
-                            Ok(0) | Err(_) => false,
-                            Ok(_) => {
-                                // A durable commit: everything before it is too.
-                                n_logged = 0;
-                                logged_since = None;
-                                true
-                            }
-                        };
+                        purging = purge_step(&mut n_logged, &mut logged_since);
+                        last_purge = Instant::now();
                         continue;
                     }
                     Err(TryRecvError::Disconnected) => break,
@@ -1270,6 +1288,9 @@ impl Writer<'_> {
             let first = match msg {
                 Msg::Write(job) => job,
                 Msg::Purge => {
+                    if !purging {
+                        last_purge = Instant::now();
+                    }
                     purging = true;
                     continue;
                 }

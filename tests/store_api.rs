@@ -352,6 +352,67 @@ fn expired_tables_are_purged_after_the_expiry_and_new_writes_to_their_bucket_sur
 }
 
 #[test]
+fn expired_tables_are_deleted_while_writes_never_pause() {
+    // Two threads store large batches back to back, so a job always waits
+    // for the writer (and each batch leaves its log lines for the next
+    // one's commit): the expired partitions must still go, at least one
+    // a second, rather than once the load stops.
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(BASE + 20 * DAY));
+    let store = Arc::new(open_at(dir.path(), &now));
+    register_heartbeat(&store, 30);
+    let beats: Vec<_> = (0..10 * 24).map(|h| beat(h as usize % 7, h, h)).collect();
+    store.bulk_store(&beats).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stored = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let loaders: Vec<_> = (0..2)
+        .map(|thread| {
+            let (store, stop, stored) =
+                (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&stored));
+            std::thread::spawn(move || {
+                let mut round = 0i64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // New content each round: rows differ.
+                    let batch: Vec<_> = (0..2_048)
+                        .map(|i| volume(i % 50, 30 * 24 + i as i64 % 24, round * 10 + thread))
+                        .collect();
+                    store.bulk_store(&batch).unwrap();
+                    stored.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    round += 1;
+                }
+            })
+        })
+        .collect();
+    while stored.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let report = store
+        .apply_retention_at(ts(BASE + 39 * DAY), false)
+        .unwrap();
+    assert_eq!(report.dropped.len(), 9);
+    let start = std::time::Instant::now();
+    // `purge_pending` counts tables, the same number for each partition.
+    let at_expiry = store.purge_pending().unwrap();
+    assert_eq!(at_expiry % 9, 0, "{at_expiry} tables for 9 partitions");
+    let goal = at_expiry - 2 * at_expiry / 9;
+    let mut pending = at_expiry;
+    while pending > goal && start.elapsed() < std::time::Duration::from_secs(15) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        pending = store.purge_pending().unwrap();
+    }
+    let batches_meanwhile = stored.load(std::sync::atomic::Ordering::SeqCst);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for loader in loaders {
+        loader.join().unwrap();
+    }
+    assert!(
+        pending <= goal,
+        "{pending} of {at_expiry} expired tables left after {:?} of writes ({batches_meanwhile} batches)",
+        start.elapsed()
+    );
+}
+
+#[test]
 fn the_writer_purges_expired_tables_in_the_background_even_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(std::sync::atomic::AtomicI64::new(BASE + 20 * DAY));
