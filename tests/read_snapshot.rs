@@ -352,3 +352,63 @@ fn the_latest_entries_of_one_commit_are_seen_together() {
         });
     }
 }
+
+/// `history` keeps the by-target keys of partitions it reads often in
+/// memory (after 4 visits; see `storage::target_keys`). Whatever it holds,
+/// every answer equals a scan's (which never uses those keys): after
+/// repeated reads, after new records in the partitions read (for the
+/// target asked for and for others), after an expiry, and after a new
+/// record in an expired bucket (fresh tables with the same name).
+#[test]
+fn history_read_often_still_sees_every_later_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicI64::new(BASE + 10 * DAY));
+    let store = open_at(dir.path(), &now);
+    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
+    spec.retention = Retention::Days(3);
+    store.register_kind(spec).unwrap();
+    let check = |store: &Store, when: &str| {
+        for t in 0..4 {
+            let request = almanac::query::ScanRequest {
+                kinds: Some(vec!["heartbeat".into()]),
+                targets: Some(vec![target(t).canonical_name()]),
+                ..almanac::query::ScanRequest::default()
+            };
+            let scanned: Vec<u64> = store
+                .scan(&request)
+                .unwrap()
+                .map(|r| r.unwrap().id)
+                .collect();
+            for _ in 0..6 {
+                let history = store
+                    .history(&target(t), "heartbeat", TimeRange::ALL)
+                    .unwrap();
+                assert_eq!(ids(&history), scanned, "target {t}, {when}");
+            }
+        }
+    };
+    let first: Vec<_> = (24 * 5..24 * 10)
+        .step_by(5)
+        .map(|h| heartbeat(h as usize % 3, h, h))
+        .collect();
+    store.bulk_store(&first).unwrap();
+    check(&store, "after the first load");
+    store.store(&heartbeat(1, 24 * 7 + 2, 1_000)).unwrap();
+    store.store(&heartbeat(3, 24 * 8 + 2, 1_001)).unwrap();
+    check(&store, "after two records in partitions read often");
+    let more: Vec<_> = (24 * 5..24 * 10)
+        .step_by(7)
+        .map(|h| heartbeat(h as usize % 4, h, 2_000 + h))
+        .collect();
+    store.bulk_store(&more).unwrap();
+    check(&store, "after a second load");
+    let report = store
+        .apply_retention_at(ts(BASE + 10 * DAY), false)
+        .unwrap();
+    assert_eq!(report.dropped.len(), 2, "days 5 and 6");
+    check(&store, "after the expiry");
+    store.store(&heartbeat(1, 24 * 5 + 3, 3_000)).unwrap();
+    check(&store, "after a record in an expired bucket");
+    store.purge_expired().unwrap();
+    check(&store, "after the purge");
+}

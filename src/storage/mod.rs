@@ -13,6 +13,7 @@ mod partition;
 mod path_index;
 mod read;
 mod snapshot;
+mod target_keys;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -570,6 +571,8 @@ pub struct Engine {
     dir: PathBuf,
     /// What the write path has already looked up; see `write::WriteCache`.
     write_cache: std::sync::Mutex<write::WriteCache>,
+    /// Often-read partitions' by-target keys, for `history`.
+    target_keys: target_keys::TargetKeysCache,
     /// Whether large scans may walk each kind on a thread of its own.
     parallel_scans: bool,
 }
@@ -610,6 +613,7 @@ impl Engine {
             db,
             dir: dir.to_path_buf(),
             write_cache: std::sync::Mutex::default(),
+            target_keys: target_keys::TargetKeysCache::default(),
             parallel_scans: true,
         }
     }

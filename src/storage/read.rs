@@ -17,6 +17,7 @@ use super::codec::{
 use super::partition::partition_name;
 use super::path_index::{KeyTest, PathConstraint, PathMatch};
 use super::snapshot::{RecordBytes, RecordsTable, Snapshot, SnapshotPartition};
+use super::target_keys::{keys_of, TargetKey, Visit};
 use super::write::latest_order;
 use super::{
     by_dict_id_def, by_run_def, part_table_name, path_index_def, path_table_name, records_def,
@@ -874,6 +875,28 @@ impl Engine {
             let (Some(records), Some(index)) = (&tables.records, &tables.by_target) else {
                 continue;
             };
+            // An often-read partition's keys are searched in memory (see
+            // `target_keys`), the others' in the index.
+            let cache = &self.target_keys;
+            let build = match cache.visit(&key.kind, key.bucket_start, info) {
+                Visit::Keys(held) => {
+                    let found = keys_of(&held, target_id, from, until);
+                    keys.extend(found.map(|&(_, ts, id)| (records, ts, id)));
+                    continue;
+                }
+                Visit::Seek { build } => build,
+            };
+            if build {
+                let all = index
+                    .iter()?
+                    .map(|entry| entry.map(|(key, _)| key.value()))
+                    .collect::<std::result::Result<Vec<TargetKey>, _>>()?;
+                let all: Arc<[TargetKey]> = Arc::from(all);
+                let found = keys_of(&all, target_id, from, until);
+                keys.extend(found.map(|&(_, ts, id)| (records, ts, id)));
+                cache.put(&key.kind, key.bucket_start, info, all);
+                continue;
+            }
             // A cursor rather than a range: one key to encode and one seek,
             // which is most of the cost where the target has no records.
             let mut cursor = index.lower_bound(Bound::Included((target_id, from, 0)))?;
