@@ -175,8 +175,9 @@ const CHECKPOINT_AGE: Duration = Duration::from_secs(1);
 /// A writer with nothing to do this long makes redb's file catch up with the log.
 const CHECKPOINT_IDLE: Duration = Duration::from_millis(50);
 /// Expired partitions are deleted between writes, when no job waits; under
-/// writes that never pause, one partition is deleted at least this often,
-/// so their space comes back during a long load too.
+/// writes that never pause, one is deleted between two groups once this
+/// long has passed since the last deletion, so their space comes back
+/// during a long load too.
 const PURGE_STARVE_MAX: Duration = Duration::from_secs(1);
 
 /// Threads that help the caller's thread prepare a streamed batch: none
@@ -1222,8 +1223,14 @@ impl Writer<'_> {
                 self.log_progress.written();
             }
         };
-        // When a partition was last deleted (or purging began).
+        // When a partition was last deleted, or purging began.
         let mut last_purge = Instant::now();
+        let begin_purge = |purging: &mut bool, last_purge: &mut Instant| {
+            if !*purging {
+                *last_purge = Instant::now();
+            }
+            *purging = true;
+        };
         // Deletes one expired partition; false when none is left to delete.
         let purge_step = |n_logged: &mut usize, since: &mut Option<Instant>| -> bool {
             // An error leaves the tables for the next attempt.
@@ -1288,10 +1295,7 @@ impl Writer<'_> {
             let first = match msg {
                 Msg::Write(job) => job,
                 Msg::Purge => {
-                    if !purging {
-                        last_purge = Instant::now();
-                    }
-                    purging = true;
+                    begin_purge(&mut purging, &mut last_purge);
                     continue;
                 }
             };
@@ -1318,7 +1322,7 @@ impl Writer<'_> {
                         n_records += job.records.len();
                         group.push(job);
                     }
-                    Ok(Msg::Purge) => purging = true,
+                    Ok(Msg::Purge) => begin_purge(&mut purging, &mut last_purge),
                     Err(_) => break,
                 }
             }
@@ -1335,7 +1339,7 @@ impl Writer<'_> {
                             n_records += job.records.len();
                             group.push(job);
                         }
-                        Ok(Msg::Purge) => purging = true,
+                        Ok(Msg::Purge) => begin_purge(&mut purging, &mut last_purge),
                         Err(_) => break,
                     }
                 }

@@ -372,7 +372,8 @@ fn expired_tables_are_deleted_while_writes_never_pause() {
             std::thread::spawn(move || {
                 let mut round = 0i64;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    // New content each round: rows differ.
+                    // New content each round (rows differ between rounds and
+                    // threads; within a batch, records repeat every 600).
                     let batch: Vec<_> = (0..2_048)
                         .map(|i| volume(i % 50, 30 * 24 + i as i64 % 24, round * 10 + thread))
                         .collect();
@@ -383,7 +384,13 @@ fn expired_tables_are_deleted_while_writes_never_pause() {
             })
         })
         .collect();
+    let loading = std::time::Instant::now();
     while stored.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(
+            loading.elapsed() < std::time::Duration::from_secs(60)
+                && loaders.iter().all(|l| !l.is_finished()),
+            "the loaders stored nothing"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let report = store
@@ -391,10 +398,17 @@ fn expired_tables_are_deleted_while_writes_never_pause() {
         .unwrap();
     assert_eq!(report.dropped.len(), 9);
     let start = std::time::Instant::now();
-    // `purge_pending` counts tables, the same number for each partition.
+    // `purge_pending` counts tables: a `heartbeat` partition has four
+    // (records, by target, by producer, by run; the kind indexes no
+    // path). The writer may have deleted one already (in a pause of the
+    // load): the goal is two partitions gone in all.
+    const TABLES_PER_PARTITION: usize = 4;
     let at_expiry = store.purge_pending().unwrap();
-    assert_eq!(at_expiry % 9, 0, "{at_expiry} tables for 9 partitions");
-    let goal = at_expiry - 2 * at_expiry / 9;
+    assert!(
+        at_expiry <= 9 * TABLES_PER_PARTITION && at_expiry % TABLES_PER_PARTITION == 0,
+        "{at_expiry} tables for 9 partitions"
+    );
+    let goal = 7 * TABLES_PER_PARTITION;
     let mut pending = at_expiry;
     while pending > goal && start.elapsed() < std::time::Duration::from_secs(15) {
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -407,7 +421,8 @@ fn expired_tables_are_deleted_while_writes_never_pause() {
     }
     assert!(
         pending <= goal,
-        "{pending} of {at_expiry} expired tables left after {:?} of writes ({batches_meanwhile} batches)",
+        "{pending} of {} expired tables left after {:?} of writes ({batches_meanwhile} batches)",
+        9 * TABLES_PER_PARTITION,
         start.elapsed()
     );
 }

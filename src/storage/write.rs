@@ -83,8 +83,8 @@ impl PreparedRecord {
         // The JSON is about as long as the encoding plus its quotes, keys'
         // punctuation and spelled-out times: sized so it rarely grows.
         let mut json = Vec::with_capacity(encoded_len + encoded_len / 2 + 128 + names);
-        // Writing into a vector cannot fail; a failure would leave the
-        // JSON empty, which `prepare_with` rejects as no record.
+        // Writing a record into a vector cannot fail (its numbers are
+        // finite, its keys strings); the JSON is left empty if it did.
         if serde_json::to_writer(&mut json, &crate::model::SortedJson(record)).is_err() {
             json.clear();
         }
@@ -112,6 +112,8 @@ impl PreparedRecord {
         // Offsets fit in `u32`: `prepare_with` refuses records over 1 MiB of
         // JSON, and a longer one's wrapped offsets only misplace its keys.
         let mut key_buf = Vec::new();
+        // Room for one key a path (header and an instant's 9 bytes).
+        bytes.reserve(indexed_paths.len() * 21);
         for path in indexed_paths {
             let start = text.len();
             text.push_str(path);
@@ -1128,13 +1130,37 @@ mod tests {
 
     /// Every part of a prepared record reads back as what it was made from:
     /// the encoding, the JSON, the names and each indexed path's keys (a
-    /// path with no value, one with an array of several, a run id or none).
+    /// path with no value, one with an array of several, a run id, an empty
+    /// one or none, targets whose key is escaped, names beyond ASCII). The
+    /// keys are checked against `IndexValue::key`, which queries use.
     #[test]
     fn prepared_parts_read_back() {
         use super::PreparedRecord;
         use crate::kinds::Bucket;
-        use crate::storage::{decode_record, keys_at};
+        use crate::storage::{decode_record, IndexValue};
         use crate::testdata::{GenConfig, Generator};
+        use serde_json::Value;
+
+        /// The keys at `path` as a query would build them.
+        fn query_keys(record: &crate::model::MetadataRecord, path: &str) -> Vec<Vec<u8>> {
+            let mut segments = path.split('.');
+            let mut value = match segments.next() {
+                Some("payload") => record.payload.get(segments.next().unwrap()),
+                _ => record.extras.get(segments.next().unwrap()),
+            };
+            for segment in segments {
+                value = value.and_then(|v| v.get(segment));
+            }
+            let scalars: Vec<&Value> = match value {
+                Some(Value::Array(items)) => items.iter().collect(),
+                Some(v) => vec![v],
+                None => Vec::new(),
+            };
+            scalars
+                .into_iter()
+                .filter_map(|v| IndexValue::from_json(v).map(|v| v.key()))
+                .collect()
+        }
 
         let paths: Vec<String> = [
             "extras.window_start",
@@ -1146,10 +1172,20 @@ mod tests {
         .to_vec();
         let mut seen_several = false;
         for (i, mut record) in Generator::new(3, GenConfig::scaled(2_000)).enumerate() {
-            if i % 2 == 0 {
-                record.context.run_id = None;
+            match i % 4 {
+                0 => record.context.run_id = None,
+                1 => record.context.run_id = Some(String::new()),
+                _ => {}
             }
-            record.target.source_id = format!("src{}", i % 3);
+            record.target.source_id = match i % 5 {
+                0 => "pg:eu".into(), // a `:` in the source: the key is escaped
+                1 => String::new(),  // no source
+                2 => "sö".into(),    // beyond ASCII
+                _ => format!("src{}", i % 3),
+            };
+            if i % 7 == 0 {
+                record.producer_id = "producteur-é".into();
+            }
             let prepared = PreparedRecord::new(&record, Bucket::Day, &paths);
             assert_eq!(decode_record(prepared.encoded()).unwrap(), record);
             assert_eq!(prepared.json(), record.to_json_string());
@@ -1165,14 +1201,14 @@ mod tests {
             assert_eq!(prepared.partition().kind, record.kind);
             let expected: Vec<(String, Vec<u8>)> = paths
                 .iter()
-                .flat_map(|p| keys_at(&record, p).into_iter().map(|k| (p.clone(), k)))
+                .flat_map(|p| query_keys(&record, p).into_iter().map(|k| (p.clone(), k)))
                 .collect();
             let got: Vec<(String, Vec<u8>)> = prepared
                 .path_keys()
                 .map(|(p, k)| (p.to_owned(), k.to_vec()))
                 .collect();
             assert_eq!(got, expected);
-            seen_several |= keys_at(&record, &paths[1]).len() > 1;
+            seen_several |= query_keys(&record, &paths[1]).len() > 1;
         }
         assert!(seen_several, "no record had several keys at one path");
     }
