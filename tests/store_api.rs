@@ -405,7 +405,7 @@ fn expired_tables_are_deleted_while_writes_never_pause() {
     const TABLES_PER_PARTITION: usize = 4;
     let at_expiry = store.purge_pending().unwrap();
     assert!(
-        at_expiry <= 9 * TABLES_PER_PARTITION && at_expiry % TABLES_PER_PARTITION == 0,
+        at_expiry <= 9 * TABLES_PER_PARTITION && at_expiry.is_multiple_of(TABLES_PER_PARTITION),
         "{at_expiry} tables for 9 partitions"
     );
     let goal = 7 * TABLES_PER_PARTITION;
