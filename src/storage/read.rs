@@ -16,7 +16,7 @@ use super::codec::{
 };
 use super::partition::partition_name;
 use super::path_index::{KeyTest, PathConstraint, PathMatch};
-use super::snapshot::{RecordBytes, RecordsTable, Snapshot, SnapshotPartition};
+use super::snapshot::{ByTargetTable, RecordBytes, RecordsTable, Snapshot, SnapshotPartition};
 use super::target_keys::{keys_of, TargetKey, Visit};
 use super::write::latest_order;
 use super::{
@@ -863,6 +863,7 @@ impl Engine {
         // record decoded after that took its slow path (callgrind,
         // profile_history at N = 50,000: 5.6% fewer instructions a call).
         let mut keys: Vec<(&RecordsTable, i64, u64)> = Vec::new();
+        let mut built = false;
         for part in partitions.iter() {
             let (key, info) = (&part.entry.key, &part.entry.info);
             if key.bucket_start >= until {
@@ -876,9 +877,10 @@ impl Engine {
                 continue;
             };
             // An often-read partition's keys are searched in memory (see
-            // `target_keys`), the others' in the index.
+            // `target_keys`), the others' in the index; a call copies at
+            // most one partition's keys.
             let cache = &self.target_keys;
-            let build = match cache.visit(&key.kind, key.bucket_start, info) {
+            let build = match cache.visit(&key.kind, key.bucket_start, info, !built) {
                 Visit::Keys(held) => {
                     let found = keys_of(&held, target_id, from, until);
                     keys.extend(found.map(|&(_, ts, id)| (records, ts, id)));
@@ -887,11 +889,14 @@ impl Engine {
                 Visit::Seek { build } => build,
             };
             if build {
-                let all = index
-                    .iter()?
-                    .map(|entry| entry.map(|(key, _)| key.value()))
-                    .collect::<std::result::Result<Vec<TargetKey>, _>>()?;
-                let all: Arc<[TargetKey]> = Arc::from(all);
+                built = true;
+                let all = match copy_keys(index, info.n_records) {
+                    Ok(all) => all,
+                    Err(e) => {
+                        cache.abandon(&key.kind, key.bucket_start);
+                        return Err(e);
+                    }
+                };
                 let found = keys_of(&all, target_id, from, until);
                 keys.extend(found.map(|&(_, ts, id)| (records, ts, id)));
                 cache.put(&key.kind, key.bucket_start, info, all);
@@ -1317,4 +1322,14 @@ fn decode_latest(value: &[u8]) -> Result<StoredRecord> {
         id,
         record: decode_record(bytes)?,
     })
+}
+
+/// Every key of a partition's by-target index, in order, for the
+/// in-memory copy `history` searches (see `target_keys`).
+fn copy_keys(index: &ByTargetTable, n_records: u64) -> Result<Arc<[TargetKey]>> {
+    let mut all = Vec::with_capacity(usize::try_from(n_records).unwrap_or(0));
+    for entry in index.iter()? {
+        all.push(entry?.0.value());
+    }
+    Ok(Arc::from(all))
 }

@@ -12,19 +12,31 @@
 //! partition, with new ids, and ids are never reused, so equal stamps
 //! mean equal contents. A commit that adds records changes the stamp, and
 //! the next visit starts counting again; a dropped partition's entry is
-//! never matched again. The cache holds at most [`MAX_KEYS`] keys; past
-//! that it is emptied and fills again from the partitions still read.
+//! never matched again, and a reader on a snapshot older than the keys
+//! held neither uses nor replaces them.
+//!
+//! The cost of a copy falls on one `history` call (the one that makes the
+//! fourth visit), so a call copies at most one partition
+//! (`may_build`), at most one caller copies a partition at a time, and a
+//! partition of more than [`MAX_PARTITION_KEYS`] records is never copied.
+//! The cache holds at most [`MAX_KEYS`] keys; past that the partitions
+//! used longest ago are let go.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::read::PartitionInfo;
+
+/// Keyed by names hashed on every visit; foldhash costs a fraction of SipHash.
+type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 /// Visits of a partition (at one stamp) before its keys are copied.
 pub(crate) const BUILD_AFTER: u32 = 4;
 
 /// At most this many keys (24 bytes each: 24 MiB) are held.
 pub(crate) const MAX_KEYS: usize = 1 << 20;
+
+/// Partitions with more records are always read from their index.
+pub(crate) const MAX_PARTITION_KEYS: u64 = (MAX_KEYS / 8) as u64;
 
 /// One by-target index key: (target id, `produced_at`, record id).
 pub(crate) type TargetKey = (u64, i64, u64);
@@ -41,14 +53,27 @@ fn stamp(info: &PartitionInfo) -> Stamp {
 struct Slot {
     stamp: Stamp,
     visits: u32,
+    /// A caller is copying the keys.
+    building: bool,
+    /// When the keys were last used (the cache's visit clock).
+    used: u64,
     keys: Option<Arc<[TargetKey]>>,
+}
+
+#[derive(Default)]
+struct Slots {
+    /// Per kind, per bucket start.
+    kinds: HashMap<String, HashMap<i64, Slot>>,
+    /// Keys held in all.
+    held: usize,
+    /// Counts visits, to order slots by last use.
+    clock: u64,
 }
 
 /// See the module documentation.
 #[derive(Default)]
 pub(crate) struct TargetKeysCache {
-    /// Per kind, per bucket start.
-    slots: Mutex<HashMap<String, HashMap<i64, Slot>>>,
+    slots: Mutex<Slots>,
 }
 
 /// What [`TargetKeysCache::visit`] found for a partition.
@@ -56,43 +81,60 @@ pub(crate) enum Visit {
     /// Its keys, sorted.
     Keys(Arc<[TargetKey]>),
     /// Not held: seek the index. `build` when the caller should copy the
-    /// keys and [`TargetKeysCache::put`] them.
+    /// keys and [`TargetKeysCache::put`] them (or [`TargetKeysCache::abandon`]).
     Seek { build: bool },
 }
 
 impl TargetKeysCache {
-    /// Counts a visit of a partition and returns its keys if held.
-    pub(crate) fn visit(&self, kind: &str, bucket_start: i64, info: &PartitionInfo) -> Visit {
+    /// Counts a visit of a partition and returns its keys if held. Asks
+    /// the caller to copy them only if `may_build`.
+    pub(crate) fn visit(
+        &self,
+        kind: &str,
+        bucket_start: i64,
+        info: &PartitionInfo,
+        may_build: bool,
+    ) -> Visit {
         let mut slots = self.lock();
-        if !slots.contains_key(kind) {
+        let slots = &mut *slots;
+        slots.clock += 1;
+        if !slots.kinds.contains_key(kind) {
             // Once per kind: no allocation for the name on later visits.
-            slots.insert(kind.to_owned(), HashMap::new());
+            slots.kinds.insert(kind.to_owned(), HashMap::default());
         }
-        match slots.get_mut(kind) {
-            Some(kind_slots) => {
-                Self::count(kind_slots.entry(bucket_start).or_default(), stamp(info))
+        let Some(kind_slots) = slots.kinds.get_mut(kind) else {
+            return Visit::Seek { build: false };
+        };
+        let slot = kind_slots.entry(bucket_start).or_default();
+        let now = stamp(info);
+        if slot.stamp != now {
+            if now.2 < slot.stamp.2 {
+                // A reader on an older snapshot: leave the newer slot be.
+                return Visit::Seek { build: false };
             }
-            None => Visit::Seek { build: false },
-        }
-    }
-
-    fn count(slot: &mut Slot, stamp: Stamp) -> Visit {
-        if slot.stamp != stamp {
+            if let Some(keys) = slot.keys.take() {
+                slots.held -= keys.len();
+            }
             *slot = Slot {
-                stamp,
+                stamp: now,
                 ..Slot::default()
             };
         }
         if let Some(keys) = &slot.keys {
+            slot.used = slots.clock;
             return Visit::Keys(Arc::clone(keys));
         }
         slot.visits = slot.visits.saturating_add(1);
-        Visit::Seek {
-            build: slot.visits >= BUILD_AFTER,
-        }
+        let build = may_build
+            && !slot.building
+            && slot.visits >= BUILD_AFTER
+            && info.n_records <= MAX_PARTITION_KEYS;
+        slot.building |= build;
+        Visit::Seek { build }
     }
 
-    /// Holds a partition's keys, read at the stamp of `info`.
+    /// Holds a partition's keys, read at the stamp of `info`, after a
+    /// visit that asked for them.
     pub(crate) fn put(
         &self,
         kind: &str,
@@ -101,32 +143,72 @@ impl TargetKeysCache {
         keys: Arc<[TargetKey]>,
     ) {
         let mut slots = self.lock();
-        let held: usize = slots
-            .values()
-            .flat_map(HashMap::values)
-            .filter_map(|slot| slot.keys.as_ref().map(|k| k.len()))
-            .sum();
-        if held + keys.len() > MAX_KEYS {
-            slots.clear();
-            if keys.len() > MAX_KEYS {
-                return;
-            }
+        let slots = &mut *slots;
+        let Some(slot) = slots
+            .kinds
+            .get_mut(kind)
+            .and_then(|kind_slots| kind_slots.get_mut(&bucket_start))
+        else {
+            return;
+        };
+        slot.building = false;
+        if slot.stamp != stamp(info) || slot.keys.is_some() || keys.len() > MAX_KEYS {
+            // The partition changed meanwhile (or the keys are there).
+            return;
         }
-        let slot = slots
-            .entry(kind.to_owned())
-            .or_default()
-            .entry(bucket_start)
-            .or_default();
-        if slot.stamp == stamp(info) || slot.keys.is_none() {
-            *slot = Slot {
-                stamp: stamp(info),
-                visits: BUILD_AFTER,
-                keys: Some(keys),
-            };
+        slot.used = slots.clock;
+        slot.keys = Some(keys);
+        let added = slot.keys.as_ref().map_or(0, |k| k.len());
+        slots.held += added;
+        Self::make_room(slots);
+    }
+
+    /// A copy asked for was not made (an error): another visit may ask again.
+    pub(crate) fn abandon(&self, kind: &str, bucket_start: i64) {
+        let mut slots = self.lock();
+        if let Some(slot) = slots
+            .kinds
+            .get_mut(kind)
+            .and_then(|kind_slots| kind_slots.get_mut(&bucket_start))
+        {
+            slot.building = false;
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<i64, Slot>>> {
+    /// Lets go of the keys used longest ago until at most [`MAX_KEYS`] are held.
+    fn make_room(slots: &mut Slots) {
+        while slots.held > MAX_KEYS {
+            let oldest = slots
+                .kinds
+                .values_mut()
+                .flat_map(|kind_slots| kind_slots.values_mut())
+                .filter(|slot| slot.keys.is_some())
+                .min_by_key(|slot| slot.used);
+            let Some(slot) = oldest else {
+                slots.held = 0;
+                return;
+            };
+            if let Some(keys) = slot.keys.take() {
+                slots.held -= keys.len();
+            }
+            slot.visits = 0;
+        }
+    }
+
+    /// Partitions and keys held (for tests).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> (usize, usize) {
+        let slots = self.lock();
+        let n = slots
+            .kinds
+            .values()
+            .flat_map(|kind_slots| kind_slots.values())
+            .filter(|slot| slot.keys.is_some())
+            .count();
+        (n, slots.held)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
         // A cache: a panic elsewhere cannot leave it wrong, only incomplete.
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -158,42 +240,75 @@ mod tests {
         info
     }
 
+    fn seeks(visit: Visit) -> Option<bool> {
+        match visit {
+            Visit::Seek { build } => Some(build),
+            Visit::Keys(_) => None,
+        }
+    }
+
     #[test]
     fn keys_are_held_after_enough_visits_and_dropped_when_the_partition_changes() {
         let cache = TargetKeysCache::default();
         let before = info(3, 3);
         for _ in 1..BUILD_AFTER {
-            assert!(matches!(
-                cache.visit("k", 0, &before),
-                Visit::Seek { build: false }
-            ));
+            assert_eq!(seeks(cache.visit("k", 0, &before, true)), Some(false));
         }
-        assert!(matches!(
-            cache.visit("k", 0, &before),
-            Visit::Seek { build: true }
-        ));
+        // Not while the caller may not build; then once, to one caller.
+        assert_eq!(seeks(cache.visit("k", 0, &before, false)), Some(false));
+        assert_eq!(seeks(cache.visit("k", 0, &before, true)), Some(true));
+        assert_eq!(seeks(cache.visit("k", 0, &before, true)), Some(false));
         cache.put(
             "k",
             0,
             &before,
             Arc::from(vec![(1, 1, 1), (1, 2, 2), (2, 3, 3)]),
         );
-        let Visit::Keys(keys) = cache.visit("k", 0, &before) else {
+        let Visit::Keys(keys) = cache.visit("k", 0, &before, true) else {
             panic!("keys not held");
         };
         assert_eq!(keys.len(), 3);
+        assert_eq!(cache.held(), (1, 3));
         // Another partition of the kind, and the same bucket of another kind, count apart.
-        assert!(matches!(cache.visit("k", 1, &before), Visit::Seek { .. }));
-        assert!(matches!(cache.visit("j", 0, &before), Visit::Seek { .. }));
-        // A commit added a record: the keys are no longer used.
+        assert_eq!(seeks(cache.visit("k", 1, &before, true)), Some(false));
+        assert_eq!(seeks(cache.visit("j", 0, &before, true)), Some(false));
+        // A commit added a record: the keys are let go.
         let after = info(4, 4);
-        assert!(matches!(
-            cache.visit("k", 0, &after),
-            Visit::Seek { build: false }
-        ));
+        assert_eq!(seeks(cache.visit("k", 0, &after, true)), Some(false));
+        assert_eq!(cache.held(), (0, 0));
+        // A reader on the older snapshot neither uses nor resets the newer
+        // slot (the visit above was the first at the new stamp).
+        for _ in 2..BUILD_AFTER {
+            assert_eq!(seeks(cache.visit("k", 0, &after, true)), Some(false));
+        }
+        assert_eq!(seeks(cache.visit("k", 0, &before, true)), Some(false));
+        assert_eq!(seeks(cache.visit("k", 0, &after, true)), Some(true));
+        // Keys read at the older stamp are refused.
+        cache.put("k", 0, &before, Arc::from(vec![(1, 1, 1)]));
+        assert_eq!(cache.held(), (0, 0));
         // The same count with other ids (expired and written again): not used either.
-        let other = info(3, 9);
-        assert!(matches!(cache.visit("k", 0, &other), Visit::Seek { .. }));
+        cache.put("k", 0, &after, Arc::from(vec![(1, 1, 1)]));
+        assert!(matches!(cache.visit("k", 0, &after, true), Visit::Keys(_)));
+        let other = info(4, 9);
+        assert_eq!(seeks(cache.visit("k", 0, &other, true)), Some(false));
+    }
+
+    #[test]
+    fn an_abandoned_copy_can_be_asked_for_again_and_large_partitions_never_are() {
+        let cache = TargetKeysCache::default();
+        let i = info(2, 2);
+        for _ in 1..BUILD_AFTER {
+            cache.visit("k", 0, &i, true);
+        }
+        assert_eq!(seeks(cache.visit("k", 0, &i, true)), Some(true));
+        cache.abandon("k", 0);
+        assert_eq!(seeks(cache.visit("k", 0, &i, true)), Some(true));
+        let mut large = PartitionInfo::empty(Bucket::Month, 100);
+        large.add(1, 1);
+        large.n_records = MAX_PARTITION_KEYS + 1;
+        for _ in 0..2 * BUILD_AFTER {
+            assert_eq!(seeks(cache.visit("k", 5, &large, true)), Some(false));
+        }
     }
 
     #[test]
@@ -209,17 +324,118 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_empties_itself_past_its_bound() {
+    fn past_its_bound_the_cache_lets_go_of_the_keys_used_longest_ago() {
         let cache = TargetKeysCache::default();
         let i = info(1, 1);
-        let big: Arc<[TargetKey]> = Arc::from(vec![(0, 0, 0); MAX_KEYS / 2 + 1]);
-        cache.put("k", 0, &i, Arc::clone(&big));
-        assert!(matches!(cache.visit("k", 0, &i), Visit::Keys(_)));
-        cache.put("k", 1, &i, big);
-        assert!(matches!(cache.visit("k", 1, &i), Visit::Keys(_)));
-        assert!(
-            matches!(cache.visit("k", 0, &i), Visit::Seek { .. }),
-            "the first partition's keys were let go"
+        let third: Arc<[TargetKey]> = Arc::from(vec![(0, 0, 0); MAX_KEYS / 3 + 1]);
+        for bucket in 0..3 {
+            for _ in 0..BUILD_AFTER {
+                cache.visit("k", bucket, &i, true);
+            }
+            cache.put("k", bucket, &i, Arc::clone(&third));
+        }
+        assert_eq!(cache.held().0, 2, "the third put let one go");
+        assert_eq!(
+            seeks(cache.visit("k", 0, &i, true)),
+            Some(false),
+            "bucket 0 went"
         );
+        assert!(matches!(cache.visit("k", 1, &i, true), Visit::Keys(_)));
+        assert!(matches!(cache.visit("k", 2, &i, true), Visit::Keys(_)));
+    }
+
+    /// Through the engine: `history` over the same partitions copies their
+    /// keys after enough calls, one partition a call, answers as a scan
+    /// does with them (ranges inside partitions included), and reads a
+    /// partition a commit changed from its index again.
+    #[test]
+    fn history_uses_the_copied_keys_and_answers_as_a_scan_does() {
+        use crate::kinds::standard_kinds;
+        use crate::model::{JsonObject, MetadataRecord, MetadataTarget, TimeRange, Timestamp};
+        use crate::query::ScanRequest;
+        use crate::storage::{Commit, Engine, PreparedRecord};
+
+        const HOUR: i64 = 3_600_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &standard_kinds(), 1 << 20).unwrap();
+        let target = |t: usize| MetadataTarget::new("s", "d", &format!("t{t}"));
+        let record = |t: usize, hour: i64| {
+            MetadataRecord::new(
+                "ingestion_volume",
+                target(t),
+                JsonObject::new(),
+                Timestamp::from_micros(hour * HOUR),
+                "p",
+            )
+        };
+        let write = |records: &[MetadataRecord]| {
+            let prepared: Vec<_> = records
+                .iter()
+                .map(|r| PreparedRecord::new(r, Bucket::Day, &[]))
+                .collect();
+            engine
+                .write(&[prepared.as_slice()], Commit::Durable)
+                .unwrap();
+        };
+        let ranges = [
+            TimeRange::ALL,
+            TimeRange::new(
+                Timestamp::from_micros(7 * HOUR),
+                Timestamp::from_micros(50 * HOUR),
+            ),
+        ];
+        // Each target and range: history's ids, and a scan's.
+        let answers = || -> Vec<(Vec<u64>, Vec<u64>)> {
+            let mut out = Vec::new();
+            for range in ranges {
+                for t in 0..5 {
+                    let found = engine
+                        .history("ingestion_volume", &target(t), range)
+                        .unwrap();
+                    let request = ScanRequest {
+                        kinds: Some(vec!["ingestion_volume".into()]),
+                        time: range,
+                        targets: Some(vec![target(t).canonical_name()]),
+                        ..ScanRequest::default()
+                    };
+                    let scanned = engine.scan(&request).unwrap().map(|r| r.unwrap().id);
+                    out.push((found.iter().map(|r| r.id).collect(), scanned.collect()));
+                }
+            }
+            out
+        };
+        let agree = |answers: &[(Vec<u64>, Vec<u64>)]| answers.iter().all(|(h, s)| h == s);
+        // Three days, four targets, a record every 5 hours.
+        write(
+            &(0..72)
+                .step_by(5)
+                .map(|h| record(h as usize % 4, h))
+                .collect::<Vec<_>>(),
+        );
+        // Calls over all three days: the 4th visit of each asks for a copy,
+        // and a call makes at most one.
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            engine
+                .history("ingestion_volume", &target(0), TimeRange::ALL)
+                .unwrap();
+            held.push(engine.target_keys.held().0);
+        }
+        assert_eq!(held, [0, 0, 0, 1, 2, 3]);
+        let warm = answers();
+        assert!(agree(&warm), "{warm:?}");
+        assert!(warm.iter().any(|(h, _)| !h.is_empty()));
+        // A new record in day 1 changes that partition: read from its index
+        // again (and copied again after more visits), the record in the answer.
+        write(&[record(1, 30)]);
+        assert_eq!(
+            engine.target_keys.held().0,
+            3,
+            "nothing let go before a visit"
+        );
+        let after = answers();
+        assert!(agree(&after), "{after:?}");
+        assert_ne!(after, warm);
+        assert_eq!(engine.target_keys.held().0, 3, "day 1's keys copied again");
     }
 }
