@@ -17,7 +17,7 @@ use super::codec::{
 use super::partition::partition_name;
 use super::path_index::{KeyTest, PathConstraint, PathMatch};
 use super::snapshot::{ByTargetTable, RecordBytes, RecordsTable, Snapshot, SnapshotPartition};
-use super::target_keys::{keys_of, TargetKey, Visit};
+use super::target_keys::{PartKeys, Visit};
 use super::write::latest_order;
 use super::{
     by_dict_id_def, by_run_def, part_table_name, path_index_def, path_table_name, records_def,
@@ -882,7 +882,7 @@ impl Engine {
             let cache = &self.target_keys;
             let build = match cache.visit(&key.kind, key.bucket_start, info, !built) {
                 Visit::Keys(held) => {
-                    let found = keys_of(&held, target_id, from, until);
+                    let found = held.of(target_id, from, until);
                     keys.extend(found.map(|&(_, ts, id)| (records, ts, id)));
                     continue;
                 }
@@ -897,7 +897,7 @@ impl Engine {
                         return Err(e);
                     }
                 };
-                let found = keys_of(&all, target_id, from, until);
+                let found = all.of(target_id, from, until);
                 keys.extend(found.map(|&(_, ts, id)| (records, ts, id)));
                 cache.put(&key.kind, key.bucket_start, info, all);
                 continue;
@@ -1326,10 +1326,10 @@ fn decode_latest(value: &[u8]) -> Result<StoredRecord> {
 
 /// Every key of a partition's by-target index, in order, for the
 /// in-memory copy `history` searches (see `target_keys`).
-fn copy_keys(index: &ByTargetTable, n_records: u64) -> Result<Arc<[TargetKey]>> {
+fn copy_keys(index: &ByTargetTable, n_records: u64) -> Result<Arc<PartKeys>> {
     let mut all = Vec::with_capacity(usize::try_from(n_records).unwrap_or(0));
     for entry in index.iter()? {
         all.push(entry?.0.value());
     }
-    Ok(Arc::from(all))
+    Ok(Arc::new(PartKeys::new(all)))
 }

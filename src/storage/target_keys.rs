@@ -41,6 +41,78 @@ pub(crate) const MAX_PARTITION_KEYS: u64 = (MAX_KEYS / 8) as u64;
 /// One by-target index key: (target id, `produced_at`, record id).
 pub(crate) type TargetKey = (u64, i64, u64);
 
+/// One partition's by-target keys, sorted, and where each target's keys
+/// start: with dense target ids (a dictionary numbers targets from 1) a
+/// target's keys are found by two reads of memory, where a binary search
+/// over thousands of keys misses the CPU cache a dozen times.
+pub(crate) struct PartKeys {
+    keys: Box<[TargetKey]>,
+    /// The smallest target id.
+    first_target: u64,
+    /// For target `first_target + i`, its keys are `starts[i]..starts[i + 1]`;
+    /// empty when the ids are too sparse for it (binary search then).
+    starts: Box<[u32]>,
+}
+
+impl PartKeys {
+    /// Indexes sorted keys.
+    pub(crate) fn new(keys: Vec<TargetKey>) -> Self {
+        let (first, last) = match (keys.first(), keys.last()) {
+            (Some(first), Some(last)) => (first.0, last.0),
+            _ => (0, 0),
+        };
+        let span = last.saturating_sub(first).saturating_add(1);
+        let dense = span <= 4 * keys.len() as u64 + 64 && keys.len() < u32::MAX as usize;
+        let mut starts = Vec::new();
+        if dense {
+            starts.reserve(span as usize + 1);
+            let mut at = 0;
+            for target in first..=last {
+                while keys.get(at).is_some_and(|k| k.0 < target) {
+                    at += 1;
+                }
+                starts.push(at as u32);
+            }
+            starts.push(keys.len() as u32);
+        }
+        PartKeys {
+            keys: keys.into_boxed_slice(),
+            first_target: first,
+            starts: starts.into_boxed_slice(),
+        }
+    }
+
+    /// The keys of `target` produced in `[from, until)`.
+    pub(crate) fn of(
+        &self,
+        target: u64,
+        from: i64,
+        until: i64,
+    ) -> impl Iterator<Item = &TargetKey> {
+        let keys: &[TargetKey] = if self.starts.is_empty() {
+            &self.keys
+        } else {
+            let i = target.wrapping_sub(self.first_target);
+            match usize::try_from(i)
+                .ok()
+                .and_then(|i| Some((*self.starts.get(i)?, *self.starts.get(i + 1)?)))
+            {
+                Some((start, end)) => self
+                    .keys
+                    .get(start as usize..end as usize)
+                    .unwrap_or_default(),
+                None => &[],
+            }
+        };
+        keys_of(keys, target, from, until)
+    }
+
+    /// What it holds, in keys (the starts counted at their size).
+    fn weight(&self) -> usize {
+        self.keys.len() + self.starts.len() / 6
+    }
+}
+
 /// What identifies a partition's contents: its record count, smallest
 /// and largest id.
 type Stamp = (u64, u64, u64);
@@ -57,7 +129,7 @@ struct Slot {
     building: bool,
     /// When the keys were last used (the cache's visit clock).
     used: u64,
-    keys: Option<Arc<[TargetKey]>>,
+    keys: Option<Arc<PartKeys>>,
 }
 
 #[derive(Default)]
@@ -79,7 +151,7 @@ pub(crate) struct TargetKeysCache {
 /// What [`TargetKeysCache::visit`] found for a partition.
 pub(crate) enum Visit {
     /// Its keys, sorted.
-    Keys(Arc<[TargetKey]>),
+    Keys(Arc<PartKeys>),
     /// Not held: seek the index. `build` when the caller should copy the
     /// keys and [`TargetKeysCache::put`] them (or [`TargetKeysCache::abandon`]).
     Seek { build: bool },
@@ -113,7 +185,7 @@ impl TargetKeysCache {
                 return Visit::Seek { build: false };
             }
             if let Some(keys) = slot.keys.take() {
-                slots.held -= keys.len();
+                slots.held -= keys.weight();
             }
             *slot = Slot {
                 stamp: now,
@@ -140,7 +212,7 @@ impl TargetKeysCache {
         kind: &str,
         bucket_start: i64,
         info: &PartitionInfo,
-        keys: Arc<[TargetKey]>,
+        keys: Arc<PartKeys>,
     ) {
         let mut slots = self.lock();
         let slots = &mut *slots;
@@ -152,13 +224,13 @@ impl TargetKeysCache {
             return;
         };
         slot.building = false;
-        if slot.stamp != stamp(info) || slot.keys.is_some() || keys.len() > MAX_KEYS {
+        if slot.stamp != stamp(info) || slot.keys.is_some() || keys.weight() > MAX_KEYS {
             // The partition changed meanwhile (or the keys are there).
             return;
         }
         slot.used = slots.clock;
         slot.keys = Some(keys);
-        let added = slot.keys.as_ref().map_or(0, |k| k.len());
+        let added = slot.keys.as_ref().map_or(0, |k| k.weight());
         slots.held += added;
         Self::make_room(slots);
     }
@@ -189,7 +261,7 @@ impl TargetKeysCache {
                 return;
             };
             if let Some(keys) = slot.keys.take() {
-                slots.held -= keys.len();
+                slots.held -= keys.weight();
             }
             slot.visits = 0;
         }
@@ -262,12 +334,12 @@ mod tests {
             "k",
             0,
             &before,
-            Arc::from(vec![(1, 1, 1), (1, 2, 2), (2, 3, 3)]),
+            Arc::new(PartKeys::new(vec![(1, 1, 1), (1, 2, 2), (2, 3, 3)])),
         );
         let Visit::Keys(keys) = cache.visit("k", 0, &before, true) else {
             panic!("keys not held");
         };
-        assert_eq!(keys.len(), 3);
+        assert_eq!(keys.of(1, 0, 9).count(), 2);
         assert_eq!(cache.held(), (1, 3));
         // Another partition of the kind, and the same bucket of another kind, count apart.
         assert_eq!(seeks(cache.visit("k", 1, &before, true)), Some(false));
@@ -284,10 +356,10 @@ mod tests {
         assert_eq!(seeks(cache.visit("k", 0, &before, true)), Some(false));
         assert_eq!(seeks(cache.visit("k", 0, &after, true)), Some(true));
         // Keys read at the older stamp are refused.
-        cache.put("k", 0, &before, Arc::from(vec![(1, 1, 1)]));
+        cache.put("k", 0, &before, Arc::new(PartKeys::new(vec![(1, 1, 1)])));
         assert_eq!(cache.held(), (0, 0));
         // The same count with other ids (expired and written again): not used either.
-        cache.put("k", 0, &after, Arc::from(vec![(1, 1, 1)]));
+        cache.put("k", 0, &after, Arc::new(PartKeys::new(vec![(1, 1, 1)])));
         assert!(matches!(cache.visit("k", 0, &after, true), Visit::Keys(_)));
         let other = info(4, 9);
         assert_eq!(seeks(cache.visit("k", 0, &other, true)), Some(false));
@@ -312,6 +384,34 @@ mod tests {
     }
 
     #[test]
+    fn part_keys_find_what_a_search_finds_with_dense_or_sparse_ids() {
+        let dense: Vec<TargetKey> = (0..300u64)
+            .map(|i| (3 + i / 3 * 2, (i % 3) as i64, i))
+            .collect();
+        let sparse: Vec<TargetKey> = (0..300u64)
+            .map(|i| (i / 3 * 1_000, (i % 3) as i64, i))
+            .collect();
+        for keys in [dense, sparse, Vec::new()] {
+            let part = PartKeys::new(keys.clone());
+            let targets = keys
+                .iter()
+                .map(|k| k.0)
+                .chain([0, 1, 2, u64::MAX, 400, 999_999]);
+            for target in targets {
+                for (from, until) in [(0, 3), (1, 2), (2, 9), (5, 9), (i64::MIN, i64::MAX)] {
+                    let found: Vec<_> = part.of(target, from, until).collect();
+                    let searched: Vec<_> = keys_of(&keys, target, from, until).collect();
+                    assert_eq!(found, searched, "target {target}, {from}..{until}");
+                }
+            }
+        }
+        assert!(!PartKeys::new(vec![(1, 0, 0), (2, 0, 1)]).starts.is_empty());
+        assert!(PartKeys::new(vec![(1, 0, 0), (1 << 40, 0, 1)])
+            .starts
+            .is_empty());
+    }
+
+    #[test]
     fn a_target_s_keys_within_a_range() {
         let keys = [(1, 5, 1), (2, 1, 2), (2, 5, 3), (2, 9, 4), (3, 0, 5)];
         let of =
@@ -327,7 +427,7 @@ mod tests {
     fn past_its_bound_the_cache_lets_go_of_the_keys_used_longest_ago() {
         let cache = TargetKeysCache::default();
         let i = info(1, 1);
-        let third: Arc<[TargetKey]> = Arc::from(vec![(0, 0, 0); MAX_KEYS / 3 + 1]);
+        let third = Arc::new(PartKeys::new(vec![(0, 0, 0); MAX_KEYS / 3 + 1]));
         for bucket in 0..3 {
             for _ in 0..BUILD_AFTER {
                 cache.visit("k", bucket, &i, true);
