@@ -834,7 +834,9 @@ impl Engine {
     /// of that kind, target and range, without its planning. The target's
     /// id is resolved once (by its key, `MetadataTarget::key`), then each
     /// partition of the kind overlapping the range (tables opened once per
-    /// snapshot) gives the keys from its by-target index. Each record's
+    /// snapshot) gives the keys from its by-target index, or from the copy
+    /// of that index's keys held in memory for often-read partitions
+    /// (`target_keys`, used only at the snapshot's stamp). Each record's
     /// target is checked too: in a store upgraded from format version 3,
     /// two targets whose canonical names collided can share an id.
     pub fn history(
