@@ -35,6 +35,22 @@ fn ids(records: &[almanac::StoredRecord]) -> Vec<u64> {
     records.iter().map(|r| r.id).collect()
 }
 
+/// The ids a scan of one kind, target and range finds (`history`'s oracle:
+/// a scan plans through the indexes and never uses `history`'s keys).
+fn scanned_ids(store: &Store, kind: &str, t: usize, range: TimeRange) -> Vec<u64> {
+    let request = almanac::query::ScanRequest {
+        kinds: Some(vec![kind.into()]),
+        time: range,
+        targets: Some(vec![target(t).canonical_name()]),
+        ..almanac::query::ScanRequest::default()
+    };
+    store
+        .scan(&request)
+        .unwrap()
+        .map(|r| r.unwrap().id)
+        .collect()
+}
+
 fn heartbeat(t: usize, hours: i64, rows: i64) -> MetadataRecord {
     let mut r = volume(t, hours, rows);
     r.kind = "heartbeat".into();
@@ -144,9 +160,7 @@ fn retention_and_the_purge_are_seen_by_the_next_read() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicI64::new(BASE + 10 * DAY));
     let store = open_at(dir.path(), &now);
-    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
-    spec.retention = Retention::Days(3);
-    store.register_kind(spec).unwrap();
+    register_heartbeat(&store, 3);
     let old = store
         .bulk_store(&[heartbeat(1, 24 * 7 + 1, 1), heartbeat(1, 24 * 8 + 1, 2)])
         .unwrap();
@@ -270,17 +284,7 @@ fn history_matches_a_scan_of_the_same_kind_target_and_range() {
     ] {
         let range = TimeRange::new(ts(BASE + from * HOUR), ts(BASE + until * HOUR));
         for t in 0..4 {
-            let request = almanac::query::ScanRequest {
-                kinds: Some(vec!["ingestion_volume".into()]),
-                time: range,
-                targets: Some(vec![target(t).canonical_name()]),
-                ..almanac::query::ScanRequest::default()
-            };
-            let scanned: Vec<u64> = store
-                .scan(&request)
-                .unwrap()
-                .map(|r| r.unwrap().id)
-                .collect();
+            let scanned = scanned_ids(&store, "ingestion_volume", t, range);
             let history = store
                 .history(&target(t), "ingestion_volume", range)
                 .unwrap();
@@ -364,21 +368,10 @@ fn history_read_often_still_sees_every_later_write() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicI64::new(BASE + 10 * DAY));
     let store = open_at(dir.path(), &now);
-    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
-    spec.retention = Retention::Days(3);
-    store.register_kind(spec).unwrap();
+    register_heartbeat(&store, 3);
     let check = |store: &Store, when: &str| {
         for t in 0..4 {
-            let request = almanac::query::ScanRequest {
-                kinds: Some(vec!["heartbeat".into()]),
-                targets: Some(vec![target(t).canonical_name()]),
-                ..almanac::query::ScanRequest::default()
-            };
-            let scanned: Vec<u64> = store
-                .scan(&request)
-                .unwrap()
-                .map(|r| r.unwrap().id)
-                .collect();
+            let scanned = scanned_ids(store, "heartbeat", t, TimeRange::ALL);
             for _ in 0..6 {
                 let history = store
                     .history(&target(t), "heartbeat", TimeRange::ALL)

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use almanac::kinds::{KindSpec, Retention};
+use almanac::kinds::Retention;
 use almanac::query::RecordSource;
 use almanac::storage::StorageError;
 use almanac::{Clock, Error, MetadataRepository, Store, StoreOptions, TimeRange, Timestamp};
@@ -296,13 +296,6 @@ fn open_at(dir: &std::path::Path, now: &Arc<std::sync::atomic::AtomicI64>) -> St
         },
     )
     .unwrap()
-}
-
-/// Registers `heartbeat`, a short-lived kind kept `days` days.
-fn register_heartbeat(store: &Store, days: u32) {
-    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
-    spec.retention = Retention::Days(days);
-    store.register_kind(spec).unwrap();
 }
 
 /// A `heartbeat` record: [`volume`] under the short-lived kind.
@@ -1191,9 +1184,7 @@ fn a_store_of_an_unknown_format_version_is_refused_with_its_version() {
 fn a_record_older_than_its_kinds_retention_is_stored_then_expired() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()); // now = BASE + 30 days
-    let mut spec = KindSpec::new("heartbeat", "a short-lived kind");
-    spec.retention = Retention::Days(3);
-    store.register_kind(spec).unwrap();
+    register_heartbeat(&store, 3);
     let mut old = volume(1, 24 * 10, 1);
     old.kind = "heartbeat".into();
     let mut recent = volume(1, 24 * 29, 2);

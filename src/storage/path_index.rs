@@ -311,10 +311,9 @@ pub(crate) fn push_keys_at(
     }
 }
 
-/// Appends the key of a JSON scalar (`IndexValue::from_json(value)?.key()`)
-/// to `out`; false (nothing appended) for null, arrays and objects.
-/// The same as `IndexValue::from_json` then `push_key`, without copying
-/// a string value.
+/// Appends the key of a JSON scalar to `out` (what `IndexValue::from_json`
+/// then `push_key` append, without copying a string value); false, with
+/// nothing appended, for null, arrays and objects.
 fn push_scalar_key(value: &Value, out: &mut Vec<u8>) -> bool {
     match value {
         Value::String(s) => match Timestamp::parse_rfc3339(s) {

@@ -882,26 +882,26 @@ impl Engine {
             // `target_keys`), the others' in the index; a call copies at
             // most one partition's keys.
             let cache = &self.target_keys;
-            let build = match cache.visit(&key.kind, key.bucket_start, info, !built) {
-                Visit::Keys(held) => {
-                    let found = held.of(target_id, from, until);
-                    keys.extend(found.map(|&(_, ts, id)| (records, ts, id)));
-                    continue;
-                }
-                Visit::Seek { build } => build,
-            };
-            if build {
-                built = true;
-                let all = match copy_keys(index, info.n_records) {
-                    Ok(all) => all,
-                    Err(e) => {
-                        cache.abandon(&key.kind, key.bucket_start);
-                        return Err(e);
+            let held = match cache.visit(&key.kind, key.bucket_start, info, !built) {
+                Visit::Keys(held) => Some(held),
+                Visit::Seek { build: true } => {
+                    built = true;
+                    match copy_keys(index, info.n_records) {
+                        Ok(all) => {
+                            cache.put(&key.kind, key.bucket_start, info, Arc::clone(&all));
+                            Some(all)
+                        }
+                        Err(e) => {
+                            cache.abandon(&key.kind, key.bucket_start);
+                            return Err(e);
+                        }
                     }
-                };
-                let found = all.of(target_id, from, until);
+                }
+                Visit::Seek { build: false } => None,
+            };
+            if let Some(held) = held {
+                let found = held.of(target_id, from, until);
                 keys.extend(found.map(|&(_, ts, id)| (records, ts, id)));
-                cache.put(&key.kind, key.bucket_start, info, all);
                 continue;
             }
             // A cursor rather than a range: one key to encode and one seek,

@@ -216,11 +216,8 @@ impl TargetKeysCache {
     ) {
         let mut slots = self.lock();
         let slots = &mut *slots;
-        let Some(slot) = slots
-            .kinds
-            .get_mut(kind)
-            .and_then(|kind_slots| kind_slots.get_mut(&bucket_start))
-        else {
+        let clock = slots.clock;
+        let Some(slot) = slot_of(slots, kind, bucket_start) else {
             return;
         };
         slot.building = false;
@@ -228,21 +225,16 @@ impl TargetKeysCache {
             // The partition changed meanwhile (or the keys are there).
             return;
         }
-        slot.used = slots.clock;
+        slot.used = clock;
+        let added = keys.weight();
         slot.keys = Some(keys);
-        let added = slot.keys.as_ref().map_or(0, |k| k.weight());
         slots.held += added;
         Self::make_room(slots);
     }
 
     /// A copy asked for was not made (an error): another visit may ask again.
     pub(crate) fn abandon(&self, kind: &str, bucket_start: i64) {
-        let mut slots = self.lock();
-        if let Some(slot) = slots
-            .kinds
-            .get_mut(kind)
-            .and_then(|kind_slots| kind_slots.get_mut(&bucket_start))
-        {
+        if let Some(slot) = slot_of(&mut self.lock(), kind, bucket_start) {
             slot.building = false;
         }
     }
@@ -284,6 +276,11 @@ impl TargetKeysCache {
         // A cache: a panic elsewhere cannot leave it wrong, only incomplete.
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The slot of a partition visited before, if any.
+fn slot_of<'a>(slots: &'a mut Slots, kind: &str, bucket_start: i64) -> Option<&'a mut Slot> {
+    slots.kinds.get_mut(kind)?.get_mut(&bucket_start)
 }
 
 /// The keys of `target` produced in `[from, until)`, from sorted keys.

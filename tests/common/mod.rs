@@ -35,3 +35,10 @@ pub fn volume(t: usize, hours: i64, rows: i64) -> MetadataRecord {
         "ingestion.v1",
     )
 }
+
+/// Registers `heartbeat`, a short-lived kind kept `days` days.
+pub fn register_heartbeat(store: &almanac::Store, days: u32) {
+    let mut spec = almanac::kinds::KindSpec::new("heartbeat", "a short-lived kind");
+    spec.retention = almanac::kinds::Retention::Days(days);
+    store.register_kind(spec).unwrap();
+}
