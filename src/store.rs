@@ -209,6 +209,7 @@ fn prepare_with(
                 record,
                 registry.bucket_of(&record.kind),
                 registry.indexed_paths_of(&record.kind),
+                registry.summarized_paths_of(&record.kind),
             );
             // The limit holds for the record as the store writes it back
             // (its log line, `export`, `tail`): canonical JSON with an id,
@@ -979,7 +980,7 @@ impl Store {
             }
             .into());
         }
-        for path in &spec.indexed_paths {
+        for path in spec.indexed_paths.iter().chain(&spec.summarized_paths) {
             check_index_path(path).map_err(KindError::InvalidPath)?;
         }
         // Compile first, persist second, publish last: a bad schema changes nothing.
@@ -1029,7 +1030,7 @@ impl Store {
             }
             .into());
         }
-        for path in &spec.indexed_paths {
+        for path in spec.indexed_paths.iter().chain(&spec.summarized_paths) {
             check_index_path(path).map_err(KindError::InvalidPath)?;
         }
         KindRegistry::from_specs(vec![spec.clone()])?;
@@ -1542,6 +1543,7 @@ fn replay_log(
             &stored.record,
             registry.bucket_of(kind),
             registry.indexed_paths_of(kind),
+            registry.summarized_paths_of(kind),
         ));
         if batch.len() >= 10_000 {
             flush(&mut batch, expected)?;

@@ -1392,3 +1392,79 @@ fn an_abandoned_large_batch_does_not_fail_other_callers() {
     // Only the single stores were written.
     assert_eq!(store.tail(1).unwrap().len(), n);
 }
+
+/// A version-4 store has no partition summaries table: opening it adds
+/// one (format version 5), and a read-only open asks for that first. Its
+/// kinds keep the paths they had, so its windows stay indexed.
+#[test]
+fn a_version_4_store_is_upgraded_to_partition_summaries() {
+    use almanac::query::{IndexValue, PathConstraint, PathMatch, ScanRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let windowed = |hours: i64| {
+        let mut r = volume(0, hours, hours);
+        r.extras = object(json!({
+            "window_start": ts(BASE + (hours - 2) * HOUR).to_rfc3339(),
+            "window_end": ts(BASE + hours * HOUR).to_rfc3339(),
+        }));
+        r
+    };
+    {
+        let store = open(dir.path());
+        // A kind shaped like a version-4 store's standard kinds: windows indexed.
+        let mut spec = almanac::kinds::KindSpec::new("old_style", "windows indexed");
+        spec.indexed_paths = vec!["extras.window_end".into()];
+        store.register_kind(spec).unwrap();
+        let mut old = windowed(3);
+        old.kind = "old_style".into();
+        store.bulk_store(&[old, windowed(1), windowed(30)]).unwrap();
+    }
+    {
+        use redb::TableDefinition;
+        const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+        const SUMMARIES: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("summaries");
+        let db = redb::Database::open(dir.path().join(almanac::storage::DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(
+            txn.delete_table(SUMMARIES).unwrap(),
+            "a version-5 store has one"
+        );
+        txn.open_table(META)
+            .unwrap()
+            .insert("format_version", 4)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = Store::open_read_only(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(StorageError::NeedsWriter { .. })),
+        "{err:?}"
+    );
+    let store = open(dir.path());
+    let ending_late = |kind: &str| ScanRequest {
+        kinds: Some(vec![kind.to_owned()]),
+        paths: vec![PathConstraint {
+            path: "extras.window_end".into(),
+            matcher: PathMatch::Range {
+                lower: Some((IndexValue::Instant(ts(BASE + 2 * HOUR)), true)),
+                upper: None,
+            },
+        }],
+        ..ScanRequest::default()
+    };
+    let ids = |request: &ScanRequest| -> Vec<u64> {
+        store
+            .scan(request)
+            .unwrap()
+            .map(|r| r.unwrap().id)
+            .collect()
+    };
+    assert_eq!(ids(&ending_late("old_style")), [1]);
+    let described = store.describe_scan(&ending_late("old_style")).unwrap();
+    assert_eq!(described.index.as_deref(), Some("extras.window_end"));
+    assert_eq!(ids(&ending_late("ingestion_volume")), [3]);
+    // New records are summarized again.
+    store.store(&windowed(80)).unwrap();
+    assert_eq!(ids(&ending_late("ingestion_volume")), [3, 4]);
+    drop(store);
+    assert_eq!(format_version(dir.path()), almanac::storage::FORMAT_VERSION);
+}

@@ -40,7 +40,7 @@ enum KindsAction {
     /// Register a kind from a JSON spec file (see `docs/cli.md`).
     Register {
         /// `{"name": ..., "description": ..., "schema": {...}, "retention": "30d",
-        /// "bucket": "day"|"month", "indexed_paths": [...]}`; `-` reads standard input.
+        /// "bucket": "day"|"month", "indexed_paths": [...], "summarized_paths": [...]}`; `-` reads standard input.
         #[arg(value_name = "SPEC.json|-")]
         file: PathBuf,
     },
@@ -85,6 +85,8 @@ struct KindFile {
     bucket: Option<String>,
     #[serde(default)]
     indexed_paths: Vec<String>,
+    #[serde(default)]
+    summarized_paths: Vec<String>,
 }
 
 /// Runs `almanac kinds`.
@@ -203,6 +205,7 @@ fn read_kind_file(file: &Path) -> CliResult<KindSpec> {
         spec.bucket = parse_bucket(bucket)?;
     }
     spec.indexed_paths = kind.indexed_paths;
+    spec.summarized_paths = kind.summarized_paths;
     Ok(spec)
 }
 

@@ -80,8 +80,16 @@ pub struct KindSpec {
     pub retention: Retention,
     /// The partition bucket.
     pub bucket: Bucket,
-    /// Payload or extras paths indexed per partition (`payload.outcome`).
+    /// Payload or extras paths indexed per partition (`payload.outcome`):
+    /// one index entry per record and value, for selective lookups.
     pub indexed_paths: Vec<String>,
+    /// Payload or extras paths summarized per partition
+    /// (`extras.window_start`): the smallest and largest value there, so a
+    /// query's range or equality on the path skips partitions that cannot
+    /// match, at no per-record index cost. Made for values that follow
+    /// `produced_at`, such as a record's window.
+    #[serde(default)]
+    pub summarized_paths: Vec<String>,
 }
 
 impl KindSpec {
@@ -94,6 +102,7 @@ impl KindSpec {
             retention: Retention::Forever,
             bucket: Bucket::Day,
             indexed_paths: Vec::new(),
+            summarized_paths: Vec::new(),
         }
     }
 

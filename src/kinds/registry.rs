@@ -66,6 +66,13 @@ impl KindRegistry {
         self.get(kind).map_or(&[], |s| s.indexed_paths.as_slice())
     }
 
+    /// The payload or extras paths a kind summarizes per partition (none
+    /// when unregistered).
+    pub fn summarized_paths_of(&self, kind: &str) -> &[String] {
+        self.get(kind)
+            .map_or(&[], |s| s.summarized_paths.as_slice())
+    }
+
     /// The retention of a kind: its registered retention, or forever.
     pub fn retention_of(&self, kind: &str) -> Retention {
         self.get(kind).map_or(Retention::Forever, |s| s.retention)

@@ -13,6 +13,7 @@ mod partition;
 mod path_index;
 mod read;
 mod snapshot;
+mod summary;
 mod target_keys;
 mod write;
 
@@ -34,7 +35,7 @@ use crate::kinds::KindSpec;
 use latest_cache::LatestChange;
 
 /// The version of the on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u64 = 4;
+pub const FORMAT_VERSION: u64 = 5;
 
 /// The latest cache's default capacity: 32 MiB, the entries of ~50,000
 /// (kind, target) pairs of ~500-byte records.
@@ -54,6 +55,9 @@ pub(crate) const PRODUCERS: TableDefinition<&str, u64> = TableDefinition::new("p
 pub(crate) const LATEST: TableDefinition<&str, &[u8]> = TableDefinition::new("latest");
 pub(crate) const PARTITIONS: TableDefinition<(&str, i64), &[u8]> =
     TableDefinition::new("partitions");
+/// `(kind, bucket_start) -> summary` of the partitions of kinds with
+/// summarized paths (see `summary::PartSummary`; since format version 5).
+pub(crate) const SUMMARIES: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("summaries");
 
 /// The `latest` table's key for (`kind`, `target`): the kind, a NUL byte,
 /// the canonical target name. A kind name (`[a-z][a-z0-9_]*`) holds no NUL,
@@ -248,14 +252,14 @@ pub fn compact(dir: &Path) -> Result<CompactReport> {
 
 /// Writes the format version, the id counters, the initial kinds and the
 /// global tables into a database that has none; checks the version of one
-/// that has them, upgrading versions 1 ([`upgrade_from_v1`], then the next
-/// step) and 2 ([`upgrade_from_v2`]).
+/// that has them, upgrading versions 1 to 4 a step at a time
+/// ([`upgrade_from_v1`] to [`upgrade_from_v4`]).
 fn init_tables(db: &snapshot::Db, dir: &Path, initial_kinds: &[KindSpec]) -> Result<()> {
     {
         let txn = db.begin_read()?;
         if let Ok(meta) = txn.open_table(META) {
             if let Some(found) = meta.get(META_FORMAT_VERSION)?.map(|v| v.value()) {
-                if (1..=3).contains(&found) {
+                if (1..=4).contains(&found) {
                     drop(meta);
                     drop(txn);
                     if found == 1 {
@@ -264,7 +268,10 @@ fn init_tables(db: &snapshot::Db, dir: &Path, initial_kinds: &[KindSpec]) -> Res
                     if found <= 2 {
                         upgrade_from_v2(db)?;
                     }
-                    return upgrade_from_v3(db);
+                    if found <= 3 {
+                        upgrade_from_v3(db)?;
+                    }
+                    return upgrade_from_v4(db);
                 }
                 if found != FORMAT_VERSION {
                     return Err(StorageError::UnsupportedFormat {
@@ -294,6 +301,7 @@ fn init_tables(db: &snapshot::Db, dir: &Path, initial_kinds: &[KindSpec]) -> Res
         txn.open_table(PRODUCERS)?;
         txn.open_table(LATEST)?;
         txn.open_table(PARTITIONS)?;
+        txn.open_table(SUMMARIES)?;
     }
     txn.commit(LatestChange::All)?;
     Ok(())
@@ -426,6 +434,17 @@ fn upgrade_from_v3(db: &snapshot::Db) -> Result<()> {
     }
     txn.open_table(META)?.insert(META_FORMAT_VERSION, 4)?;
     txn.commit(LatestChange::All)
+}
+
+/// Version 4 → 5: the partition summaries table, empty (see
+/// `summary`). Kinds registered before keep their indexed paths and have
+/// no summarized ones, so nothing is to be summarized; partitions written
+/// from now on are summarized for the paths their kind names.
+fn upgrade_from_v4(db: &snapshot::Db) -> Result<()> {
+    let txn = db.begin_write()?;
+    txn.open_table(SUMMARIES)?;
+    txn.open_table(META)?.insert(META_FORMAT_VERSION, 5)?;
+    txn.commit(LatestChange::Nothing)
 }
 
 /// Whether `path` holds a redb database. A missing file does not; nor does
@@ -667,7 +686,7 @@ impl Engine {
         };
         match found {
             Some(FORMAT_VERSION) => Ok(engine),
-            Some(1..=3) => Err(StorageError::NeedsWriter {
+            Some(1..=4) => Err(StorageError::NeedsWriter {
                 path: dir.to_path_buf(),
                 reason: "its format must be upgraded".into(),
             }),

@@ -17,11 +17,13 @@ use super::codec::{
 use super::partition::partition_name;
 use super::path_index::{KeyTest, PathConstraint, PathMatch};
 use super::snapshot::{ByTargetTable, RecordBytes, RecordsTable, Snapshot, SnapshotPartition};
+use super::summary::{self, PartSummary};
 use super::target_keys::{PartKeys, Visit};
 use super::write::latest_order;
 use super::{
     by_dict_id_def, by_run_def, part_table_name, path_index_def, path_table_name, records_def,
-    Engine, PartTable, PartitionKey, Result, StorageError, PARTITIONS, PRODUCERS, TARGETS,
+    Engine, PartTable, PartitionKey, Result, StorageError, PARTITIONS, PRODUCERS, SUMMARIES,
+    TARGETS,
 };
 use super::{latest_key, latest_kind_range, push_latest_key, split_latest_key};
 use crate::kinds::Bucket;
@@ -1089,6 +1091,13 @@ impl Engine {
         let mut per_kind: Vec<Vec<CatalogEntry>> = Vec::new();
         let mut n_pruned = 0;
         let time = request.time;
+        // Partition summaries prune like an index would (not when a
+        // scan is asked to use none).
+        let summaries = if request.use_indexes && !request.paths.is_empty() {
+            missing_table_is_empty(txn.open_table(SUMMARIES))?
+        } else {
+            None
+        };
         for entry in entries {
             let overlaps = entry.key.bucket_start < time.until.as_micros()
                 && entry.info.bucket_end > time.from.as_micros()
@@ -1097,6 +1106,23 @@ impl Engine {
             if time.is_empty() || !overlaps {
                 n_pruned += 1;
                 continue;
+            }
+            if let Some(table) = &summaries {
+                if let Some(summary) =
+                    table.get((entry.key.kind.as_str(), entry.key.bucket_start))?
+                {
+                    let summary = PartSummary::decode(summary.value())?;
+                    let excluded = request.paths.iter().any(|c| {
+                        summary.get(&c.path).is_some_and(|s| {
+                            let range = s.range.as_ref().map(|(a, b)| (a.as_slice(), b.as_slice()));
+                            !summary::may_match(c, range)
+                        })
+                    });
+                    if excluded {
+                        n_pruned += 1;
+                        continue;
+                    }
+                }
             }
             match per_kind.last_mut() {
                 Some(group) if group[0].key.kind == entry.key.kind => group.push(entry),

@@ -418,7 +418,7 @@ mod tests {
     }
 
     fn write_one(engine: &Engine, record: &MetadataRecord) -> u64 {
-        let prepared = PreparedRecord::new(record, Bucket::Day, &[]);
+        let prepared = PreparedRecord::new(record, Bucket::Day, &[], &[]);
         let outcomes = engine
             .write(
                 &[std::slice::from_ref(&prepared)],

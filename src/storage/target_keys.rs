@@ -468,7 +468,7 @@ mod tests {
         let write = |records: &[MetadataRecord]| {
             let prepared: Vec<_> = records
                 .iter()
-                .map(|r| PreparedRecord::new(r, Bucket::Day, &[]))
+                .map(|r| PreparedRecord::new(r, Bucket::Day, &[], &[]))
                 .collect();
             engine
                 .write(&[prepared.as_slice()], Commit::Durable)

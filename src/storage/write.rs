@@ -15,10 +15,11 @@ use super::latest_cache::LatestChange;
 use super::partition::{bucket_end, bucket_start, partition_name, PartitionKey};
 use super::path_index::{keys_at, push_keys_at};
 use super::read::PartitionInfo;
+use super::summary::{self, KeyRange, NewRanges, PartSummary};
 use super::{
     by_dict_id_def, by_run_def, part_prefix, part_table_name, path_index_def, path_table_name,
     records_def, Engine, PartTable, Result, LATEST, META, META_NEXT_ID, META_NEXT_PRODUCER_ID,
-    META_NEXT_PURGE, META_NEXT_TARGET_ID, PARTITIONS, PRODUCERS, PURGE_PREFIX, TARGETS,
+    META_NEXT_PURGE, META_NEXT_TARGET_ID, PARTITIONS, PRODUCERS, PURGE_PREFIX, SUMMARIES, TARGETS,
 };
 use super::{latest_key, latest_kind_range, push_latest_key};
 use crate::kinds::{Bucket, KindSpec, Retention};
@@ -37,13 +38,18 @@ use crate::model::{push_target_key, MetadataRecord, Timestamp};
 /// here, each freed again by its caller.
 #[derive(Clone, Debug)]
 pub struct PreparedRecord {
-    /// The encoding (`..encoded_len`), then one entry per path-index key:
-    /// `u32` LE start and end of the path's name in `text`, `u32` LE key
-    /// length, the key's bytes.
+    /// The encoding (`..encoded_len`), then one entry per path-index key
+    /// (`..summaries_at`): `u32` LE start and end of the path's name in
+    /// `text`, `u32` LE key length, the key's bytes; then one entry per
+    /// summarized path: `u32` LE start and end of its name in `text`, `u32`
+    /// LE lengths of the smallest and largest key there (0 and 0 when the
+    /// record has none), those keys' bytes.
     bytes: Vec<u8>,
     encoded_len: usize,
+    summaries_at: usize,
     /// The canonical JSON, then the kind, source, schema, table, target
-    /// key, producer id, run id and the indexed paths' names; `ends[i]` is
+    /// key, producer id, run id and the indexed and summarized paths'
+    /// names; `ends[i]` is
     /// where part `i` of the first eight ends.
     text: String,
     ends: [usize; 8],
@@ -67,10 +73,16 @@ const PRODUCER: usize = 6;
 const RUN: usize = 7;
 
 impl PreparedRecord {
-    /// Encodes and renders a record for a kind with the given bucket
-    /// and indexed paths. Object keys come out sorted in both the encoding
-    /// and the JSON, the store's canonical form, without copying the record.
-    pub fn new(record: &MetadataRecord, bucket: Bucket, indexed_paths: &[String]) -> Self {
+    /// Encodes and renders a record for a kind with the given bucket,
+    /// indexed and summarized paths. Object keys come out sorted in both the
+    /// encoding and the JSON, the store's canonical form, without copying
+    /// the record.
+    pub fn new(
+        record: &MetadataRecord,
+        bucket: Bucket,
+        indexed_paths: &[String],
+        summarized_paths: &[String],
+    ) -> Self {
         let mut bytes = encode_record(record);
         let encoded_len = bytes.len();
         let t = &record.target;
@@ -79,6 +91,7 @@ impl PreparedRecord {
             + record.producer_id.len()
             + record.context.run_id.as_ref().map_or(0, String::len)
             + indexed_paths.iter().map(String::len).sum::<usize>()
+            + summarized_paths.iter().map(String::len).sum::<usize>()
             + 16;
         // The JSON is about as long as the encoding plus its quotes, keys'
         // punctuation and spelled-out times: sized so it rarely grows.
@@ -125,9 +138,34 @@ impl PreparedRecord {
                 bytes.extend_from_slice(key);
             });
         }
+        let summaries_at = bytes.len();
+        let (mut min, mut max) = (Vec::new(), Vec::new());
+        for path in summarized_paths {
+            let start = text.len();
+            text.push_str(path);
+            let end = text.len();
+            min.clear();
+            max.clear();
+            push_keys_at(record, path, &mut key_buf, |key| {
+                if min.is_empty() || key < min.as_slice() {
+                    min.clear();
+                    min.extend_from_slice(key);
+                }
+                if max.is_empty() || key > max.as_slice() {
+                    max.clear();
+                    max.extend_from_slice(key);
+                }
+            });
+            for n in [start, end, min.len(), max.len()] {
+                bytes.extend_from_slice(&(n as u32).to_le_bytes());
+            }
+            bytes.extend_from_slice(&min);
+            bytes.extend_from_slice(&max);
+        }
         PreparedRecord {
             bytes,
             encoded_len,
+            summaries_at,
             text,
             ends,
             has_run_id: record.context.run_id.is_some(),
@@ -191,19 +229,37 @@ impl PreparedRecord {
     /// The index keys at the kind's indexed paths: `(path, key)` for each
     /// scalar there (see `path_index`), paths in the kind's order.
     pub fn path_keys(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        let mut rest = &self.bytes[self.encoded_len..];
+        let mut rest = &self.bytes[self.encoded_len..self.summaries_at];
         std::iter::from_fn(move || {
-            let word = |rest: &mut &[u8]| -> Option<usize> {
-                let (n, tail) = rest.split_first_chunk::<4>()?;
-                *rest = tail;
-                Some(u32::from_le_bytes(*n) as usize)
-            };
             let (start, end, len) = (word(&mut rest)?, word(&mut rest)?, word(&mut rest)?);
             let (key, tail) = rest.split_at_checked(len)?;
             rest = tail;
             Some((self.text.get(start..end)?, key))
         })
     }
+
+    /// The kind's summarized paths, in the kind's order, each with the
+    /// smallest and largest of the record's keys there (`None` when it has
+    /// none): what the partition's summary must cover.
+    pub fn summaries(&self) -> impl Iterator<Item = (&str, Option<KeyRange<'_>>)> + '_ {
+        let mut rest = &self.bytes[self.summaries_at..];
+        std::iter::from_fn(move || {
+            let (start, end) = (word(&mut rest)?, word(&mut rest)?);
+            let (min_len, max_len) = (word(&mut rest)?, word(&mut rest)?);
+            let (min, tail) = rest.split_at_checked(min_len)?;
+            let (max, tail) = tail.split_at_checked(max_len)?;
+            rest = tail;
+            let range = (min_len > 0).then_some((min, max));
+            Some((self.text.get(start..end)?, range))
+        })
+    }
+}
+
+/// Reads one `u32` LE off the front of `rest`.
+fn word(rest: &mut &[u8]) -> Option<usize> {
+    let (n, tail) = rest.split_first_chunk::<4>()?;
+    *rest = tail;
+    Some(u32::from_le_bytes(*n) as usize)
 }
 
 /// What happened to one record of a batch.
@@ -267,6 +323,10 @@ struct PartTables<'txn, 'g> {
     /// (from the catalog), `None` when there are none: no committed record
     /// outside it can be a duplicate, so `find_duplicate` skips the index.
     committed_ts: Option<(i64, i64)>,
+    /// The summarized paths of this transaction's new records here and
+    /// their keys' ranges (see `summary`), once `summarized` is set.
+    new_ranges: NewRanges<'g>,
+    summarized: bool,
 }
 
 impl<'txn, 'g> PartTables<'txn, 'g> {
@@ -296,6 +356,8 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
             pending_paths: Vec::new(),
             pending_target: Vec::new(),
             new_here: HashMap::default(),
+            new_ranges: None,
+            summarized: false,
         })
     }
 
@@ -309,6 +371,43 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
         for (path, key) in prepared.path_keys() {
             self.pending_paths.push((path, key, ts, id));
         }
+        summary::add_record(
+            &mut self.new_ranges,
+            &mut self.summarized,
+            prepared.summaries(),
+        );
+    }
+
+    /// Writes the partition's catalog entry and, when this transaction
+    /// added records, its summary (see `summary`).
+    fn write_catalog(
+        &self,
+        key: &PartitionKey,
+        catalog: &mut CatalogTable<'_>,
+        summaries: &mut Table<'_, (&'static str, i64), &'static [u8]>,
+    ) -> Result<()> {
+        if self.info.n_records == 0 {
+            return Ok(());
+        }
+        let id = (key.kind.as_str(), key.bucket_start);
+        catalog.insert(id, self.info.encode().as_slice())?;
+        if !self.summarized {
+            return Ok(());
+        }
+        let old = summaries
+            .get(id)?
+            .map(|v| PartSummary::decode(v.value()))
+            .transpose()?;
+        let next = PartSummary::next(old.as_ref(), self.committed_ts.is_none(), &self.new_ranges);
+        if old.as_ref() == Some(&next) {
+            return Ok(());
+        }
+        if next.paths.is_empty() {
+            summaries.remove(id)?;
+        } else {
+            summaries.insert(id, next.encode().as_slice())?;
+        }
+        Ok(())
     }
 
     /// Inserts the collected records and index entries, each table's in
@@ -776,13 +875,9 @@ impl Engine {
             for (key, part) in parts.values_mut() {
                 part.flush_indexes(&txn, key)?;
             }
+            let mut summaries = txn.open_table(SUMMARIES)?;
             for (key, part) in parts.values() {
-                if part.info.n_records > 0 {
-                    catalog.insert(
-                        (key.kind.as_str(), key.bucket_start),
-                        part.info.encode().as_slice(),
-                    )?;
-                }
+                part.write_catalog(key, &mut catalog, &mut summaries)?;
             }
             (outcomes, latest_changed)
         };
@@ -896,6 +991,7 @@ impl Engine {
         let mut latest_removed = Vec::new();
         {
             let mut catalog = txn.open_table(PARTITIONS)?;
+            let mut summaries = txn.open_table(SUMMARIES)?;
             let mut latest = txn.open_table(LATEST)?;
             for spec in kinds {
                 let Some(cutoff) = spec.retention.cutoff(now) else {
@@ -977,6 +1073,7 @@ impl Engine {
                         txn.rename_table(records_def(name), records_def(&purged))?;
                     }
                     catalog.remove((spec.name.as_str(), *start))?;
+                    summaries.remove((spec.name.as_str(), *start))?;
                 }
             }
         }
@@ -1186,7 +1283,7 @@ mod tests {
             if i % 7 == 0 {
                 record.producer_id = "producteur-é".into();
             }
-            let prepared = PreparedRecord::new(&record, Bucket::Day, &paths);
+            let prepared = PreparedRecord::new(&record, Bucket::Day, &paths, &paths[..2]);
             assert_eq!(decode_record(prepared.encoded()).unwrap(), record);
             assert_eq!(prepared.json(), record.to_json_string());
             assert_eq!(prepared.kind(), record.kind);
@@ -1206,6 +1303,22 @@ mod tests {
             let got: Vec<(String, Vec<u8>)> = prepared
                 .path_keys()
                 .map(|(p, k)| (p.to_owned(), k.to_vec()))
+                .collect();
+            assert_eq!(got, expected);
+            // The summaries of the first two paths: each one's smallest
+            // and largest key.
+            type Owned = Vec<(String, Option<(Vec<u8>, Vec<u8>)>)>;
+            let expected: Owned = paths[..2]
+                .iter()
+                .map(|p| {
+                    let keys = query_keys(&record, p);
+                    let range = keys.iter().min().cloned().zip(keys.iter().max().cloned());
+                    (p.clone(), range)
+                })
+                .collect();
+            let got: Owned = prepared
+                .summaries()
+                .map(|(p, r)| (p.to_owned(), r.map(|(a, b)| (a.to_vec(), b.to_vec()))))
                 .collect();
             assert_eq!(got, expected);
             seen_several |= query_keys(&record, &paths[1]).len() > 1;
