@@ -167,7 +167,7 @@ pub enum StorageError {
     #[error("the store at {0} is already open in another process (or handle); close it first")]
     Locked(PathBuf),
     /// The store was written by a newer version of Almanac.
-    #[error("the store at {path} has format version {found}, but this build reads version {supported} (and upgrades versions 1 to 3); upgrade almanac")]
+    #[error("the store at {path} has format version {found}, but this build reads version {supported} (and upgrades versions 1 to 4); upgrade almanac")]
     UnsupportedFormat {
         /// The store directory.
         path: PathBuf,
