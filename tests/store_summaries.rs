@@ -312,3 +312,45 @@ fn summaries_follow_the_kinds_paths_as_they_change() {
     assert_eq!(check(&store, &above(1.0)), 0);
     assert_eq!(check(&store, &above(3.0)), 3);
 }
+
+/// Through the query language: `overlaps` and `where` on windows become
+/// path constraints, the summaries skip partitions (`explain` counts
+/// them), and the rows equal those of the same query without indexes.
+#[test]
+fn window_stages_of_the_query_language_skip_partitions() {
+    use almanac::query::{self, ExecOptions, Params};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), BASE + 100 * DAY);
+    let records: Vec<MetadataRecord> = (0..20 * 24)
+        .map(|h| windowed((h % 5) as usize, h, h % 3))
+        .collect();
+    store.bulk_store(&records).unwrap();
+    let from = ts(BASE + 10 * DAY).to_rfc3339();
+    let until = ts(BASE + 10 * DAY + 6 * HOUR).to_rfc3339();
+    for q in [
+        format!("ingestion_volume | overlaps {from} .. {until}"),
+        format!("ingestion_volume | where extras.window_end > {from} and extras.window_start < {until} | select produced_at"),
+        format!("* | where extras.window_end = {until} | stats count()"),
+    ] {
+        let prepared = query::prepare(&q).unwrap();
+        let run = |use_indexes: bool| {
+            let options = ExecOptions {
+                now: ts(BASE + 100 * DAY),
+                use_indexes,
+            };
+            prepared.run(&store, &Params::new(), &options).unwrap()
+        };
+        let (with, without) = (run(true), run(false));
+        assert_eq!(with.rows, without.rows, "{q}");
+        assert!(!with.rows.is_empty(), "{q}");
+        let options = ExecOptions {
+            now: ts(BASE + 100 * DAY),
+            use_indexes: true,
+        };
+        let text = prepared.explain(&store, &Params::new(), &options).unwrap();
+        assert!(
+            text.contains("read, 19 pruned") || text.contains("read, 18 pruned"),
+            "{q}\n{text}"
+        );
+    }
+}
