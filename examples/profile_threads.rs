@@ -22,7 +22,15 @@ fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| temp.path().to_path_buf());
     let loaded = dir.join("almanac.redb").exists();
-    let store = Store::open(&dir).expect("open");
+    // ALMANAC_PROFILE_CACHE_MB: the page cache (the compare bench's is 1024).
+    let mut options = almanac::StoreOptions::default();
+    if let Some(mb) = std::env::var("ALMANAC_PROFILE_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        options.cache_bytes = mb << 20;
+    }
+    let store = Store::open_with(&dir, options).expect("open");
     let config = GenConfig {
         n_records: n + threads * per_thread,
         ..GenConfig::default()
