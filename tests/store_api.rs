@@ -391,11 +391,11 @@ fn expired_tables_are_deleted_while_writes_never_pause() {
         .unwrap();
     assert_eq!(report.dropped.len(), 9);
     let start = std::time::Instant::now();
-    // `purge_pending` counts tables: a `heartbeat` partition has four
-    // (records, by target, by producer, by run; the kind indexes no
-    // path). The writer may have deleted one already (in a pause of the
-    // load): the goal is two partitions gone in all.
-    const TABLES_PER_PARTITION: usize = 4;
+    // `purge_pending` counts tables: a `heartbeat` partition has three
+    // (records, by target, by run; the kind indexes no path). The writer
+    // may have deleted one already (in a pause of the load): the goal is
+    // two partitions gone in all.
+    const TABLES_PER_PARTITION: usize = 3;
     let at_expiry = store.purge_pending().unwrap();
     assert!(
         at_expiry <= 9 * TABLES_PER_PARTITION && at_expiry.is_multiple_of(TABLES_PER_PARTITION),
@@ -1416,14 +1416,58 @@ fn a_version_4_store_is_upgraded_to_partition_summaries() {
         store.register_kind(spec).unwrap();
         let mut old = windowed(3);
         old.kind = "old_style".into();
-        store.bulk_store(&[old, windowed(1), windowed(30)]).unwrap();
+        let mut other = windowed(30);
+        other.producer_id = "ingestion.v2".into();
+        store.bulk_store(&[old, windowed(1), other]).unwrap();
     }
     {
-        use redb::TableDefinition;
+        // Version 4: a by-producer index per partition, no summaries.
+        use redb::{ReadableTable, TableDefinition};
         const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
         const SUMMARIES: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("summaries");
+        const PARTITIONS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("partitions");
+        const PRODUCERS: TableDefinition<&str, u64> = TableDefinition::new("producers");
         let db = redb::Database::open(dir.path().join(almanac::storage::DB_FILE)).unwrap();
         let txn = db.begin_write().unwrap();
+        let partitions: Vec<(String, i64)> = txn
+            .open_table(PARTITIONS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let (k, _) = e.unwrap();
+                (k.value().0.to_owned(), k.value().1)
+            })
+            .collect();
+        assert_eq!(partitions.len(), 3);
+        for (kind, start) in &partitions {
+            let prefix = format!("part/{kind}/{start}/");
+            let rec_name = format!("{prefix}rec");
+            let prd_name = format!("{prefix}prd");
+            let records: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new(&rec_name);
+            let prd: TableDefinition<(u64, i64, u64), ()> = TableDefinition::new(&prd_name);
+            let producers = txn.open_table(PRODUCERS).unwrap();
+            let rows: Vec<(u64, i64, u64)> = txn
+                .open_table(records)
+                .unwrap()
+                .iter()
+                .unwrap()
+                .map(|e| {
+                    let (k, v) = e.unwrap();
+                    let record = almanac::storage::decode_record(v.value()).unwrap();
+                    let producer = producers
+                        .get(record.producer_id.as_str())
+                        .unwrap()
+                        .unwrap()
+                        .value();
+                    (producer, k.value().0, k.value().1)
+                })
+                .collect();
+            let mut index = txn.open_table(prd).unwrap();
+            for row in rows {
+                index.insert(row, ()).unwrap();
+            }
+        }
         assert!(
             txn.delete_table(SUMMARIES).unwrap(),
             "a version-5 store has one"
@@ -1462,9 +1506,27 @@ fn a_version_4_store_is_upgraded_to_partition_summaries() {
     let described = store.describe_scan(&ending_late("old_style")).unwrap();
     assert_eq!(described.index.as_deref(), Some("extras.window_end"));
     assert_eq!(ids(&ending_late("ingestion_volume")), [3]);
+    // The upgrade read each partition's producers from its by-producer
+    // index and deleted the index.
+    let by_v2 = ScanRequest {
+        producers: Some(vec!["ingestion.v2".into()]),
+        ..ScanRequest::default()
+    };
+    assert_eq!(ids(&by_v2), [3]);
+    assert_eq!(store.describe_scan(&by_v2).unwrap().partitions_pruned, 2);
     // New records are summarized again.
     store.store(&windowed(80)).unwrap();
     assert_eq!(ids(&ending_late("ingestion_volume")), [3, 4]);
     drop(store);
     assert_eq!(format_version(dir.path()), almanac::storage::FORMAT_VERSION);
+    use redb::{ReadableDatabase, TableHandle};
+    let db = redb::Database::open(dir.path().join(almanac::storage::DB_FILE)).unwrap();
+    let txn = db.begin_read().unwrap();
+    let left: Vec<String> = txn
+        .list_tables()
+        .unwrap()
+        .map(|t| t.name().to_owned())
+        .filter(|n| n.ends_with("/prd"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

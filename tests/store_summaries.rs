@@ -61,6 +61,10 @@ fn check(store: &Store, request: &ScanRequest) -> usize {
                 .as_ref()
                 .is_none_or(|k| k.contains(&r.record.kind))
                 && request.time.contains(r.record.produced_at)
+                && request
+                    .producers
+                    .as_ref()
+                    .is_none_or(|p| p.contains(&r.record.producer_id))
                 && request.paths.iter().all(|c| c.matches(&r.record))
         })
         .collect();
@@ -82,6 +86,7 @@ fn check(store: &Store, request: &ScanRequest) -> usize {
     let by_time = store
         .describe_scan(&ScanRequest {
             paths: Vec::new(),
+            producers: None,
             ..request.clone()
         })
         .unwrap()
@@ -353,4 +358,48 @@ fn window_stages_of_the_query_language_skip_partitions() {
             "{q}\n{text}"
         );
     }
+}
+
+/// Producers have no index: each partition's summary lists its producers,
+/// and a scan for some skips the partitions that hold none of them.
+#[test]
+fn producer_scans_skip_partitions_without_the_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), BASE + 100 * DAY);
+    let by = |producer: &str, day: i64, t: usize| {
+        let mut r = windowed(t, day * 24 + t as i64, 1);
+        r.producer_id = producer.into();
+        r
+    };
+    let mut records: Vec<_> = (0..5)
+        .flat_map(|d| (0..3).map(move |t| (d, t)))
+        .map(|(d, t)| by("ingestion.a", d, t))
+        .collect();
+    records.extend(
+        (3..9)
+            .flat_map(|d| (0..3).map(move |t| (d, t)))
+            .map(|(d, t)| by("ingestion.b", d, t)),
+    );
+    store.bulk_store(&records).unwrap();
+    // One at a time too: a producer new to an existing partition.
+    store.store(&by("ingestion.c", 7, 5)).unwrap();
+    let producers = |names: &[&str]| ScanRequest {
+        producers: Some(names.iter().map(|n| (*n).to_owned()).collect()),
+        ..ScanRequest::default()
+    };
+    assert_eq!(check(&store, &producers(&["ingestion.a"])), 4, "days 5-8");
+    assert_eq!(check(&store, &producers(&["ingestion.b"])), 3, "days 0-2");
+    assert_eq!(
+        check(&store, &producers(&["ingestion.c"])),
+        8,
+        "all but day 7"
+    );
+    assert_eq!(
+        check(&store, &producers(&["ingestion.a", "ingestion.c"])),
+        3
+    );
+    assert_eq!(check(&store, &producers(&["nobody"])), 9);
+    assert_eq!(scan(&store, &producers(&["ingestion.c"])).len(), 1);
+    let described = store.describe_scan(&producers(&["ingestion.a"])).unwrap();
+    assert_eq!(described.index, None, "{described:?}");
 }

@@ -154,8 +154,6 @@ impl RecordSource for MemorySource {
             None
         } else if request.targets.is_some() {
             Some("target".to_owned())
-        } else if request.producers.is_some() {
-            Some("producer".to_owned())
         } else if request.run_ids.is_some() {
             Some("run_id".to_owned())
         } else {

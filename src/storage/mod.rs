@@ -436,13 +436,62 @@ fn upgrade_from_v3(db: &snapshot::Db) -> Result<()> {
     txn.commit(LatestChange::All)
 }
 
-/// Version 4 → 5: the partition summaries table, empty (see
-/// `summary`). Kinds registered before keep their indexed paths and have
-/// no summarized ones, so nothing is to be summarized; partitions written
-/// from now on are summarized for the paths their kind names.
+/// Version 4 → 5 in one durable transaction: the partition summaries
+/// table (see `summary`), with each partition's producers read from its
+/// by-producer index, which is then deleted (version 5 keeps producers in
+/// the summary only). Kinds registered before keep their indexed paths
+/// and have no summarized ones; partitions written from now on are
+/// summarized for the paths their kind names.
 fn upgrade_from_v4(db: &snapshot::Db) -> Result<()> {
+    use redb::TableHandle;
     let txn = db.begin_write()?;
-    txn.open_table(SUMMARIES)?;
+    {
+        let existing: std::collections::HashSet<String> =
+            txn.list_tables()?.map(|t| t.name().to_owned()).collect();
+        let partitions: Vec<PartitionKey> = txn
+            .open_table(PARTITIONS)?
+            .iter()?
+            .map(|entry| {
+                entry.map(|(key, _)| {
+                    let (kind, bucket_start) = key.value();
+                    PartitionKey {
+                        kind: kind.to_owned(),
+                        bucket_start,
+                    }
+                })
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let mut summaries = txn.open_table(SUMMARIES)?;
+        for key in &partitions {
+            let name = part_table_name(key, PartTable::ByProducer);
+            if !existing.contains(&name) {
+                continue; // unknown producers: nothing is skipped for them
+            }
+            let mut producers = Vec::new();
+            {
+                let index = txn.open_table(by_dict_id_def(&name))?;
+                // One seek a producer: a partition has few.
+                let mut next = 0u64;
+                while let Some(entry) = index.range((next, i64::MIN, 0)..)?.next() {
+                    let producer = entry?.0.value().0;
+                    producers.push(producer);
+                    match producer.checked_add(1) {
+                        Some(n) => next = n,
+                        None => break,
+                    }
+                }
+            }
+            txn.delete_table(by_dict_id_def(&name))?;
+            let summary = summary::PartSummary {
+                producers: Some(producers),
+                paths: Vec::new(),
+            };
+            summaries.insert(
+                (key.kind.as_str(), key.bucket_start),
+                summary.encode().as_slice(),
+            )?;
+        }
+    }
     txn.open_table(META)?.insert(META_FORMAT_VERSION, 5)?;
     txn.commit(LatestChange::Nothing)
 }

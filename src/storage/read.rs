@@ -242,7 +242,6 @@ enum IndexChoice {
     Full,
     Run(Vec<String>),
     Target(Vec<u64>),
-    Producer(Vec<u64>),
     Path(PathConstraint),
 }
 
@@ -252,7 +251,6 @@ impl IndexChoice {
             IndexChoice::Full => None,
             IndexChoice::Run(_) => Some("run_id"),
             IndexChoice::Target(_) => Some("target"),
-            IndexChoice::Producer(_) => Some("producer"),
             IndexChoice::Path(c) => Some(c.path.as_str()),
         }
     }
@@ -326,13 +324,8 @@ impl KindScan {
             IndexChoice::Full => {
                 return Ok(Some(PartScan::Range(records.range((from, 0)..(until, 0))?)));
             }
-            IndexChoice::Target(ids) | IndexChoice::Producer(ids) => {
-                let which = if matches!(self.index, IndexChoice::Target(_)) {
-                    PartTable::ByTarget
-                } else {
-                    PartTable::ByProducer
-                };
-                let name = part_table_name(&entry.key, which);
+            IndexChoice::Target(ids) => {
+                let name = part_table_name(&entry.key, PartTable::ByTarget);
                 if let Some(index) =
                     missing_table_is_empty(self.txn.open_table(by_dict_id_def(&name)))?
                 {
@@ -1092,11 +1085,26 @@ impl Engine {
         let mut n_pruned = 0;
         let time = request.time;
         // Partition summaries prune like an index would (not when a
-        // scan is asked to use none).
-        let summaries = if request.use_indexes && !request.paths.is_empty() {
-            missing_table_is_empty(txn.open_table(SUMMARIES))?
-        } else {
-            None
+        // scan is asked to use none): by the paths' ranges and by the
+        // producers (a producer the dictionary lacks has no records).
+        let summaries =
+            if request.use_indexes && (!request.paths.is_empty() || request.producers.is_some()) {
+                missing_table_is_empty(txn.open_table(SUMMARIES))?
+            } else {
+                None
+            };
+        let producer_ids = match (&summaries, &request.producers) {
+            (Some(_), Some(names)) => {
+                let table = txn.open_table(PRODUCERS)?;
+                let mut ids = Vec::new();
+                for name in names {
+                    if let Some(v) = table.get(name.as_str())? {
+                        ids.push(v.value());
+                    }
+                }
+                Some(ids)
+            }
+            _ => None,
         };
         for entry in entries {
             let overlaps = entry.key.bucket_start < time.until.as_micros()
@@ -1112,12 +1120,16 @@ impl Engine {
                     table.get((entry.key.kind.as_str(), entry.key.bucket_start))?
                 {
                     let summary = PartSummary::decode(summary.value())?;
-                    let excluded = request.paths.iter().any(|c| {
-                        summary.get(&c.path).is_some_and(|s| {
-                            let range = s.range.as_ref().map(|(a, b)| (a.as_slice(), b.as_slice()));
-                            !summary::may_match(c, range)
-                        })
-                    });
+                    let excluded = producer_ids
+                        .as_ref()
+                        .is_some_and(|ids| !summary.may_have_producer(ids))
+                        || request.paths.iter().any(|c| {
+                            summary.get(&c.path).is_some_and(|s| {
+                                let range =
+                                    s.range.as_ref().map(|(a, b)| (a.as_slice(), b.as_slice()));
+                                !summary::may_match(c, range)
+                            })
+                        });
                     if excluded {
                         n_pruned += 1;
                         continue;
@@ -1172,15 +1184,6 @@ impl Engine {
             IndexChoice::Target(ids)
         } else if let Some(c) = eq_path {
             IndexChoice::Path(c.clone())
-        } else if let Some(producers) = &request.producers {
-            let table = txn.open_table(PRODUCERS)?;
-            let mut ids = Vec::new();
-            for name in producers {
-                if let Some(v) = table.get(name.as_str())? {
-                    ids.push(v.value());
-                }
-            }
-            IndexChoice::Producer(ids)
         } else if let Some(c) = range_path {
             IndexChoice::Path(c.clone())
         } else {

@@ -21,6 +21,9 @@ use super::StorageError;
 /// One partition's summary (the value of its `summaries` entry).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct PartSummary {
+    /// The producer dictionary ids of its records, sorted; `None` when
+    /// unknown (a version-4 partition whose by-producer index was missing).
+    pub producers: Option<Vec<u64>>,
     pub paths: Vec<PathSummary>,
 }
 
@@ -45,11 +48,21 @@ impl PartSummary {
         self.paths.iter().find(|p| p.path == path)
     }
 
-    /// `[varint n][n bytes path][varint n][n bytes smallest key][varint n]
-    /// [n bytes largest key]` per path; both lengths 0 when no record has a
-    /// key there (keys are never empty).
+    /// `[varint n]` then `n - 1` producer ids as varints (`n` = 0: unknown),
+    /// then per path `[varint n][n bytes path][varint n][n bytes smallest
+    /// key][varint n][n bytes largest key]`; both lengths 0 when no record
+    /// has a key there (keys are never empty).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        match &self.producers {
+            None => put_varint(&mut out, 0),
+            Some(ids) => {
+                put_varint(&mut out, ids.len() as u64 + 1);
+                for &id in ids {
+                    put_varint(&mut out, id);
+                }
+            }
+        }
         for p in &self.paths {
             put_bytes(&mut out, p.path.as_bytes());
             let (min, max) = p
@@ -64,6 +77,14 @@ impl PartSummary {
 
     pub fn decode(mut bytes: &[u8]) -> Result<Self, StorageError> {
         let corrupt = || StorageError::Corrupt("partition summary cut short".into());
+        let producers = match take_varint(&mut bytes).ok_or_else(corrupt)? {
+            0 => None,
+            n => Some(
+                (1..n)
+                    .map(|_| take_varint(&mut bytes).ok_or_else(corrupt))
+                    .collect::<Result<Vec<u64>, _>>()?,
+            ),
+        };
         let mut paths = Vec::new();
         while !bytes.is_empty() {
             let path = take_bytes(&mut bytes).ok_or_else(corrupt)?;
@@ -76,15 +97,41 @@ impl PartSummary {
                 range: (!min.is_empty()).then(|| (min.to_vec(), max.to_vec())),
             });
         }
-        Ok(PartSummary { paths })
+        Ok(PartSummary { producers, paths })
     }
 
-    /// The summary after a transaction wrote records with `new` into the
-    /// partition this summary (`old`, if any) belongs to; `fresh` when the
-    /// partition was empty before the transaction.
-    pub fn next(old: Option<&PartSummary>, fresh: bool, new: &NewRanges<'_>) -> PartSummary {
+    /// Whether the partition may hold a record of one of these producers.
+    pub fn may_have_producer(&self, ids: &[u64]) -> bool {
+        self.producers
+            .as_ref()
+            .is_none_or(|have| ids.iter().any(|id| have.binary_search(id).is_ok()))
+    }
+
+    /// The summary after a transaction wrote records with `new` paths'
+    /// ranges and `new_producers` (sorted) into the partition this summary
+    /// (`old`, if any) belongs to; `fresh` when the partition was empty
+    /// before the transaction.
+    pub fn next(
+        old: Option<&PartSummary>,
+        fresh: bool,
+        new: &NewRanges<'_>,
+        new_producers: &[u64],
+    ) -> PartSummary {
+        let producers = if fresh {
+            Some(new_producers.to_vec())
+        } else {
+            old.and_then(|o| o.producers.as_ref()).map(|have| {
+                let mut all: Vec<u64> = have.iter().chain(new_producers).copied().collect();
+                all.sort_unstable();
+                all.dedup();
+                all
+            })
+        };
         let Some(new) = new else {
-            return PartSummary::default();
+            return PartSummary {
+                producers,
+                paths: Vec::new(),
+            };
         };
         let paths = new
             .iter()
@@ -105,7 +152,7 @@ impl PartSummary {
                 })
             })
             .collect();
-        PartSummary { paths }
+        PartSummary { producers, paths }
     }
 }
 
@@ -195,17 +242,20 @@ pub(crate) fn may_match(c: &PathConstraint, range: Option<KeyRange<'_>>) -> bool
     }
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    let mut n = bytes.len() as u64;
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;
     }
     out.push(n as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
 }
 
-fn take_bytes<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+fn take_varint(bytes: &mut &[u8]) -> Option<u64> {
     let mut n: u64 = 0;
     let mut shift = 0;
     loop {
@@ -216,10 +266,14 @@ fn take_bytes<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
         }
         n |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
-            break;
+            return Some(n);
         }
         shift += 7;
     }
+}
+
+fn take_bytes<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let n = take_varint(bytes)?;
     let (head, rest) = bytes.split_at_checked(usize::try_from(n).ok()?)?;
     *bytes = rest;
     Some(head)
@@ -248,6 +302,7 @@ mod tests {
     #[test]
     fn encoding_round_trips() {
         let s = PartSummary {
+            producers: Some(vec![1, 300]),
             paths: vec![
                 PathSummary {
                     path: "extras.window_start".into(),
@@ -260,8 +315,11 @@ mod tests {
             ],
         };
         assert_eq!(PartSummary::decode(&s.encode()).unwrap(), s);
-        assert_eq!(PartSummary::decode(&[]).unwrap(), PartSummary::default());
-        assert!(PartSummary::decode(&[5, b'a']).is_err());
+        let unknown = PartSummary::default();
+        assert_eq!(PartSummary::decode(&unknown.encode()).unwrap(), unknown);
+        assert!(PartSummary::decode(&[]).is_err());
+        assert!(PartSummary::decode(&[0, 5, b'a']).is_err());
+        assert!(PartSummary::decode(&[3, 1]).is_err());
         assert!(PartSummary::decode(&[0xff; 12]).is_err());
     }
 
@@ -324,33 +382,40 @@ mod tests {
         let path = "extras.window_start";
         let some = |x: &[u8], y: &[u8]| Some((x.to_vec(), y.to_vec()));
         let new: NewRanges<'_> = Some(vec![(path, Some((&b[..], &c[..])))]);
-        // A fresh partition takes the transaction's range.
-        let fresh = PartSummary::next(None, true, &new);
+        // A fresh partition takes the transaction's range and producers.
+        let fresh = PartSummary::next(None, true, &new, &[4, 7]);
         assert_eq!(fresh.get(path).unwrap().range, some(&b, &c));
-        // An older partition without a summary of the path stays unknown.
-        assert!(PartSummary::next(None, false, &new).get(path).is_none());
+        assert_eq!(fresh.producers, Some(vec![4, 7]));
+        assert!(fresh.may_have_producer(&[1, 7]) && !fresh.may_have_producer(&[5]));
+        // An older partition without a summary stays unknown.
+        let unknown = PartSummary::next(None, false, &new, &[4]);
+        assert!(unknown.get(path).is_none());
+        assert_eq!(unknown.producers, None);
+        assert!(unknown.may_have_producer(&[9]));
         // One with a summary widens it.
         let old = PartSummary {
+            producers: Some(vec![2, 7]),
             paths: vec![PathSummary {
                 path: path.into(),
                 range: some(&a, &b),
             }],
         };
+        let widened = PartSummary::next(Some(&old), false, &new, &[4, 7]);
+        assert_eq!(widened.get(path).unwrap().range, some(&a, &c));
+        assert_eq!(widened.producers, Some(vec![2, 4, 7]));
+        // Records prepared without the path, or disagreeing: the path is
+        // forgotten, the producers kept.
+        let only_producers = PartSummary {
+            producers: Some(vec![2, 7]),
+            paths: Vec::new(),
+        };
         assert_eq!(
-            PartSummary::next(Some(&old), false, &new)
-                .get(path)
-                .unwrap()
-                .range,
-            some(&a, &c)
+            PartSummary::next(Some(&old), false, &Some(vec![]), &[7]),
+            only_producers
         );
-        // Records prepared without the path, or disagreeing: forgotten.
         assert_eq!(
-            PartSummary::next(Some(&old), false, &Some(vec![])),
-            PartSummary::default()
-        );
-        assert_eq!(
-            PartSummary::next(Some(&old), false, &None),
-            PartSummary::default()
+            PartSummary::next(Some(&old), false, &None, &[2]),
+            only_producers
         );
     }
 

@@ -301,14 +301,12 @@ type PathIndexTable<'txn> = Table<'txn, (&'static [u8], i64, u64), ()>;
 struct PartTables<'txn, 'g> {
     records: Table<'txn, (i64, u64), &'static [u8]>,
     by_target: Table<'txn, (u64, i64, u64), ()>,
-    by_producer: Table<'txn, (u64, i64, u64), ()>,
     by_run: Table<'txn, (&'static str, i64, u64), ()>,
     paths: HashMap<String, PathIndexTable<'txn>>,
     info: PartitionInfo,
-    /// Producer, run and path index entries, inserted in key order by
-    /// `flush_indexes` before the transaction commits: sorted inserts touch
-    /// each B-tree page once instead of jumping between pages per record.
-    pending_producer: Vec<(u64, i64, u64)>,
+    /// The producer dictionary ids of this transaction's new records
+    /// here, for the partition's summary (a partition has few).
+    new_producers: Vec<u64>,
     /// The records, `((produced_at, id), encoded)`, inserted in key order
     /// with the indexes (see [`insert_sorted`]).
     pending_records: Vec<((i64, u64), &'g [u8])>,
@@ -346,11 +344,10 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
             committed_ts,
             records: txn.open_table(records_def(&name(PartTable::Records)))?,
             by_target: txn.open_table(by_dict_id_def(&name(PartTable::ByTarget)))?,
-            by_producer: txn.open_table(by_dict_id_def(&name(PartTable::ByProducer)))?,
             by_run: txn.open_table(by_run_def(&name(PartTable::ByRun)))?,
             paths: HashMap::default(),
             info,
-            pending_producer: Vec::new(),
+            new_producers: Vec::new(),
             pending_records: Vec::new(),
             pending_run: Vec::new(),
             pending_paths: Vec::new(),
@@ -361,10 +358,13 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
         })
     }
 
-    /// Collects the producer, run and path index entries of one record.
+    /// Collects the run and path index entries of one record, and its
+    /// producer and summarized paths for the partition's summary.
     fn add_index_entries(&mut self, prepared: &'g PreparedRecord, producer_id: u64, id: u64) {
         let ts = prepared.produced_at;
-        self.pending_producer.push((producer_id, ts, id));
+        if !self.new_producers.contains(&producer_id) {
+            self.new_producers.push(producer_id);
+        }
         if let Some(run_id) = prepared.run_id() {
             self.pending_run.push((run_id, ts, id));
         }
@@ -381,7 +381,7 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
     /// Writes the partition's catalog entry and, when this transaction
     /// added records, its summary (see `summary`).
     fn write_catalog(
-        &self,
+        &mut self,
         key: &PartitionKey,
         catalog: &mut CatalogTable<'_>,
         summaries: &mut Table<'_, (&'static str, i64), &'static [u8]>,
@@ -398,13 +398,14 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
             .get(id)?
             .map(|v| PartSummary::decode(v.value()))
             .transpose()?;
-        let next = PartSummary::next(old.as_ref(), self.committed_ts.is_none(), &self.new_ranges);
-        if old.as_ref() == Some(&next) {
-            return Ok(());
-        }
-        if next.paths.is_empty() {
-            summaries.remove(id)?;
-        } else {
+        self.new_producers.sort_unstable();
+        let next = PartSummary::next(
+            old.as_ref(),
+            self.committed_ts.is_none(),
+            &self.new_ranges,
+            &self.new_producers,
+        );
+        if old.as_ref() != Some(&next) {
             summaries.insert(id, next.encode().as_slice())?;
         }
         Ok(())
@@ -419,11 +420,6 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
         insert_sorted(
             &mut self.by_target,
             self.pending_target.drain(..).map(|e| (e, ())),
-        )?;
-        self.pending_producer.sort_unstable();
-        insert_sorted(
-            &mut self.by_producer,
-            self.pending_producer.drain(..).map(|e| (e, ())),
         )?;
         self.pending_run.sort_unstable();
         insert_sorted(
@@ -876,7 +872,7 @@ impl Engine {
                 part.flush_indexes(&txn, key)?;
             }
             let mut summaries = txn.open_table(SUMMARIES)?;
-            for (key, part) in parts.values() {
+            for (key, part) in parts.values_mut() {
                 part.write_catalog(key, &mut catalog, &mut summaries)?;
             }
             (outcomes, latest_changed)
