@@ -1,18 +1,21 @@
-//! Partition summaries: for each path a kind summarizes
-//! ([`KindSpec::summarized_paths`](crate::kinds::KindSpec)), the smallest
+//! Partition summaries: per partition, the producer dictionary ids of its
+//! records, and for each path its kind summarizes
+//! ([`KindSpec::summarized_paths`](crate::kinds::KindSpec)) the smallest
 //! and largest index key (see `path_index`) any record of the partition
-//! has there. A scan with a constraint on the path skips partitions whose
-//! range cannot hold a matching key: a block-range index, one entry per
-//! partition instead of one per record, made for values that follow
-//! `produced_at` (a record's window).
+//! has there. A scan for some producers, or with a constraint on such a
+//! path, skips partitions that cannot match: a block-range index, one
+//! entry per partition instead of one per record, made for values that
+//! follow `produced_at` (a record's window) or are few in a partition
+//! (producers).
 //!
-//! The invariant: where a partition's summary names a path, every key at
-//! that path of every record in the partition lies within the summary's
-//! range (`None`: no record has a key there). A path the summary does not
-//! name is unknown, and nothing is skipped for it. The writer keeps this
-//! true: it starts a path's range only in a partition that was empty when
-//! its transaction began, widens it with each record written, and forgets
-//! it when a record of the transaction was prepared without the path (the
+//! The invariant: a summary's producers, when known, include every
+//! producer of the partition's records; where it names a path, every key
+//! at that path of every record in the partition lies within its range
+//! (`None`: no record has a key there). A path it does not name is
+//! unknown, and nothing is skipped for it. The writer keeps this true: it
+//! starts a path's range only in a partition that was empty when its
+//! transaction began, widens it with each record written, and forgets it
+//! when a record of the transaction was prepared without the path (the
 //! kind changed meanwhile).
 
 use super::path_index::{PathConstraint, PathMatch};
