@@ -110,7 +110,8 @@ pub struct StoreOptions {
     /// measured). [`Store::latest_cache_stats`] says what it holds.
     pub latest_cache_bytes: usize,
     /// Lets a scan that reads whole partitions of several kinds (a full scan,
-    /// `stats` over every record) walk each kind on a thread of its own while
+    /// `stats` over every record) walk each kind on a thread of its own (two
+    /// when it tests paths: one walks, one decodes) while
     /// the calling thread merges: the same answers, on every core. Off, every
     /// query runs on the calling thread alone. On by default.
     pub parallel_scans: bool,

@@ -1,5 +1,7 @@
 //! Scans that read whole partitions of several kinds walk each kind on a
-//! thread of its own (`storage::read::ParallelScan`, `scan_each_parallel`).
+//! thread of its own (`storage::read::parallel_scan`, `scan_each_parallel`);
+//! a scan that tests paths on the bytes walks each kind on one thread and
+//! decodes what passes on a second.
 //! They must yield exactly what one thread would: the same records in the
 //! same (`produced_at`, `id`) order, through `scan`, `scan_each` and the
 //! query language, and stop their threads when dropped early.
@@ -182,4 +184,78 @@ fn with_parallel_scans_off_every_scan_stays_on_the_calling_thread() {
     let first = scan.next().unwrap().unwrap();
     assert_eq!(scan_threads(), 0, "no scan threads when they are off");
     check_every_record_in_order(&store, first.id, scan, &records);
+}
+
+/// `payload.rows >= threshold`, as a scan request's path constraint.
+fn rows_at_least(threshold: f64) -> almanac::storage::PathConstraint {
+    almanac::storage::PathConstraint {
+        path: "payload.rows".into(),
+        matcher: almanac::storage::PathMatch::Range {
+            lower: Some((almanac::storage::IndexValue::Number(threshold), true)),
+            upper: None,
+        },
+    }
+}
+
+#[test]
+fn a_scan_testing_paths_on_threads_yields_what_one_thread_does() {
+    let _one_at_a_time = serial();
+    let (_dir, store, records) = generated();
+    let rows = |r: &MetadataRecord| r.payload.get("rows").and_then(|v| v.as_f64());
+    let producer = records[17].producer_id.clone();
+    for (threshold, producers) in [
+        (0.0, None),
+        (1_000_000.0, None),
+        (1_000_000.0, Some(vec![producer.clone()])),
+        (f64::MAX, None),
+    ] {
+        let request = ScanRequest {
+            paths: vec![rows_at_least(threshold)],
+            producers: producers.clone(),
+            ..ScanRequest::default()
+        };
+        let got: Vec<almanac::StoredRecord> =
+            store.scan(&request).unwrap().map(|r| r.unwrap()).collect();
+        let expected = expected_ids(&records, |r| {
+            rows(r).is_some_and(|n| n >= threshold)
+                && producers
+                    .as_ref()
+                    .is_none_or(|p| p.contains(&r.producer_id))
+        });
+        let ids: Vec<u64> = got.iter().map(|r| r.id).collect();
+        assert_eq!(
+            ids, expected,
+            "rows >= {threshold}, producers {producers:?}"
+        );
+        // Whole records, as stored.
+        for r in &got {
+            assert_eq!(r.record, records[(r.id - 1) as usize], "record {}", r.id);
+        }
+    }
+}
+
+#[test]
+fn a_scan_testing_paths_dropped_early_stops_its_threads() {
+    let _one_at_a_time = serial();
+    let (_dir, store, records) = generated();
+    let request = ScanRequest {
+        paths: vec![rows_at_least(0.0)],
+        ..ScanRequest::default()
+    };
+    let rows = |r: &MetadataRecord| r.payload.get("rows").and_then(|v| v.as_f64());
+    let taken: Vec<u64> = store
+        .scan(&request)
+        .unwrap()
+        .take(2)
+        .map(|r| r.unwrap().id)
+        .collect();
+    assert_eq!(
+        taken,
+        expected_ids(&records, |r| rows(r).is_some_and(|n| n >= 0.0))[..2]
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while scan_threads() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(scan_threads(), 0, "scan threads still running");
 }

@@ -770,7 +770,7 @@ impl Engine {
     }
 
     /// Allows or forbids scans on threads of their own (on by default; see
-    /// `read::ParallelScan`).
+    /// `read::parallel_scan`).
     pub fn with_parallel_scans(mut self, on: bool) -> Self {
         self.parallel_scans = on;
         self

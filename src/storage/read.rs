@@ -6,7 +6,7 @@ use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableError};
@@ -35,7 +35,7 @@ const FEW_TARGETS: usize = 64;
 
 /// A scan that reads whole partitions (no index) of two kinds or more and
 /// at least this many partitions in all walks each kind on a thread of its
-/// own (see [`ParallelScan`]); smaller scans are not worth the threads.
+/// own (see [`parallel_scan`]); smaller scans are not worth the threads.
 const PARALLEL_SCAN_MIN_PARTITIONS: usize = 32;
 /// Above this many kinds a scan stays on the caller's thread.
 const PARALLEL_SCAN_MAX_KINDS: usize = 16;
@@ -185,11 +185,29 @@ impl RowFilter {
     /// on the bytes, so most rejected records are never decoded; the record
     /// is built in its slot because it is large and moving it costs.
     fn decode_kept(&self, id: u64, bytes: &[u8], slot: &mut Option<StoredRecord>) -> Result<bool> {
+        if !self.passes_paths(bytes)? {
+            return Ok(false);
+        }
+        self.decode_passed(id, bytes, slot)
+    }
+
+    /// Whether the encoded record meets every path constraint.
+    fn passes_paths(&self, bytes: &[u8]) -> Result<bool> {
         for test in &self.paths {
             if !test.matches_encoded(bytes)? {
                 return Ok(false);
             }
         }
+        Ok(true)
+    }
+
+    /// [`RowFilter::decode_kept`] of a record known to pass the path constraints.
+    fn decode_passed(
+        &self,
+        id: u64,
+        bytes: &[u8],
+        slot: &mut Option<StoredRecord>,
+    ) -> Result<bool> {
         let record = match &self.projection {
             None => decode_record(bytes)?,
             Some(p) => decode_projected(bytes, p)?,
@@ -467,11 +485,15 @@ impl Walk for KindStream {
 }
 
 /// A [`Merge`] with each kind walked (partitions read, rows filtered on
-/// their bytes, kept records decoded) on a thread of its own, the caller's
-/// thread only merging: the same records in the same order, on every core.
-/// One thread per kind rather than a pool: each kind's stream must keep
-/// flowing while the merge waits on another. Dropping the merge stops the
-/// threads (at their next row).
+/// their bytes) on a thread of its own and the records that pass decoded
+/// on a second thread of that kind, the caller's thread only merging: the
+/// same records in the same order, on every core. One walk per kind rather
+/// than a pool: each kind's stream must keep flowing while the merge waits
+/// on another. When the scan tests paths on the records' bytes, the walk
+/// and the decoding are split: a filtered scan's kinds are unequal, the
+/// kind whose records pass is the one that decodes, and its one thread took
+/// most of a full scan's time (see `benches/README.md`). Dropping the merge
+/// stops the threads (at their next row or batch).
 fn parallel_scan(kinds: Vec<KindScan>) -> Result<Merge<KindStream>> {
     let guard = CancelOnDrop(Arc::new(AtomicBool::new(false)));
     let mut streams = Vec::with_capacity(kinds.len());
@@ -479,44 +501,165 @@ fn parallel_scan(kinds: Vec<KindScan>) -> Result<Merge<KindStream>> {
         let (tx, rx) = sync_channel::<Result<Vec<StoredRecord>>>(4);
         let stop = Arc::clone(&guard.0);
         kind.cancel = Some(Arc::clone(&guard.0));
-        std::thread::Builder::new()
-            .name("almanac-scan".into())
-            .spawn(move || {
-                let mut cap = 16;
-                let mut batch = Vec::with_capacity(cap);
-                let mut slot = None;
-                while !stop.load(Ordering::Relaxed) {
-                    match kind.next_into(&mut slot) {
-                        Ok(true) => {
-                            batch.extend(slot.take());
-                            if batch.len() >= cap {
-                                cap = (cap * 4).min(SCAN_BATCH);
-                                let full = std::mem::replace(&mut batch, Vec::with_capacity(cap));
-                                if tx.send(Ok(full)).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        Ok(false) => {
-                            if !batch.is_empty() {
-                                let _ = tx.send(Ok(batch));
-                            }
-                            return;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-            })
-            .map_err(|e| StorageError::io(std::path::Path::new("<scan thread>"), e))?;
+        if kind.filter.paths.is_empty() {
+            // Nothing is rejected on its bytes: every record in range is
+            // decoded, so the kinds' threads are about as busy as their
+            // record counts, and a split would only copy the bytes.
+            spawn_scan_thread(move || walk_decoded(kind, &stop, &tx))?;
+        } else {
+            let (raw_tx, raw_rx) = sync_channel::<Result<RawBatch>>(4);
+            let (back, back_rx) = sync_channel::<RawBatch>(4);
+            let filter = Arc::clone(&kind.filter);
+            spawn_scan_thread(move || walk_raw(kind, &stop, &raw_tx, &back_rx))?;
+            spawn_scan_thread(move || decode_raw(&filter, &raw_rx, &back, &tx))?;
+        }
         streams.push(KindStream {
             rx,
             batch: Vec::new().into_iter(),
         });
     }
     Ok(Merge::new(streams, Some(guard)))
+}
+
+fn spawn_scan_thread(f: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name("almanac-scan".into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| StorageError::io(std::path::Path::new("<scan thread>"), e))
+}
+
+/// A kind's parallel scan on one thread: walks its partitions, decodes the
+/// records that pass and sends them in batches.
+fn walk_decoded(mut kind: KindScan, stop: &AtomicBool, tx: &SyncSender<Result<Vec<StoredRecord>>>) {
+    let mut cap = 16;
+    let mut batch = Vec::with_capacity(cap);
+    let mut slot = None;
+    while !stop.load(Ordering::Relaxed) {
+        match kind.next_into(&mut slot) {
+            Ok(true) => {
+                batch.extend(slot.take());
+                if batch.len() >= cap {
+                    cap = (cap * 4).min(SCAN_BATCH);
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(cap));
+                    if tx.send(Ok(full)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(false) => {
+                if !batch.is_empty() {
+                    let _ = tx.send(Ok(batch));
+                }
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// Encoded records that passed a kind's byte-level tests, on their way from
+/// the kind's walk to its decoding: their bytes one after another.
+#[derive(Default)]
+struct RawBatch {
+    bytes: Vec<u8>,
+    /// Each record's id and the end of its bytes in `bytes`.
+    ends: Vec<(u64, usize)>,
+}
+
+impl RawBatch {
+    fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(id, end)| {
+            let bytes = self.bytes.get(start..end).unwrap_or_default();
+            start = end;
+            (id, bytes)
+        })
+    }
+}
+
+/// A raw batch is sent once it holds this many bytes (or [`SCAN_BATCH`] records).
+const RAW_BATCH_BYTES: usize = 256 << 10;
+
+/// The first half of a kind's parallel scan: walks its partitions and
+/// sends the records that pass the byte-level tests, undecoded.
+fn walk_raw(
+    mut kind: KindScan,
+    stop: &AtomicBool,
+    tx: &SyncSender<Result<RawBatch>>,
+    back: &Receiver<RawBatch>,
+) {
+    let mut cap = 16;
+    let mut batch = RawBatch::default();
+    while !stop.load(Ordering::Relaxed) {
+        let pushed = kind.next_decoded(|filter, id, bytes| {
+            if !filter.passes_paths(bytes)? {
+                return Ok(false);
+            }
+            batch.bytes.extend_from_slice(bytes);
+            batch.ends.push((id, batch.bytes.len()));
+            Ok(true)
+        });
+        match pushed {
+            Ok(true) if batch.ends.len() < cap && batch.bytes.len() < RAW_BATCH_BYTES => {}
+            Ok(more) => {
+                if !batch.ends.is_empty() {
+                    cap = (cap * 4).min(SCAN_BATCH);
+                    let mut next = back.try_recv().unwrap_or_default();
+                    next.bytes.clear();
+                    next.ends.clear();
+                    if tx.send(Ok(std::mem::replace(&mut batch, next))).is_err() {
+                        return;
+                    }
+                }
+                if !more {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// The second half of a kind's parallel scan: decodes what [`walk_raw`]
+/// sends, applies the rest of the filter and sends the kept records on.
+fn decode_raw(
+    filter: &RowFilter,
+    rx: &Receiver<Result<RawBatch>>,
+    back: &SyncSender<RawBatch>,
+    tx: &SyncSender<Result<Vec<StoredRecord>>>,
+) {
+    while let Ok(received) = rx.recv() {
+        let raw = match received {
+            Ok(raw) => raw,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let mut out = Vec::with_capacity(raw.ends.len());
+        let mut slot = None;
+        for (id, bytes) in raw.records() {
+            match filter.decode_passed(id, bytes, &mut slot) {
+                Ok(true) => out.extend(slot.take()),
+                Ok(false) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let _ = back.try_send(raw); // or dropped, if the walk has enough
+        if !out.is_empty() && tx.send(Ok(out)).is_err() {
+            return;
+        }
+    }
 }
 
 /// Records of one kind decoded on a thread of their own into batches of
