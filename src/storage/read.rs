@@ -823,6 +823,64 @@ fn scan_each_parallel(kinds: Vec<KindScan>, f: &mut dyn FnMut(&StoredRecord)) ->
     merged
 }
 
+/// Records a `history` call holds on the stack while it decodes; a longer
+/// answer boxes each record.
+const HISTORY_ON_STACK: usize = 32;
+
+/// The records a `history` call has decoded, held until the answer's vector
+/// is allocated last (see [`Engine::history`]): on the stack when they are
+/// few, so holding them costs no allocation, else each in a box.
+enum Decoded {
+    Stack(usize, [Option<StoredRecord>; HISTORY_ON_STACK]),
+    Boxed(Vec<Box<StoredRecord>>),
+}
+
+impl Decoded {
+    fn new(expected: usize) -> Self {
+        if expected <= HISTORY_ON_STACK {
+            Decoded::Stack(0, std::array::from_fn(|_| None))
+        } else {
+            Decoded::Boxed(Vec::with_capacity(expected))
+        }
+    }
+
+    fn push(&mut self, record: StoredRecord) {
+        match self {
+            Decoded::Stack(n, slots) => match slots.get_mut(*n) {
+                Some(slot) => {
+                    *slot = Some(record);
+                    *n += 1;
+                }
+                None => {
+                    // Not reached: at most `expected` records are pushed.
+                    let mut boxed: Vec<Box<StoredRecord>> = slots
+                        .iter_mut()
+                        .filter_map(|s| s.take().map(Box::new))
+                        .collect();
+                    boxed.push(Box::new(record));
+                    *self = Decoded::Boxed(boxed);
+                }
+            },
+            Decoded::Boxed(boxed) => boxed.push(Box::new(record)),
+        }
+    }
+
+    fn into_vec(self) -> Vec<StoredRecord> {
+        match self {
+            Decoded::Stack(n, mut slots) => {
+                let mut out = Vec::with_capacity(n);
+                out.extend(slots.iter_mut().take(n).filter_map(Option::take));
+                out
+            }
+            Decoded::Boxed(boxed) => {
+                let mut out = Vec::with_capacity(boxed.len());
+                out.extend(boxed.into_iter().map(|record| *record));
+                out
+            }
+        }
+    }
+}
+
 /// Whether a scan of these walks is worth a thread per kind.
 fn worth_threads(kinds: &[KindScan]) -> bool {
     let whole_partitions = kinds
@@ -1002,7 +1060,7 @@ impl Engine {
         // 1 KiB or more is requested, and the ~35 small allocations of each
         // record decoded after that took its slow path (callgrind,
         // profile_history at N = 50,000: 5.6% fewer instructions a call).
-        let mut keys: Vec<(&RecordsTable, i64, u64)> = Vec::new();
+        let mut keys: Vec<(&RecordsTable, i64, u64)> = Vec::with_capacity(HISTORY_ON_STACK);
         let mut built = false;
         for part in partitions.iter() {
             let (key, info) = (&part.entry.key, &part.entry.info);
@@ -1053,7 +1111,7 @@ impl Engine {
                 keys.push((records, ts, id));
             }
         }
-        let mut decoded = Vec::with_capacity(keys.len());
+        let mut decoded = Decoded::new(keys.len());
         for (records, ts, id) in keys {
             if let Some(bytes) = records.get((ts, id))? {
                 let record = decode_record(bytes.value())?;
@@ -1061,13 +1119,11 @@ impl Engine {
                     && record.target.schema == target.schema
                     && record.target.table == target.table
                 {
-                    decoded.push(Box::new(StoredRecord { id, record }));
+                    decoded.push(StoredRecord { id, record });
                 }
             }
         }
-        let mut out = Vec::with_capacity(decoded.len());
-        out.extend(decoded.into_iter().map(|record| *record));
-        Ok(out)
+        Ok(decoded.into_vec())
     }
 
     /// Latest records for the given kinds and targets (all when `None`), from the latest table.
@@ -1506,4 +1562,42 @@ fn copy_keys(index: &ByTargetTable, n_records: u64) -> Result<Arc<PartKeys>> {
         all.push(entry?.0.value());
     }
     Ok(Arc::new(PartKeys::new(all)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: u64) -> StoredRecord {
+        StoredRecord {
+            id,
+            record: empty_record(),
+        }
+    }
+
+    /// `history`'s holder gives back what was pushed, in order, on the
+    /// stack, boxed, and when more come than it was told to expect.
+    #[test]
+    fn decoded_records_come_back_in_order_however_they_were_held() {
+        for (expected, pushed) in [
+            (0, 0),
+            (3, 3),
+            (3, 1),
+            (HISTORY_ON_STACK, HISTORY_ON_STACK),
+            (HISTORY_ON_STACK, HISTORY_ON_STACK + 5),
+            (HISTORY_ON_STACK + 1, HISTORY_ON_STACK + 1),
+            (100, 70),
+        ] {
+            let mut decoded = Decoded::new(expected);
+            for id in 0..pushed as u64 {
+                decoded.push(record(id));
+            }
+            let ids: Vec<u64> = decoded.into_vec().iter().map(|r| r.id).collect();
+            assert_eq!(
+                ids,
+                (0..pushed as u64).collect::<Vec<_>>(),
+                "{expected}, {pushed}"
+            );
+        }
+    }
 }
