@@ -830,6 +830,10 @@ const HISTORY_ON_STACK: usize = 32;
 /// The records a `history` call has decoded, held until the answer's vector
 /// is allocated last (see [`Engine::history`]): on the stack when they are
 /// few, so holding them costs no allocation, else each in a box.
+#[allow(
+    clippy::large_enum_variant, // the array is meant to be on the stack
+    clippy::vec_box // pointers keep the vector's block small (see above)
+)]
 enum Decoded {
     Stack(usize, [Option<StoredRecord>; HISTORY_ON_STACK]),
     Boxed(Vec<Box<StoredRecord>>),
