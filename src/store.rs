@@ -233,6 +233,15 @@ fn prepare_with(
         .collect()
 }
 
+/// A single record's error: without the batch index.
+fn without_index(e: Error) -> Error {
+    match e {
+        Error::InvalidRecord { error, .. } => Error::InvalidRecord { index: None, error },
+        Error::Rejected { error, .. } => Error::Rejected { index: None, error },
+        other => other,
+    }
+}
+
 /// What an id adds to a record's canonical JSON at most: `"id":` and 20
 /// digits and a comma.
 const MAX_ID_PREFIX_BYTES: usize = r#""id":18446744073709551615,"#.len();
@@ -360,6 +369,58 @@ struct Inner {
     /// The prepared records of the last streamed batch, freed by the next
     /// write while it waits for the writer (see [`Store::write_streamed`]).
     spent: Mutex<Option<Arc<Streamed>>>,
+    /// Write jobs queued for the writer and not yet answered (see
+    /// [`InFlight`]); [`Store::update_kind`] waits for none to be left.
+    in_flight: InFlight,
+}
+
+/// Counts write jobs between their queueing and their answer. A job is
+/// queued while its caller still holds the kind registry's read lock (the
+/// registry it was prepared against), so once a kind change holds the
+/// write lock, the jobs prepared against the old registry are exactly the
+/// ones in flight: the change waits for them to commit before it changes
+/// the kind's tables, so no record is written with index entries of a
+/// spec that no longer holds (or without those of one that does).
+#[derive(Debug, Default)]
+struct InFlight {
+    count: Mutex<usize>,
+    idle: std::sync::Condvar,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.count.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one job until the returned guard is dropped.
+    fn start(&self) -> InFlightJob<'_> {
+        *self.lock() += 1;
+        InFlightJob(self)
+    }
+
+    /// Waits until no job is in flight.
+    fn wait_idle(&self) {
+        let mut count = self.lock();
+        while *count > 0 {
+            count = self
+                .idle
+                .wait(count)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// One job of [`InFlight`]: uncounted when dropped (answered, or failed).
+struct InFlightJob<'a>(&'a InFlight);
+
+impl Drop for InFlightJob<'_> {
+    fn drop(&mut self) {
+        let mut count = self.0.lock();
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.0.idle.notify_all();
+        }
+    }
 }
 
 /// Whether the writer has answered callers whose records' log lines it has
@@ -614,6 +675,7 @@ impl Store {
                 log_progress,
                 dir,
                 spent: Mutex::default(),
+                in_flight: InFlight::default(),
             }),
         })
     }
@@ -669,6 +731,7 @@ impl Store {
                 log_progress: Arc::default(),
                 dir,
                 spent: Mutex::default(),
+                in_flight: InFlight::default(),
             }),
         })
     }
@@ -722,6 +785,24 @@ impl Store {
         prepare_with(&registry, self.strict(), 0, records)
     }
 
+    /// Prepares records and has the writer write them: the registry they
+    /// were prepared against is held until the job is queued (see
+    /// [`InFlight`]).
+    fn prepare_and_submit(
+        &self,
+        records: &[MetadataRecord],
+        single: bool,
+    ) -> Result<Vec<WriteOutcome>> {
+        let registry = self.registry()?;
+        let prepared = prepare_with(&registry, self.strict(), 0, records);
+        let prepared = if single {
+            prepared.map_err(without_index)
+        } else {
+            prepared
+        }?;
+        self.submit(prepared, registry)
+    }
+
     fn registry(&self) -> Result<std::sync::RwLockReadGuard<'_, KindRegistry>> {
         Ok(self
             .inner
@@ -754,6 +835,7 @@ impl Store {
                 .collect(),
         });
         let (reply, answer) = mpsc::sync_channel(1);
+        let _in_flight = self.inner.in_flight.start();
         jobs.send(Msg::Write(Job {
             records: Records::Streamed(Arc::clone(&streamed)),
             reply,
@@ -861,24 +943,28 @@ impl Store {
     /// [`Store::prepare`] for a single record: errors carry no batch index.
     fn prepare_one(&self, record: &MetadataRecord) -> Result<Vec<PreparedRecord>> {
         self.prepare(std::slice::from_ref(record))
-            .map_err(|e| match e {
-                Error::InvalidRecord { error, .. } => Error::InvalidRecord { index: None, error },
-                Error::Rejected { error, .. } => Error::Rejected { index: None, error },
-                other => other,
-            })
+            .map_err(without_index)
     }
 
-    fn submit(&self, records: Vec<PreparedRecord>) -> Result<Vec<WriteOutcome>> {
+    /// Queues prepared records for the writer, then lets go of `registry`
+    /// (what they were prepared against), and waits for the answer.
+    fn submit(
+        &self,
+        records: Vec<PreparedRecord>,
+        registry: std::sync::RwLockReadGuard<'_, KindRegistry>,
+    ) -> Result<Vec<WriteOutcome>> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, answer) = mpsc::sync_channel(1);
         let jobs = self.jobs()?;
+        let _in_flight = self.inner.in_flight.start();
         jobs.send(Msg::Write(Job {
             records: Records::Ready(records),
             reply,
         }))
         .map_err(|_| StorageError::WriterGone("the writer thread stopped".into()))?;
+        drop(registry);
         // As in `write_streamed`: this thread only waits from here on.
         drop(self.take_spent());
         let (outcome, records) = answer
@@ -986,7 +1072,13 @@ impl Store {
         }
         // Compile first, persist second, publish last: a bad schema changes nothing.
         KindRegistry::from_specs(vec![spec.clone()])?;
-        self.inner.engine.put_kind(&spec)?;
+        // Records of the kind may exist (stored while it was not
+        // registered): its indexes are built over them, after the jobs
+        // prepared without them commit (see `InFlight`).
+        self.inner.in_flight.wait_idle();
+        self.inner
+            .engine
+            .put_kind_and_index(&spec, &spec.indexed_paths, &[])?;
         registry.insert(spec)?;
         Ok(())
     }
@@ -1041,7 +1133,16 @@ impl Store {
             .filter(|p| !old_paths.contains(p))
             .cloned()
             .collect();
-        self.inner.engine.put_kind_and_index(&spec, &new_paths)?;
+        let removed_paths: Vec<String> = old_paths
+            .iter()
+            .filter(|p| !spec.indexed_paths.contains(p))
+            .cloned()
+            .collect();
+        // The jobs prepared against the old spec commit first (see `InFlight`).
+        self.inner.in_flight.wait_idle();
+        self.inner
+            .engine
+            .put_kind_and_index(&spec, &new_paths, &removed_paths)?;
         registry.insert(spec.clone())?;
         Ok(spec)
     }
@@ -1596,9 +1697,8 @@ fn log_tails<'a>(
 
 impl MetadataRepository for Store {
     fn store(&self, record: &MetadataRecord) -> Result<StoreOutcome> {
-        let prepared = self.prepare_one(record)?;
         let outcome = self
-            .submit(prepared)?
+            .prepare_and_submit(std::slice::from_ref(record), true)?
             .into_iter()
             .next()
             .ok_or_else(|| StorageError::WriterGone("no outcome for the record".into()))?;
@@ -1609,8 +1709,7 @@ impl MetadataRepository for Store {
         let outcomes = if records.len() >= STREAM_MIN {
             self.write_streamed(records)?
         } else {
-            let prepared = self.prepare(records)?;
-            self.submit(prepared)?
+            self.prepare_and_submit(records, false)?
         };
         Ok(BulkOutcome::from_outcomes(&outcomes))
     }

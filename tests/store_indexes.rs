@@ -230,6 +230,169 @@ fn declared_paths_are_indexed_and_built_for_existing_data() {
     );
 }
 
+/// A path taken off a kind's indexed paths is no longer indexed: records
+/// stored after that, in the same partitions, are found all the same (its
+/// index tables must not answer for partitions it no longer covers), and
+/// declaring it again builds it afresh over everything.
+#[test]
+fn a_path_no_longer_indexed_answers_from_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let records: Vec<MetadataRecord> = (0..200i64)
+        .map(|i| {
+            let outcome = ["pass", "fail", "timeout", "error"][(i % 4) as usize];
+            // Two records an hour for 100 hours: the later ones land in the
+            // day partitions the earlier ones opened.
+            recon((i % 5) as usize, i / 2, outcome, &[], 2)
+        })
+        .collect();
+    let (first, second): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| {
+        r.payload
+            .get("observed")
+            .and_then(|v| v.as_i64())
+            .is_some_and(|o| o % 2 == 0)
+    });
+    store.bulk_store(&first).unwrap();
+    let failed = ScanRequest {
+        kinds: Some(vec!["recon_result".to_owned()]),
+        paths: vec![outcome_in(&["fail"])],
+        ..ScanRequest::default()
+    };
+    let all = scan(&store, &ScanRequest::default());
+    check(&store, &all, failed.clone(), Some("payload.outcome"));
+
+    store
+        .update_kind("recon_result", |spec| {
+            spec.indexed_paths.retain(|p| p != "payload.outcome")
+        })
+        .unwrap();
+    store.bulk_store(&second).unwrap();
+    let all = scan(&store, &ScanRequest::default());
+    assert_eq!(all.len(), 200);
+    check(&store, &all, failed.clone(), None);
+
+    // Reopened, the same.
+    drop(store);
+    let store = open(dir.path());
+    check(&store, &all, failed.clone(), None);
+
+    store
+        .add_indexed_path("recon_result", "payload.outcome")
+        .unwrap();
+    check(&store, &all, failed, Some("payload.outcome"));
+}
+
+/// A kind registered with an indexed path after records of it were stored
+/// (open governance) has the path built over those records, so later
+/// records in the same partitions do not leave an index of part of them.
+#[test]
+fn registering_a_kind_indexes_the_records_it_already_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let record = |i: i64| {
+        let status = ["ok", "bad"][(i % 2) as usize];
+        MetadataRecord::new(
+            "custom_check",
+            target((i % 3) as usize),
+            object(json!({ "status": status, "i": i })),
+            ts(BASE + i * HOUR),
+            "checker",
+        )
+    };
+    store
+        .bulk_store(&(0..40).map(record).collect::<Vec<_>>())
+        .unwrap();
+    let mut spec = almanac::kinds::KindSpec::new("custom_check", "a check");
+    spec.indexed_paths = vec!["payload.status".into()];
+    store.register_kind(spec).unwrap();
+    store
+        .bulk_store(&(40..80).map(record).collect::<Vec<_>>())
+        .unwrap();
+    let all = scan(&store, &ScanRequest::default());
+    assert_eq!(all.len(), 80);
+    check(
+        &store,
+        &all,
+        ScanRequest {
+            kinds: Some(vec!["custom_check".into()]),
+            paths: vec![PathConstraint {
+                path: "payload.status".into(),
+                matcher: PathMatch::AnyOf(vec![IndexValue::String("bad".into())]),
+            }],
+            ..ScanRequest::default()
+        },
+        Some("payload.status"),
+    );
+}
+
+/// Writers store records while a path is declared and dropped again and
+/// again, ending declared: records prepared against one spec and committed
+/// after a change must not leave a partition's index short (the change
+/// waits for them to commit, then builds over them).
+#[test]
+fn index_changes_during_writes_leave_no_partition_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(open(dir.path()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4i64)
+        .map(|w| {
+            let (store, stop) = (std::sync::Arc::clone(&store), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut n = w * 100_000;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let outcome = ["pass", "fail"][(n % 2) as usize];
+                    if n % 10 == 0 {
+                        let batch: Vec<_> = (0..5)
+                            .map(|k| recon(k, (n + k as i64) % 200, outcome, &[], 1))
+                            .collect();
+                        store.bulk_store(&batch).unwrap();
+                    } else {
+                        let r = recon((n % 9) as usize, n % 200, outcome, &[], 1);
+                        store.store(&r).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for round in 0..15 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        if round % 2 == 0 {
+            store
+                .add_indexed_path("recon_result", "payload.observed")
+                .unwrap();
+        } else {
+            store
+                .update_kind("recon_result", |spec| {
+                    spec.indexed_paths.retain(|p| p != "payload.observed")
+                })
+                .unwrap();
+        }
+    }
+    // Declared since the last round; the writers go on for a while.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let all = scan(&store, &ScanRequest::default());
+    for observed in 0..7 {
+        check(
+            &store,
+            &all,
+            ScanRequest {
+                kinds: Some(vec!["recon_result".into()]),
+                paths: vec![PathConstraint {
+                    path: "payload.observed".into(),
+                    matcher: PathMatch::AnyOf(vec![IndexValue::Number(f64::from(observed))]),
+                }],
+                ..ScanRequest::default()
+            },
+            Some("payload.observed"),
+        );
+    }
+}
+
 #[test]
 fn a_bad_indexed_path_is_refused() {
     let dir = tempfile::tempdir().unwrap();

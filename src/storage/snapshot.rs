@@ -543,7 +543,7 @@ mod tests {
         });
         check_invalidates(&engine, "put_kind_and_index", || {
             engine
-                .put_kind_and_index(&spec, &["payload.rows".to_owned()])
+                .put_kind_and_index(&spec, &["payload.rows".to_owned()], &[])
                 .unwrap();
         });
         spec.retention = Retention::Days(1);

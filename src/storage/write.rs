@@ -916,9 +916,15 @@ impl Engine {
     }
 
     /// Saves a kind spec and, in the same transaction, builds the path
-    /// indexes `new_paths` for every existing partition of the kind.
-    /// Returns the number of records indexed.
-    pub fn put_kind_and_index(&self, spec: &KindSpec, new_paths: &[String]) -> Result<u64> {
+    /// indexes `new_paths` for every existing partition of the kind and
+    /// deletes those of `removed_paths`. Returns the number of records
+    /// indexed.
+    pub fn put_kind_and_index(
+        &self,
+        spec: &KindSpec,
+        new_paths: &[String],
+        removed_paths: &[String],
+    ) -> Result<u64> {
         let json =
             serde_json::to_string(spec).map_err(|e| super::StorageError::Corrupt(e.to_string()))?;
         let txn = self.db.begin_write()?;
@@ -941,6 +947,12 @@ impl Engine {
                     kind: spec.name.clone(),
                     bucket_start: start,
                 };
+                // A path no longer indexed loses its tables: records stored
+                // from now on get no entries there, and a reader must not
+                // take what is left for the whole partition.
+                for path in removed_paths {
+                    txn.delete_table(path_index_def(&path_table_name(&key, path)))?;
+                }
                 let records =
                     txn.open_table(records_def(&part_table_name(&key, PartTable::Records)))?;
                 for path in new_paths {
