@@ -1140,9 +1140,16 @@ impl Store {
             .collect();
         // The jobs prepared against the old spec commit first (see `InFlight`).
         self.inner.in_flight.wait_idle();
-        self.inner
-            .engine
-            .put_kind_and_index(&spec, &new_paths, &removed_paths)?;
+        let (_, n_moved) =
+            self.inner
+                .engine
+                .put_kind_and_index(&spec, &new_paths, &removed_paths)?;
+        if n_moved > 0 {
+            // The tables of the paths taken off wait under `purge/`.
+            if let Some(jobs) = &self.inner.jobs {
+                let _ = jobs.send(Msg::Purge);
+            }
+        }
         registry.insert(spec.clone())?;
         Ok(spec)
     }

@@ -270,6 +270,10 @@ fn a_path_no_longer_indexed_answers_from_the_records() {
     let all = scan(&store, &ScanRequest::default());
     assert_eq!(all.len(), 200);
     check(&store, &all, failed.clone(), None);
+    // The path's tables wait under `purge/` (as expired partitions' do)
+    // until the writer, or this call, deletes them.
+    store.purge_expired().unwrap();
+    assert_eq!(store.purge_pending().unwrap(), 0);
 
     // Reopened, the same.
     drop(store);

@@ -2,7 +2,7 @@
 //! retention by dropping whole partitions.
 
 use std::collections::hash_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// The write path's maps are keyed by names and ids it hashes for every
 /// record; foldhash (randomly seeded per map) costs a fraction of SipHash.
@@ -917,19 +917,28 @@ impl Engine {
 
     /// Saves a kind spec and, in the same transaction, builds the path
     /// indexes `new_paths` for every existing partition of the kind and
-    /// deletes those of `removed_paths`. Returns the number of records
-    /// indexed.
+    /// moves the tables of `removed_paths` under `purge/`, for the writer
+    /// to delete later as it does expired partitions' (no read looks at
+    /// them from this commit on). Returns the number of records indexed
+    /// and the number of tables moved.
     pub fn put_kind_and_index(
         &self,
         spec: &KindSpec,
         new_paths: &[String],
         removed_paths: &[String],
-    ) -> Result<u64> {
+    ) -> Result<(u64, usize)> {
         let json =
             serde_json::to_string(spec).map_err(|e| super::StorageError::Corrupt(e.to_string()))?;
         let txn = self.db.begin_write()?;
         let mut n_indexed = 0;
+        let mut n_moved = 0;
         {
+            let all_tables: HashSet<String> = if removed_paths.is_empty() {
+                HashSet::new()
+            } else {
+                txn.list_tables()?.map(|t| t.name().to_owned()).collect()
+            };
+            let mut purge_run = None;
             let mut kinds = txn.open_table(super::KINDS)?;
             kinds.insert(spec.name.as_str(), json.as_str())?;
             let starts: Vec<i64> = {
@@ -951,7 +960,23 @@ impl Engine {
                 // from now on get no entries there, and a reader must not
                 // take what is left for the whole partition.
                 for path in removed_paths {
-                    txn.delete_table(path_index_def(&path_table_name(&key, path)))?;
+                    let name = path_table_name(&key, path);
+                    if !all_tables.contains(&name) {
+                        continue;
+                    }
+                    let run = match purge_run {
+                        Some(run) => run,
+                        None => {
+                            let mut meta = txn.open_table(META)?;
+                            let run = meta.get(META_NEXT_PURGE)?.map_or(1, |v| v.value());
+                            meta.insert(META_NEXT_PURGE, run + 1)?;
+                            *purge_run.insert(run)
+                        }
+                    };
+                    // The definition's types don't matter for renaming.
+                    let purged = format!("{PURGE_PREFIX}{run}/{name}");
+                    txn.rename_table(records_def(&name), records_def(&purged))?;
+                    n_moved += 1;
                 }
                 let records =
                     txn.open_table(records_def(&part_table_name(&key, PartTable::Records)))?;
@@ -970,7 +995,7 @@ impl Engine {
             }
         }
         txn.commit(LatestChange::Nothing)?;
-        Ok(n_indexed)
+        Ok((n_indexed, n_moved))
     }
 
     /// Drops every partition of the given kinds that lies wholly before its
