@@ -110,8 +110,8 @@ pub struct StoreOptions {
     /// measured). [`Store::latest_cache_stats`] says what it holds.
     pub latest_cache_bytes: usize,
     /// Lets a scan that reads whole partitions of several kinds (a full scan,
-    /// `stats` over every record) walk each kind on a thread of its own (two
-    /// when it tests paths: one walks, one decodes) while
+    /// `stats` over every record) walk each kind on a thread of its own (and
+    /// decode on a second one when it tests paths and few rows pass) while
     /// the calling thread merges: the same answers, on every core. Off, every
     /// query runs on the calling thread alone. On by default.
     pub parallel_scans: bool,

@@ -259,3 +259,64 @@ fn a_scan_testing_paths_dropped_early_stops_its_threads() {
     }
     assert_eq!(scan_threads(), 0, "scan threads still running");
 }
+
+/// Where the share of a kind's rows that pass its path tests changes along
+/// the scan (few, then all, then few again), the walk switches between
+/// sending bytes to its decoding thread and decoding itself: the answer
+/// keeps the (`produced_at`, id) order across every switch.
+#[test]
+fn a_scan_whose_pass_rate_changes_keeps_its_order() {
+    let _one_at_a_time = serial();
+    const DAY: i64 = MICROS_PER_DAY;
+    let start = 1_709_251_200_000_000; // 2024-03-01
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            clock: Clock::fixed(almanac::Timestamp::from_micros(start + 60 * DAY)),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let mut records = Vec::new();
+    for day in 0..40i64 {
+        for i in 0..80i64 {
+            for kind in ["check_a", "check_b"] {
+                // Days 12 to 24 all pass; the rest one in twenty.
+                let v = if (12..24).contains(&day) || i % 20 == 0 {
+                    1000
+                } else {
+                    0
+                };
+                let mut payload = almanac::model::JsonObject::new();
+                payload.insert("v".into(), v.into());
+                payload.insert("i".into(), i.into());
+                records.push(MetadataRecord::new(
+                    kind,
+                    almanac::MetadataTarget::new("src", "sch", &format!("t{}", i % 7)),
+                    payload,
+                    almanac::Timestamp::from_micros(start + day * DAY + i * 60_000_000),
+                    "tester",
+                ));
+            }
+        }
+    }
+    store.bulk_store(&records).unwrap();
+    let request = ScanRequest {
+        paths: vec![almanac::storage::PathConstraint {
+            path: "payload.v".into(),
+            matcher: almanac::storage::PathMatch::Range {
+                lower: Some((almanac::storage::IndexValue::Number(1000.0), true)),
+                upper: None,
+            },
+        }],
+        ..ScanRequest::default()
+    };
+    let got: Vec<almanac::StoredRecord> =
+        store.scan(&request).unwrap().map(|r| r.unwrap()).collect();
+    let expected = expected_ids(&records, |r| r.payload["v"] == 1000);
+    assert_eq!(got.iter().map(|r| r.id).collect::<Vec<_>>(), expected);
+    for r in &got {
+        assert_eq!(r.record, records[(r.id - 1) as usize], "record {}", r.id);
+    }
+}
