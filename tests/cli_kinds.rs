@@ -1,4 +1,4 @@
-//! `almanac kinds` (list, register, add-schema, set-retention, show) and `almanac retention [--dry-run]`.
+//! `almanac kinds` (list, register, add-schema, set-retention, index, unindex, show) and `almanac retention [--dry-run]`.
 
 mod cli_support;
 
@@ -228,4 +228,90 @@ fn retention_dry_run_reports_and_retention_drops_expired_partitions() {
     ));
     assert_eq!(code, 0);
     assert!(stdout.contains("forever"), "{stdout}");
+}
+
+#[test]
+fn indexes_and_unindexes_a_path_and_queries_answer_the_same() {
+    let (dir, db) = store_dir();
+    let outcomes = ["pass", "fail", "timeout"];
+    let first: Vec<String> = (1..=9)
+        .map(|day| recon_line(day as usize % 4, day, outcomes[day as usize % 3]))
+        .collect();
+    import(dir.path(), &db, &first);
+    let failed = |db: &std::path::Path| -> String {
+        let (code, stdout, stderr) = parts(&run(
+            db,
+            &[
+                "query",
+                "--format",
+                "jsonl",
+                r#"recon_result | where payload.outcome = "fail" | stats count()"#,
+            ],
+        ));
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    let indexed = |db: &std::path::Path| -> Vec<Value> {
+        let (code, stdout, _) = parts(&run(db, &["kinds", "show", "recon_result"]));
+        assert_eq!(code, 0);
+        let spec: Value = serde_json::from_str(&stdout).unwrap();
+        spec["indexed_paths"].as_array().cloned().unwrap()
+    };
+    assert_eq!(failed(&db).trim(), r#"{"count()":3}"#);
+
+    let (code, stdout, stderr) = parts(&run(
+        &db,
+        &["kinds", "unindex", "recon_result", "payload.outcome"],
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("no longer indexes `payload.outcome`"),
+        "{stdout}"
+    );
+    assert!(!indexed(&db).contains(&Value::from("payload.outcome")));
+    // Records stored after, in the same day partitions, are found.
+    let more: Vec<String> = (1..=9)
+        .map(|day| recon_line(day as usize % 4 + 4, day, "fail"))
+        .collect();
+    import(dir.path(), &db, &more);
+    assert_eq!(failed(&db).trim(), r#"{"count()":12}"#);
+
+    let (code, stdout, stderr) = parts(&run(
+        &db,
+        &["kinds", "index", "recon_result", "payload.outcome"],
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("now indexes `payload.outcome`"), "{stdout}");
+    assert!(indexed(&db).contains(&Value::from("payload.outcome")));
+    assert_eq!(failed(&db).trim(), r#"{"count()":12}"#);
+    let (code, stdout, _) = parts(&run(
+        &db,
+        &["kinds", "index", "recon_result", "payload.outcome"],
+    ));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("already indexes"), "{stdout}");
+
+    // Mistakes exit 2 and say what is wrong.
+    for (args, says) in [
+        (
+            vec!["kinds", "index", "no_such_kind", "payload.x"],
+            "unknown kind `no_such_kind`",
+        ),
+        (
+            vec!["kinds", "index", "recon_result", "target.table"],
+            "must start with `payload.` or `extras.`",
+        ),
+        (
+            vec!["kinds", "unindex", "recon_result", "payload.nothing"],
+            "does not index `payload.nothing`",
+        ),
+        (
+            vec!["kinds", "unindex", "no_such_kind", "payload.x"],
+            "unknown kind `no_such_kind`",
+        ),
+    ] {
+        let (code, _, stderr) = parts(&run(&db, &args));
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }

@@ -1,6 +1,7 @@
 //! `almanac kinds`: the kind registry. Without a subcommand, lists every kind
 //! with its retention, partition bucket, schema version and record count;
-//! subcommands register a kind, add a schema version, set a retention, show one.
+//! subcommands register a kind, add a schema version, set a retention,
+//! index or stop indexing a path, show one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,22 @@ enum KindsAction {
         kind: String,
         /// `Nd` (days) or `forever`.
         retention: String,
+    },
+    /// Index a payload or extras path of a kind (`payload.outcome`): built
+    /// at once over the records it has, kept up by every later write.
+    Index {
+        /// The kind.
+        kind: String,
+        /// A dotted path starting with `payload.` or `extras.`.
+        path: String,
+    },
+    /// Stop indexing a path of a kind: its index tables are dropped (their
+    /// space is freed by the writer) and queries on it scan instead.
+    Unindex {
+        /// The kind.
+        kind: String,
+        /// A path the kind indexes.
+        path: String,
     },
     /// Print one kind's full spec (schemas included) as JSON.
     Show {
@@ -126,6 +143,42 @@ pub fn run(db: &Path, args: &KindsArgs) -> CliResult {
                 "kind `{kind}` now keeps records {}",
                 retention_words(retention)
             ))?;
+        }
+        Some(KindsAction::Index { kind, path }) => {
+            let already = store
+                .kind(kind)
+                .is_some_and(|spec| spec.indexed_paths.contains(path));
+            store
+                .add_indexed_path(kind, path)
+                .with_context(|| format!("cannot index `{path}` of kind `{kind}`"))?;
+            out.line(&if already {
+                format!("kind `{kind}` already indexes `{path}`")
+            } else {
+                format!("kind `{kind}` now indexes `{path}`")
+            })?;
+        }
+        Some(KindsAction::Unindex { kind, path }) => {
+            let spec = store
+                .kind(kind)
+                .ok_or_else(|| Failure::invalid(format!("unknown kind `{kind}`")))?;
+            if !spec.indexed_paths.contains(path) {
+                return Err(Failure::invalid(format!(
+                    "kind `{kind}` does not index `{path}` (it indexes: {})",
+                    if spec.indexed_paths.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        spec.indexed_paths.join(", ")
+                    }
+                )));
+            }
+            store
+                .update_kind(kind, |spec| spec.indexed_paths.retain(|p| p != path))
+                .with_context(|| format!("cannot stop indexing `{path}` of kind `{kind}`"))?;
+            // Free the dropped tables' space before the process ends.
+            store
+                .purge_expired()
+                .with_context(|| "cannot delete the dropped index tables".to_owned())?;
+            out.line(&format!("kind `{kind}` no longer indexes `{path}`"))?;
         }
         Some(KindsAction::Show { kind }) => {
             let spec = store
