@@ -233,6 +233,19 @@ fn prepare_with(
         .collect()
 }
 
+/// Drops repeated entries of a list, keeping the first of each.
+fn dedup(list: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    list.retain(|p| seen.insert(p.clone()));
+}
+
+/// A kind's indexed and summarized paths, each named once (a path listed
+/// twice would be indexed, or taken off, twice).
+fn dedup_paths(spec: &mut KindSpec) {
+    dedup(&mut spec.indexed_paths);
+    dedup(&mut spec.summarized_paths);
+}
+
 /// A single record's error: without the batch index.
 fn without_index(e: Error) -> Error {
     match e {
@@ -1045,12 +1058,16 @@ impl Store {
     }
 
     /// Registers a new kind (its schemas must compile).
-    pub fn register_kind(&self, spec: KindSpec) -> Result<()> {
+    pub fn register_kind(&self, mut spec: KindSpec) -> Result<()> {
+        dedup_paths(&mut spec);
         let mut registry = self
             .inner
             .registry
             .write()
             .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
+        // Every write prepared against the registry as it was has committed
+        // before the checks below read the catalog.
+        self.inner.in_flight.wait_idle();
         if registry.get(&spec.name).is_some() {
             return Err(KindError::AlreadyRegistered(spec.name).into());
         }
@@ -1073,9 +1090,7 @@ impl Store {
         // Compile first, persist second, publish last: a bad schema changes nothing.
         KindRegistry::from_specs(vec![spec.clone()])?;
         // Records of the kind may exist (stored while it was not
-        // registered): its indexes are built over them, after the jobs
-        // prepared without them commit (see `InFlight`).
-        self.inner.in_flight.wait_idle();
+        // registered): its indexes are built over them.
         self.inner
             .engine
             .put_kind_and_index(&spec, &spec.indexed_paths, &[])?;
@@ -1091,14 +1106,21 @@ impl Store {
             .registry
             .write()
             .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
+        // As in `register_kind`: every write prepared against the old spec
+        // commits before the checks and the index changes below. (Not also
+        // before taking the lock: under steady writes the count need never
+        // reach zero while new jobs may still be queued.)
+        self.inner.in_flight.wait_idle();
         let mut spec = registry
             .get(name)
             .cloned()
             .ok_or_else(|| KindError::Unknown(name.to_owned()))?;
         let old_bucket = spec.bucket;
         let old_versions = spec.schemas.len();
-        let old_paths = spec.indexed_paths.clone();
+        let mut old_paths = spec.indexed_paths.clone();
+        dedup(&mut old_paths);
         change(&mut spec);
+        dedup_paths(&mut spec);
         if spec.name != name {
             return Err(KindError::InvalidName("a kind cannot be renamed".into()).into());
         }
@@ -1138,8 +1160,6 @@ impl Store {
             .filter(|p| !spec.indexed_paths.contains(p))
             .cloned()
             .collect();
-        // The jobs prepared against the old spec commit first (see `InFlight`).
-        self.inner.in_flight.wait_idle();
         let (_, n_moved) =
             self.inner
                 .engine

@@ -188,6 +188,10 @@ pub enum StorageError {
     /// The store's writer has shut down (the handle is being dropped) or failed earlier.
     #[error("the store's writer is not running: {0}")]
     WriterGone(String),
+    /// A thread of a parallel scan ended before the end of its records
+    /// without reporting an error (it panicked): the answer would be short.
+    #[error("a scan thread stopped before the end of its records: {0}")]
+    ScanThread(String),
     /// A batch written while it was being prepared was given up part-way
     /// (a record failed its checks): nothing of it was written.
     #[error("the batch was abandoned while it was being written; nothing of it was stored")]

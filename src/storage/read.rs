@@ -326,6 +326,12 @@ struct KindScan {
     visited: usize,
 }
 
+/// What a scan thread's reader gets when the thread ended without its end
+/// marker or an error: it panicked, and the answer would be short.
+fn stopped_early() -> StorageError {
+    StorageError::ScanThread("it ended without finishing (a panic); see standard error".into())
+}
+
 /// What a cancelled walk returns; nobody is left to read it.
 fn cancelled() -> StorageError {
     StorageError::WriterGone("the scan was dropped".into())
@@ -480,9 +486,11 @@ impl Walk for KindStream {
                 return Ok(Some(record));
             }
             match self.rx.recv() {
+                // An empty batch: the walk is over.
+                Ok(Ok(batch)) if batch.is_empty() => return Ok(None),
                 Ok(Ok(batch)) => self.batch = batch.into_iter(),
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(None), // the walk is over
+                Err(_) => return Err(stopped_early()),
             }
         }
     }
@@ -548,9 +556,10 @@ fn walk_decoded(mut kind: KindScan, stop: &AtomicBool, tx: &SyncSender<Result<Ve
                 }
             }
             Ok(false) => {
-                if !batch.is_empty() {
-                    let _ = tx.send(Ok(batch));
+                if !batch.is_empty() && tx.send(Ok(batch)).is_err() {
+                    return;
                 }
+                let _ = tx.send(Ok(Vec::new())); // the end
                 return;
             }
             Err(e) => {
@@ -672,6 +681,7 @@ fn walk_raw(mut kind: KindScan, stop: &AtomicBool, out: SyncSender<Result<Vec<St
                     }
                 }
                 if !more {
+                    let _ = send(&decoder, Ok(Walked::Decoded(Vec::new()))); // the end
                     return;
                 }
                 if held > 0 {
@@ -719,7 +729,8 @@ fn decode_raw(
         let raw = match received {
             Ok(Walked::Raw(raw)) => raw,
             Ok(Walked::Decoded(records)) => {
-                if !records.is_empty() && tx.send(Ok(records)).is_err() {
+                // An empty batch is the walk's end: passed on as it is.
+                if tx.send(Ok(records)).is_err() {
                     return;
                 }
                 continue;
@@ -833,7 +844,7 @@ impl PlaceWalk for PlaceStream {
                 Ok(len > 0)
             }
             Ok(Err(e)) => Err(e),
-            Err(_) => Ok(false),
+            Err(_) => Err(stopped_early()),
         }
     }
 
@@ -889,7 +900,11 @@ fn scan_each_parallel(kinds: Vec<KindScan>, f: &mut dyn FnMut(&StoredRecord)) ->
                             }
                         }
                     }
-                    if (n > 0 && tx.send(Ok((batch, n))).is_err()) || done {
+                    if n > 0 && tx.send(Ok((batch, n))).is_err() {
+                        return;
+                    }
+                    if done {
+                        let _ = tx.send(Ok((Vec::new(), 0))); // the end
                         return;
                     }
                     cap = (cap * 4).min(SCAN_BATCH);
@@ -1664,6 +1679,51 @@ mod tests {
             id,
             record: empty_record(),
         }
+    }
+
+    /// A scan thread's stream ends at its end marker; a thread that went
+    /// away without one (a panic) is an error, not a short answer.
+    #[test]
+    fn a_scan_thread_gone_without_its_end_is_an_error() {
+        let (tx, rx) = sync_channel(4);
+        let mut stream = KindStream {
+            rx,
+            batch: Vec::new().into_iter(),
+        };
+        tx.send(Ok(vec![record(1), record(2)])).unwrap();
+        tx.send(Ok(Vec::new())).unwrap();
+        let ids: Vec<u64> = std::iter::from_fn(|| stream.next_record().unwrap())
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, [1, 2]);
+
+        let (tx, rx) = sync_channel(4);
+        let mut stream = KindStream {
+            rx,
+            batch: Vec::new().into_iter(),
+        };
+        tx.send(Ok(vec![record(1)])).unwrap();
+        drop(tx);
+        assert_eq!(stream.next_record().unwrap().map(|r| r.id), Some(1));
+        assert!(matches!(
+            stream.next_record(),
+            Err(StorageError::ScanThread(_))
+        ));
+
+        let (tx, rx) = sync_channel(4);
+        let (back, _back_rx) = sync_channel(4);
+        let mut places = PlaceStream {
+            rx,
+            back,
+            batch: Vec::new(),
+            len: 0,
+            pos: 0,
+        };
+        tx.send(Ok((vec![record(7)], 1))).unwrap();
+        assert!(places.advance().unwrap());
+        assert_eq!(places.current().map(|r| r.id), Some(7));
+        drop(tx);
+        assert!(matches!(places.advance(), Err(StorageError::ScanThread(_))));
     }
 
     /// `history`'s holder gives back what was pushed, in order, on the

@@ -933,7 +933,7 @@ impl Engine {
         let mut n_indexed = 0;
         let mut n_moved = 0;
         {
-            let all_tables: HashSet<String> = if removed_paths.is_empty() {
+            let mut all_tables: HashSet<String> = if removed_paths.is_empty() {
                 HashSet::new()
             } else {
                 txn.list_tables()?.map(|t| t.name().to_owned()).collect()
@@ -961,7 +961,8 @@ impl Engine {
                 // take what is left for the whole partition.
                 for path in removed_paths {
                     let name = path_table_name(&key, path);
-                    if !all_tables.contains(&name) {
+                    // Each table once, even if a path were named twice.
+                    if !all_tables.remove(&name) {
                         continue;
                     }
                     let run = match purge_run {
