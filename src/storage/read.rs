@@ -497,15 +497,15 @@ impl Walk for KindStream {
 }
 
 /// A [`Merge`] with each kind walked (partitions read, rows filtered on
-/// their bytes) on a thread of its own and the records that pass decoded
-/// on a second thread of that kind, the caller's thread only merging: the
-/// same records in the same order, on every core. One walk per kind rather
-/// than a pool: each kind's stream must keep flowing while the merge waits
-/// on another. When the scan tests paths on the records' bytes, the walk
-/// and the decoding are split: a filtered scan's kinds are unequal, the
-/// kind whose records pass is the one that decodes, and its one thread took
-/// most of a full scan's time (see `benches/README.md`). Dropping the merge
-/// stops the threads (at their next row or batch).
+/// their bytes, kept records decoded) on a thread of its own, the caller's
+/// thread only merging: the same records in the same order, on every core.
+/// One walk per kind rather than a pool: each kind's stream must keep
+/// flowing while the merge waits on another. When the scan tests paths on
+/// the records' bytes, a kind whose rows mostly fail them decodes those
+/// that pass on a second thread ([`walk_kind`]): a filtered scan's kinds
+/// are unequal, and the one whose records pass, walking and decoding on
+/// one thread, took most of a full scan's time (see `benches/README.md`).
+/// Dropping the merge stops the threads (at their next row or batch).
 fn parallel_scan(kinds: Vec<KindScan>) -> Result<Merge<KindStream>> {
     let guard = CancelOnDrop(Arc::new(AtomicBool::new(false)));
     let mut streams = Vec::with_capacity(kinds.len());
@@ -513,14 +513,11 @@ fn parallel_scan(kinds: Vec<KindScan>) -> Result<Merge<KindStream>> {
         let (tx, rx) = sync_channel::<Result<Vec<StoredRecord>>>(4);
         let stop = Arc::clone(&guard.0);
         kind.cancel = Some(Arc::clone(&guard.0));
-        if kind.filter.paths.is_empty() {
-            // Nothing is rejected on its bytes: every record in range is
-            // decoded, so the kinds' threads are about as busy as their
-            // record counts, and a split would only copy the bytes.
-            spawn_scan_thread(move || walk_decoded(kind, &stop, &tx))?;
-        } else {
-            spawn_scan_thread(move || walk_raw(kind, &stop, tx))?;
-        }
+        // Without path tests nothing is rejected on its bytes: every record
+        // in range is decoded, so the kinds' threads are about as busy as
+        // their record counts, and a split would only copy the bytes.
+        let may_split = !kind.filter.paths.is_empty();
+        spawn_scan_thread(move || walk_kind(kind, &stop, tx, may_split))?;
         streams.push(KindStream {
             rx,
             batch: Vec::new().into_iter(),
@@ -535,39 +532,6 @@ fn spawn_scan_thread(f: impl FnOnce() + Send + 'static) -> Result<()> {
         .spawn(f)
         .map(drop)
         .map_err(|e| StorageError::io(std::path::Path::new("<scan thread>"), e))
-}
-
-/// A kind's parallel scan on one thread: walks its partitions, decodes the
-/// records that pass and sends them in batches.
-fn walk_decoded(mut kind: KindScan, stop: &AtomicBool, tx: &SyncSender<Result<Vec<StoredRecord>>>) {
-    let mut cap = 16;
-    let mut batch = Vec::with_capacity(cap);
-    let mut slot = None;
-    while !stop.load(Ordering::Relaxed) {
-        match kind.next_into(&mut slot) {
-            Ok(true) => {
-                batch.extend(slot.take());
-                if batch.len() >= cap {
-                    cap = (cap * 4).min(SCAN_BATCH);
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(cap));
-                    if tx.send(Ok(full)).is_err() {
-                        return;
-                    }
-                }
-            }
-            Ok(false) => {
-                if !batch.is_empty() && tx.send(Ok(batch)).is_err() {
-                    return;
-                }
-                let _ = tx.send(Ok(Vec::new())); // the end
-                return;
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
-            }
-        }
-    }
 }
 
 /// Encoded records that passed a kind's byte-level tests, on their way from
@@ -621,12 +585,18 @@ struct Decoder {
     back: Receiver<RawBatch>,
 }
 
-/// A kind's parallel scan when its filter tests paths on the bytes: walks
-/// its partitions and decodes what passes itself while many records pass
-/// (see [`DECODE_IN_WALK_RATIO`]); the first time few do, it starts a
-/// second thread ([`decode_raw`]) and from then on sends it the bytes that
-/// pass, or the batches it decoded itself, in order, to pass on.
-fn walk_raw(mut kind: KindScan, stop: &AtomicBool, out: SyncSender<Result<Vec<StoredRecord>>>) {
+/// A kind's parallel scan: walks its partitions, decodes the records that
+/// pass and sends them to `out` in batches, then an empty batch (the end).
+/// With `may_split` (the filter tests paths on the bytes), the first time
+/// a batch holds few of the rows walked (see [`DECODE_IN_WALK_RATIO`]) it
+/// starts a second thread ([`decode_raw`]) and from then on sends it the
+/// bytes that pass, or the batches it decoded itself, in order, to pass on.
+fn walk_kind(
+    mut kind: KindScan,
+    stop: &AtomicBool,
+    out: SyncSender<Result<Vec<StoredRecord>>>,
+    may_split: bool,
+) {
     let mut cap = 16;
     let mut raw = RawBatch::default();
     let mut decoded: Vec<StoredRecord> = Vec::with_capacity(cap);
@@ -688,7 +658,7 @@ fn walk_raw(mut kind: KindScan, stop: &AtomicBool, out: SyncSender<Result<Vec<St
                     // The batch's share of the rows walked that it holds.
                     let walked = kind.visited - visited_before;
                     visited_before = kind.visited;
-                    decode_here = held.saturating_mul(DECODE_IN_WALK_RATIO) >= walked;
+                    decode_here = !may_split || held.saturating_mul(DECODE_IN_WALK_RATIO) >= walked;
                     if !decode_here && decoder.is_none() {
                         match start_decoder(&kind.filter, &out) {
                             Some(started) => decoder = Some(started),
@@ -717,7 +687,7 @@ fn start_decoder(
     Some(Decoder { tx, back })
 }
 
-/// The second half of a kind's parallel scan: decodes what [`walk_raw`]
+/// The second half of a kind's parallel scan: decodes what [`walk_kind`]
 /// sends, applies the rest of the filter and sends the kept records on.
 fn decode_raw(
     filter: &RowFilter,

@@ -967,16 +967,9 @@ impl Engine {
                     }
                     let run = match purge_run {
                         Some(run) => run,
-                        None => {
-                            let mut meta = txn.open_table(META)?;
-                            let run = meta.get(META_NEXT_PURGE)?.map_or(1, |v| v.value());
-                            meta.insert(META_NEXT_PURGE, run + 1)?;
-                            *purge_run.insert(run)
-                        }
+                        None => *purge_run.insert(take_purge_run(&txn)?),
                     };
-                    // The definition's types don't matter for renaming.
-                    let purged = format!("{PURGE_PREFIX}{run}/{name}");
-                    txn.rename_table(records_def(&name), records_def(&purged))?;
+                    move_to_purge(&txn, run, &name)?;
                     n_moved += 1;
                 }
                 let records =
@@ -1080,13 +1073,7 @@ impl Engine {
                 }
                 let purge_run = match purge_run {
                     Some(run) => run,
-                    None => {
-                        let mut meta = txn.open_table(META)?;
-                        let run = meta.get(META_NEXT_PURGE)?.map_or(1, |v| v.value());
-                        meta.insert(META_NEXT_PURGE, run + 1)?;
-                        purge_run = Some(run);
-                        run
-                    }
+                    None => *purge_run.insert(take_purge_run(&txn)?),
                 };
                 for start in expired.keys() {
                     let key = PartitionKey {
@@ -1102,9 +1089,7 @@ impl Engine {
                         .flatten()
                         .filter(|n| n.starts_with(&prefix))
                     {
-                        // The definition's types don't matter for renaming.
-                        let purged = format!("{PURGE_PREFIX}{purge_run}/{name}");
-                        txn.rename_table(records_def(name), records_def(&purged))?;
+                        move_to_purge(&txn, purge_run, name)?;
                     }
                     catalog.remove((spec.name.as_str(), *start))?;
                     summaries.remove((spec.name.as_str(), *start))?;
@@ -1119,7 +1104,7 @@ impl Engine {
         Ok(report)
     }
 
-    /// Deletes the tables of one expired partition waiting under `purge/`
+    /// Deletes the tables of one partition waiting under `purge/`
     /// (see [`Engine::apply_retention`]) in one transaction. Returns the
     /// number of tables deleted (0 when nothing waits).
     ///
@@ -1183,6 +1168,25 @@ pub(crate) fn latest_order(value: &[u8]) -> (i64, u64) {
         id.copy_from_slice(&value[8..16]);
     }
     (i64::from_le_bytes(ts), u64::from_le_bytes(id))
+}
+
+/// Takes the number of a new purge run from `meta` (one a transaction: the
+/// tables it moves go under `purge/{run}/`).
+fn take_purge_run(txn: &WriteTransaction) -> Result<u64> {
+    let mut meta = txn.open_table(META)?;
+    let run = meta.get(META_NEXT_PURGE)?.map_or(1, |v| v.value());
+    meta.insert(META_NEXT_PURGE, run + 1)?;
+    Ok(run)
+}
+
+/// Moves table `name` under `purge/{run}/`: a change to the table directory
+/// only, however many rows it holds; the writer deletes it later
+/// ([`Engine::purge_step`]).
+fn move_to_purge(txn: &WriteTransaction, run: u64, name: &str) -> Result<()> {
+    // The definition's types don't matter for renaming.
+    let purged = format!("{PURGE_PREFIX}{run}/{name}");
+    txn.rename_table(records_def(name), records_def(&purged))?;
+    Ok(())
 }
 
 #[cfg(test)]
