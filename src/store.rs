@@ -569,8 +569,13 @@ pub struct KindStats {
 /// A summary of a store: sizes on disk and figures per kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Size of the redb file in bytes.
+    /// Length of the redb file in bytes.
     pub db_bytes: u64,
+    /// Bytes the file system allocated to the redb file (Unix; `None`
+    /// elsewhere). Less than `db_bytes` when the file is sparse: redb grows
+    /// its file ahead of use without writing the new space (the first write
+    /// after `compact` doubles its length), so this is what it takes on disk.
+    pub db_allocated_bytes: Option<u64>,
     /// Size of the log segments in bytes.
     pub log_bytes: u64,
     /// Every kind that has partitions, by name.
@@ -1284,8 +1289,10 @@ impl Store {
                 k.newest = Some(k.newest.map_or(max, |n| n.max(max)));
             }
         }
+        let (db_bytes, db_allocated_bytes) = self.inner.engine.file_sizes()?;
         Ok(StoreStats {
-            db_bytes: self.file_size()?,
+            db_bytes,
+            db_allocated_bytes,
             log_bytes: self.log().size_bytes()?,
             kinds,
         })

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use almanac::Timestamp;
+use almanac::{StoreStats, Timestamp};
 use clap::Args;
 use comfy_table::{presets, CellAlignment, Table};
 use serde_json::json;
@@ -40,6 +40,30 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// The table's size line. Where the database file is sparse (redb grows it
+/// ahead of use; the first write after `compact` doubles its length) the
+/// line also says what it takes on disk, so the two figures are not taken
+/// for each other.
+fn size_line(stats: &StoreStats) -> String {
+    let (db, log) = (stats.db_bytes, stats.log_bytes);
+    match stats.db_allocated_bytes {
+        // Blocks are rounded up, so a dense file can show a little more.
+        Some(allocated) if allocated < db - db / 10 => format!(
+            "size: {} ({} database, {} of it allocated on disk; {} log)",
+            human_bytes(db + log),
+            human_bytes(db),
+            human_bytes(allocated),
+            human_bytes(log)
+        ),
+        _ => format!(
+            "size: {} ({} database, {} log)",
+            human_bytes(db + log),
+            human_bytes(db),
+            human_bytes(log)
+        ),
+    }
+}
+
 /// Runs `almanac stats`.
 pub fn run(db: &Path, args: &StatsArgs) -> CliResult {
     let store = super::open_store_for_reading(db)?;
@@ -63,6 +87,7 @@ pub fn run(db: &Path, args: &StatsArgs) -> CliResult {
             let doc = json!({
                 "store": db.display().to_string(),
                 "db_bytes": stats.db_bytes,
+                "db_allocated_bytes": stats.db_allocated_bytes,
                 "log_bytes": stats.log_bytes,
                 "records": stats.n_records(),
                 "partitions": stats.n_partitions(),
@@ -74,12 +99,7 @@ pub fn run(db: &Path, args: &StatsArgs) -> CliResult {
         }
         ReportFormat::Table => {
             out.line(&format!("store: {}", db.display()))?;
-            out.line(&format!(
-                "size: {} ({} database, {} log)",
-                human_bytes(stats.db_bytes + stats.log_bytes),
-                human_bytes(stats.db_bytes),
-                human_bytes(stats.log_bytes)
-            ))?;
+            out.line(&size_line(&stats))?;
             let mut table = Table::new();
             table
                 .load_preset(presets::UTF8_FULL_CONDENSED)
@@ -127,5 +147,30 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+    }
+
+    fn stats(db_bytes: u64, db_allocated_bytes: Option<u64>) -> StoreStats {
+        StoreStats {
+            db_bytes,
+            db_allocated_bytes,
+            log_bytes: 1024,
+            kinds: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_size_line_names_the_allocated_bytes_of_a_sparse_file() {
+        let mib = 1024 * 1024;
+        let line = size_line(&stats(80 * mib, Some(40 * mib)));
+        assert_eq!(
+            line,
+            "size: 80.0 MiB (80.0 MiB database, 40.0 MiB of it allocated on disk; 1.0 KiB log)"
+        );
+        // A dense file (blocks round up, so it can show a little more) or an
+        // unknown allocation: the length alone.
+        for allocated in [Some(80 * mib + 4096), Some(73 * mib), None] {
+            let line = size_line(&stats(80 * mib, allocated));
+            assert_eq!(line, "size: 80.0 MiB (80.0 MiB database, 1.0 KiB log)");
+        }
     }
 }

@@ -828,11 +828,25 @@ impl Engine {
         Ok(meta.get(META_NEXT_ID)?.map_or(1, |v| v.value()))
     }
 
-    /// Size of the redb file in bytes.
+    /// Size of the redb file in bytes: its length.
     pub fn file_size(&self) -> Result<u64> {
+        Ok(self.file_sizes()?.0)
+    }
+
+    /// The redb file's length, and the bytes the file system allocated to
+    /// it where it says so (Unix; `None` elsewhere). They differ because
+    /// redb grows its file ahead of use without writing the new space (after
+    /// `compact`, the next write doubles the length), so the file is sparse.
+    pub fn file_sizes(&self) -> Result<(u64, Option<u64>)> {
         let path = self.dir.join(DB_FILE);
-        std::fs::metadata(&path)
-            .map(|m| m.len())
-            .map_err(|e| StorageError::io(&path, e))
+        let meta = std::fs::metadata(&path).map_err(|e| StorageError::io(&path, e))?;
+        #[cfg(unix)]
+        let allocated = {
+            use std::os::unix::fs::MetadataExt;
+            Some(meta.blocks().saturating_mul(512))
+        };
+        #[cfg(not(unix))]
+        let allocated = None;
+        Ok((meta.len(), allocated))
     }
 }
