@@ -244,35 +244,80 @@ fn record_line_of(len: usize) -> String {
     format!("{head}{}{tail}", "x".repeat(len - head.len() - tail.len()))
 }
 
-/// The 1 MiB limit holds for a record as the store writes it back (its log
-/// line, `export`): a line that is 1 MiB as given, but longer in canonical
-/// form with its id, is refused before anything is stored, and one just
-/// under the limit reads back everywhere (log, read-only opens, export,
-/// import into another store).
+/// The 1 MiB limit holds for a line as given (spec §1: a record whose
+/// JSON exceeds 1 MiB is rejected): a line of exactly 1 MiB is stored, and
+/// although its canonical form (defaults, the id) is longer, it reads back
+/// everywhere (log, read-only opens, export, import into another store);
+/// one byte more is refused, naming the limit.
 #[test]
-fn the_size_limit_counts_the_canonical_form_so_every_stored_record_reads_back() {
+fn a_line_of_exactly_1_mib_is_stored_and_reads_back_everywhere() {
     let (dir, db) = store_dir();
     let max = almanac::model::MAX_RECORD_BYTES;
-    let file = write_jsonl(dir.path(), "max.jsonl", &[record_line_of(max)]);
+    let file = write_jsonl(dir.path(), "over.jsonl", &[record_line_of(max + 1)]);
     let (code, _, stderr) = parts(&run(&db, &["import", file.to_str().unwrap()]));
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("line 1: field `record`") && stderr.contains("canonical form"),
+        stderr.contains(&format!(
+            "line 1: field `record` is {} bytes of JSON, more than the limit of {max}",
+            max + 1
+        )),
         "{stderr}"
     );
-    let file = write_jsonl(dir.path(), "near.jsonl", &[record_line_of(max - 200)]);
-    let (code, _, stderr) = parts(&run(&db, &["import", file.to_str().unwrap()]));
+    let file = write_jsonl(dir.path(), "max.jsonl", &[record_line_of(max)]);
+    let (code, stdout, stderr) = parts(&run(&db, &["import", file.to_str().unwrap()]));
     assert_eq!(code, 0, "{stderr}");
-    // The log's last line (over the input's size, under the limit) reads
-    // back: a read-only command opens the store.
+    assert!(stdout.contains("stored 1 records"), "{stdout}");
+    // The log's line (over 1 MiB: the defaults and the id) reads back: a
+    // read-only command opens the store.
     let (code, stdout, stderr) = parts(&run(&db, &["query", "k | stats count()"]));
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("\"count()\":1"), "{stdout}");
     let exported = run(&db, &["export"]);
-    assert!(exported.stdout.len() <= max + 1);
+    assert!(
+        exported.stdout.len() > max + 1,
+        "the canonical line is longer"
+    );
+    assert!(exported.stdout.len() <= almanac::model::MAX_LINE_BYTES + 1);
     let (code, stdout, stderr) = import_into(&dir.path().join("other"), &exported);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("stored 1 records"), "{stdout}");
+    // The export line without its id is over 1 MiB as given: refused.
+    let text = String::from_utf8(exported.stdout).unwrap();
+    let without_id = text.trim_end().replacen("\"id\":1,", "", 1);
+    assert!(without_id.len() > max);
+    let (code, _, stderr) = parts(&run_with_stdin(
+        &dir.path().join("third"),
+        &["import"],
+        &without_id,
+    ));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("more than the limit of 1048576"),
+        "{stderr}"
+    );
+}
+
+/// A record within 1 MiB as given whose canonical form grows past what a
+/// line the store writes may hold (numbers written in full: `9e15` is
+/// `9000000000000000.0`) is refused before anything is stored, naming the
+/// form: every stored record reads back as a line.
+#[test]
+fn a_record_too_long_as_written_back_is_refused() {
+    let (dir, db) = store_dir();
+    let numbers = vec!["9e15"; 150_000].join(",");
+    let line = format!(
+        r#"{{"kind":"k","target":{{"table":"t"}},"producer_id":"p","produced_at":"2024-01-01T00:00:00Z","payload":{{"n":[{numbers}]}}}}"#
+    );
+    assert!(line.len() <= almanac::model::MAX_RECORD_BYTES);
+    let file = write_jsonl(dir.path(), "grows.jsonl", &[line]);
+    let (code, _, stderr) = parts(&run(&db, &["import", file.to_str().unwrap()]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("line 1: field `record`") && stderr.contains("as the store writes it back"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = parts(&run(&db, &["export"]));
+    assert_eq!((code, stdout.as_str()), (0, ""));
 }
 
 #[test]

@@ -17,8 +17,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
-use almanac::model::MAX_RECORD_BYTES;
-use almanac::{Error, MetadataRecord, MetadataRepository, Store, StoredRecord};
+use almanac::model::{MAX_LINE_BYTES, MAX_RECORD_BYTES};
+use almanac::{Error, MetadataRecord, MetadataRepository, Store};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -233,13 +233,9 @@ fn parse_and_check(store: &Store, text: &str) -> Result<MetadataRecord, LineErro
 
 /// Parses one line into a record (format checks only), ignoring an `id`.
 fn parse(text: &str) -> Result<MetadataRecord, LineError> {
-    match MetadataRecord::from_json_str(text) {
-        Ok(record) => Ok(record),
-        Err(e) if e.field == "id" => StoredRecord::from_json_str(text)
-            .map(|stored| stored.record)
-            .map_err(|e| LineError::Invalid(e.to_string())),
-        Err(e) => Err(LineError::Invalid(e.to_string())),
-    }
+    MetadataRecord::from_json_line(text)
+        .map(|(record, _id)| record)
+        .map_err(|e| LineError::Invalid(e.to_string()))
 }
 
 fn invalid_or_fatal(e: Error) -> LineError {
@@ -348,8 +344,9 @@ impl Line<'_> {
     }
 }
 
-/// Reads lines of at most [`MAX_RECORD_BYTES`] (longer lines are skipped and
-/// reported, never held in memory).
+/// Reads lines of at most [`MAX_LINE_BYTES`], the longest the store writes
+/// (longer lines are skipped and reported, never held in memory); which
+/// lines may be that long is the parser's business.
 struct LineReader<R = Box<dyn BufRead>> {
     reader: R,
     buf: Vec<u8>,
@@ -387,7 +384,7 @@ impl<R: BufRead> LineReader<R> {
             saw_any = true;
             let newline = available.iter().position(|&b| b == b'\n');
             let take = newline.unwrap_or(available.len());
-            let room = (MAX_RECORD_BYTES + 2).saturating_sub(self.buf.len());
+            let room = (MAX_LINE_BYTES + 2).saturating_sub(self.buf.len());
             self.buf.extend_from_slice(&available[..take.min(room)]);
             line_len += take;
             let consumed = take + usize::from(newline.is_some());
@@ -401,7 +398,7 @@ impl<R: BufRead> LineReader<R> {
             return Ok(None);
         }
         self.number += 1;
-        let content = if line_len > MAX_RECORD_BYTES + 1 {
+        let content = if line_len > MAX_LINE_BYTES + 1 {
             LineContent::TooLong(line_len)
         } else {
             match std::str::from_utf8(&self.buf) {
@@ -554,11 +551,11 @@ mod tests {
 
     #[test]
     fn overlong_lines_are_reported_not_kept() {
-        let long = "x".repeat(MAX_RECORD_BYTES + 10);
+        let long = "x".repeat(MAX_LINE_BYTES + 10);
         let input = format!("{long}\nok\n");
         let mut reader = LineReader::new(Box::new(io::Cursor::new(input.into_bytes())));
         assert!(reader.next_line().unwrap().unwrap().text().is_err());
-        assert!(reader.buf.len() <= MAX_RECORD_BYTES + 2);
+        assert!(reader.buf.len() <= MAX_LINE_BYTES + 2);
         let second = reader.next_line().unwrap().unwrap();
         assert_eq!(second.text().ok().flatten(), Some("ok"));
     }

@@ -11,8 +11,8 @@ pub use record::{
 };
 pub use time::{Timestamp, MICROS_PER_DAY, MICROS_PER_SECOND};
 pub use validate::{
-    check_kind_name, ValidationError, MAX_KIND_BYTES, MAX_PRODUCER_BYTES, MAX_RECORD_BYTES,
-    MAX_RECORD_DEPTH,
+    check_kind_name, ValidationError, MAX_ID_PREFIX_BYTES, MAX_KIND_BYTES, MAX_LINE_BYTES,
+    MAX_PRODUCER_BYTES, MAX_RECORD_BYTES, MAX_RECORD_DEPTH, MAX_WRITTEN_RECORD_BYTES,
 };
 
 /// A half-open range of instants `[from, until)` on `produced_at`.

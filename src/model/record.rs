@@ -186,6 +186,15 @@ impl MetadataRecord {
         validate::record_from_str(text, false).map(|(record, _)| record)
     }
 
+    /// Parses and validates one line of JSONL input: a record, or a line
+    /// the store wrote (`export`, `tail`), whose `"id"` is returned (the
+    /// store assigns its own). A line without an id may be 1 MiB
+    /// ([`super::MAX_RECORD_BYTES`]) as given; one with an id as long as
+    /// the store writes lines ([`super::MAX_LINE_BYTES`]).
+    pub fn from_json_line(text: &str) -> Result<(Self, Option<u64>), ValidationError> {
+        validate::record_from_line(text)
+    }
+
     /// Validates one record given as a parsed JSON value (see [`Self::from_json_str`]).
     pub fn from_json_value(value: &Value) -> Result<Self, ValidationError> {
         validate::record_from_value(value, false).map(|(record, _)| record)
@@ -258,17 +267,18 @@ pub struct StoredRecord {
 }
 
 impl StoredRecord {
-    /// Parses a stored record's canonical JSON (with `"id"`), as found in the log or an export.
+    /// Parses a stored record's canonical JSON (with `"id"`), as found in
+    /// the log or an export: at most [`super::MAX_LINE_BYTES`].
     pub fn from_json_str(text: &str) -> Result<Self, ValidationError> {
-        let (record, id) = validate::record_from_str(text, true)?;
+        let (record, id) = validate::record_from_str_limited(text, true, validate::MAX_LINE_BYTES)?;
         let id = id.ok_or_else(|| ValidationError::new("id", "is required"))?;
         Ok(StoredRecord { id, record })
     }
 
     /// A line of the store's log (or of `export`): [`Self::from_json_str`]
-    /// without the 1 MiB limit on the text, which a store written before
-    /// the limit counted the canonical form could exceed (such a record
-    /// still reads back, for `tail`, replay and import's own checks).
+    /// without a limit on the text, which a store written before the limit
+    /// counted the canonical form could exceed (such a record still reads
+    /// back, for `tail`, replay and import's own checks).
     pub fn from_log_line(text: &str) -> Result<Self, ValidationError> {
         let (record, id) = validate::record_from_str_limited(text, true, usize::MAX)?;
         let id = id.ok_or_else(|| ValidationError::new("id", "is required"))?;

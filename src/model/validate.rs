@@ -7,8 +7,24 @@ use serde_json::Value;
 use super::record::{JsonObject, MetadataContext, MetadataRecord, MetadataTarget};
 use super::time::Timestamp;
 
-/// The largest accepted record, as JSON text.
+/// The largest accepted record, as JSON text (spec §1: a record whose JSON
+/// exceeds 1 MiB is rejected). A line of input is measured as given.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
+/// The most a stored record may take as the store writes it back: its
+/// canonical JSON (defaults filled in, times in UTC), without its id.
+/// Larger than [`MAX_RECORD_BYTES`] because a record within that as given
+/// grows when written back (a minimal record by ~75 bytes of defaults, a
+/// number written `9e15` by 14 bytes): such a record is accepted, as the
+/// spec says, and a record over this is refused, so every line the store
+/// writes (log, `tail`, `export`) is under [`MAX_LINE_BYTES`] and imports
+/// again.
+pub const MAX_WRITTEN_RECORD_BYTES: usize = MAX_RECORD_BYTES + (64 << 10);
+/// What an id adds to a record's canonical JSON at most: `"id":`, 20 digits
+/// and a comma.
+pub const MAX_ID_PREFIX_BYTES: usize = r#""id":18446744073709551615,"#.len();
+/// The longest line the store writes, and reads back from a file: a
+/// written record with its id.
+pub const MAX_LINE_BYTES: usize = MAX_WRITTEN_RECORD_BYTES + MAX_ID_PREFIX_BYTES;
 /// The deepest accepted nesting of objects and arrays (the record itself is level 1).
 pub const MAX_RECORD_DEPTH: usize = 64;
 /// The longest accepted kind name, in bytes.
@@ -53,6 +69,25 @@ pub(crate) fn record_from_str(text: &str, allow_id: bool) -> Result<(MetadataRec
     record_from_str_limited(text, allow_id, MAX_RECORD_BYTES)
 }
 
+/// A line of JSONL input: a record, or a line the store wrote (`export`,
+/// `tail`) with its id, which is returned. A line without an id may be
+/// [`MAX_RECORD_BYTES`] long, one with an id as long as the store writes
+/// lines ([`MAX_LINE_BYTES`]).
+pub(crate) fn record_from_line(text: &str) -> Result<(MetadataRecord, Option<u64>)> {
+    let (record, id) = record_from_str_limited(text, true, MAX_LINE_BYTES)?;
+    if id.is_none() && text.len() > MAX_RECORD_BYTES {
+        return Err(too_long(text.len(), MAX_RECORD_BYTES));
+    }
+    Ok((record, id))
+}
+
+fn too_long(len: usize, max_bytes: usize) -> ValidationError {
+    ValidationError::new(
+        "record",
+        format!("is {len} bytes of JSON, more than the limit of {max_bytes}"),
+    )
+}
+
 /// [`record_from_str`] with a size limit of `max_bytes`.
 pub(crate) fn record_from_str_limited(
     text: &str,
@@ -60,13 +95,7 @@ pub(crate) fn record_from_str_limited(
     max_bytes: usize,
 ) -> Result<(MetadataRecord, Option<u64>)> {
     if text.len() > max_bytes {
-        return Err(ValidationError::new(
-            "record",
-            format!(
-                "is {} bytes of JSON, more than the limit of {max_bytes}",
-                text.len()
-            ),
-        ));
+        return Err(too_long(text.len(), max_bytes));
     }
     // Nesting is measured on the text first, so serde_json's own recursion
     // limit is never what decides, and the message names our limit.
