@@ -91,3 +91,118 @@ fn negative_zero_is_found_by_indexed_zero_bounds() {
         assert_eq!(found, ids[..n_found], "{query}");
     }
 }
+
+/// The ids of a query's record rows.
+fn ids_of(store: &Store, query: &str) -> Vec<u64> {
+    store
+        .query(query, &Params::new())
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .rows
+        .into_iter()
+        .filter_map(|row| match row {
+            almanac::query::Row::Record { record, .. } => Some(record.id),
+            almanac::query::Row::Values(_) => None,
+        })
+        .collect()
+}
+
+/// `x in (y)` was true on rows where both were null: a candidate that was
+/// null on the row was taken for a written `null`, so `in` disagreed with
+/// `x = y` (spec: every comparison with null is false except `x = null`).
+#[test]
+fn in_tests_for_null_only_where_null_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut with_x = volume(1, 2, 5);
+    with_x.payload.insert("x".into(), serde_json::json!(5));
+    let ids = store.bulk_store(&[volume(1, 1, 7), with_x]).unwrap().ids;
+    for (query, expected) in [
+        ("ingestion_volume | where payload.x in (payload.y)", vec![]),
+        ("ingestion_volume | where payload.x = payload.y", vec![]),
+        ("ingestion_volume | where payload.x in (null)", vec![ids[0]]),
+        (
+            "ingestion_volume | where payload.x in (null, 5)",
+            vec![ids[0], ids[1]],
+        ),
+        (
+            "ingestion_volume | where payload.x in (payload.y, 5)",
+            vec![ids[1]],
+        ),
+        (
+            "ingestion_volume | where not (payload.x in (null))",
+            vec![ids[1]],
+        ),
+    ] {
+        assert_eq!(ids_of(&store, query), expected, "{query}");
+    }
+    let mut params = Params::new();
+    params.insert("v", almanac::query::ast::Literal::Null);
+    let bound: Vec<u64> = store
+        .query("ingestion_volume | where payload.x in ($v)", &params)
+        .unwrap()
+        .rows
+        .iter()
+        .filter_map(|row| match row {
+            almanac::query::Row::Record { record, .. } => Some(record.id),
+            almanac::query::Row::Values(_) => None,
+        })
+        .collect();
+    assert_eq!(bound, vec![ids[0]], "a parameter bound to null");
+}
+
+/// `{run_id=""}` matched nothing: the equality went to the by-run index,
+/// which has no entry for a record without a run id, while a missing label
+/// reads as `""` (`{run_id=~""}` and `{job_id=""}` matched such records).
+#[test]
+fn an_empty_run_id_matches_records_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut with_run = volume(1, 2, 7);
+    with_run.context.run_id = Some("r1".into());
+    let ids = store.bulk_store(&[volume(1, 1, 5), with_run]).unwrap().ids;
+    for query in [
+        r#"ingestion_volume{run_id=""}"#,
+        r#"ingestion_volume{run_id=~""}"#,
+        r#"ingestion_volume{run_id!="r1"}"#,
+    ] {
+        assert_eq!(ids_of(&store, query), vec![ids[0]], "{query}");
+    }
+    assert_eq!(
+        ids_of(&store, r#"ingestion_volume{run_id="r1"}"#),
+        vec![ids[1]]
+    );
+}
+
+/// A bare date in the data (`"2024-01-01"`) compared equal to the instant
+/// `2024-01-01` row by row but not in the storage filter, so the answer
+/// depended on how the query was written. The spec reads the string as
+/// RFC 3339: a bare date is not a timestamp and compares false either way.
+#[test]
+fn a_bare_date_string_is_not_an_instant_wherever_the_filter_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut dated = volume(1, 1, 5);
+    dated
+        .payload
+        .insert("d".into(), serde_json::json!("2024-01-01"));
+    let mut timestamped = volume(2, 1, 5);
+    timestamped
+        .payload
+        .insert("d".into(), serde_json::json!("2024-01-01T00:00:00Z"));
+    let ids = store.bulk_store(&[dated, timestamped]).unwrap().ids;
+    for query in [
+        "ingestion_volume | where payload.d = 2024-01-01",
+        "ingestion_volume | where payload.d = 2024-01-01 or false",
+        "ingestion_volume | where payload.d >= 2024-01-01",
+        "ingestion_volume | where not (payload.d < 2024-01-01) and exists(payload.d) and payload.d != \"2024-01-01\"",
+    ] {
+        assert_eq!(ids_of(&store, query), vec![ids[1]], "{query}");
+    }
+    assert_eq!(
+        ids_of(
+            &store,
+            r#"ingestion_volume | where payload.d = "2024-01-01""#
+        ),
+        vec![ids[0]]
+    );
+}

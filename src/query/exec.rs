@@ -1202,15 +1202,13 @@ fn eval_ref(e: &CExpr, row: RowRef<'_>) -> Value {
             Value::Bool(re.is_match(&text) != *negated)
         }
         CExpr::In(x, list) => {
+            // A `null` written in the list became an `IsNull` test when the
+            // query was bound; what is left compares as `=` does.
             let value = eval(x, row);
-            Value::Bool(list.iter().any(|c| {
-                let candidate = eval(c, row);
-                if candidate.is_null() {
-                    value.is_null()
-                } else {
-                    compare_op(super::ast::BinOp::Eq, &value, &candidate)
-                }
-            }))
+            Value::Bool(
+                list.iter()
+                    .any(|c| compare_op(super::ast::BinOp::Eq, &value, &eval(c, row))),
+            )
         }
         CExpr::Func(f, args) => call(*f, args, row),
     }

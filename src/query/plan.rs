@@ -1466,12 +1466,27 @@ fn bind_expr(e: &CExpr, b: &Bindings<'_>) -> Result<CExpr, QueryError> {
                 negated: *negated,
             }
         }
-        CExpr::In(x, list) => CExpr::In(
-            sub(x)?,
-            list.iter()
-                .map(|c| bind_expr(c, b))
-                .collect::<Result<_, _>>()?,
-        ),
+        CExpr::In(x, list) => {
+            // A `null` candidate (the literal, or a parameter bound to null)
+            // tests for null as `x = null` does; any other candidate is
+            // compared, so one that is null on a row matches nothing, as
+            // `x = y` does not.
+            let x = sub(x)?;
+            let mut null_listed = false;
+            let mut compared = Vec::with_capacity(list.len());
+            for c in list {
+                match bind_expr(c, b)? {
+                    CExpr::Const(Value::Null) => null_listed = true,
+                    c => compared.push(c),
+                }
+            }
+            let any_of = CExpr::In(x.clone(), compared);
+            if null_listed {
+                CExpr::Or(Box::new(CExpr::IsNull(x, false)), Box::new(any_of))
+            } else {
+                any_of
+            }
+        }
         CExpr::Func(f, args) => {
             let bound: Vec<CExpr> = args
                 .iter()
@@ -1578,7 +1593,9 @@ pub(crate) fn access_path(
     for m in &plan.matchers {
         let slot = match (m.label, &m.test) {
             (Label::Producer, LabelTest::Eq(v)) => Some((&mut request.producers, v)),
-            (Label::RunId, LabelTest::Eq(v)) => Some((&mut request.run_ids, v)),
+            // A record without a run id reads as `""` (and is not in the
+            // by-run index): `run_id=""` stays a row filter.
+            (Label::RunId, LabelTest::Eq(v)) if !v.is_empty() => Some((&mut request.run_ids, v)),
             _ => None,
         };
         match slot {

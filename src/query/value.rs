@@ -168,8 +168,11 @@ pub(crate) fn compare(a: &Value, b: &Value) -> Option<Ordering> {
         (Value::Null, _) | (_, Value::Null) => None,
         (Value::Str(x), Value::Str(y)) => Some(x.as_bytes().cmp(y.as_bytes())),
         (Value::Instant(x), Value::Instant(y)) => Some(x.cmp(y)),
-        (Value::Instant(x), Value::Str(s)) => parse_instant(s).map(|y| x.cmp(&y)),
-        (Value::Str(s), Value::Instant(y)) => parse_instant(s).map(|x| x.cmp(y)),
+        // The string is read as RFC 3339 (spec: "a string that is not a
+        // timestamp compares false"), as the storage filters read it: a
+        // bare date is a string here, not midnight.
+        (Value::Instant(x), Value::Str(s)) => Timestamp::parse_rfc3339(s).map(|y| x.cmp(&y)),
+        (Value::Str(s), Value::Instant(y)) => Timestamp::parse_rfc3339(s).map(|x| x.cmp(y)),
         (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
         (Value::Duration(x), Value::Duration(y)) => Some(x.cmp(y)),
         (Value::Json(x), Value::Json(y)) => (x == y).then_some(Ordering::Equal),
