@@ -209,6 +209,37 @@ fn invalid_standard_input_stores_nothing() {
     assert!(export(&db).is_empty());
 }
 
+/// Exit 2 says nothing was written: refused input leaves no store behind
+/// where there was none (a new directory, or an empty one), and leaves an
+/// existing store as it was.
+#[test]
+fn refused_input_creates_no_store() {
+    let (dir, db) = store_dir();
+    let input = "garbage\n";
+    let (code, _, stderr) = parts(&run_with_stdin(&db, &["import"], input));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(!db.exists(), "the store directory was left behind");
+
+    std::fs::create_dir(&db).unwrap();
+    std::fs::write(db.join("notes.txt"), "mine").unwrap();
+    let (code, _, stderr) = parts(&run_with_stdin(&db, &["import"], input));
+    assert_eq!(code, 2, "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&db)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["notes.txt"]);
+
+    let file = write_jsonl(dir.path(), "in.jsonl", &[volume_line(1, 1, 10)]);
+    assert_eq!(
+        run(&db, &["import", file.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let (code, _, stderr) = parts(&run_with_stdin(&db, &["import"], input));
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(export(&db).len(), 1, "the store was kept");
+}
+
 #[test]
 fn exported_lines_import_into_another_store() {
     let (dir, db) = store_dir();

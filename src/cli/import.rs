@@ -51,23 +51,21 @@ struct Counts {
 
 /// Runs `almanac import`.
 pub fn run(db: &Path, args: &ImportArgs) -> CliResult {
+    let before = Before::look(db);
     let store = super::open_store(db)?;
-    let file = args.file.as_deref().filter(|f| *f != Path::new("-"));
-    let counts = match (file, args.skip_invalid) {
-        (Some(path), false) => {
-            let (reader, len) = open_input(path)?;
-            let name = path.display().to_string();
-            import_all_or_nothing(&store, db, reader, len, &name)?
+    let counts = match import(&store, db, args) {
+        Ok(counts) => counts,
+        Err(failure) => {
+            // Exit 2 says nothing was written: a store this import created
+            // for input refused before any record was stored goes again.
+            if failure.code() == super::error::EXIT_INVALID
+                && store.write_stats().n_records == 0
+            {
+                drop(store);
+                before.remove_what_open_created(db);
+            }
+            return Err(failure);
         }
-        (None, false) => {
-            let stdin = Box::new(io::stdin().lock());
-            import_all_or_nothing(&store, db, stdin, None, "standard input")?
-        }
-        (Some(path), true) => {
-            let (reader, len) = open_input(path)?;
-            import_skipping_invalid(&store, reader, len)?
-        }
-        (None, true) => import_skipping_invalid(&store, Box::new(io::stdin().lock()), None)?,
     };
     let mut out = Out::stdout();
     let mut summary = format!(
@@ -79,6 +77,67 @@ pub fn run(db: &Path, args: &ImportArgs) -> CliResult {
     }
     out.line(&summary)?;
     out.flush()
+}
+
+/// What the store directory held before `import` opened (and perhaps
+/// created) the store.
+struct Before {
+    dir: bool,
+    db_file: bool,
+    log: bool,
+}
+
+impl Before {
+    fn look(db: &Path) -> Self {
+        Before {
+            dir: db.exists(),
+            db_file: db.join(DB_FILE).exists(),
+            log: db.join(LOG_DIR).exists(),
+        }
+    }
+
+    /// Removes the store the open created, and nothing that was there
+    /// before: the directory if it is new, else the database file and the
+    /// log if they are. Best effort: a failure leaves an empty store.
+    fn remove_what_open_created(&self, db: &Path) {
+        if self.db_file {
+            return;
+        }
+        if !self.dir {
+            let _ = std::fs::remove_dir_all(db);
+            return;
+        }
+        let _ = std::fs::remove_file(db.join(DB_FILE));
+        if !self.log {
+            let _ = std::fs::remove_dir_all(db.join(LOG_DIR));
+        }
+    }
+}
+
+/// The store's database file and log directory in its directory
+/// (docs/format.md).
+const DB_FILE: &str = "almanac.redb";
+const LOG_DIR: &str = "log";
+
+fn import(store: &Store, db: &Path, args: &ImportArgs) -> CliResult<Counts> {
+    let file = args.file.as_deref().filter(|f| *f != Path::new("-"));
+    let counts = match (file, args.skip_invalid) {
+        (Some(path), false) => {
+            let (reader, len) = open_input(path)?;
+            let name = path.display().to_string();
+            import_all_or_nothing(store, db, reader, len, &name)?
+        }
+        (None, false) => {
+            let stdin = Box::new(io::stdin().lock());
+            import_all_or_nothing(store, db, stdin, None, "standard input")?
+        }
+        (Some(path), true) => {
+            let (reader, len) = open_input(path)?;
+            import_skipping_invalid(store, reader, len)?
+        }
+        (None, true) => import_skipping_invalid(store, Box::new(io::stdin().lock()), None)?,
+    };
+    Ok(counts)
 }
 
 fn open_input(path: &Path) -> CliResult<(Box<dyn BufRead>, Option<u64>)> {
