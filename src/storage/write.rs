@@ -790,6 +790,9 @@ impl Engine {
             for group in groups {
                 // Dropping the transaction aborts it.
                 let group = group.ok_or(super::StorageError::Abandoned)?;
+                // Sized once rather than doubled (and rehashed) as a bulk
+                // batch's thousands of pairs arrive.
+                new_latest.reserve(group.len());
                 let mut group_outcomes = Vec::with_capacity(group.len());
                 for prepared in group.iter() {
                     let kind = prepared.kind();
