@@ -388,3 +388,18 @@ fn bad_usage_exits_2() {
     let (code, _, _) = parts(&run(&db, &[]));
     assert_eq!(code, 2);
 }
+
+/// A key named twice in one object is refused naming its path (serde_json
+/// would keep the last value silently).
+#[test]
+fn a_key_named_twice_is_refused() {
+    let (_dir, db) = store_dir();
+    let line = volume_line(1, 1, 10).replacen("\"rows\":", "\"rows\":1,\"rows\":", 1);
+    assert!(line.contains("\"rows\":1,\"rows\":"), "{line}");
+    let (code, _, stderr) = parts(&run_with_stdin(&db, &["import"], &format!("{line}\n")));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("line 1: field `payload.rows` appears twice in its object"),
+        "{stderr}"
+    );
+}

@@ -58,9 +58,7 @@ pub fn run(db: &Path, args: &ImportArgs) -> CliResult {
         Err(failure) => {
             // Exit 2 says nothing was written: a store this import created
             // for input refused before any record was stored goes again.
-            if failure.code() == super::error::EXIT_INVALID
-                && store.write_stats().n_records == 0
-            {
+            if failure.code() == super::error::EXIT_INVALID && store.write_stats().n_records == 0 {
                 drop(store);
                 before.remove_what_open_created(db);
             }

@@ -2,6 +2,7 @@
 //! validation rules of spec `records.md` §1. Pure data: no storage, no I/O.
 
 mod record;
+mod strict_json;
 mod time;
 mod validate;
 

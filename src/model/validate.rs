@@ -5,6 +5,7 @@ use std::fmt;
 use serde_json::Value;
 
 use super::record::{JsonObject, MetadataContext, MetadataRecord, MetadataTarget};
+use super::strict_json;
 use super::time::Timestamp;
 
 /// The largest accepted record, as JSON text (spec §1: a record whose JSON
@@ -100,8 +101,16 @@ pub(crate) fn record_from_str_limited(
     // Nesting is measured on the text first, so serde_json's own recursion
     // limit is never what decides, and the message names our limit.
     check_text_depth(text)?;
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| ValidationError::new("record", format!("is not valid JSON: {e}")))?;
+    // A key named twice in one object is refused (serde_json would keep
+    // the last one silently).
+    let value = strict_json::parse(text).map_err(|e| match e {
+        strict_json::Error::DuplicateKey(path) => {
+            ValidationError::new(path, "appears twice in its object")
+        }
+        strict_json::Error::Json(e) => {
+            ValidationError::new("record", format!("is not valid JSON: {e}"))
+        }
+    })?;
     fields_from_value(&value, allow_id)
 }
 
@@ -414,6 +423,28 @@ mod tests {
     use super::*;
 
     const VALID: &str = r#"{"kind":"k","target":{"table":"t"},"payload":{},"produced_at":"2024-01-10T05:00:00Z","producer_id":"p"}"#;
+
+    #[test]
+    fn a_key_named_twice_is_refused_naming_it() {
+        for (text, field) in [
+            (
+                r#"{"kind":"k","kind":"j","target":{"table":"t"},"payload":{},"produced_at":"2024-01-10T05:00:00Z","producer_id":"p"}"#,
+                "kind",
+            ),
+            (
+                r#"{"kind":"k","target":{"table":"t"},"payload":{"rows":1,"rows":2},"produced_at":"2024-01-10T05:00:00Z","producer_id":"p"}"#,
+                "payload.rows",
+            ),
+        ] {
+            let err = record_from_str(text, false).unwrap_err();
+            assert_eq!(err.field, field, "{text}");
+            assert_eq!(
+                err.to_string(),
+                format!("field `{field}` appears twice in its object")
+            );
+        }
+        assert!(record_from_str(VALID, false).is_ok());
+    }
 
     /// Replaces or adds a top-level field of the valid record, then checks which field is named.
     fn check(field: &str, value: Option<&str>, expected_field: &str) {
