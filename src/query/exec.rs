@@ -884,26 +884,46 @@ fn window(
                 .collect()
         })
         .collect();
-    let mut results: Vec<Vec<Value>> = vec![Vec::new(); rows.len()];
+    let mut results: Vec<Vec<Value>> = vec![Vec::with_capacity(aggregates.len()); rows.len()];
     for members in groups.values_mut() {
         members.sort_by_key(|&i| rows[i].order());
         let n = members.len() as i64;
-        for (pos, &row_index) in members.iter().enumerate() {
-            let pos = pos as i64;
-            let first = pos.saturating_add(start).max(0);
-            let last = pos.saturating_add(end).min(n - 1);
-            let mut values = Vec::with_capacity(aggregates.len());
-            for (k, agg) in aggregates.iter().enumerate() {
-                let mut acc = Acc::new(agg);
-                let mut at = first;
-                while at <= last {
-                    let member = members[at as usize];
+        // Every frame starts at the group's first row (`rows -1000 .. 0` on
+        // fewer rows: a running aggregate): one state serves them all.
+        let growing = start.saturating_add(n - 1) <= 0;
+        for (k, agg) in aggregates.iter().enumerate() {
+            // The state, the first row it was fed and the last one.
+            let mut held: Option<(Acc, i64, i64)> = None;
+            for (pos, &row_index) in members.iter().enumerate() {
+                let pos = pos as i64;
+                let first = pos.saturating_add(start).max(0);
+                let last = pos.saturating_add(end).min(n - 1);
+                // A frame that starts where the previous one did and ends no
+                // earlier continues its state: the rows are fed in the same
+                // order as from scratch, so every aggregate's value is the
+                // same, bit for bit (floats are summed in the same order).
+                let (acc, fed) = match &mut held {
+                    Some((acc, held_first, fed))
+                        if *held_first == first && *fed <= last && reuse_frames() =>
+                    {
+                        (acc, fed)
+                    }
+                    _ => {
+                        let mut acc = Acc::new(agg);
+                        if growing && reuse_frames() {
+                            acc.keep_sorted();
+                        }
+                        let (acc, _, fed) = held.insert((acc, first, first - 1));
+                        (acc, fed)
+                    }
+                };
+                while *fed < last {
+                    *fed += 1;
+                    let member = members[*fed as usize];
                     acc.feed(args[member][k].clone(), rows[member].order());
-                    at += 1;
                 }
-                values.push(acc.finish());
+                results[row_index].push(acc.value());
             }
-            results[row_index] = values;
         }
     }
     for (row, values) in rows.iter_mut().zip(results) {
@@ -912,6 +932,23 @@ fn window(
         }
     }
     Ok(rows)
+}
+
+/// Whether `window` may carry one frame's state into the next (always,
+/// except in the test that compares it with recomputing every frame).
+#[cfg(not(test))]
+fn reuse_frames() -> bool {
+    true
+}
+
+#[cfg(test)]
+thread_local! {
+    static REUSE_FRAMES: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+#[cfg(test)]
+fn reuse_frames() -> bool {
+    REUSE_FRAMES.with(|r| r.get())
 }
 
 /// An aggregate's running state.
@@ -951,6 +988,9 @@ enum State {
     Percentile {
         values: Vec<f64>,
         p: f64,
+        /// `values` are kept in order as they come (a running window
+        /// asks for the value after every row), else sorted at the end.
+        sorted: bool,
     },
     Pick(Option<((i64, u64), Value)>),
 }
@@ -985,6 +1025,7 @@ impl Acc {
                     Some(CExpr::Const(v)) => v.as_f64().unwrap_or(50.0),
                     _ => 50.0,
                 },
+                sorted: false,
             },
             AggFn::First | AggFn::Last => State::Pick(None),
         };
@@ -1070,9 +1111,15 @@ impl Acc {
                     *m2 += delta * (x - *mean);
                 }
             }
-            State::Percentile { values, .. } => {
+            State::Percentile { values, sorted, .. } => {
                 if let Some(x) = value.as_f64() {
-                    values.push(x);
+                    if *sorted {
+                        // After its equals: the order `sort_by(total_cmp)` gives.
+                        let at = values.partition_point(|v| v.total_cmp(&x) != Ordering::Greater);
+                        values.insert(at, x);
+                    } else {
+                        values.push(x);
+                    }
                 }
             }
             State::Pick(best) => {
@@ -1090,6 +1137,52 @@ impl Acc {
                     *best = Some((order, value));
                 }
             }
+        }
+    }
+
+    /// Keeps a percentile's values in order as they are fed, for a caller
+    /// that asks for [`Acc::value`] after every row.
+    fn keep_sorted(&mut self) {
+        if let State::Percentile { values, sorted, .. } = &mut self.state {
+            values.sort_by(f64::total_cmp);
+            *sorted = true;
+        }
+    }
+
+    /// The aggregate's value so far; feeding may go on.
+    fn value(&self) -> Value {
+        match &self.state {
+            State::Percentile {
+                values,
+                p,
+                sorted: true,
+            } => percentile(values, *p),
+            State::Percentile { values, p, .. } => {
+                let mut values = values.clone();
+                values.sort_by(f64::total_cmp);
+                percentile(&values, *p)
+            }
+            State::Distinct(set) => i64::try_from(set.len()).map_or(Value::Null, Value::Int),
+            State::Extreme {
+                number,
+                instant,
+                string,
+            } => number
+                .clone()
+                .or(instant.map(Value::Instant))
+                .or(string.clone().map(Value::Str))
+                .unwrap_or(Value::Null),
+            State::Pick(best) => best.as_ref().map_or(Value::Null, |(_, v)| v.clone()),
+            State::Rows(_)
+            | State::NonNull(_)
+            | State::True(_)
+            | State::Sum { .. }
+            | State::Avg { .. }
+            | State::Stddev { .. } => Acc {
+                func: self.func,
+                state: self.state.copy_of_scalar(),
+            }
+            .finish(),
         }
     }
 
@@ -1135,22 +1228,59 @@ impl Acc {
                     float((m2 / (n - 1) as f64).sqrt())
                 }
             }
-            State::Percentile { mut values, p } => {
-                if values.is_empty() {
-                    return Value::Null;
+            State::Percentile {
+                mut values,
+                p,
+                sorted,
+            } => {
+                if !sorted {
+                    values.sort_by(f64::total_cmp);
                 }
-                values.sort_by(f64::total_cmp);
-                let rank = p / 100.0 * (values.len() - 1) as f64;
-                let lo = rank.floor() as usize;
-                let hi = rank.ceil() as usize;
-                let (Some(a), Some(b)) = (values.get(lo), values.get(hi)) else {
-                    return Value::Null;
-                };
-                float(a + (b - a) * (rank - lo as f64))
+                percentile(&values, p)
             }
             State::Pick(best) => best.map_or(Value::Null, |(_, v)| v),
         }
     }
+}
+
+impl State {
+    /// A copy of a state made of numbers only (the others: `Rows(0)`).
+    fn copy_of_scalar(&self) -> State {
+        match *self {
+            State::Rows(n) => State::Rows(n),
+            State::NonNull(n) => State::NonNull(n),
+            State::True(n) => State::True(n),
+            State::Sum {
+                ints,
+                floats,
+                any_float,
+                n,
+            } => State::Sum {
+                ints,
+                floats,
+                any_float,
+                n,
+            },
+            State::Avg { sum, n } => State::Avg { sum, n },
+            State::Stddev { n, mean, m2 } => State::Stddev { n, mean, m2 },
+            _ => State::Rows(0),
+        }
+    }
+}
+
+/// The `p`th percentile of sorted values, interpolated between the closest
+/// ranks; null when there are none.
+fn percentile(sorted: &[f64], p: f64) -> Value {
+    if sorted.is_empty() {
+        return Value::Null;
+    }
+    let rank = p / 100.0 * (sorted.len() - 1) as f64;
+    let lo = rank.floor() as usize;
+    let hi = rank.ceil() as usize;
+    let (Some(a), Some(b)) = (sorted.get(lo), sorted.get(hi)) else {
+        return Value::Null;
+    };
+    float(a + (b - a) * (rank - lo as f64))
 }
 
 /// `1` and `1.0` are one distinct value.
@@ -1676,5 +1806,73 @@ mod tests {
         // -0.0 is 0, as for `=` and count_distinct (the BTreeMap this
         // replaced put -0.0 and 0.0 in one group or two depending on order).
         assert_eq!(bytes(&Value::Float(-0.0)), bytes(&Value::Int(0)));
+    }
+
+    /// `window` carries a frame's state into the next where the frame
+    /// starts at the same row; every aggregate over every kind of frame
+    /// must give what recomputing each frame from scratch gives, bit for bit.
+    #[test]
+    fn running_windows_equal_recomputing_every_frame() {
+        let mut state = 11u64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        let mut records = Vec::new();
+        for id in 1..=400u64 {
+            let x = match next(6) {
+                0 => "null".to_owned(),
+                1 => format!("{}.{}", next(1000), next(1000)),
+                2 => format!("-{}", next(50)),
+                3 => format!("\"s{}\"", next(20)),
+                4 => "-0.0".to_owned(),
+                _ => next(100).to_string(),
+            };
+            records.push(record(
+                id,
+                &format!(
+                    r#"{{"kind":"vol","target":{{"table":"t{}"}},"payload":{{"x":{x}}},"produced_at":"2024-01-01T{:02}:{:02}:00Z","producer_id":"p"}}"#,
+                    next(3),
+                    id / 60,
+                    id % 60
+                ),
+            ));
+        }
+        let source = MemorySource::new(records);
+        let aggregates = "count() as a, count(payload.x) as b, countif(payload.x > 10) as c, \
+             count_distinct(payload.x) as d, sum(payload.x) as e, avg(payload.x) as f, \
+             min(payload.x) as g, max(payload.x) as h, stddev(payload.x) as i, \
+             percentile(payload.x, 90) as j, first(payload.x) as k, last(payload.x) as l";
+        let options = ExecOptions {
+            now: Timestamp::from_micros(0),
+            use_indexes: true,
+        };
+        for frame in [
+            "-1000 .. 0",
+            "-1000 .. 3",
+            "-1000 .. -2",
+            "-1000 .. 1000",
+            "-3 .. 0",
+            "-7 .. -1",
+            "0 .. 1000",
+            "2 .. 5",
+            "-150 .. 0",
+        ] {
+            for by in ["", " by target"] {
+                let text = format!("vol | window {aggregates}{by} rows {frame}");
+                let query = prepare(&text).unwrap();
+                let run = |reuse: bool| {
+                    super::REUSE_FRAMES.with(|r| r.set(reuse));
+                    let out = query.run(&source, &Params::new(), &options);
+                    super::REUSE_FRAMES.with(|r| r.set(true));
+                    // Debug text tells -0.0 from 0.0, which `==` does not.
+                    format!("{:?}", out.unwrap())
+                };
+                // Not `assert_eq!`: the outputs are hundreds of kilobytes.
+                assert!(run(true) == run(false), "a running frame differs: {text}");
+            }
+        }
     }
 }
