@@ -206,3 +206,48 @@ fn a_bare_date_string_is_not_an_instant_wherever_the_filter_runs() {
         vec![ids[0]]
     );
 }
+
+/// `--param t=2024` bound the integer 2024, and `{table=$t}` refused it
+/// (labels match strings), so a table named `2024` needed `t="2024"`. A
+/// binding read from text now matches a label as written.
+#[test]
+fn a_numeric_looking_binding_matches_a_label_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut numbered = volume(1, 1, 5);
+    numbered.target.table = "2024".into();
+    let mut padded = volume(1, 2, 5);
+    padded.target.table = "007".into();
+    let ids = store
+        .bulk_store(&[numbered, padded, volume(2, 3, 5)])
+        .unwrap()
+        .ids;
+    let found = |params: &Params| -> Result<Vec<u64>, almanac::Error> {
+        Ok(store
+            .query(
+                "ingestion_volume{table=$t} | where payload.rows = $t or true",
+                params,
+            )?
+            .rows
+            .into_iter()
+            .filter_map(|row| match row {
+                almanac::query::Row::Record { record, .. } => Some(record.id),
+                almanac::query::Row::Values(_) => None,
+            })
+            .collect())
+    };
+    for (binding, expected) in [
+        ("t=2024", ids[0]),
+        ("t=007", ids[1]),
+        ("t=\"2024\"", ids[0]),
+    ] {
+        let mut params = Params::new();
+        params.insert_binding(binding).unwrap();
+        assert_eq!(found(&params).unwrap(), [expected], "{binding}");
+    }
+    // Bound in code, an integer is an integer: refused for a label.
+    let mut params = Params::new();
+    params.insert_int("t", 2024);
+    let err = found(&params).unwrap_err().to_string();
+    assert!(err.contains("label `table` matches strings"), "{err}");
+}

@@ -105,6 +105,11 @@ pub fn prepare(text: &str) -> Result<PreparedQuery, QueryError> {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Params {
     values: BTreeMap<String, Literal>,
+    /// The value's text as written, for bindings read from text
+    /// ([`Params::insert_binding`]): a label matcher, which only takes
+    /// strings, takes that (`--param t=2024` binds the integer 2024, and
+    /// `{table=$t}` matches the table named `2024`).
+    texts: BTreeMap<String, String>,
 }
 
 impl Params {
@@ -115,6 +120,7 @@ impl Params {
 
     /// Binds `$name` to a literal (replacing an earlier binding).
     pub fn insert(&mut self, name: &str, value: Literal) -> &mut Self {
+        self.texts.remove(name);
         self.values.insert(name.to_owned(), value);
         self
     }
@@ -163,9 +169,16 @@ impl Params {
     }
 
     /// Reads and adds a `name=value` binding (see [`Params::parse_binding`]).
+    /// Where the query matches a label with it (`{table=$t}`), which takes
+    /// only strings, the value is its text as written (`t=2024` matches
+    /// the table `2024`); everywhere else it is the literal read.
     pub fn insert_binding(&mut self, text: &str) -> Result<&mut Self, QueryError> {
         let (name, value) = Params::parse_binding(text)?;
-        Ok(self.insert(&name, value))
+        self.insert(&name, value);
+        if let Some((_, written)) = text.split_once('=') {
+            self.texts.insert(name, written.to_owned());
+        }
+        Ok(self)
     }
 
     fn values(&self, now: Timestamp) -> BTreeMap<String, Value> {
@@ -414,6 +427,7 @@ impl PreparedQuery {
         parse::with_stack_if(self.deep, || {
             self.plan.bind(&Bindings {
                 params: &values,
+                texts: &params.texts,
                 now,
             })
         })

@@ -1112,6 +1112,8 @@ fn check_percentile(v: &Value, span: Span) -> Result<f64, QueryError> {
 /// Bound parameter values (already read as values) and `now`.
 pub(crate) struct Bindings<'a> {
     pub(crate) params: &'a BTreeMap<String, Value>,
+    /// Values as written, for bindings read from text (see `Params`).
+    pub(crate) texts: &'a BTreeMap<String, String>,
     pub(crate) now: Timestamp,
 }
 
@@ -1138,9 +1140,12 @@ impl Plan {
         for m in &self.matchers {
             let text = match &m.value {
                 MatchValue::String(s) => s.clone(),
-                MatchValue::Param(name) => match param(b, name, m.value_span)? {
-                    Value::Str(s) => s,
-                    other => {
+                MatchValue::Param(name) => match (param(b, name, m.value_span)?, b.texts.get(name))
+                {
+                    (Value::Str(s), _) => s,
+                    // Read from text (`--param t=2024`): as written.
+                    (_, Some(written)) => written.clone(),
+                    (other, None) => {
                         return Err(invalid(
                             format!(
                                 "label `{}` matches strings; parameter `${name}` is {}",
