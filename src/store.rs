@@ -2,9 +2,12 @@
 //!
 //! A `Store` is a cheap-to-clone, `Send + Sync` handle. Writes are validated
 //! and encoded on the caller's thread, then handed to one writer thread that
-//! groups every write waiting at that moment into one durable redb commit
-//! (group commit), appends the new records to the log, wakes subscribers and
-//! answers each caller. `latest` and `history` share one redb read snapshot
+//! groups every write waiting at that moment into one transaction (group
+//! commit) and makes it durable before answering: a small group of
+//! single-record calls by appending its records to the log and syncing it
+//! (redb then commits without syncing), a larger one by redb's durable
+//! commit (its log lines written afterwards); see [`Store::open_with`].
+//! Then it wakes subscribers and answers each caller. `latest` and `history` share one redb read snapshot
 //! that every commit invalidates before the writer answers; scans open their
 //! own. Reads never wait for a write transaction.
 

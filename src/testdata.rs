@@ -1,8 +1,8 @@
 //! Realistic generated records, for benches, tests and demos.
 //!
-//! One generator, shared by everything that needs plausible data: the
-//! criterion benches, the comparison against SQLite, integration tests and
-//! the CLI's `demo`. For a seed and a [`GenConfig`] it yields the same
+//! One generator, shared by the criterion benches, the comparison against
+//! SQLite and the integration tests (the CLI's `demo` has its own, in
+//! `src/cli/demo.rs`, shaped for trying queries). For a seed and a [`GenConfig`] it yields the same
 //! records every time, in ascending `produced_at` order, spread evenly over
 //! `days` days that end at `end`.
 //!

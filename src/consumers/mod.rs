@@ -2,8 +2,8 @@
 //! and the orchestrator ask of the metadata, answered the same way for all.
 //!
 //! Every helper is read-only and written against `&dyn MetadataRepository`
-//! only (`latest` and `history` today), so it works unchanged over the
-//! embedded [`Store`](crate::Store) and over a remote client.
+//! only (its `latest`, `history` and `find`), so it works unchanged over
+//! the embedded [`Store`](crate::Store) and over a remote client.
 //!
 //! | helper | question |
 //! |---|---|
@@ -15,9 +15,9 @@
 //! | [`schema_changes`] | columns added, dropped, retyped between snapshots; breaking or not |
 //!
 //! The repository has no "list targets" call: helpers over many targets take
-//! them as an argument. When the query language lands on the repository,
-//! those helpers can find targets (and [`lineage`] its records) through its
-//! indexes with bound parameters; the signatures here stay valid.
+//! them as an argument (a caller can find them with
+//! [`MetadataRepository::query`](crate::MetadataRepository::query), e.g.
+//! `recon_result | latest by target | select target`).
 //!
 //! # Example: a consumer end to end
 //!

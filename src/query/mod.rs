@@ -58,7 +58,9 @@ pub const MAX_DEPTH: usize = 128;
 /// [`ast::ExprKind::Arith`]) and runs of `not` or `-` are read in a loop,
 /// so a syntax tree grows by at most seven levels (`or`, `and`, `not`, a
 /// comparison, a sum, a product, a minus or a call) per level of nesting:
-/// no query within [`MAX_DEPTH`] reaches this. A planned tree can be
+/// no query within [`MAX_DEPTH`] reaches this, except with a run of
+/// `not` or unary `-` (no level of nesting, but one node each) of about
+/// as many as this. A planned tree can be
 /// deeper (an `and`/`or` chain is planned as a balanced tree, log2 of its
 /// length deep), and is refused past it: evaluation walks it recursively
 /// on the caller's thread, row by row, and a debug build needs about 1.7
