@@ -16,7 +16,7 @@
 //!
 //! The repository has no "list targets" call: helpers over many targets take
 //! them as an argument (a caller can find them with
-//! [`MetadataRepository::query`](crate::MetadataRepository::query), e.g.
+//! [`MetadataRepository::query`], e.g.
 //! `recon_result | latest by target | select target`).
 //!
 //! # Example: a consumer end to end
