@@ -32,9 +32,16 @@ impl Retention {
     pub fn cutoff(&self, now: Timestamp) -> Option<Timestamp> {
         match self {
             Retention::Forever => None,
-            Retention::Days(days) => {
-                Some(now.saturating_add_micros(-(i64::from(*days) * MICROS_PER_DAY)))
-            }
+            // Saturating: 106,751,992 days or more overflow i64
+            // microseconds, and a wrapped product put the cutoff in the
+            // future, so retention dropped every partition of the kind.
+            Retention::Days(days) => Some(
+                now.saturating_add_micros(
+                    i64::from(*days)
+                        .saturating_mul(MICROS_PER_DAY)
+                        .saturating_neg(),
+                ),
+            ),
         }
     }
 }
@@ -164,4 +171,28 @@ pub enum KindError {
     /// A kind of that name is already registered.
     #[error("kind `{0}` is already registered")]
     AlreadyRegistered(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 106,751,992 days and more overflowed i64 microseconds: the wrapped
+    /// cutoff lay in the future and retention dropped every partition.
+    #[test]
+    fn a_retention_too_long_for_i64_keeps_everything() {
+        let now = Timestamp::from_micros(1_700_000_000_000_000);
+        for days in [106_751_991, 106_751_992, 213_503_982, u32::MAX] {
+            let cutoff = Retention::Days(days).cutoff(now).unwrap();
+            assert!(cutoff < now, "{days} days: {cutoff:?}");
+            assert!(
+                cutoff <= Timestamp::from_micros(i64::MIN / 2),
+                "{days} days: {cutoff:?}"
+            );
+        }
+        assert_eq!(
+            Retention::Days(30).cutoff(now),
+            Some(now.saturating_add_micros(-30 * MICROS_PER_DAY))
+        );
+    }
 }
