@@ -158,7 +158,7 @@ fn import_all_or_nothing(
     let copy = File::create(&spool.path)
         .map_err(|e| Failure::other(format!("cannot create {}: {e}", spool.path.display())))?;
     let progress = progress_bar(len, "checking");
-    let mut lines = LineReader::new(Tee::new(reader, copy));
+    let mut lines = LineReader::stopping_at_overlong(Tee::new(reader, copy));
     while let Some(line) = lines
         .next_line()
         .with_context(|| format!("cannot read {name}"))?
@@ -362,7 +362,12 @@ struct Line<'a> {
 enum LineContent<'a> {
     Text(&'a str),
     NotUtf8,
-    TooLong(usize),
+    /// Longer than a line may be: its length, or with `cut` the bytes read
+    /// before reading stopped (the rest of the line was not read).
+    TooLong {
+        len: usize,
+        cut: bool,
+    },
 }
 
 /// A line that cannot be a record before it is even parsed.
@@ -393,8 +398,12 @@ impl Line<'_> {
                 "line {}: field `record` is not valid UTF-8",
                 self.number
             ))),
-            LineContent::TooLong(n) => Err(BadLine(format!(
-                "line {}: field `record` is {n} bytes of JSON, more than the limit of {MAX_RECORD_BYTES}",
+            LineContent::TooLong { len, cut: false } => Err(BadLine(format!(
+                "line {}: field `record` is {len} bytes of JSON, more than the limit of {MAX_RECORD_BYTES}",
+                self.number
+            ))),
+            LineContent::TooLong { len, cut: true } => Err(BadLine(format!(
+                "line {}: field `record` is longer than the limit of {MAX_RECORD_BYTES} bytes of JSON (reading stopped after {len} bytes)",
                 self.number
             ))),
         }
@@ -409,6 +418,11 @@ struct LineReader<R = Box<dyn BufRead>> {
     buf: Vec<u8>,
     number: usize,
     bytes_read: u64,
+    /// Stop at a line longer than a line may be instead of reading on to
+    /// its end (the all-or-nothing check, which ends at the first bad
+    /// line): an endless line (`import /dev/zero`) must not be read, nor
+    /// copied to the spool, forever.
+    stop_at_overlong: bool,
 }
 
 impl<R: BufRead> LineReader<R> {
@@ -422,6 +436,16 @@ impl<R: BufRead> LineReader<R> {
             buf: Vec::new(),
             number: 0,
             bytes_read: 0,
+            stop_at_overlong: false,
+        }
+    }
+
+    /// A reader whose first overlong line is its last (see
+    /// `stop_at_overlong`).
+    fn stopping_at_overlong(reader: R) -> Self {
+        LineReader {
+            stop_at_overlong: true,
+            ..LineReader::new(reader)
         }
     }
 
@@ -429,6 +453,7 @@ impl<R: BufRead> LineReader<R> {
         self.buf.clear();
         let mut line_len = 0usize;
         let mut saw_any = false;
+        let mut cut = false;
         loop {
             let available = match self.reader.fill_buf() {
                 Ok(b) => b,
@@ -450,13 +475,17 @@ impl<R: BufRead> LineReader<R> {
             if newline.is_some() {
                 break;
             }
+            if self.stop_at_overlong && line_len > MAX_LINE_BYTES + 1 {
+                cut = true;
+                break;
+            }
         }
         if !saw_any {
             return Ok(None);
         }
         self.number += 1;
         let content = if line_len > MAX_LINE_BYTES + 1 {
-            LineContent::TooLong(line_len)
+            LineContent::TooLong { len: line_len, cut }
         } else {
             match std::str::from_utf8(&self.buf) {
                 Ok(text) => LineContent::Text(text),
@@ -604,6 +633,21 @@ mod tests {
         );
         assert_eq!(lines_of(""), vec![]);
         assert_eq!(lines_of("a\n"), vec![(1, Some("a".into()))]);
+    }
+
+    /// `import /dev/zero` read (and spooled) its endless line until the
+    /// disk filled; the check pass now stops at the limit.
+    #[test]
+    fn an_endless_line_stops_the_check_pass_at_the_limit() {
+        let endless = io::BufReader::new(io::repeat(b'x'));
+        let mut reader = LineReader::stopping_at_overlong(endless);
+        let line = reader.next_line().unwrap().unwrap();
+        let message = line.text().expect_err("too long").message();
+        assert!(
+            message.starts_with("line 1: field `record` is longer than the limit of 1048576"),
+            "{message}"
+        );
+        assert!(reader.bytes_read < 2 * MAX_LINE_BYTES as u64);
     }
 
     #[test]
