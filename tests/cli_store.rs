@@ -288,3 +288,44 @@ fn compact_rewrites_a_closed_store_and_refuses_a_held_one() {
     assert!(stderr.contains("no store at"), "{stderr}");
     assert!(!missing.exists());
 }
+
+/// A damaged file that redb reads with an `unwrap` (a kind name that is not
+/// UTF-8) made every command panic with status 101; the CLI now reports an
+/// internal failure with status 1, names the store and how to rebuild it,
+/// and prints no panic.
+#[test]
+fn a_damaged_store_is_an_error_not_a_panic() {
+    let (dir, db) = store_dir();
+    let file = write_jsonl(dir.path(), "in.jsonl", &[volume_line(1, 1, 10)]);
+    assert_eq!(
+        run(&db, &["import", file.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let path = db.join("almanac.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let needle = b"\"name\":\"recon_result\"";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the kind registry holds recon_result's spec");
+    bytes[at + 10] = 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    for args in [
+        &["stats"][..],
+        &["kinds"],
+        &["query", "recon_result | latest"],
+    ] {
+        let (code, _, stderr) = parts(&run(&db, args));
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: internal failure (")
+                && stderr.contains("may be damaged")
+                && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // The log still reads, and rebuilds the store elsewhere.
+    let (code, stdout, _) = parts(&run(&db, &["tail"]));
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 1);
+}

@@ -86,11 +86,55 @@ pub fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(error::EXIT_INVALID));
         }
     };
-    match run(cli) {
+    match run_catching_panics(cli) {
         Ok(()) | Err(Failure::BrokenPipe) => ExitCode::SUCCESS,
         Err(Failure::Message { code, message }) => {
             let _ = writeln!(std::io::stderr().lock(), "error: {message}");
             ExitCode::from(code)
+        }
+    }
+}
+
+/// The first panic's message and place, recorded by the hook that
+/// replaces Rust's default one (which prints a backtrace hint).
+static PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Runs the command; a panic (a bug, or a damaged store file that a
+/// dependency reads with an `unwrap`: redb panics on some damaged pages) is
+/// an error with status 1 naming what failed, not a crash with status 101.
+/// Panics on other threads are recorded the same way; where they matter
+/// the library reports them (a scan thread's as `StorageError::ScanThread`).
+fn run_catching_panics(cli: Cli) -> CliResult {
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let mut first = PANIC
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        first.get_or_insert(format!("{what}{place}"));
+    }));
+    let db = cli.db.clone();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
+        Ok(result) => result,
+        Err(_) => {
+            let what = PANIC
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .unwrap_or_else(|| "a panic".to_owned());
+            Err(Failure::other(format!(
+                "internal failure ({what}); if it persists, the store at {} may be damaged: \
+                 `almanac tail` still reads its log, and importing that into a new store rebuilds it",
+                db.display()
+            )))
         }
     }
 }
