@@ -9,7 +9,7 @@
 //! computes every frame within its group (ordered by `produced_at`, `id`).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap};
 
 use serde_json::Value as Json;
 
@@ -888,34 +888,45 @@ fn window(
     for members in groups.values_mut() {
         members.sort_by_key(|&i| rows[i].order());
         let n = members.len() as i64;
-        // Every frame starts at the group's first row (`rows -1000 .. 0` on
-        // fewer rows: a running aggregate): one state serves them all.
-        let growing = start.saturating_add(n - 1) <= 0;
         for (k, agg) in aggregates.iter().enumerate() {
-            // The state, the first row it was fed and the last one.
+            // The state, the first row it holds and the last one fed.
             let mut held: Option<(Acc, i64, i64)> = None;
             for (pos, &row_index) in members.iter().enumerate() {
                 let pos = pos as i64;
                 let first = pos.saturating_add(start).max(0);
                 let last = pos.saturating_add(end).min(n - 1);
-                // A frame that starts where the previous one did and ends no
-                // earlier continues its state: the rows are fed in the same
-                // order as from scratch, so every aggregate's value is the
-                // same, bit for bit (floats are summed in the same order).
-                let (acc, fed) = match &mut held {
-                    Some((acc, held_first, fed))
-                        if *held_first == first && *fed <= last && reuse_frames() =>
-                    {
-                        (acc, fed)
-                    }
-                    _ => {
-                        let mut acc = Acc::new(agg);
-                        if growing && reuse_frames() {
-                            acc.keep_sorted();
+                // Frames only move forward. A frame that starts where the
+                // previous one did continues its state, fed the new rows in
+                // the order a fresh state would be (floats summed in the same
+                // order); one that starts later first takes out the rows it
+                // left, where the aggregate can do so exactly (`remove`).
+                // Either way every value is the same, bit for bit, as
+                // feeding the frame from scratch.
+                let mut continued = false;
+                if let Some((acc, held_first, fed)) = &mut held {
+                    if reuse_frames() && *fed <= last {
+                        continued = true;
+                        let leaving = (*held_first)..first.min(*fed + 1);
+                        for at in leaving {
+                            let member = members[at as usize];
+                            if !acc.remove(&args[member][k]) {
+                                continued = false;
+                                break;
+                            }
                         }
-                        let (acc, _, fed) = held.insert((acc, first, first - 1));
-                        (acc, fed)
+                        *held_first = first;
+                        *fed = (*fed).max(first - 1);
                     }
+                }
+                if !continued {
+                    let mut acc = Acc::new(agg);
+                    if reuse_frames() {
+                        acc.keep_sorted();
+                    }
+                    held = Some((acc, first, first - 1));
+                }
+                let Some((acc, _, fed)) = &mut held else {
+                    continue;
                 };
                 while *fed < last {
                     *fed += 1;
@@ -964,7 +975,9 @@ enum State {
     NonNull(u64),
     /// `countif(E)`
     True(u64),
-    Distinct(BTreeSet<Key>),
+    /// Each distinct value and how many rows hold it (a sliding window
+    /// takes rows out again).
+    Distinct(BTreeMap<Key, u64>),
     Sum {
         ints: i128,
         floats: f64,
@@ -1001,7 +1014,7 @@ impl Acc {
             AggFn::Count if agg.arg.is_none() => State::Rows(0),
             AggFn::Count => State::NonNull(0),
             AggFn::CountIf => State::True(0),
-            AggFn::CountDistinct => State::Distinct(BTreeSet::new()),
+            AggFn::CountDistinct => State::Distinct(BTreeMap::new()),
             AggFn::Sum => State::Sum {
                 ints: 0,
                 floats: 0.0,
@@ -1044,7 +1057,7 @@ impl Acc {
             State::True(n) => *n += u64::from(value.is_true()),
             State::Distinct(set) => {
                 if !value.is_null() {
-                    set.insert(Key(normalise_number(value)));
+                    *set.entry(Key(normalise_number(value))).or_insert(0) += 1;
                 }
             }
             State::Sum {
@@ -1138,6 +1151,61 @@ impl Acc {
                 }
             }
         }
+    }
+
+    /// Takes out a value fed earlier (the row leaving a sliding window's
+    /// frame), leaving exactly the state feeding the other values would
+    /// have made; false where that cannot be done exactly (a float in a
+    /// sum, averages, deviations, extremes, first and last), and then the
+    /// state is spoilt: the caller starts afresh.
+    fn remove(&mut self, value: &Value) -> bool {
+        match &mut self.state {
+            State::Rows(n) => *n -= 1,
+            State::NonNull(n) => *n -= u64::from(!value.is_null()),
+            State::True(n) => *n -= u64::from(value.is_true()),
+            State::Distinct(set) => {
+                if !value.is_null() {
+                    let key = Key(normalise_number(value.clone()));
+                    match set.get_mut(&key) {
+                        Some(1) => {
+                            set.remove(&key);
+                        }
+                        Some(n) => *n -= 1,
+                        None => return false,
+                    }
+                }
+            }
+            State::Sum {
+                ints,
+                any_float: false,
+                n,
+                ..
+            } => match value {
+                Value::Int(i) => {
+                    *ints -= i128::from(*i);
+                    *n -= 1;
+                }
+                Value::Float(_) => return false,
+                _ => {}
+            },
+            State::Percentile {
+                values,
+                sorted: true,
+                ..
+            } => {
+                if let Some(x) = value.as_f64() {
+                    // Equal under `total_cmp` means the same bits.
+                    match values.binary_search_by(|v| v.total_cmp(&x)) {
+                        Ok(at) => {
+                            values.remove(at);
+                        }
+                        Err(_) => return false,
+                    }
+                }
+            }
+            _ => return false,
+        }
+        true
     }
 
     /// Keeps a percentile's values in order as they are fed, for a caller
@@ -1808,9 +1876,10 @@ mod tests {
         assert_eq!(bytes(&Value::Float(-0.0)), bytes(&Value::Int(0)));
     }
 
-    /// `window` carries a frame's state into the next where the frame
-    /// starts at the same row; every aggregate over every kind of frame
-    /// must give what recomputing each frame from scratch gives, bit for bit.
+    /// `window` carries a frame's state into the next (taking out the rows
+    /// a sliding frame leaves, where that is exact); every aggregate over
+    /// every kind of frame must give what recomputing each frame from
+    /// scratch gives, bit for bit.
     #[test]
     fn running_windows_equal_recomputing_every_frame() {
         let mut state = 11u64;
@@ -1859,6 +1928,10 @@ mod tests {
             "0 .. 1000",
             "2 .. 5",
             "-150 .. 0",
+            "-40 .. 40",
+            "-100 .. -50",
+            "5 .. 200",
+            "-1 .. -1",
         ] {
             for by in ["", " by target"] {
                 let text = format!("vol | window {aggregates}{by} rows {frame}");
