@@ -902,32 +902,23 @@ fn window(
                 // left, where the aggregate can do so exactly (`remove`).
                 // Either way every value is the same, bit for bit, as
                 // feeding the frame from scratch.
-                let mut continued = false;
-                if let Some((acc, held_first, fed)) = &mut held {
-                    if reuse_frames() && *fed <= last {
-                        continued = true;
-                        let leaving = (*held_first)..first.min(*fed + 1);
-                        for at in leaving {
-                            let member = members[at as usize];
-                            if !acc.remove(&args[member][k]) {
-                                continued = false;
-                                break;
+                let carried = held.take().filter(|_| reuse_frames()).and_then(
+                    |(mut acc, held_first, fed)| {
+                        for at in held_first..first.min(fed + 1) {
+                            if !acc.remove(&args[members[at as usize]][k]) {
+                                return None;
                             }
                         }
-                        *held_first = first;
-                        *fed = (*fed).max(first - 1);
-                    }
-                }
-                if !continued {
+                        Some((acc, first, fed.max(first - 1)))
+                    },
+                );
+                let (acc, _, fed) = held.insert(carried.unwrap_or_else(|| {
                     let mut acc = Acc::new(agg);
                     if reuse_frames() {
                         acc.keep_sorted();
                     }
-                    held = Some((acc, first, first - 1));
-                }
-                let Some((acc, _, fed)) = &mut held else {
-                    continue;
-                };
+                    (acc, first, first - 1)
+                }));
                 while *fed < last {
                     *fed += 1;
                     let member = members[*fed as usize];
@@ -1220,6 +1211,47 @@ impl Acc {
     /// The aggregate's value so far; feeding may go on.
     fn value(&self) -> Value {
         match &self.state {
+            State::Rows(n) | State::NonNull(n) | State::True(n) => {
+                i64::try_from(*n).map_or(Value::Null, Value::Int)
+            }
+            State::Distinct(set) => i64::try_from(set.len()).map_or(Value::Null, Value::Int),
+            State::Sum {
+                ints,
+                floats,
+                any_float,
+                n,
+            } => {
+                if *n == 0 {
+                    Value::Null
+                } else if *any_float {
+                    float(*ints as f64 + floats)
+                } else {
+                    i64::try_from(*ints).map_or(Value::Null, Value::Int)
+                }
+            }
+            State::Avg { sum, n } => {
+                if *n == 0 {
+                    Value::Null
+                } else {
+                    float(sum / *n as f64)
+                }
+            }
+            State::Extreme {
+                number,
+                instant,
+                string,
+            } => number
+                .clone()
+                .or(instant.map(Value::Instant))
+                .or(string.clone().map(Value::Str))
+                .unwrap_or(Value::Null),
+            State::Stddev { n, m2, .. } => {
+                if *n < 2 {
+                    Value::Null
+                } else {
+                    float((m2 / (*n - 1) as f64).sqrt())
+                }
+            }
             State::Percentile {
                 values,
                 p,
@@ -1230,56 +1262,20 @@ impl Acc {
                 values.sort_by(f64::total_cmp);
                 percentile(&values, *p)
             }
-            State::Distinct(set) => i64::try_from(set.len()).map_or(Value::Null, Value::Int),
-            State::Extreme {
-                number,
-                instant,
-                string,
-            } => number
-                .clone()
-                .or(instant.map(Value::Instant))
-                .or(string.clone().map(Value::Str))
-                .unwrap_or(Value::Null),
             State::Pick(best) => best.as_ref().map_or(Value::Null, |(_, v)| v.clone()),
-            State::Rows(_)
-            | State::NonNull(_)
-            | State::True(_)
-            | State::Sum { .. }
-            | State::Avg { .. }
-            | State::Stddev { .. } => Acc {
-                func: self.func,
-                state: self.state.copy_of_scalar(),
-            }
-            .finish(),
         }
     }
 
+    /// The final value: [`Acc::value`], moving what it would copy.
     fn finish(self) -> Value {
         match self.state {
-            State::Rows(n) | State::NonNull(n) | State::True(n) => {
-                i64::try_from(n).map_or(Value::Null, Value::Int)
-            }
-            State::Distinct(set) => i64::try_from(set.len()).map_or(Value::Null, Value::Int),
-            State::Sum {
-                ints,
-                floats,
-                any_float,
-                n,
+            State::Percentile {
+                mut values,
+                p,
+                sorted: false,
             } => {
-                if n == 0 {
-                    Value::Null
-                } else if any_float {
-                    float(ints as f64 + floats)
-                } else {
-                    i64::try_from(ints).map_or(Value::Null, Value::Int)
-                }
-            }
-            State::Avg { sum, n } => {
-                if n == 0 {
-                    Value::Null
-                } else {
-                    float(sum / n as f64)
-                }
+                values.sort_by(f64::total_cmp);
+                percentile(&values, p)
             }
             State::Extreme {
                 number,
@@ -1289,49 +1285,8 @@ impl Acc {
                 .or(instant.map(Value::Instant))
                 .or(string.map(Value::Str))
                 .unwrap_or(Value::Null),
-            State::Stddev { n, m2, .. } => {
-                if n < 2 {
-                    Value::Null
-                } else {
-                    float((m2 / (n - 1) as f64).sqrt())
-                }
-            }
-            State::Percentile {
-                mut values,
-                p,
-                sorted,
-            } => {
-                if !sorted {
-                    values.sort_by(f64::total_cmp);
-                }
-                percentile(&values, p)
-            }
             State::Pick(best) => best.map_or(Value::Null, |(_, v)| v),
-        }
-    }
-}
-
-impl State {
-    /// A copy of a state made of numbers only (the others: `Rows(0)`).
-    fn copy_of_scalar(&self) -> State {
-        match *self {
-            State::Rows(n) => State::Rows(n),
-            State::NonNull(n) => State::NonNull(n),
-            State::True(n) => State::True(n),
-            State::Sum {
-                ints,
-                floats,
-                any_float,
-                n,
-            } => State::Sum {
-                ints,
-                floats,
-                any_float,
-                n,
-            },
-            State::Avg { sum, n } => State::Avg { sum, n },
-            State::Stddev { n, mean, m2 } => State::Stddev { n, mean, m2 },
-            _ => State::Rows(0),
+            _ => self.value(),
         }
     }
 }
@@ -1882,13 +1837,8 @@ mod tests {
     /// scratch gives, bit for bit.
     #[test]
     fn running_windows_equal_recomputing_every_frame() {
-        let mut state = 11u64;
-        let mut next = |n: u64| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) % n
-        };
+        let mut rng = crate::testdata::SplitMix64::new(11);
+        let mut next = |n: u64| rng.below(n);
         let mut records = Vec::new();
         for id in 1..=400u64 {
             let x = match next(6) {
