@@ -78,32 +78,26 @@ fn negative_zero_is_found_by_indexed_zero_bounds() {
         ("ingestion_volume | where payload.rows = 0", 2),
         ("ingestion_volume | where payload.rows <= 0", 2),
     ] {
-        let found: Vec<u64> = store
-            .query(query, &Params::new())
-            .unwrap()
-            .rows
-            .into_iter()
-            .filter_map(|row| match row {
-                almanac::query::Row::Record { record, .. } => Some(record.id),
-                almanac::query::Row::Values(_) => None,
-            })
-            .collect();
-        assert_eq!(found, ids[..n_found], "{query}");
+        assert_eq!(ids_of(&store, query), ids[..n_found], "{query}");
     }
 }
 
 /// The ids of a query's record rows.
-fn ids_of(store: &Store, query: &str) -> Vec<u64> {
-    store
-        .query(query, &Params::new())
-        .unwrap_or_else(|e| panic!("{query}: {e}"))
+fn record_ids(store: &Store, query: &str, params: &Params) -> Result<Vec<u64>, almanac::Error> {
+    Ok(store
+        .query(query, params)?
         .rows
         .into_iter()
         .filter_map(|row| match row {
             almanac::query::Row::Record { record, .. } => Some(record.id),
             almanac::query::Row::Values(_) => None,
         })
-        .collect()
+        .collect())
+}
+
+/// [`record_ids`] without parameters; a failed query fails the test.
+fn ids_of(store: &Store, query: &str) -> Vec<u64> {
+    record_ids(store, query, &Params::new()).unwrap_or_else(|e| panic!("{query}: {e}"))
 }
 
 /// `x in (y)` was true on rows where both were null: a candidate that was
@@ -137,16 +131,12 @@ fn in_tests_for_null_only_where_null_is_written() {
     }
     let mut params = Params::new();
     params.insert("v", almanac::query::ast::Literal::Null);
-    let bound: Vec<u64> = store
-        .query("ingestion_volume | where payload.x in ($v)", &params)
-        .unwrap()
-        .rows
-        .iter()
-        .filter_map(|row| match row {
-            almanac::query::Row::Record { record, .. } => Some(record.id),
-            almanac::query::Row::Values(_) => None,
-        })
-        .collect();
+    let bound = record_ids(
+        &store,
+        "ingestion_volume | where payload.x in ($v)",
+        &params,
+    )
+    .unwrap();
     assert_eq!(bound, vec![ids[0]], "a parameter bound to null");
 }
 
@@ -222,19 +212,12 @@ fn a_numeric_looking_binding_matches_a_label_as_written() {
         .bulk_store(&[numbered, padded, volume(2, 3, 5)])
         .unwrap()
         .ids;
-    let found = |params: &Params| -> Result<Vec<u64>, almanac::Error> {
-        Ok(store
-            .query(
-                "ingestion_volume{table=$t} | where payload.rows = $t or true",
-                params,
-            )?
-            .rows
-            .into_iter()
-            .filter_map(|row| match row {
-                almanac::query::Row::Record { record, .. } => Some(record.id),
-                almanac::query::Row::Values(_) => None,
-            })
-            .collect())
+    let found = |params: &Params| {
+        record_ids(
+            &store,
+            "ingestion_volume{table=$t} | where payload.rows = $t or true",
+            params,
+        )
     };
     for (binding, expected) in [
         ("t=2024", ids[0]),
