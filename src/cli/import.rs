@@ -18,6 +18,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use almanac::model::{MAX_LINE_BYTES, MAX_RECORD_BYTES};
+use almanac::storage::log::LOG_DIR;
+use almanac::storage::DB_FILE;
 use almanac::{Error, MetadataRecord, MetadataRepository, Store};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -111,11 +113,6 @@ impl Before {
         }
     }
 }
-
-/// The store's database file and log directory in its directory
-/// (docs/format.md).
-const DB_FILE: &str = "almanac.redb";
-const LOG_DIR: &str = "log";
 
 fn import(store: &Store, db: &Path, args: &ImportArgs) -> CliResult<Counts> {
     let file = args.file.as_deref().filter(|f| *f != Path::new("-"));
