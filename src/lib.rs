@@ -44,5 +44,6 @@ pub use model::{
 pub use repository::{BulkOutcome, MetadataRepository, StoreOutcome};
 pub use store::{
     Clock, Governance, KindStats, LatestCacheStats, PartitionSummary, Store, StoreOptions,
-    StoreStats, WriteStats, DEFAULT_CACHE_BYTES, DEFAULT_LATEST_CACHE_BYTES,
+    StoreStats, WriteStats, DEFAULT_CACHE_BYTES, DEFAULT_HISTORY_CACHE_BYTES,
+    DEFAULT_LATEST_CACHE_BYTES,
 };

@@ -36,7 +36,9 @@ use crate::storage::{
     self, check_index_path, decode_record, Commit, CompactReport, Engine, PartitionInfo,
     PreparedRecord, RetentionReport, StorageError, WriteOutcome,
 };
-pub use crate::storage::{LatestCacheStats, DEFAULT_LATEST_CACHE_BYTES};
+pub use crate::storage::{
+    LatestCacheStats, DEFAULT_HISTORY_CACHE_BYTES, DEFAULT_LATEST_CACHE_BYTES,
+};
 
 /// Where "now" comes from: the system clock, or a fixed or scripted one in tests.
 #[derive(Clone)]
@@ -112,6 +114,19 @@ pub struct StoreOptions {
     /// between nothing and its share (about half, if it fills evenly; not
     /// measured). [`Store::latest_cache_stats`] says what it holds.
     pub latest_cache_bytes: usize,
+    /// The history cache, in bytes: copies, in memory, of the partitions
+    /// `history` reads often (visited four times at the same contents):
+    /// their by-target keys and their records' encoded bytes, so that a
+    /// call reads neither index nor records table. A commit that adds
+    /// records to a partition makes its copy stale (it is let go at the
+    /// next visit). About this much memory at most, on top of
+    /// `cache_bytes` and `latest_cache_bytes` (allocator overhead aside);
+    /// past it the copies used longest ago are let go, and a partition
+    /// whose records would take more than a quarter of it keeps its keys
+    /// alone. 0 turns it off. 64 MiB by default
+    /// ([`DEFAULT_HISTORY_CACHE_BYTES`]): 30 days of a day-bucketed kind
+    /// of ~2,800 records of ~400 bytes a day take ~35 MiB.
+    pub history_cache_bytes: usize,
     /// Lets a scan that reads whole partitions of several kinds (a full scan,
     /// `stats` over every record) walk each kind on a thread of its own (and
     /// decode on a second one when it tests paths and few rows pass) while
@@ -129,6 +144,7 @@ impl Default for StoreOptions {
             max_group_records: 100_000,
             cache_bytes: DEFAULT_CACHE_BYTES,
             latest_cache_bytes: DEFAULT_LATEST_CACHE_BYTES,
+            history_cache_bytes: DEFAULT_HISTORY_CACHE_BYTES,
             parallel_scans: true,
         }
     }
@@ -635,6 +651,7 @@ impl Store {
         let engine = Arc::new(
             Engine::open(&dir, &standard_kinds(), options.cache_bytes)?
                 .with_latest_cache(options.latest_cache_bytes)
+                .with_history_cache(options.history_cache_bytes)
                 .with_parallel_scans(options.parallel_scans),
         );
         let registry = KindRegistry::from_specs(engine.load_kinds()?)?;
@@ -719,6 +736,7 @@ impl Store {
         let engine = Arc::new(
             Engine::open_read_only(&dir, options.cache_bytes)?
                 .with_latest_cache(options.latest_cache_bytes)
+                .with_history_cache(options.history_cache_bytes)
                 .with_parallel_scans(options.parallel_scans),
         );
         let registry = KindRegistry::from_specs(engine.load_kinds()?)?;

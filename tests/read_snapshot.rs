@@ -357,8 +357,8 @@ fn the_latest_entries_of_one_commit_are_seen_together() {
     }
 }
 
-/// `history` keeps the by-target keys of partitions it reads often in
-/// memory (after 4 visits; see `storage::target_keys`). Whatever it holds,
+/// `history` keeps copies of the partitions it reads often in memory
+/// (keys and records, after 4 visits; see `storage::history_cache`). Whatever it holds,
 /// every answer equals a scan's (which never uses those keys): after
 /// repeated reads, after new records in the partitions read (for the
 /// target asked for and for others), after an expiry, and after a new

@@ -14,7 +14,7 @@ mod path_index;
 mod read;
 mod snapshot;
 mod summary;
-mod target_keys;
+mod history_cache;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +40,8 @@ pub const FORMAT_VERSION: u64 = 5;
 /// The latest cache's default capacity: 32 MiB, the entries of ~50,000
 /// (kind, target) pairs of ~500-byte records.
 pub const DEFAULT_LATEST_CACHE_BYTES: usize = 32 << 20;
+
+pub use history_cache::DEFAULT_HISTORY_CACHE_BYTES;
 
 /// The redb file's name inside a store directory.
 pub const DB_FILE: &str = "almanac.redb";
@@ -643,8 +645,8 @@ pub struct Engine {
     dir: PathBuf,
     /// What the write path has already looked up; see `write::WriteCache`.
     write_cache: std::sync::Mutex<write::WriteCache>,
-    /// Often-read partitions' by-target keys, for `history`.
-    target_keys: target_keys::TargetKeysCache,
+    /// Often-read partitions' by-target keys and records, for `history`.
+    history_cache: history_cache::HistoryCache,
     /// Whether large scans may walk each kind on a thread of its own.
     parallel_scans: bool,
 }
@@ -685,7 +687,7 @@ impl Engine {
             db,
             dir: dir.to_path_buf(),
             write_cache: std::sync::Mutex::default(),
-            target_keys: target_keys::TargetKeysCache::default(),
+            history_cache: history_cache::HistoryCache::default(),
             parallel_scans: true,
         }
     }
@@ -765,6 +767,14 @@ impl Engine {
     /// [`DEFAULT_LATEST_CACHE_BYTES`] unless set.
     pub fn with_latest_cache(mut self, bytes: usize) -> Self {
         self.db.set_latest_cache(bytes);
+        self
+    }
+
+    /// Gives the history cache (copies of the partitions `history` reads
+    /// often; see `history_cache`) a capacity of `bytes`; 0 turns it off.
+    /// [`DEFAULT_HISTORY_CACHE_BYTES`] unless set.
+    pub fn with_history_cache(mut self, bytes: usize) -> Self {
+        self.history_cache = history_cache::HistoryCache::new(bytes);
         self
     }
 

@@ -18,7 +18,7 @@ use super::partition::partition_name;
 use super::path_index::{KeyTest, PathConstraint, PathMatch};
 use super::snapshot::{ByTargetTable, RecordBytes, RecordsTable, Snapshot, SnapshotPartition};
 use super::summary::{self, PartSummary};
-use super::target_keys::{PartKeys, Visit};
+use super::history_cache::{PartKeys, Visit};
 use super::write::latest_order;
 use super::{
     by_dict_id_def, by_run_def, part_table_name, path_index_def, path_table_name, records_def,
@@ -898,6 +898,15 @@ fn scan_each_parallel(kinds: Vec<KindScan>, f: &mut dyn FnMut(&StoredRecord)) ->
 /// answer boxes each record.
 const HISTORY_ON_STACK: usize = 32;
 
+/// Where a `history` call finds one of its records: a partition's records
+/// table (by `produced_at` and id), or a copy of the partition in memory
+/// (by the copy's index among those the call uses, and the position of
+/// the record in it).
+enum HistoryKey<'a> {
+    Table(&'a RecordsTable, i64, u64),
+    Held(usize, usize),
+}
+
 /// The records a `history` call has decoded, held until the answer's vector
 /// is allocated last (see [`Engine::history`]): on the stack when they are
 /// few, so holding them costs no allocation, else each in a box.
@@ -1105,9 +1114,10 @@ impl Engine {
     /// of that kind, target and range, without its planning. The target's
     /// id is resolved once (by its key, `MetadataTarget::key`), then each
     /// partition of the kind overlapping the range (tables opened once per
-    /// snapshot) gives the keys from its by-target index, or from the copy
-    /// of that index's keys held in memory for often-read partitions
-    /// (`target_keys`, used only at the snapshot's stamp). Each record's
+    /// snapshot) gives the keys from its by-target index and the records
+    /// from its records table, or both from the copy held in memory for
+    /// often-read partitions (`history_cache`, used only at the snapshot's
+    /// stamp; a copy may hold the keys alone). Each record's
     /// target is checked too: in a store upgraded from format version 3,
     /// two targets whose canonical names collided can share an id.
     pub fn history(
@@ -1135,7 +1145,9 @@ impl Engine {
         // 1 KiB or more is requested, and the ~35 small allocations of each
         // record decoded after that took its slow path (callgrind,
         // profile_history at N = 50,000: 5.6% fewer instructions a call).
-        let mut keys: Vec<(&RecordsTable, i64, u64)> = Vec::with_capacity(HISTORY_ON_STACK);
+        let mut keys: Vec<HistoryKey> = Vec::with_capacity(HISTORY_ON_STACK);
+        // The copies used by this call; `HistoryKey::Held` points into them.
+        let mut copies: Vec<Arc<PartKeys>> = Vec::new();
         let mut built = false;
         for part in partitions.iter() {
             let (key, info) = (&part.entry.key, &part.entry.info);
@@ -1149,18 +1161,19 @@ impl Engine {
             let (Some(records), Some(index)) = (&tables.records, &tables.by_target) else {
                 continue;
             };
-            // An often-read partition's keys are searched in memory (see
-            // `target_keys`), the others' in the index; a call copies at
-            // most one partition's keys.
-            let cache = &self.target_keys;
+            // An often-read partition's keys (and records) are read from
+            // its copy in memory (see `history_cache`), the others' from
+            // its tables; a call copies at most one partition.
+            let cache = &self.history_cache;
             let held = match cache.visit(&key.kind, key.bucket_start, info, !built) {
                 Visit::Keys(held) => Some(held),
                 Visit::Seek { build: true } => {
                     built = true;
-                    match copy_keys(index, info.n_records) {
-                        Ok(all) => {
-                            cache.put(&key.kind, key.bucket_start, info, Arc::clone(&all));
-                            Some(all)
+                    let max_bytes = cache.max_partition_records_bytes();
+                    match copy_partition(index, records, info.n_records, max_bytes) {
+                        Ok(copy) => {
+                            cache.put(&key.kind, key.bucket_start, info, Arc::clone(&copy));
+                            Some(copy)
                         }
                         Err(e) => {
                             cache.abandon(&key.kind, key.bucket_start);
@@ -1171,8 +1184,15 @@ impl Engine {
                 Visit::Seek { build: false } => None,
             };
             if let Some(held) = held {
-                let found = held.of(target_id, from, until);
-                keys.extend(found.map(|&(_, ts, id)| (records, ts, id)));
+                let positions = held.positions(target_id, from, until);
+                if held.holds_records() {
+                    let copy = copies.len();
+                    keys.extend(positions.map(|at| HistoryKey::Held(copy, at)));
+                    copies.push(held);
+                } else {
+                    let found = positions.filter_map(|at| held.key(at));
+                    keys.extend(found.map(|&(_, ts, id)| HistoryKey::Table(records, ts, id)));
+                }
                 continue;
             }
             // A cursor rather than a range: one key to encode and one seek,
@@ -1183,19 +1203,29 @@ impl Engine {
                 if key_target != target_id || ts >= until {
                     break;
                 }
-                keys.push((records, ts, id));
+                keys.push(HistoryKey::Table(records, ts, id));
             }
         }
         let mut decoded = Decoded::new(keys.len());
-        for (records, ts, id) in keys {
-            if let Some(bytes) = records.get((ts, id))? {
-                let record = decode_record(bytes.value())?;
-                if record.target.source_id == target.source_id
-                    && record.target.schema == target.schema
-                    && record.target.table == target.table
-                {
-                    decoded.push(StoredRecord { id, record });
+        for key in keys {
+            let (id, record) = match key {
+                HistoryKey::Table(records, ts, id) => match records.get((ts, id))? {
+                    Some(bytes) => (id, decode_record(bytes.value())?),
+                    None => continue,
+                },
+                HistoryKey::Held(copy, at) => {
+                    let held = &copies[copy];
+                    match (held.key(at), held.record(at)) {
+                        (Some(&(_, _, id)), Some(bytes)) => (id, decode_record(bytes)?),
+                        _ => continue, // not reached: the positions are the copy's
+                    }
                 }
+            };
+            if record.target.source_id == target.source_id
+                && record.target.schema == target.schema
+                && record.target.table == target.table
+            {
+                decoded.push(StoredRecord { id, record });
             }
         }
         Ok(decoded.into_vec())
@@ -1630,14 +1660,28 @@ fn decode_latest(value: &[u8]) -> Result<StoredRecord> {
     })
 }
 
-/// Every key of a partition's by-target index, in order, for the
-/// in-memory copy `history` searches (see `target_keys`).
-fn copy_keys(index: &ByTargetTable, n_records: u64) -> Result<Arc<PartKeys>> {
+/// A partition's copy for `history` (see `history_cache`): every key of
+/// its by-target index, in order, and their records' encoded bytes while
+/// those take at most `max_records_bytes`.
+fn copy_partition(
+    index: &ByTargetTable,
+    records: &RecordsTable,
+    n_records: u64,
+    max_records_bytes: usize,
+) -> Result<Arc<PartKeys>> {
     let mut all = Vec::with_capacity(usize::try_from(n_records).unwrap_or(0));
     for entry in index.iter()? {
         all.push(entry?.0.value());
     }
-    Ok(Arc::new(PartKeys::new(all)))
+    let mut copy = PartKeys::new(all);
+    copy.copy_records(max_records_bytes, |&(_, ts, id), bytes| {
+        let found = records.get((ts, id))?;
+        if let Some(record) = &found {
+            bytes.extend_from_slice(record.value());
+        }
+        Ok::<bool, StorageError>(found.is_some())
+    })?;
+    Ok(Arc::new(copy))
 }
 
 #[cfg(test)]

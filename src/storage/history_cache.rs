@@ -1,27 +1,37 @@
-//! The by-target keys of often-read partitions, in memory, for `history`.
+//! Often-read partitions' by-target keys and records, in memory, for
+//! `history`.
 //!
-//! `history` finds a target's records partition by partition, one seek
-//! into each partition's by-target index; at N = 1,000,000 those 31 seeks
-//! (30 days of a day-bucketed kind) were a third of a call, mostly waiting
-//! on memory for redb's pages. A partition that `history` has visited
-//! [`BUILD_AFTER`] times gets its by-target keys copied into one sorted
-//! array, which later calls search instead.
+//! `history` finds a target's records partition by partition: one seek
+//! into each partition's by-target index, then one get per record from
+//! its records table. At N = 1,000,000 the 31 seeks of 30 days of a
+//! day-bucketed kind were a third of a call, and the ~17 gets another
+//! third, mostly waiting on memory for redb's pages (its page cache takes
+//! a lock, a hash lookup and an `Arc` per page visited). A partition that
+//! `history` has visited [`BUILD_AFTER`] times gets its by-target keys
+//! copied into one sorted array, which later calls search instead, and
+//! its records' encoded bytes (in the same order) into one block beside
+//! them, which later calls decode from: no redb page is touched.
 //!
 //! Entries are stamped with the partition's record count and smallest and
 //! largest ids (from its catalog entry): records are only ever added to a
-//! partition, with new ids, and ids are never reused, so equal stamps
-//! mean equal contents. A commit that adds records changes the stamp, and
-//! the next visit starts counting again; a dropped partition's entry is
-//! never matched again, and a reader on a snapshot older than the keys
-//! held neither uses nor replaces them.
+//! partition, with new ids, ids are never reused, and a stored record's
+//! bytes never change, so equal stamps mean equal contents. A commit that
+//! adds records changes the stamp, and the next visit starts counting
+//! again; a dropped partition's entry is never matched again, and a
+//! reader on a snapshot older than the copy held neither uses nor
+//! replaces it.
 //!
 //! The cost of a copy falls on one `history` call (the one that makes the
-//! fourth visit), so a call copies at most one partition
-//! (`may_build`), at most one caller copies a partition at a time, and a
-//! partition of more than [`MAX_PARTITION_KEYS`] records is never copied.
-//! The cache holds at most [`MAX_KEYS`] keys; past that the partitions
-//! used longest ago are let go.
+//! fourth visit), so a call copies at most one partition (`may_build`),
+//! at most one caller copies a partition at a time, and a partition of
+//! more than [`MAX_PARTITION_KEYS`] records is never copied. The cache
+//! holds at most its capacity in bytes (`StoreOptions::history_cache_bytes`,
+//! [`DEFAULT_HISTORY_CACHE_BYTES`] by default; 0 turns it off): a
+//! partition's copy keeps its records only while they take at most a
+//! quarter of that, and past the capacity the partitions used longest ago
+//! are let go.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::read::PartitionInfo;
@@ -32,19 +42,25 @@ type HashMap<K, V> = foldhash::HashMap<K, V>;
 /// Visits of a partition (at one stamp) before its keys are copied.
 pub(crate) const BUILD_AFTER: u32 = 4;
 
-/// At most this many keys (24 bytes each: 24 MiB) are held.
-pub(crate) const MAX_KEYS: usize = 1 << 20;
+/// The history cache's capacity unless set: 64 MiB, the last 30 days of
+/// `ingestion_volume` at N = 1,000,000 (~2,800 records of ~400 bytes a
+/// day) with room to spare.
+pub const DEFAULT_HISTORY_CACHE_BYTES: usize = 64 << 20;
 
 /// Partitions with more records are always read from their index.
-pub(crate) const MAX_PARTITION_KEYS: u64 = (MAX_KEYS / 8) as u64;
+pub(crate) const MAX_PARTITION_KEYS: u64 = 1 << 17;
 
 /// One by-target index key: (target id, `produced_at`, record id).
 pub(crate) type TargetKey = (u64, i64, u64);
 
-/// One partition's by-target keys, sorted, and where each target's keys
-/// start: with dense target ids (a dictionary numbers targets from 1) a
-/// target's keys are found by two reads of memory, where a binary search
-/// over thousands of keys misses the CPU cache a dozen times.
+/// The memory a key takes in a copy.
+const KEY_BYTES: usize = std::mem::size_of::<TargetKey>();
+
+/// One partition's by-target keys, sorted, where each target's keys
+/// start, and, when copied too, the records' encoded bytes in key order.
+/// With dense target ids (a dictionary numbers targets from 1) a target's
+/// keys are found by two reads of memory, where a binary search over
+/// thousands of keys misses the CPU cache a dozen times.
 pub(crate) struct PartKeys {
     keys: Box<[TargetKey]>,
     /// The smallest target id.
@@ -52,6 +68,15 @@ pub(crate) struct PartKeys {
     /// For target `first_target + i`, its keys are `starts[i]..starts[i + 1]`;
     /// empty when the ids are too sparse for it (binary search then).
     starts: Box<[u32]>,
+    /// The records of the keys, when copied.
+    records: Option<HeldRecords>,
+}
+
+/// Records' encoded bytes, one after another in key order: key `i`'s are
+/// `bytes[ends[i - 1]..ends[i]]` (from 0 for the first).
+struct HeldRecords {
+    ends: Box<[u32]>,
+    bytes: Box<[u8]>,
 }
 
 impl PartKeys {
@@ -79,37 +104,95 @@ impl PartKeys {
             keys: keys.into_boxed_slice(),
             first_target: first,
             starts: starts.into_boxed_slice(),
+            records: None,
         }
     }
 
+    /// Copies the records of the keys, in key order, with `record(key)`
+    /// giving a key's encoded bytes (`None`: not found, and nothing is
+    /// kept). Stops, keeping the keys alone, once the bytes would pass
+    /// `max_bytes`.
+    pub(crate) fn copy_records<E>(
+        &mut self,
+        max_bytes: usize,
+        mut record: impl FnMut(&TargetKey, &mut Vec<u8>) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let max_bytes = max_bytes.min(u32::MAX as usize);
+        let mut ends = Vec::with_capacity(self.keys.len());
+        let mut bytes = Vec::new();
+        for key in self.keys.iter() {
+            if !record(key, &mut bytes)? || bytes.len() > max_bytes {
+                return Ok(());
+            }
+            ends.push(bytes.len() as u32);
+        }
+        self.records = Some(HeldRecords {
+            ends: ends.into_boxed_slice(),
+            bytes: bytes.into_boxed_slice(),
+        });
+        Ok(())
+    }
+
+    /// Where the keys of `target` produced in `[from, until)` are (see
+    /// [`PartKeys::key`] and [`PartKeys::record`]).
+    pub(crate) fn positions(&self, target: u64, from: i64, until: i64) -> Range<usize> {
+        let (start, end) = if self.starts.is_empty() {
+            (0, self.keys.len())
+        } else {
+            let i = target.wrapping_sub(self.first_target);
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| Some((*self.starts.get(i)?, *self.starts.get(i + 1)?)))
+                .map_or((0, 0), |(start, end)| (start as usize, end as usize))
+        };
+        let keys = self.keys.get(start..end).unwrap_or_default();
+        let first = start + keys.partition_point(|&(t, ts, _)| (t, ts) < (target, from));
+        let n = self.keys[first..]
+            .iter()
+            .take_while(|&&(t, ts, _)| t == target && ts < until)
+            .count();
+        first..first + n
+    }
+
     /// The keys of `target` produced in `[from, until)`.
+    #[cfg(test)]
     pub(crate) fn of(
         &self,
         target: u64,
         from: i64,
         until: i64,
     ) -> impl Iterator<Item = &TargetKey> {
-        let keys: &[TargetKey] = if self.starts.is_empty() {
-            &self.keys
-        } else {
-            let i = target.wrapping_sub(self.first_target);
-            match usize::try_from(i)
-                .ok()
-                .and_then(|i| Some((*self.starts.get(i)?, *self.starts.get(i + 1)?)))
-            {
-                Some((start, end)) => self
-                    .keys
-                    .get(start as usize..end as usize)
-                    .unwrap_or_default(),
-                None => &[],
-            }
-        };
-        keys_of(keys, target, from, until)
+        self.keys[self.positions(target, from, until)].iter()
     }
 
-    /// What it holds, in keys (the starts counted at their size).
+    /// The key at `position`.
+    pub(crate) fn key(&self, position: usize) -> Option<&TargetKey> {
+        self.keys.get(position)
+    }
+
+    /// Whether the records were copied too.
+    pub(crate) fn holds_records(&self) -> bool {
+        self.records.is_some()
+    }
+
+    /// The encoded bytes of the record of the key at `position`, if copied.
+    pub(crate) fn record(&self, position: usize) -> Option<&[u8]> {
+        let held = self.records.as_ref()?;
+        let end = *held.ends.get(position)? as usize;
+        let start = match position.checked_sub(1) {
+            Some(before) => *held.ends.get(before)? as usize,
+            None => 0,
+        };
+        held.bytes.get(start..end)
+    }
+
+    /// The memory it holds, in bytes (allocator overhead aside).
     fn weight(&self) -> usize {
-        self.keys.len() + self.starts.len() / 6
+        let records = self
+            .records
+            .as_ref()
+            .map_or(0, |held| held.bytes.len() + 4 * held.ends.len());
+        KEY_BYTES * self.keys.len() + 4 * self.starts.len() + records
     }
 }
 
@@ -136,28 +219,49 @@ struct Slot {
 struct Slots {
     /// Per kind, per bucket start.
     kinds: HashMap<String, HashMap<i64, Slot>>,
-    /// Keys held in all.
+    /// Bytes held in all (by [`PartKeys::weight`]).
     held: usize,
     /// Counts visits, to order slots by last use.
     clock: u64,
 }
 
 /// See the module documentation.
-#[derive(Default)]
-pub(crate) struct TargetKeysCache {
+pub(crate) struct HistoryCache {
     slots: Mutex<Slots>,
+    /// Bytes held at most (0: nothing is copied).
+    capacity: usize,
 }
 
-/// What [`TargetKeysCache::visit`] found for a partition.
+impl Default for HistoryCache {
+    fn default() -> Self {
+        HistoryCache::new(DEFAULT_HISTORY_CACHE_BYTES)
+    }
+}
+
+/// What [`HistoryCache::visit`] found for a partition.
 pub(crate) enum Visit {
     /// Its keys, sorted.
     Keys(Arc<PartKeys>),
     /// Not held: seek the index. `build` when the caller should copy the
-    /// keys and [`TargetKeysCache::put`] them (or [`TargetKeysCache::abandon`]).
+    /// keys and [`HistoryCache::put`] them (or [`HistoryCache::abandon`]).
     Seek { build: bool },
 }
 
-impl TargetKeysCache {
+impl HistoryCache {
+    /// A cache of at most `capacity` bytes (0: nothing is copied).
+    pub(crate) fn new(capacity: usize) -> Self {
+        HistoryCache {
+            slots: Mutex::default(),
+            capacity,
+        }
+    }
+
+    /// Most bytes a partition's records may take in a copy: a quarter of
+    /// the capacity, so that a few partitions fit.
+    pub(crate) fn max_partition_records_bytes(&self) -> usize {
+        self.capacity / 4
+    }
+
     /// Counts a visit of a partition and returns its keys if held. Asks
     /// the caller to copy them only if `may_build`.
     pub(crate) fn visit(
@@ -198,6 +302,7 @@ impl TargetKeysCache {
         }
         slot.visits = slot.visits.saturating_add(1);
         let build = may_build
+            && self.capacity > 0
             && !slot.building
             && slot.visits >= BUILD_AFTER
             && info.n_records <= MAX_PARTITION_KEYS;
@@ -221,7 +326,7 @@ impl TargetKeysCache {
             return;
         };
         slot.building = false;
-        if slot.stamp != stamp(info) || slot.keys.is_some() || keys.weight() > MAX_KEYS {
+        if slot.stamp != stamp(info) || slot.keys.is_some() || keys.weight() > self.capacity {
             // The partition changed meanwhile (or the keys are there).
             return;
         }
@@ -229,7 +334,7 @@ impl TargetKeysCache {
         let added = keys.weight();
         slot.keys = Some(keys);
         slots.held += added;
-        Self::make_room(slots);
+        Self::make_room(slots, self.capacity);
     }
 
     /// A copy asked for was not made (an error): another visit may ask again.
@@ -239,9 +344,10 @@ impl TargetKeysCache {
         }
     }
 
-    /// Lets go of the keys used longest ago until at most [`MAX_KEYS`] are held.
-    fn make_room(slots: &mut Slots) {
-        while slots.held > MAX_KEYS {
+    /// Lets go of the copies used longest ago until at most `capacity`
+    /// bytes are held.
+    fn make_room(slots: &mut Slots, capacity: usize) {
+        while slots.held > capacity {
             let oldest = slots
                 .kinds
                 .values_mut()
@@ -259,7 +365,7 @@ impl TargetKeysCache {
         }
     }
 
-    /// Partitions and keys held (for tests).
+    /// Partitions held and the bytes they take (for tests).
     #[cfg(test)]
     pub(crate) fn held(&self) -> (usize, usize) {
         let slots = self.lock();
@@ -283,8 +389,10 @@ fn slot_of<'a>(slots: &'a mut Slots, kind: &str, bucket_start: i64) -> Option<&'
     slots.kinds.get_mut(kind)?.get_mut(&bucket_start)
 }
 
-/// The keys of `target` produced in `[from, until)`, from sorted keys.
-pub(crate) fn keys_of(
+/// The keys of `target` produced in `[from, until)`, from sorted keys: a
+/// binary search, what [`PartKeys::positions`] must agree with.
+#[cfg(test)]
+fn keys_of(
     keys: &[TargetKey],
     target: u64,
     from: i64,
@@ -318,7 +426,7 @@ mod tests {
 
     #[test]
     fn keys_are_held_after_enough_visits_and_dropped_when_the_partition_changes() {
-        let cache = TargetKeysCache::default();
+        let cache = HistoryCache::default();
         let before = info(3, 3);
         for _ in 1..BUILD_AFTER {
             assert_eq!(seeks(cache.visit("k", 0, &before, true)), Some(false));
@@ -327,17 +435,15 @@ mod tests {
         assert_eq!(seeks(cache.visit("k", 0, &before, false)), Some(false));
         assert_eq!(seeks(cache.visit("k", 0, &before, true)), Some(true));
         assert_eq!(seeks(cache.visit("k", 0, &before, true)), Some(false));
-        cache.put(
-            "k",
-            0,
-            &before,
-            Arc::new(PartKeys::new(vec![(1, 1, 1), (1, 2, 2), (2, 3, 3)])),
-        );
+        let copied = Arc::new(PartKeys::new(vec![(1, 1, 1), (1, 2, 2), (2, 3, 3)]));
+        let weight = copied.weight();
+        assert_eq!(weight, 3 * 24 + 3 * 4, "3 keys, 3 starts");
+        cache.put("k", 0, &before, copied);
         let Visit::Keys(keys) = cache.visit("k", 0, &before, true) else {
             panic!("keys not held");
         };
         assert_eq!(keys.of(1, 0, 9).count(), 2);
-        assert_eq!(cache.held(), (1, 3));
+        assert_eq!(cache.held(), (1, weight));
         // Another partition of the kind, and the same bucket of another kind, count apart.
         assert_eq!(seeks(cache.visit("k", 1, &before, true)), Some(false));
         assert_eq!(seeks(cache.visit("j", 0, &before, true)), Some(false));
@@ -364,7 +470,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_copy_can_be_asked_for_again_and_large_partitions_never_are() {
-        let cache = TargetKeysCache::default();
+        let cache = HistoryCache::default();
         let i = info(2, 2);
         for _ in 1..BUILD_AFTER {
             cache.visit("k", 0, &i, true);
@@ -408,6 +514,43 @@ mod tests {
             .is_empty());
     }
 
+    /// A copy's records are found at their keys' positions; a copy whose
+    /// records would pass the bound, or miss one, keeps its keys alone.
+    #[test]
+    fn copied_records_are_found_at_their_keys_positions() {
+        let keys: Vec<TargetKey> = vec![(1, 5, 10), (2, 1, 11), (2, 5, 12), (4, 0, 13)];
+        let bytes_of = |&(_, _, id): &TargetKey| vec![id as u8; id as usize - 9];
+        let copy = |max_bytes: usize, missing: u64| {
+            let mut part = PartKeys::new(keys.clone());
+            part.copy_records(max_bytes, |key, out| {
+                out.extend(bytes_of(key));
+                Ok::<bool, ()>(key.2 != missing)
+            })
+            .unwrap();
+            part
+        };
+        let whole = copy(10, 0);
+        assert!(whole.holds_records());
+        assert_eq!(whole.weight(), 4 * 24 + 5 * 4 + 10 + 4 * 4);
+        for target in 0..6 {
+            for (from, until) in [(0, 9), (1, 5), (5, 6)] {
+                let positions = whole.positions(target, from, until);
+                let found: Vec<_> = positions.clone().filter_map(|at| whole.key(at)).collect();
+                let searched: Vec<_> = keys_of(&keys, target, from, until).collect();
+                assert_eq!(found, searched);
+                for at in positions {
+                    assert_eq!(whole.record(at), Some(bytes_of(&keys[at]).as_slice()));
+                }
+            }
+        }
+        assert_eq!(whole.record(4), None);
+        for part in [copy(9, 0), copy(10, 12)] {
+            assert!(!part.holds_records());
+            assert_eq!(part.record(0), None);
+            assert_eq!(part.weight(), 4 * 24 + 5 * 4);
+        }
+    }
+
     #[test]
     fn a_target_s_keys_within_a_range() {
         let keys = [(1, 5, 1), (2, 1, 2), (2, 5, 3), (2, 9, 4), (3, 0, 5)];
@@ -422,9 +565,9 @@ mod tests {
 
     #[test]
     fn past_its_bound_the_cache_lets_go_of_the_keys_used_longest_ago() {
-        let cache = TargetKeysCache::default();
+        let third = Arc::new(PartKeys::new(vec![(0, 0, 0); 1_000]));
+        let cache = HistoryCache::new(3 * third.weight() - 1);
         let i = info(1, 1);
-        let third = Arc::new(PartKeys::new(vec![(0, 0, 0); MAX_KEYS / 3 + 1]));
         for bucket in 0..3 {
             for _ in 0..BUILD_AFTER {
                 cache.visit("k", bucket, &i, true);
@@ -441,26 +584,47 @@ mod tests {
         assert!(matches!(cache.visit("k", 2, &i, true), Visit::Keys(_)));
     }
 
-    /// Through the engine: `history` over the same partitions copies their
-    /// keys after enough calls, one partition a call, answers as a scan
-    /// does with them (ranges inside partitions included), and reads a
-    /// partition a commit changed from its index again.
+    /// Through the engine: `history` over the same partitions copies them
+    /// after enough calls, one partition a call, answers as a scan does
+    /// with them (ranges inside partitions included: the same records,
+    /// whole), and reads a partition a commit changed from its tables
+    /// again. With the default capacity the copies hold the records; with
+    /// a small one the keys alone; with none nothing is copied.
     #[test]
-    fn history_uses_the_copied_keys_and_answers_as_a_scan_does() {
+    fn history_uses_the_copies_and_answers_as_a_scan_does() {
+        // (capacity, partitions held after the 6 calls, whether with records)
+        for (capacity, held_after, records) in [
+            (DEFAULT_HISTORY_CACHE_BYTES, [0, 0, 0, 1, 2, 3], true),
+            (2_000, [0, 0, 0, 1, 2, 3], false),
+            (0, [0; 6], false),
+        ] {
+            history_with_cache(capacity, held_after, records);
+        }
+    }
+
+    fn history_with_cache(capacity: usize, held_after: [usize; 6], records: bool) {
         use crate::kinds::standard_kinds;
-        use crate::model::{JsonObject, MetadataRecord, MetadataTarget, TimeRange, Timestamp};
+        use crate::model::{
+            JsonObject, MetadataRecord, MetadataTarget, StoredRecord, TimeRange, Timestamp,
+        };
         use crate::query::ScanRequest;
         use crate::storage::{Commit, Engine, PreparedRecord};
 
         const HOUR: i64 = 3_600_000_000;
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path(), &standard_kinds(), 1 << 20).unwrap();
+        let engine = Engine::open(dir.path(), &standard_kinds(), 1 << 20)
+            .unwrap()
+            .with_history_cache(capacity);
         let target = |t: usize| MetadataTarget::new("s", "d", &format!("t{t}"));
         let record = |t: usize, hour: i64| {
+            // ~150 bytes a record: 5 a partition pass a quarter of 2,000.
+            let mut payload = JsonObject::new();
+            payload.insert("note".into(), format!("{hour:0>120}").into());
+            payload.insert("rows".into(), hour.into());
             MetadataRecord::new(
                 "ingestion_volume",
                 target(t),
-                JsonObject::new(),
+                payload,
                 Timestamp::from_micros(hour * HOUR),
                 "p",
             )
@@ -481,8 +645,9 @@ mod tests {
                 Timestamp::from_micros(50 * HOUR),
             ),
         ];
-        // Each target and range: history's ids, and a scan's.
-        let answers = || -> Vec<(Vec<u64>, Vec<u64>)> {
+        type Answer = (Vec<StoredRecord>, Vec<StoredRecord>);
+        // Each target and range: history's records, and a scan's.
+        let answers = || -> Vec<Answer> {
             let mut out = Vec::new();
             for range in ranges {
                 for t in 0..5 {
@@ -495,13 +660,22 @@ mod tests {
                         targets: Some(vec![target(t).canonical_name()]),
                         ..ScanRequest::default()
                     };
-                    let scanned = engine.scan(&request).unwrap().map(|r| r.unwrap().id);
-                    out.push((found.iter().map(|r| r.id).collect(), scanned.collect()));
+                    let scanned = engine.scan(&request).unwrap().map(|r| r.unwrap());
+                    out.push((found, scanned.collect()));
                 }
             }
             out
         };
-        let agree = |answers: &[(Vec<u64>, Vec<u64>)]| answers.iter().all(|(h, s)| h == s);
+        let agree = |answers: &[Answer]| answers.iter().all(|(h, s)| h == s);
+        let with_records = || {
+            let slots = engine.history_cache.lock();
+            slots
+                .kinds
+                .values()
+                .flat_map(|kind_slots| kind_slots.values())
+                .filter_map(|slot| slot.keys.as_ref())
+                .all(|keys| keys.holds_records() == records)
+        };
         // Three days, four targets, a record every 5 hours.
         write(
             &(0..72)
@@ -516,23 +690,29 @@ mod tests {
             engine
                 .history("ingestion_volume", &target(0), TimeRange::ALL)
                 .unwrap();
-            held.push(engine.target_keys.held().0);
+            held.push(engine.history_cache.held().0);
         }
-        assert_eq!(held, [0, 0, 0, 1, 2, 3]);
+        assert_eq!(held, held_after, "capacity {capacity}");
+        assert!(with_records(), "capacity {capacity}");
         let warm = answers();
-        assert!(agree(&warm), "{warm:?}");
+        assert!(agree(&warm), "capacity {capacity}: {warm:?}");
         assert!(warm.iter().any(|(h, _)| !h.is_empty()));
-        // A new record in day 1 changes that partition: read from its index
+        // A new record in day 1 changes that partition: read from its tables
         // again (and copied again after more visits), the record in the answer.
         write(&[record(1, 30)]);
         assert_eq!(
-            engine.target_keys.held().0,
-            3,
+            engine.history_cache.held().0,
+            held_after[5],
             "nothing let go before a visit"
         );
         let after = answers();
-        assert!(agree(&after), "{after:?}");
+        assert!(agree(&after), "capacity {capacity}: {after:?}");
         assert_ne!(after, warm);
-        assert_eq!(engine.target_keys.held().0, 3, "day 1's keys copied again");
+        assert_eq!(
+            engine.history_cache.held().0,
+            held_after[5],
+            "day 1 copied again"
+        );
+        assert!(with_records(), "capacity {capacity}");
     }
 }
