@@ -7,6 +7,7 @@
 //! layout is described byte by byte in `docs/format.md`.
 
 mod codec;
+mod history_cache;
 mod latest_cache;
 pub mod log;
 mod partition;
@@ -14,7 +15,6 @@ mod path_index;
 mod read;
 mod snapshot;
 mod summary;
-mod history_cache;
 mod write;
 
 use std::path::{Path, PathBuf};

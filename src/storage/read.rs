@@ -14,11 +14,11 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableError};
 use super::codec::{
     decode_projected, decode_projected_into, decode_record, empty_record, Projection,
 };
+use super::history_cache::{PartKeys, Visit};
 use super::partition::partition_name;
 use super::path_index::{KeyTest, PathConstraint, PathMatch};
 use super::snapshot::{ByTargetTable, RecordBytes, RecordsTable, Snapshot, SnapshotPartition};
 use super::summary::{self, PartSummary};
-use super::history_cache::{PartKeys, Visit};
 use super::write::latest_order;
 use super::{
     by_dict_id_def, by_run_def, part_table_name, path_index_def, path_table_name, records_def,
