@@ -145,13 +145,15 @@ impl PartKeys {
                 .and_then(|i| Some((*self.starts.get(i)?, *self.starts.get(i + 1)?)))
                 .map_or((0, 0), |(start, end)| (start as usize, end as usize))
         };
+        // Only the slice is read: where the target has no keys here, not
+        // even the next target's first key (a cache miss a partition).
         let keys = self.keys.get(start..end).unwrap_or_default();
-        let first = start + keys.partition_point(|&(t, ts, _)| (t, ts) < (target, from));
-        let n = self.keys[first..]
+        let first = keys.partition_point(|&(t, ts, _)| (t, ts) < (target, from));
+        let n = keys[first..]
             .iter()
             .take_while(|&&(t, ts, _)| t == target && ts < until)
             .count();
-        first..first + n
+        start + first..start + first + n
     }
 
     /// The keys of `target` produced in `[from, until)`.
