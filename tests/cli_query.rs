@@ -412,4 +412,22 @@ fn bad_parameters_exit_2_before_the_store_is_opened() {
         assert!(stdout.is_empty());
         assert!(!stderr.contains("already open"), "{stderr}");
     }
+    // A name bound twice: which value was meant is unknown, so refused.
+    for command in ["query", "export"] {
+        let args = [
+            command,
+            "--param",
+            "n=1",
+            "--param",
+            "$n=2",
+            "ingestion_volume | where payload.rows > $n",
+        ];
+        let (code, stdout, stderr) = parts(&run(&db, &args));
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stdout.is_empty());
+        assert!(
+            stderr.contains("parameter `$n` is bound twice (`--param $n=2`"),
+            "{stderr}"
+        );
+    }
 }

@@ -98,6 +98,7 @@ ingestion_volume |
   select payload.rows as rows
 .format csv
 .param table t2
+.param Table t3
 ingestion_volume{table=$table} | select target
 .explain ingestion_volume{table=$table}
 ingestion_volume | where nope > 1
@@ -119,6 +120,11 @@ ingestion_volume | limit 1 | select id
     assert!(stdout.contains("big\n200\n"), "{stdout}");
     assert!(stdout.contains("[\n{\"id\":1}\n]\n"), "{stdout}");
     assert!(stdout.contains("time: "), "{stdout}");
+    // A bad parameter name is refused where it is bound (and binds nothing).
+    assert!(
+        stderr.contains("invalid parameter name `$Table`: use [a-z_][a-z0-9_]*"),
+        "{stderr}"
+    );
     // The bad query is reported with its caret and the script goes on.
     assert!(
         stderr.contains("unknown field `nope`") && stderr.contains('^'),

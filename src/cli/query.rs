@@ -106,10 +106,18 @@ pub fn for_each_record(
     Ok(())
 }
 
-/// Reads `NAME=VALUE` bindings.
+/// Reads `NAME=VALUE` bindings. A name bound twice is refused: which of
+/// the two values was meant cannot be known.
 fn bind(bindings: &[String]) -> CliResult<Params> {
     let mut params = Params::new();
     for binding in bindings {
+        let (name, _) =
+            Params::parse_binding(binding).map_err(|e| Failure::invalid(e.to_string()))?;
+        if params.get(&name).is_some() {
+            return Err(Failure::invalid(format!(
+                "parameter `${name}` is bound twice (`--param {binding}` after an earlier `--param {name}=...`)"
+            )));
+        }
         params
             .insert_binding(binding)
             .map_err(|e| Failure::invalid(e.to_string()))?;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use almanac::model::{TimeRange, MICROS_PER_DAY};
-use almanac::query::{RecordSource, ScanRequest};
+use almanac::query::{Params, RecordSource, ScanRequest};
 use almanac::Store;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -225,6 +225,13 @@ impl Session {
                 let param = param.strip_prefix('$').unwrap_or(param);
                 if param.is_empty() {
                     return Err(Failure::invalid("usage: .param NAME VALUE"));
+                }
+                // The name is checked here, not at the next query (only the
+                // name can be refused: any value is at least a string).
+                if Params::parse_binding(&format!("{param}=")).is_err() {
+                    return Err(Failure::invalid(format!(
+                        "invalid parameter name `${param}`: use [a-z_][a-z0-9_]*"
+                    )));
                 }
                 match value {
                     Some(value) => {
