@@ -209,6 +209,37 @@ fn demo_refuses_a_store_that_has_records() {
     assert_eq!(code, 2);
 }
 
+/// An `--end` whose history would start before the year 0000 is refused
+/// as `--end`, before a store is made (it named "record #0" before).
+#[test]
+fn demo_refuses_an_end_too_early_for_its_days() {
+    let (dir, _) = store_dir();
+    let db = dir.path().join("early");
+    let args = ["demo", "--end", "0000-02-01T00:00:00Z", "--days", "40"];
+    let (code, stdout, stderr) = parts(&run(&db, &args));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("invalid --end `0000-02-01T00:00:00Z`: 40 days of history"),
+        "{stderr}"
+    );
+    assert!(!db.exists(), "no store made");
+    // A month later the same history fits (its first window starts on
+    // 0000-01-01) and is stored.
+    let args = [
+        "demo",
+        "--end",
+        "0000-03-01T00:00:00Z",
+        "--days",
+        "30",
+        "--targets",
+        "2",
+    ];
+    let (code, _, stderr) = parts(&run(&db, &args));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!export(&db).is_empty());
+}
+
 #[test]
 fn the_store_comes_from_db_or_almanac_db() {
     let (dir, db) = store_dir();

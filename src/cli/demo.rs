@@ -240,6 +240,16 @@ pub fn run(db: &Path, args: &DemoArgs) -> CliResult {
         })?,
         None => Timestamp::now(),
     };
+    // The history's first window starts the day before its first day.
+    let today = end.as_micros().div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
+    let first_day = today - (args.days as i64 - 1) * MICROS_PER_DAY;
+    if !Timestamp::from_micros(first_day - MICROS_PER_DAY).is_rfc3339() {
+        return Err(Failure::invalid(format!(
+            "invalid --end `{}`: {} days of history before it would start before the year 0000 (records lie within years 0000 to 9999 in UTC)",
+            args.end.as_deref().unwrap_or_default(),
+            args.days
+        )));
+    }
     let store = super::open_store(db)?;
     let existing = store.stats().context("cannot read the store")?.n_records();
     if existing > 0 {
@@ -256,8 +266,6 @@ pub fn run(db: &Path, args: &DemoArgs) -> CliResult {
         n_stored: 0,
         n_duplicates: 0,
     };
-    let today = end.as_micros().div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
-    let first_day = today - (args.days as i64 - 1) * MICROS_PER_DAY;
     let mut states: Vec<TargetState> = targets
         .iter()
         .map(|t| TargetState::new(t, rng.next()))
