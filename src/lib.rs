@@ -43,7 +43,7 @@ pub use model::{
 };
 pub use repository::{BulkOutcome, MetadataRepository, StoreOutcome};
 pub use store::{
-    Clock, Governance, KindStats, LatestCacheStats, PartitionSummary, Store, StoreOptions,
-    StoreStats, WriteStats, DEFAULT_CACHE_BYTES, DEFAULT_HISTORY_CACHE_BYTES,
+    Clock, Governance, HistoryCacheStats, KindStats, LatestCacheStats, PartitionSummary, Store,
+    StoreOptions, StoreStats, WriteStats, DEFAULT_CACHE_BYTES, DEFAULT_HISTORY_CACHE_BYTES,
     DEFAULT_LATEST_CACHE_BYTES,
 };

@@ -37,7 +37,7 @@ use crate::storage::{
     PreparedRecord, RetentionReport, StorageError, WriteOutcome,
 };
 pub use crate::storage::{
-    LatestCacheStats, DEFAULT_HISTORY_CACHE_BYTES, DEFAULT_LATEST_CACHE_BYTES,
+    HistoryCacheStats, LatestCacheStats, DEFAULT_HISTORY_CACHE_BYTES, DEFAULT_LATEST_CACHE_BYTES,
 };
 
 /// Where "now" comes from: the system clock, or a fixed or scripted one in tests.
@@ -1060,6 +1060,12 @@ impl Store {
     /// ([`StoreOptions::latest_cache_bytes`]).
     pub fn latest_cache_stats(&self) -> LatestCacheStats {
         self.inner.engine.latest_cache_stats()
+    }
+
+    /// What the history cache holds now: the partitions `history` has
+    /// copied and the bytes they take ([`StoreOptions::history_cache_bytes`]).
+    pub fn history_cache_stats(&self) -> HistoryCacheStats {
+        self.inner.engine.history_cache_stats()
     }
 
     /// Every registered kind.

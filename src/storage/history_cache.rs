@@ -198,6 +198,21 @@ impl PartKeys {
     }
 }
 
+/// What the history cache holds (see `Store::history_cache_stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryCacheStats {
+    /// Partitions whose copy is held.
+    pub n_partitions: usize,
+    /// Of those, the ones whose records are held too (the others: keys alone).
+    pub n_with_records: usize,
+    /// Their bytes by the cache's own count (keys, starts, records and
+    /// their offsets), not the allocator's.
+    pub bytes: usize,
+    /// The capacity the count is held under
+    /// (`StoreOptions::history_cache_bytes`).
+    pub capacity_bytes: usize,
+}
+
 /// What identifies a partition's contents: its record count, smallest
 /// and largest id.
 type Stamp = (u64, u64, u64);
@@ -365,6 +380,26 @@ impl HistoryCache {
             }
             slot.visits = 0;
         }
+    }
+
+    /// What it holds now.
+    pub(crate) fn stats(&self) -> HistoryCacheStats {
+        let slots = self.lock();
+        let held = slots
+            .kinds
+            .values()
+            .flat_map(|kind_slots| kind_slots.values())
+            .filter_map(|slot| slot.keys.as_ref());
+        let mut stats = HistoryCacheStats {
+            bytes: slots.held,
+            capacity_bytes: self.capacity,
+            ..HistoryCacheStats::default()
+        };
+        for keys in held {
+            stats.n_partitions += 1;
+            stats.n_with_records += usize::from(keys.holds_records());
+        }
+        stats
     }
 
     /// Partitions held and the bytes they take (for tests).
@@ -696,6 +731,17 @@ mod tests {
         }
         assert_eq!(held, held_after, "capacity {capacity}");
         assert!(with_records(), "capacity {capacity}");
+        let stats = engine.history_cache_stats();
+        assert_eq!(
+            stats,
+            HistoryCacheStats {
+                n_partitions: held_after[5],
+                n_with_records: if records { held_after[5] } else { 0 },
+                bytes: engine.history_cache.held().1,
+                capacity_bytes: capacity,
+            }
+        );
+        assert_eq!(stats.bytes == 0, capacity == 0);
         let warm = answers();
         assert!(agree(&warm), "capacity {capacity}: {warm:?}");
         assert!(warm.iter().any(|(h, _)| !h.is_empty()));

@@ -41,7 +41,7 @@ pub const FORMAT_VERSION: u64 = 5;
 /// (kind, target) pairs of ~500-byte records.
 pub const DEFAULT_LATEST_CACHE_BYTES: usize = 32 << 20;
 
-pub use history_cache::DEFAULT_HISTORY_CACHE_BYTES;
+pub use history_cache::{HistoryCacheStats, DEFAULT_HISTORY_CACHE_BYTES};
 
 /// The redb file's name inside a store directory.
 pub const DB_FILE: &str = "almanac.redb";
@@ -776,6 +776,11 @@ impl Engine {
     pub fn with_history_cache(mut self, bytes: usize) -> Self {
         self.history_cache = history_cache::HistoryCache::new(bytes);
         self
+    }
+
+    /// What the history cache holds now.
+    pub fn history_cache_stats(&self) -> HistoryCacheStats {
+        self.history_cache.stats()
     }
 
     /// What the latest cache holds now.
