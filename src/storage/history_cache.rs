@@ -23,13 +23,18 @@
 //!
 //! The cost of a copy falls on one `history` call (the one that makes the
 //! fourth visit), so a call copies at most one partition (`may_build`),
-//! at most one caller copies a partition at a time, and a partition of
-//! more than [`MAX_PARTITION_KEYS`] records is never copied. The cache
-//! holds at most its capacity in bytes (`StoreOptions::history_cache_bytes`,
-//! [`DEFAULT_HISTORY_CACHE_BYTES`] by default; 0 turns it off): a
-//! partition's copy keeps its records only while they take at most a
-//! quarter of that, and past the capacity the partitions used longest ago
-//! are let go.
+//! at most one caller copies a partition's contents at a time (a copy
+//! finished or abandoned at an older stamp does not free the slot), and a
+//! partition of more than [`MAX_PARTITION_KEYS`] records is never copied.
+//! The cache holds at most its capacity in bytes
+//! (`StoreOptions::history_cache_bytes`, [`DEFAULT_HISTORY_CACHE_BYTES`]
+//! by default; 0 turns it off, with no lock taken): a partition's copy
+//! keeps its records only within [`HistoryCache::records_budget`] (a
+//! quarter of the capacity, and what its keys leave of it), a copy whose
+//! keys alone pass the capacity is refused and not asked for again at
+//! that stamp, and past the capacity the partitions used longest ago are
+//! let go. Slots that hold only visit counts are let go past
+//! [`MAX_EMPTY_SLOTS`] a kind.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,8 +44,13 @@ use super::read::PartitionInfo;
 /// Keyed by names hashed on every visit; foldhash costs a fraction of SipHash.
 type HashMap<K, V> = foldhash::HashMap<K, V>;
 
-/// Visits of a partition (at one stamp) before its keys are copied.
+/// The visit of a partition (at one stamp) that copies it: the 4th.
 pub(crate) const BUILD_AFTER: u32 = 4;
+
+/// Slots a kind keeps for partitions it holds no copy of (visit counts);
+/// past it those are let go, so that partitions dropped long ago (hourly
+/// buckets over years) do not keep theirs.
+const MAX_EMPTY_SLOTS: usize = 4096;
 
 /// The history cache's capacity unless set: 64 MiB, the last 30 days of
 /// `ingestion_volume` at N = 1,000,000 (~2,800 records of ~400 bytes a
@@ -227,6 +237,9 @@ struct Slot {
     visits: u32,
     /// A caller is copying the keys.
     building: bool,
+    /// A copy of it would not fit the capacity even without its records:
+    /// never asked for again at this stamp.
+    too_large: bool,
     /// When the keys were last used (the cache's visit clock).
     used: u64,
     keys: Option<Arc<PartKeys>>,
@@ -273,12 +286,6 @@ impl HistoryCache {
         }
     }
 
-    /// Most bytes a partition's records may take in a copy: a quarter of
-    /// the capacity, so that a few partitions fit.
-    pub(crate) fn max_partition_records_bytes(&self) -> usize {
-        self.capacity / 4
-    }
-
     /// Counts a visit of a partition and returns its keys if held. Asks
     /// the caller to copy them only if `may_build`.
     pub(crate) fn visit(
@@ -288,6 +295,9 @@ impl HistoryCache {
         info: &PartitionInfo,
         may_build: bool,
     ) -> Visit {
+        if self.capacity == 0 {
+            return Visit::Seek { build: false };
+        }
         let mut slots = self.lock();
         let slots = &mut *slots;
         slots.clock += 1;
@@ -298,6 +308,11 @@ impl HistoryCache {
         let Some(kind_slots) = slots.kinds.get_mut(kind) else {
             return Visit::Seek { build: false };
         };
+        if kind_slots.len() >= MAX_EMPTY_SLOTS && !kind_slots.contains_key(&bucket_start) {
+            // Visit counts are all these slots hold: losing them only
+            // delays a copy.
+            kind_slots.retain(|_, slot| slot.keys.is_some() || slot.building);
+        }
         let slot = kind_slots.entry(bucket_start).or_default();
         let now = stamp(info);
         if slot.stamp != now {
@@ -319,8 +334,8 @@ impl HistoryCache {
         }
         slot.visits = slot.visits.saturating_add(1);
         let build = may_build
-            && self.capacity > 0
             && !slot.building
+            && !slot.too_large
             && slot.visits >= BUILD_AFTER
             && info.n_records <= MAX_PARTITION_KEYS;
         slot.building |= build;
@@ -342,9 +357,17 @@ impl HistoryCache {
         let Some(slot) = slot_of(slots, kind, bucket_start) else {
             return;
         };
+        if slot.stamp != stamp(info) {
+            // The partition changed meanwhile: the copy is of older
+            // contents, and whoever builds at the new stamp goes on.
+            return;
+        }
         slot.building = false;
-        if slot.stamp != stamp(info) || slot.keys.is_some() || keys.weight() > self.capacity {
-            // The partition changed meanwhile (or the keys are there).
+        if keys.weight() > self.capacity {
+            slot.too_large = true;
+            return;
+        }
+        if slot.keys.is_some() {
             return;
         }
         slot.used = clock;
@@ -354,11 +377,22 @@ impl HistoryCache {
         Self::make_room(slots, self.capacity);
     }
 
-    /// A copy asked for was not made (an error): another visit may ask again.
-    pub(crate) fn abandon(&self, kind: &str, bucket_start: i64) {
+    /// A copy asked for at the stamp of `info` was not made (an error):
+    /// another visit may ask again.
+    pub(crate) fn abandon(&self, kind: &str, bucket_start: i64, info: &PartitionInfo) {
         if let Some(slot) = slot_of(&mut self.lock(), kind, bucket_start) {
-            slot.building = false;
+            if slot.stamp == stamp(info) {
+                slot.building = false;
+            }
         }
+    }
+
+    /// Most bytes the records of a copy whose keys are `keys` may take: a
+    /// quarter of the capacity, so that a few partitions fit, and never so
+    /// much that keys and records together pass the capacity.
+    pub(crate) fn records_budget(&self, keys: &PartKeys) -> usize {
+        let with_ends = keys.weight() + 4 * keys.keys.len();
+        (self.capacity / 4).min(self.capacity.saturating_sub(with_ends))
     }
 
     /// Lets go of the copies used longest ago until at most `capacity`
@@ -513,14 +547,93 @@ mod tests {
             cache.visit("k", 0, &i, true);
         }
         assert_eq!(seeks(cache.visit("k", 0, &i, true)), Some(true));
-        cache.abandon("k", 0);
+        cache.abandon("k", 0, &i);
         assert_eq!(seeks(cache.visit("k", 0, &i, true)), Some(true));
+        // A copy of older contents neither lands nor frees the copy under
+        // way at the new stamp: only one caller builds at a time.
+        let newer = info(3, 3);
+        for _ in 0..BUILD_AFTER {
+            cache.visit("k", 0, &newer, true);
+        }
+        assert_eq!(seeks(cache.visit("k", 0, &newer, true)), Some(false));
+        cache.put("k", 0, &i, Arc::new(PartKeys::new(vec![(1, 1, 1)])));
+        cache.abandon("k", 0, &i);
+        assert_eq!(seeks(cache.visit("k", 0, &newer, true)), Some(false));
+        assert_eq!(cache.held(), (0, 0));
         let mut large = PartitionInfo::empty(Bucket::Month, 100);
         large.add(1, 1);
         large.n_records = MAX_PARTITION_KEYS + 1;
         for _ in 0..2 * BUILD_AFTER {
             assert_eq!(seeks(cache.visit("k", 5, &large, true)), Some(false));
         }
+    }
+
+    /// A copy too large for the capacity even without its records is
+    /// refused and never asked for again at that stamp (it was rebuilt on
+    /// every call); records are kept only within the budget that leaves
+    /// the whole copy inside the capacity; a cache of capacity 0 asks for
+    /// nothing and keeps no slots.
+    #[test]
+    fn copies_stay_inside_the_capacity_and_too_large_ones_are_not_asked_again() {
+        let keys: Vec<TargetKey> = (0..100u64).map(|i| (1 + i % 10, i as i64, i)).collect();
+        let weight = PartKeys::new(keys.clone()).weight();
+        let i = info(100, 100);
+        let cache = HistoryCache::new(weight - 1);
+        for _ in 1..BUILD_AFTER {
+            cache.visit("k", 0, &i, true);
+        }
+        assert_eq!(seeks(cache.visit("k", 0, &i, true)), Some(true));
+        cache.put("k", 0, &i, Arc::new(PartKeys::new(keys.clone())));
+        assert_eq!(cache.held(), (0, 0));
+        for _ in 0..2 * BUILD_AFTER {
+            assert_eq!(seeks(cache.visit("k", 0, &i, true)), Some(false));
+        }
+        // New contents: asked again.
+        let more = info(101, 101);
+        for _ in 1..BUILD_AFTER {
+            cache.visit("k", 0, &more, true);
+        }
+        assert_eq!(seeks(cache.visit("k", 0, &more, true)), Some(true));
+
+        for capacity in [
+            weight + 400 + 50,
+            weight + 400 + 5_000,
+            4 * (weight + 400) + 40_000,
+        ] {
+            let cache = HistoryCache::new(capacity);
+            let mut part = PartKeys::new(keys.clone());
+            let budget = cache.records_budget(&part);
+            part.copy_records(budget, |_, out| {
+                out.extend([7u8; 100]);
+                Ok::<bool, ()>(true)
+            })
+            .unwrap();
+            assert!(part.weight() <= capacity, "capacity {capacity}");
+            assert!(budget <= capacity / 4);
+            // 100 records of 100 bytes fit only the largest.
+            assert_eq!(
+                part.holds_records(),
+                budget >= 10_000,
+                "capacity {capacity}"
+            );
+        }
+
+        let off = HistoryCache::new(0);
+        for _ in 0..2 * BUILD_AFTER {
+            assert_eq!(seeks(off.visit("k", 0, &i, true)), Some(false));
+        }
+        assert!(off.lock().kinds.is_empty());
+    }
+
+    /// Slots that hold nothing but visit counts are let go past a bound.
+    #[test]
+    fn slots_of_partitions_long_gone_are_let_go() {
+        let cache = HistoryCache::default();
+        let i = info(1, 1);
+        for bucket in 0..3 * MAX_EMPTY_SLOTS as i64 {
+            cache.visit("k", bucket, &i, true);
+        }
+        assert!(cache.lock().kinds["k"].len() <= MAX_EMPTY_SLOTS);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableError};
 use super::codec::{
     decode_projected, decode_projected_into, decode_record, empty_record, Projection,
 };
-use super::history_cache::{PartKeys, Visit};
+use super::history_cache::{HistoryCache, PartKeys, Visit};
 use super::partition::partition_name;
 use super::path_index::{KeyTest, PathConstraint, PathMatch};
 use super::snapshot::{ByTargetTable, RecordBytes, RecordsTable, Snapshot, SnapshotPartition};
@@ -898,6 +898,9 @@ fn scan_each_parallel(kinds: Vec<KindScan>, f: &mut dyn FnMut(&StoredRecord)) ->
 /// answer boxes each record.
 const HISTORY_ON_STACK: usize = 32;
 
+/// How many records ahead of the one it decodes `history` prefetches.
+const PREFETCH_AHEAD: usize = 16;
+
 /// Asks the CPU to bring `bytes` into its caches (a hint: no effect on
 /// what is read, and none on targets without one).
 #[inline]
@@ -1187,14 +1190,13 @@ impl Engine {
                 Visit::Keys(held) => Some(held),
                 Visit::Seek { build: true } => {
                     built = true;
-                    let max_bytes = cache.max_partition_records_bytes();
-                    match copy_partition(index, records, info.n_records, max_bytes) {
+                    match copy_partition(index, records, info.n_records, cache) {
                         Ok(copy) => {
                             cache.put(&key.kind, key.bucket_start, info, Arc::clone(&copy));
                             Some(copy)
                         }
                         Err(e) => {
-                            cache.abandon(&key.kind, key.bucket_start);
+                            cache.abandon(&key.kind, key.bucket_start, info);
                             return Err(e);
                         }
                     }
@@ -1224,26 +1226,32 @@ impl Engine {
                 keys.push(HistoryKey::Table(records, ts, id));
             }
         }
-        // The copies' records are scattered over tens of MB: ask for all
-        // their cache lines at once, so the decoding below waits on memory
-        // once rather than once a record.
-        for key in &keys {
-            if let HistoryKey::Held(copy, at) = *key {
-                if let Some(bytes) = copies.get(copy).and_then(|held| held.record(at)) {
+        // The copies' records are scattered over tens of MB: before
+        // decoding a record, ask for the cache lines of the one
+        // `PREFETCH_AHEAD` places on, so the waits on memory overlap
+        // instead of adding up (an answer of ~17 records is asked for whole
+        // before its first is decoded).
+        let prefetch_at = |at: usize| {
+            if let Some(&HistoryKey::Held(copy, position)) = keys.get(at) {
+                if let Some(bytes) = copies.get(copy).and_then(|held| held.record(position)) {
                     prefetch(bytes);
                 }
             }
-        }
+        };
+        (0..PREFETCH_AHEAD).for_each(prefetch_at);
         let mut decoded = Decoded::new(keys.len());
-        for key in keys {
-            let (id, record) = match key {
+        for (at, key) in keys.iter().enumerate() {
+            prefetch_at(at + PREFETCH_AHEAD);
+            let (id, record) = match *key {
                 HistoryKey::Table(records, ts, id) => match records.get((ts, id))? {
                     Some(bytes) => (id, decode_record(bytes.value())?),
                     None => continue,
                 },
-                HistoryKey::Held(copy, at) => {
-                    let held = &copies[copy];
-                    match (held.key(at), held.record(at)) {
+                HistoryKey::Held(copy, position) => {
+                    let Some(held) = copies.get(copy) else {
+                        continue; // not reached: the index is of `copies`
+                    };
+                    match (held.key(position), held.record(position)) {
                         (Some(&(_, _, id)), Some(bytes)) => (id, decode_record(bytes)?),
                         _ => continue, // not reached: the positions are the copy's
                     }
@@ -1689,20 +1697,21 @@ fn decode_latest(value: &[u8]) -> Result<StoredRecord> {
 }
 
 /// A partition's copy for `history` (see `history_cache`): every key of
-/// its by-target index, in order, and their records' encoded bytes while
-/// those take at most `max_records_bytes`.
+/// its by-target index, in order, and their records' encoded bytes where
+/// those fit the cache's budget for them (`HistoryCache::records_budget`).
 fn copy_partition(
     index: &ByTargetTable,
     records: &RecordsTable,
     n_records: u64,
-    max_records_bytes: usize,
+    cache: &HistoryCache,
 ) -> Result<Arc<PartKeys>> {
     let mut all = Vec::with_capacity(usize::try_from(n_records).unwrap_or(0));
     for entry in index.iter()? {
         all.push(entry?.0.value());
     }
     let mut copy = PartKeys::new(all);
-    copy.copy_records(max_records_bytes, |&(_, ts, id), bytes| {
+    let budget = cache.records_budget(&copy);
+    copy.copy_records(budget, |&(_, ts, id), bytes| {
         let found = records.get((ts, id))?;
         if let Some(record) = &found {
             bytes.extend_from_slice(record.value());
