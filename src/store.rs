@@ -653,71 +653,73 @@ impl Store {
     /// and the writer refuses every write until that open; a retried write
     /// is recognised as a duplicate.
     pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
-        let engine = Arc::new(
-            Engine::open(&dir, &standard_kinds(), options.cache_bytes)?
-                .with_latest_cache(options.latest_cache_bytes)
-                .with_history_cache(options.history_cache_bytes)
-                .with_parallel_scans(options.parallel_scans),
-        );
-        let registry = KindRegistry::from_specs(engine.load_kinds()?)?;
-        let mut log = LogWriter::open(&dir.join(LOG_DIR), options.log_segment_bytes)?;
-        let next_id = engine.next_id()?;
-        let counters: Arc<WriteCounters> = Arc::default();
-        if log.last_id() >= next_id {
-            // Records made durable by the log whose redb commit was not yet
-            // durable when the last writer died.
-            replay_log(&engine, &registry, &dir, next_id, log.last_id())?;
-            counters
-                .n_replayed
-                .store(log.last_id() + 1 - next_id, Ordering::Relaxed);
-        } else if log.last_id() + 1 < next_id {
-            // Records committed but not yet logged when the last writer died.
-            let missing = engine.records_since(log.last_id() + 1)?;
-            log.append(&missing)?;
-            log.sync()?;
-        }
-        let (tx, rx) = mpsc::channel::<Msg>();
-        let subscribers: Arc<Mutex<Vec<Sender<StoredRecord>>>> = Arc::default();
-        let log_progress: Arc<LogProgress> = Arc::default();
-        let writer = {
-            let engine = Arc::clone(&engine);
-            let counters = Arc::clone(&counters);
-            let subscribers = Arc::clone(&subscribers);
-            let log_progress = Arc::clone(&log_progress);
-            let max_group = options.max_group_records.max(1);
-            std::thread::Builder::new()
-                .name("almanac-writer".into())
-                .spawn(move || {
-                    let writer = Writer {
-                        engine: &engine,
-                        subscribers: &subscribers,
-                        counters: &counters,
-                        log_progress: &log_progress,
-                        max_group,
-                    };
-                    writer.run(log, &rx);
-                })
-                .map_err(|e| StorageError::io(&dir, e))?
-        };
-        if engine.purge_pending()? > 0 {
-            // Expired partitions an earlier process did not finish deleting.
-            let _ = tx.send(Msg::Purge);
-        }
-        Ok(Store {
-            inner: Arc::new(Inner {
-                engine,
-                counters,
-                registry: RwLock::new(registry),
-                options,
-                jobs: Some(tx),
-                writer: Some(writer),
-                subscribers,
-                log_progress,
-                dir,
-                spent: Mutex::default(),
-                in_flight: InFlight::default(),
-            }),
+        guarded(|| {
+            let dir = dir.as_ref().to_path_buf();
+            let engine = Arc::new(
+                Engine::open(&dir, &standard_kinds(), options.cache_bytes)?
+                    .with_latest_cache(options.latest_cache_bytes)
+                    .with_history_cache(options.history_cache_bytes)
+                    .with_parallel_scans(options.parallel_scans),
+            );
+            let registry = KindRegistry::from_specs(engine.load_kinds()?)?;
+            let mut log = LogWriter::open(&dir.join(LOG_DIR), options.log_segment_bytes)?;
+            let next_id = engine.next_id()?;
+            let counters: Arc<WriteCounters> = Arc::default();
+            if log.last_id() >= next_id {
+                // Records made durable by the log whose redb commit was not yet
+                // durable when the last writer died.
+                replay_log(&engine, &registry, &dir, next_id, log.last_id())?;
+                counters
+                    .n_replayed
+                    .store(log.last_id() + 1 - next_id, Ordering::Relaxed);
+            } else if log.last_id() + 1 < next_id {
+                // Records committed but not yet logged when the last writer died.
+                let missing = engine.records_since(log.last_id() + 1)?;
+                log.append(&missing)?;
+                log.sync()?;
+            }
+            let (tx, rx) = mpsc::channel::<Msg>();
+            let subscribers: Arc<Mutex<Vec<Sender<StoredRecord>>>> = Arc::default();
+            let log_progress: Arc<LogProgress> = Arc::default();
+            let writer = {
+                let engine = Arc::clone(&engine);
+                let counters = Arc::clone(&counters);
+                let subscribers = Arc::clone(&subscribers);
+                let log_progress = Arc::clone(&log_progress);
+                let max_group = options.max_group_records.max(1);
+                std::thread::Builder::new()
+                    .name("almanac-writer".into())
+                    .spawn(move || {
+                        let writer = Writer {
+                            engine: &engine,
+                            subscribers: &subscribers,
+                            counters: &counters,
+                            log_progress: &log_progress,
+                            max_group,
+                        };
+                        writer.run(log, &rx);
+                    })
+                    .map_err(|e| StorageError::io(&dir, e))?
+            };
+            if engine.purge_pending()? > 0 {
+                // Expired partitions an earlier process did not finish deleting.
+                let _ = tx.send(Msg::Purge);
+            }
+            Ok(Store {
+                inner: Arc::new(Inner {
+                    engine,
+                    counters,
+                    registry: RwLock::new(registry),
+                    options,
+                    jobs: Some(tx),
+                    writer: Some(writer),
+                    subscribers,
+                    log_progress,
+                    dir,
+                    spent: Mutex::default(),
+                    in_flight: InFlight::default(),
+                }),
+            })
         })
     }
 
@@ -738,43 +740,45 @@ impl Store {
     /// writable open does; likewise when the log and the redb file do not
     /// end at the same record.
     pub fn open_read_only(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
-        let engine = Arc::new(
-            Engine::open_read_only(&dir, options.cache_bytes)?
-                .with_latest_cache(options.latest_cache_bytes)
-                .with_history_cache(options.history_cache_bytes)
-                .with_parallel_scans(options.parallel_scans),
-        );
-        let registry = KindRegistry::from_specs(engine.load_kinds()?)?;
-        let next_id = engine.next_id()?;
-        let logged = crate::storage::log::last_logged_id(&dir.join(LOG_DIR))?;
-        // A writable open brings the two together: it replays what only the
-        // log holds and appends to the log what only the redb file holds.
-        if logged + 1 != next_id {
-            let reason = if logged >= next_id {
-                format!("its log holds records {next_id}..={logged}, which the redb file lacks")
-            } else {
-                format!(
-                    "the redb file holds records {}..{next_id} its log lacks",
-                    logged + 1
-                )
-            };
-            return Err(StorageError::NeedsWriter { path: dir, reason }.into());
-        }
-        Ok(Store {
-            inner: Arc::new(Inner {
-                engine,
-                counters: Arc::default(),
-                registry: RwLock::new(registry),
-                options,
-                jobs: None,
-                writer: None,
-                subscribers: Arc::default(),
-                log_progress: Arc::default(),
-                dir,
-                spent: Mutex::default(),
-                in_flight: InFlight::default(),
-            }),
+        guarded(|| {
+            let dir = dir.as_ref().to_path_buf();
+            let engine = Arc::new(
+                Engine::open_read_only(&dir, options.cache_bytes)?
+                    .with_latest_cache(options.latest_cache_bytes)
+                    .with_history_cache(options.history_cache_bytes)
+                    .with_parallel_scans(options.parallel_scans),
+            );
+            let registry = KindRegistry::from_specs(engine.load_kinds()?)?;
+            let next_id = engine.next_id()?;
+            let logged = crate::storage::log::last_logged_id(&dir.join(LOG_DIR))?;
+            // A writable open brings the two together: it replays what only the
+            // log holds and appends to the log what only the redb file holds.
+            if logged + 1 != next_id {
+                let reason = if logged >= next_id {
+                    format!("its log holds records {next_id}..={logged}, which the redb file lacks")
+                } else {
+                    format!(
+                        "the redb file holds records {}..{next_id} its log lacks",
+                        logged + 1
+                    )
+                };
+                return Err(StorageError::NeedsWriter { path: dir, reason }.into());
+            }
+            Ok(Store {
+                inner: Arc::new(Inner {
+                    engine,
+                    counters: Arc::default(),
+                    registry: RwLock::new(registry),
+                    options,
+                    jobs: None,
+                    writer: None,
+                    subscribers: Arc::default(),
+                    log_progress: Arc::default(),
+                    dir,
+                    spent: Mutex::default(),
+                    in_flight: InFlight::default(),
+                }),
+            })
         })
     }
 
@@ -800,15 +804,17 @@ impl Store {
     /// is created) and with [`StorageError::Locked`] while any handle,
     /// in this process or another, has it open. The log is not touched.
     pub fn compact(dir: impl AsRef<Path>) -> Result<CompactReport> {
-        let dir = dir.as_ref();
-        if !dir.join(crate::storage::DB_FILE).is_file() {
-            return Err(StorageError::NoStore(dir.to_path_buf()).into());
-        }
-        {
-            let store = Store::open(dir)?;
-            store.purge_expired()?;
-        }
-        Ok(crate::storage::compact(dir)?)
+        guarded(|| {
+            let dir = dir.as_ref();
+            if !dir.join(crate::storage::DB_FILE).is_file() {
+                return Err(StorageError::NoStore(dir.to_path_buf()).into());
+            }
+            {
+                let store = Store::open(dir)?;
+                store.purge_expired()?;
+            }
+            Ok(crate::storage::compact(dir)?)
+        })
     }
 
     /// The store directory.
@@ -1094,119 +1100,124 @@ impl Store {
 
     /// Registers a new kind (its schemas must compile).
     pub fn register_kind(&self, mut spec: KindSpec) -> Result<()> {
-        dedup_paths(&mut spec);
-        let mut registry = self
-            .inner
-            .registry
-            .write()
-            .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
-        // Every write prepared against the registry as it was has committed
-        // before the checks below read the catalog.
-        self.inner.in_flight.wait_idle();
-        if registry.get(&spec.name).is_some() {
-            return Err(KindError::AlreadyRegistered(spec.name).into());
-        }
-        if self
-            .inner
-            .engine
-            .catalog()?
-            .iter()
-            .any(|p| p.key.kind == spec.name && p.info.bucket != spec.bucket)
-        {
-            return Err(KindError::InvalidSchema {
-                kind: spec.name.clone(),
-                reason: "records of this kind already exist with another partition bucket".into(),
+        guarded(|| {
+            dedup_paths(&mut spec);
+            let mut registry = self
+                .inner
+                .registry
+                .write()
+                .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
+            // Every write prepared against the registry as it was has committed
+            // before the checks below read the catalog.
+            self.inner.in_flight.wait_idle();
+            if registry.get(&spec.name).is_some() {
+                return Err(KindError::AlreadyRegistered(spec.name).into());
             }
-            .into());
-        }
-        for path in spec.indexed_paths.iter().chain(&spec.summarized_paths) {
-            check_index_path(path).map_err(KindError::InvalidPath)?;
-        }
-        // Compile first, persist second, publish last: a bad schema changes nothing.
-        KindRegistry::from_specs(vec![spec.clone()])?;
-        // Records of the kind may exist (stored while it was not
-        // registered): its indexes are built over them.
-        self.inner
-            .engine
-            .put_kind_and_index(&spec, &spec.indexed_paths, &[])?;
-        registry.insert(spec)?;
-        Ok(())
+            if self
+                .inner
+                .engine
+                .catalog()?
+                .iter()
+                .any(|p| p.key.kind == spec.name && p.info.bucket != spec.bucket)
+            {
+                return Err(KindError::InvalidSchema {
+                    kind: spec.name.clone(),
+                    reason: "records of this kind already exist with another partition bucket"
+                        .into(),
+                }
+                .into());
+            }
+            for path in spec.indexed_paths.iter().chain(&spec.summarized_paths) {
+                check_index_path(path).map_err(KindError::InvalidPath)?;
+            }
+            // Compile first, persist second, publish last: a bad schema changes nothing.
+            KindRegistry::from_specs(vec![spec.clone()])?;
+            // Records of the kind may exist (stored while it was not
+            // registered): its indexes are built over them.
+            self.inner
+                .engine
+                .put_kind_and_index(&spec, &spec.indexed_paths, &[])?;
+            registry.insert(spec)?;
+            Ok(())
+        })
     }
 
     /// Changes a kind with `change` (retention, description, a new schema
     /// version, indexed paths); the bucket cannot change once records exist.
     pub fn update_kind(&self, name: &str, change: impl FnOnce(&mut KindSpec)) -> Result<KindSpec> {
-        let mut registry = self
-            .inner
-            .registry
-            .write()
-            .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
-        // As in `register_kind`: every write prepared against the old spec
-        // commits before the checks and the index changes below. (Not also
-        // before taking the lock: under steady writes the count need never
-        // reach zero while new jobs may still be queued.)
-        self.inner.in_flight.wait_idle();
-        let mut spec = registry
-            .get(name)
-            .cloned()
-            .ok_or_else(|| KindError::Unknown(name.to_owned()))?;
-        let old_bucket = spec.bucket;
-        let old_versions = spec.schemas.len();
-        let mut old_paths = spec.indexed_paths.clone();
-        dedup(&mut old_paths);
-        change(&mut spec);
-        dedup_paths(&mut spec);
-        if spec.name != name {
-            return Err(KindError::InvalidName("a kind cannot be renamed".into()).into());
-        }
-        if spec.schemas.len() < old_versions {
-            return Err(KindError::InvalidSchema {
-                kind: name.to_owned(),
-                reason: "schema versions cannot be removed".into(),
-            }
-            .into());
-        }
-        if spec.bucket != old_bucket
-            && self
+        guarded(|| {
+            let mut registry = self
                 .inner
-                .engine
-                .catalog()?
+                .registry
+                .write()
+                .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
+            // As in `register_kind`: every write prepared against the old spec
+            // commits before the checks and the index changes below. (Not also
+            // before taking the lock: under steady writes the count need never
+            // reach zero while new jobs may still be queued.)
+            self.inner.in_flight.wait_idle();
+            let mut spec = registry
+                .get(name)
+                .cloned()
+                .ok_or_else(|| KindError::Unknown(name.to_owned()))?;
+            let old_bucket = spec.bucket;
+            let old_versions = spec.schemas.len();
+            let mut old_paths = spec.indexed_paths.clone();
+            dedup(&mut old_paths);
+            change(&mut spec);
+            dedup_paths(&mut spec);
+            if spec.name != name {
+                return Err(KindError::InvalidName("a kind cannot be renamed".into()).into());
+            }
+            if spec.schemas.len() < old_versions {
+                return Err(KindError::InvalidSchema {
+                    kind: name.to_owned(),
+                    reason: "schema versions cannot be removed".into(),
+                }
+                .into());
+            }
+            if spec.bucket != old_bucket
+                && self
+                    .inner
+                    .engine
+                    .catalog()?
+                    .iter()
+                    .any(|p| p.key.kind == name)
+            {
+                return Err(KindError::InvalidSchema {
+                    kind: name.to_owned(),
+                    reason: "the partition bucket cannot change once records exist".into(),
+                }
+                .into());
+            }
+            for path in spec.indexed_paths.iter().chain(&spec.summarized_paths) {
+                check_index_path(path).map_err(KindError::InvalidPath)?;
+            }
+            KindRegistry::from_specs(vec![spec.clone()])?;
+            let new_paths: Vec<String> = spec
+                .indexed_paths
                 .iter()
-                .any(|p| p.key.kind == name)
-        {
-            return Err(KindError::InvalidSchema {
-                kind: name.to_owned(),
-                reason: "the partition bucket cannot change once records exist".into(),
+                .filter(|p| !old_paths.contains(p))
+                .cloned()
+                .collect();
+            let removed_paths: Vec<String> = old_paths
+                .iter()
+                .filter(|p| !spec.indexed_paths.contains(p))
+                .cloned()
+                .collect();
+            let (_, n_moved) =
+                self.inner
+                    .engine
+                    .put_kind_and_index(&spec, &new_paths, &removed_paths)?;
+            if n_moved > 0 {
+                // The tables of the paths taken off wait under `purge/`.
+                if let Some(jobs) = &self.inner.jobs {
+                    let _ = jobs.send(Msg::Purge);
+                }
             }
-            .into());
-        }
-        for path in spec.indexed_paths.iter().chain(&spec.summarized_paths) {
-            check_index_path(path).map_err(KindError::InvalidPath)?;
-        }
-        KindRegistry::from_specs(vec![spec.clone()])?;
-        let new_paths: Vec<String> = spec
-            .indexed_paths
-            .iter()
-            .filter(|p| !old_paths.contains(p))
-            .cloned()
-            .collect();
-        let removed_paths: Vec<String> = old_paths
-            .iter()
-            .filter(|p| !spec.indexed_paths.contains(p))
-            .cloned()
-            .collect();
-        let (_, n_moved) =
-            self.inner
-                .engine
-                .put_kind_and_index(&spec, &new_paths, &removed_paths)?;
-        if n_moved > 0 {
-            // The tables of the paths taken off wait under `purge/`.
-            if let Some(jobs) = &self.inner.jobs {
-                let _ = jobs.send(Msg::Purge);
-            }
-        }
-        registry.insert(spec.clone())?;
-        Ok(spec)
+            registry.insert(spec.clone())?;
+            Ok(spec)
+        })
     }
 
     /// Declares an indexed payload or extras path on a kind (e.g.
@@ -1236,16 +1247,18 @@ impl Store {
 
     /// Applies (or, with `dry_run`, reports) retention as of `now`.
     pub fn apply_retention_at(&self, now: Timestamp, dry_run: bool) -> Result<RetentionReport> {
-        let kinds = self.kinds();
-        let report = self.inner.engine.apply_retention(&kinds, now, dry_run)?;
-        if !report.dry_run && !report.dropped.is_empty() {
-            // The expired partitions are gone from every read; their tables
-            // are deleted by the writer thread between writes.
-            if let Some(jobs) = &self.inner.jobs {
-                let _ = jobs.send(Msg::Purge);
+        guarded(|| {
+            let kinds = self.kinds();
+            let report = self.inner.engine.apply_retention(&kinds, now, dry_run)?;
+            if !report.dry_run && !report.dropped.is_empty() {
+                // The expired partitions are gone from every read; their tables
+                // are deleted by the writer thread between writes.
+                if let Some(jobs) = &self.inner.jobs {
+                    let _ = jobs.send(Msg::Purge);
+                }
             }
-        }
-        Ok(report)
+            Ok(report)
+        })
     }
 
     /// Deletes, now and on this thread, every table of expired partitions
@@ -1257,34 +1270,38 @@ impl Store {
     /// to the writer thread between writes. Call this to reclaim the space
     /// before going on, e.g. at the end of a command-line run.
     pub fn purge_expired(&self) -> Result<usize> {
-        let mut n = 0;
-        loop {
-            let step = self.inner.engine.purge_step()?;
-            if step == 0 {
-                return Ok(n);
+        guarded(|| {
+            let mut n = 0;
+            loop {
+                let step = self.inner.engine.purge_step()?;
+                if step == 0 {
+                    return Ok(n);
+                }
+                n += step;
             }
-            n += step;
-        }
+        })
     }
 
     /// The number of tables of expired partitions not yet deleted.
     pub fn purge_pending(&self) -> Result<usize> {
-        Ok(self.inner.engine.purge_pending()?)
+        guarded(|| Ok(self.inner.engine.purge_pending()?))
     }
 
     /// Every partition, by kind then bucket.
     pub fn partitions(&self) -> Result<Vec<PartitionSummary>> {
-        Ok(self
-            .inner
-            .engine
-            .catalog()?
-            .into_iter()
-            .map(|e| PartitionSummary {
-                name: e.name(),
-                kind: e.key.kind.clone(),
-                info: e.info,
-            })
-            .collect())
+        guarded(|| {
+            Ok(self
+                .inner
+                .engine
+                .catalog()?
+                .into_iter()
+                .map(|e| PartitionSummary {
+                    name: e.name(),
+                    kind: e.key.kind.clone(),
+                    info: e.info,
+                })
+                .collect())
+        })
     }
 
     /// Size of the redb file in bytes.
@@ -1295,43 +1312,92 @@ impl Store {
     /// Sizes on disk and, per kind, records, partitions and the span of
     /// `produced_at`, from the partition catalog (no record is read).
     pub fn stats(&self) -> Result<StoreStats> {
-        let mut kinds: Vec<KindStats> = Vec::new();
-        for p in self.partitions()? {
-            let info = p.info;
-            if kinds.last().map(|k| k.kind != p.kind).unwrap_or(true) {
-                kinds.push(KindStats {
-                    kind: p.kind.clone(),
-                    n_records: 0,
-                    n_partitions: 0,
-                    oldest: None,
-                    newest: None,
-                });
+        guarded(|| {
+            let mut kinds: Vec<KindStats> = Vec::new();
+            for p in self.partitions()? {
+                let info = p.info;
+                if kinds.last().map(|k| k.kind != p.kind).unwrap_or(true) {
+                    kinds.push(KindStats {
+                        kind: p.kind.clone(),
+                        n_records: 0,
+                        n_partitions: 0,
+                        oldest: None,
+                        newest: None,
+                    });
+                }
+                let Some(k) = kinds.last_mut() else { continue };
+                k.n_partitions += 1;
+                k.n_records += info.n_records;
+                if info.n_records > 0 {
+                    let (min, max) = (
+                        Timestamp::from_micros(info.min_ts),
+                        Timestamp::from_micros(info.max_ts),
+                    );
+                    k.oldest = Some(k.oldest.map_or(min, |o| o.min(min)));
+                    k.newest = Some(k.newest.map_or(max, |n| n.max(max)));
+                }
             }
-            let Some(k) = kinds.last_mut() else { continue };
-            k.n_partitions += 1;
-            k.n_records += info.n_records;
-            if info.n_records > 0 {
-                let (min, max) = (
-                    Timestamp::from_micros(info.min_ts),
-                    Timestamp::from_micros(info.max_ts),
-                );
-                k.oldest = Some(k.oldest.map_or(min, |o| o.min(min)));
-                k.newest = Some(k.newest.map_or(max, |n| n.max(max)));
-            }
-        }
-        let (db_bytes, db_allocated_bytes) = self.inner.engine.file_sizes()?;
-        Ok(StoreStats {
-            db_bytes,
-            db_allocated_bytes,
-            log_bytes: self.log().size_bytes()?,
-            kinds,
+            let (db_bytes, db_allocated_bytes) = self.inner.engine.file_sizes()?;
+            Ok(StoreStats {
+                db_bytes,
+                db_allocated_bytes,
+                log_bytes: self.log().size_bytes()?,
+                kinds,
+            })
         })
     }
 
     /// Records matching a scan request, streamed in (`produced_at`, `id`) order.
     pub fn scan(&self, request: &ScanRequest) -> Result<RecordIter<'static>> {
-        let iter = self.inner.engine.scan(request)?;
-        Ok(Box::new(iter.map(|r| r.map_err(Error::from))))
+        let iter = guarded(|| Ok(self.inner.engine.scan(request)?))?;
+        Ok(Box::new(Guarded {
+            inner: Some(iter.map(|r| r.map_err(Error::from))),
+        }))
+    }
+}
+
+/// Runs a call into the storage engine, turning a panic into
+/// [`StorageError::Internal`]. The engine's own code returns errors, but
+/// redb `unwrap`s what it reads in places (a name that is not UTF-8 on a
+/// damaged page, some damaged pages): a damaged store file must give an
+/// embedding program an error, not unwind through it. The panic hook still
+/// runs (the default one prints the panic); caches behind the engine's
+/// locks recover from poisoning, and a write transaction dropped while
+/// unwinding is aborted.
+fn guarded<T>(call: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
+        .unwrap_or_else(|panic| Err(StorageError::Internal(panic_message(&*panic)).into()))
+}
+
+/// The message a panic carried.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+/// A scan's records, each read under [`guarded`]: after a panic, one
+/// [`StorageError::Internal`], then the end.
+struct Guarded<I> {
+    inner: Option<I>,
+}
+
+impl<I: Iterator<Item = Result<StoredRecord>>> Iterator for Guarded<I> {
+    type Item = Result<StoredRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let inner = self.inner.as_mut()?;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.next())) {
+            Ok(item) => item,
+            Err(panic) => {
+                // Dropping what panicked may panic again: caught too.
+                let spent = self.inner.take();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(spent)));
+                Some(Err(StorageError::Internal(panic_message(&*panic)).into()))
+            }
+        }
     }
 }
 
@@ -1779,7 +1845,7 @@ impl MetadataRepository for Store {
     }
 
     fn latest(&self, target: &MetadataTarget, kind: &str) -> Result<Option<StoredRecord>> {
-        Ok(self.inner.engine.latest(kind, target)?)
+        guarded(|| Ok(self.inner.engine.latest(kind, target)?))
     }
 
     fn history(
@@ -1790,7 +1856,7 @@ impl MetadataRepository for Store {
     ) -> Result<Vec<StoredRecord>> {
         // The same answer as a scan of this kind, target and range, by a
         // path of its own: no planning, one target id, cached tables.
-        Ok(self.inner.engine.history(kind, target, range)?)
+        guarded(|| Ok(self.inner.engine.history(kind, target, range)?))
     }
 
     fn find(&self, request: &ScanRequest) -> Result<Vec<StoredRecord>> {
@@ -1798,11 +1864,13 @@ impl MetadataRepository for Store {
     }
 
     fn query(&self, query: &str, params: &Params) -> Result<QueryOutput> {
-        let options = ExecOptions {
-            now: self.now(),
-            ..ExecOptions::default()
-        };
-        crate::query::prepare(query)?.run(self, params, &options)
+        guarded(|| {
+            let options = ExecOptions {
+                now: self.now(),
+                ..ExecOptions::default()
+            };
+            crate::query::prepare(query)?.run(self, params, &options)
+        })
     }
 }
 
@@ -1812,7 +1880,7 @@ impl RecordSource for Store {
     }
 
     fn scan_each(&self, request: &ScanRequest, f: &mut dyn FnMut(&StoredRecord)) -> Result<()> {
-        Ok(self.inner.engine.scan_each(request, f)?)
+        guarded(|| Ok(self.inner.engine.scan_each(request, f)?))
     }
 
     fn latest_records(
@@ -1820,28 +1888,74 @@ impl RecordSource for Store {
         kinds: Option<&[String]>,
         targets: Option<&[String]>,
     ) -> Result<Vec<StoredRecord>> {
-        Ok(self.inner.engine.latest_records(kinds, targets)?)
+        guarded(|| Ok(self.inner.engine.latest_records(kinds, targets)?))
     }
 
     fn kind_names(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self.kinds().into_iter().map(|k| k.name).collect();
-        for p in self.inner.engine.catalog()? {
-            names.push(p.key.kind);
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
+        guarded(|| {
+            let mut names: Vec<String> = self.kinds().into_iter().map(|k| k.name).collect();
+            for p in self.inner.engine.catalog()? {
+                names.push(p.key.kind);
+            }
+            names.sort();
+            names.dedup();
+            Ok(names)
+        })
     }
 
     fn targets(&self) -> Result<Vec<TargetInfo>> {
-        Ok(self.inner.engine.targets()?)
+        guarded(|| Ok(self.inner.engine.targets()?))
     }
 
     fn producer_ids(&self) -> Result<Vec<String>> {
-        Ok(self.inner.engine.producer_ids()?)
+        guarded(|| Ok(self.inner.engine.producer_ids()?))
     }
 
     fn describe_scan(&self, request: &ScanRequest) -> Result<ScanDescription> {
-        Ok(self.inner.engine.describe_scan(request)?)
+        guarded(|| Ok(self.inner.engine.describe_scan(request)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scan whose reading panics yields one `Internal` error, then ends;
+    /// a panic in a call is an `Internal` error with its message.
+    #[test]
+    fn panics_in_the_engine_become_internal_errors() {
+        let mut n = 0;
+        let records = std::iter::from_fn(|| {
+            n += 1;
+            if n > 1 {
+                panic!("damaged page {n}");
+            }
+            Some(Ok(StoredRecord {
+                id: 1,
+                record: MetadataRecord::new(
+                    "k",
+                    MetadataTarget::new("s", "d", "t"),
+                    crate::model::JsonObject::new(),
+                    Timestamp::from_micros(0),
+                    "p",
+                ),
+            }))
+        });
+        let mut guarded_records = Guarded {
+            inner: Some(records),
+        };
+        assert!(matches!(guarded_records.next(), Some(Ok(_))));
+        match guarded_records.next() {
+            Some(Err(Error::Storage(StorageError::Internal(message)))) => {
+                assert_eq!(message, "damaged page 2")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(guarded_records.next().is_none());
+        let failed: Result<()> = guarded(|| panic!("{}", "boom"));
+        assert!(
+            matches!(failed, Err(Error::Storage(StorageError::Internal(ref m))) if m == "boom"),
+            "{failed:?}"
+        );
     }
 }

@@ -349,7 +349,8 @@ fn a_damaged_store_is_an_error_not_a_panic() {
         let (code, _, stderr) = parts(&run(&db, args));
         assert_eq!(code, 1, "{args:?}: {stderr}");
         assert!(
-            stderr.starts_with("error: internal failure (")
+            stderr.starts_with("error: ")
+                && stderr.contains("internal failure (")
                 && stderr.contains("may be damaged")
                 && !stderr.contains("panicked"),
             "{args:?}: {stderr}"

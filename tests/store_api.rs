@@ -1530,3 +1530,59 @@ fn a_version_4_store_is_upgraded_to_partition_summaries() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Damages every copy of `needle` in the store's redb file by turning its
+/// byte at `at` into 0xff (not UTF-8), as a bad disk block might.
+fn damage(dir: &std::path::Path, needle: &[u8], at: usize) -> usize {
+    let path = dir.join("almanac.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut n = 0;
+    let mut from = 0;
+    while let Some(i) = bytes[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+    {
+        bytes[from + i + at] = 0xff;
+        from += i + needle.len();
+        n += 1;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    n
+}
+
+/// redb reads names with an `unwrap` of their UTF-8: a damaged name made
+/// the library panic through the embedding program. Opening a store whose
+/// kind registry is damaged, and listing the targets of one whose target
+/// dictionary is, are errors (`StorageError::Internal`), not panics.
+#[test]
+fn a_damaged_store_gives_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        // A durable commit (a single `store` would be made durable by the
+        // log, and redb's file catch up later).
+        store.bulk_store(&[volume(7, 1, 10)]).unwrap();
+    }
+    // The target dictionary's entry for `src:sch.t7`: its value holds the
+    // three parts one after another (the records hold them in their own
+    // encoding, which the engine checks).
+    assert!(damage(dir.path(), b"srcscht7", 6) >= 1);
+    let store = Store::open(dir.path()).unwrap();
+    match store.targets() {
+        Err(Error::Storage(StorageError::Internal(message))) => {
+            assert!(message.contains("Utf8Error"), "{message}")
+        }
+        other => panic!("expected an internal failure, got {other:?}"),
+    }
+    drop(store);
+
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    assert!(damage(dir.path(), b"\"name\":\"recon_result\"", 10) >= 1);
+    match Store::open(dir.path()) {
+        Err(e @ Error::Storage(StorageError::Internal(_))) => {
+            assert!(e.to_string().contains("may be damaged"), "{e}")
+        }
+        other => panic!("expected an internal failure, got {other:?}"),
+    }
+}

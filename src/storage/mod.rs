@@ -198,6 +198,10 @@ pub enum StorageError {
     /// (a record failed its checks): nothing of it was written.
     #[error("the batch was abandoned while it was being written; nothing of it was stored")]
     Abandoned,
+    /// The engine panicked (redb reads some damaged pages with an
+    /// `unwrap`, e.g. a name that is not UTF-8); the call was abandoned.
+    #[error("internal failure ({0}); if it persists, the store may be damaged: its log (`almanac tail`) still reads, and importing that into a new store rebuilds it")]
+    Internal(String),
     /// A write through a store opened read-only ([`crate::Store::open_read_only`]).
     #[error("the store was opened read-only: it cannot be written through this handle")]
     ReadOnly,
