@@ -9,7 +9,7 @@
 //! computes every frame within its group (ordered by `produced_at`, `id`).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use serde_json::Value as Json;
 
@@ -915,7 +915,7 @@ fn window(
                 let (acc, _, fed) = held.insert(carried.unwrap_or_else(|| {
                     let mut acc = Acc::new(agg);
                     if reuse_frames() {
-                        acc.keep_sorted();
+                        acc.for_window();
                     }
                     (acc, first, first - 1)
                 }));
@@ -979,11 +979,7 @@ enum State {
         sum: f64,
         n: u64,
     },
-    Extreme {
-        number: Option<Value>,
-        instant: Option<Timestamp>,
-        string: Option<String>,
-    },
+    Extreme(Extremes),
     Stddev {
         n: u64,
         mean: f64,
@@ -997,6 +993,87 @@ enum State {
         sorted: bool,
     },
     Pick(Option<((i64, u64), Value)>),
+    /// `min`/`max` in a sliding window frame (see [`Acc::for_window`]):
+    /// per kind of value, the rows that can still be the extreme once
+    /// older rows leave, each with its place in the feeding order, best
+    /// first (among equals, the first fed, as `Extreme` keeps).
+    SlidingExtreme {
+        /// What `Extreme` would hold: the answer until a row is removed.
+        fold: Extremes,
+        fed: u64,
+        removed: u64,
+        numbers: VecDeque<(u64, Value)>,
+        instants: VecDeque<(u64, Timestamp)>,
+        strings: VecDeque<(u64, String)>,
+        /// Integers and floats were both fed: `total_cmp` is not
+        /// transitive across them (0 equals both -0.0 and 0.0, which
+        /// differ), so the lists could disagree with `Extreme`'s fold and
+        /// `remove` declines (the frame is fed afresh).
+        saw_int: bool,
+        saw_float: bool,
+    },
+    /// `first`/`last` in a sliding window frame: the frame's rows, in the
+    /// order fed (which is row order).
+    SlidingPick(VecDeque<((i64, u64), Value)>),
+}
+
+/// The smallest (or largest) number, instant and string fed, the first
+/// fed among equals; the answer is the number, else the instant, else the
+/// string.
+#[derive(Default)]
+struct Extremes {
+    number: Option<Value>,
+    instant: Option<Timestamp>,
+    string: Option<String>,
+}
+
+impl Extremes {
+    fn feed(&mut self, value: Value, is_max: bool) {
+        let better = |ord: Ordering| {
+            if is_max {
+                ord == Ordering::Greater
+            } else {
+                ord == Ordering::Less
+            }
+        };
+        match value {
+            v @ (Value::Int(_) | Value::Float(_))
+                if self
+                    .number
+                    .as_ref()
+                    .is_none_or(|best| better(total_cmp(&v, best))) =>
+            {
+                self.number = Some(v);
+            }
+            Value::Instant(ts) if self.instant.is_none_or(|best| better(ts.cmp(&best))) => {
+                self.instant = Some(ts);
+            }
+            Value::Str(s)
+                if self
+                    .string
+                    .as_ref()
+                    .is_none_or(|best| better(s.as_bytes().cmp(best.as_bytes()))) =>
+            {
+                self.string = Some(s);
+            }
+            _ => {}
+        }
+    }
+
+    fn value(&self) -> Value {
+        self.number
+            .clone()
+            .or(self.instant.map(Value::Instant))
+            .or(self.string.clone().map(Value::Str))
+            .unwrap_or(Value::Null)
+    }
+
+    fn finish(self) -> Value {
+        self.number
+            .or(self.instant.map(Value::Instant))
+            .or(self.string.map(Value::Str))
+            .unwrap_or(Value::Null)
+    }
 }
 
 impl Acc {
@@ -1013,11 +1090,7 @@ impl Acc {
                 n: 0,
             },
             AggFn::Avg => State::Avg { sum: 0.0, n: 0 },
-            AggFn::Min | AggFn::Max => State::Extreme {
-                number: None,
-                instant: None,
-                string: None,
-            },
+            AggFn::Min | AggFn::Max => State::Extreme(Extremes::default()),
             AggFn::Stddev => State::Stddev {
                 n: 0,
                 mean: 0.0,
@@ -1074,39 +1147,7 @@ impl Acc {
                     *n += 1;
                 }
             }
-            State::Extreme {
-                number,
-                instant,
-                string,
-            } => {
-                let better = |ord: Ordering| {
-                    if is_max {
-                        ord == Ordering::Greater
-                    } else {
-                        ord == Ordering::Less
-                    }
-                };
-                match value {
-                    v @ (Value::Int(_) | Value::Float(_))
-                        if number
-                            .as_ref()
-                            .is_none_or(|best| better(total_cmp(&v, best))) =>
-                    {
-                        *number = Some(v);
-                    }
-                    Value::Instant(ts) if instant.is_none_or(|best| better(ts.cmp(&best))) => {
-                        *instant = Some(ts);
-                    }
-                    Value::Str(s)
-                        if string
-                            .as_ref()
-                            .is_none_or(|best| better(s.as_bytes().cmp(best.as_bytes()))) =>
-                    {
-                        *string = Some(s);
-                    }
-                    _ => {}
-                }
-            }
+            State::Extreme(extremes) => extremes.feed(value, is_max),
             State::Stddev { n, mean, m2 } => {
                 if let Some(x) = value.as_f64() {
                     *n += 1;
@@ -1126,6 +1167,62 @@ impl Acc {
                     }
                 }
             }
+            State::SlidingExtreme {
+                fold,
+                fed,
+                numbers,
+                instants,
+                strings,
+                saw_int,
+                saw_float,
+                ..
+            } => {
+                fold.feed(value.clone(), is_max);
+                *saw_int |= matches!(value, Value::Int(_));
+                *saw_float |= matches!(value, Value::Float(_));
+                let seq = *fed;
+                *fed += 1;
+                // Worse than the new value: never the extreme again while
+                // it is in the frame (it leaves first).
+                let beaten = |ord: Ordering| {
+                    if is_max {
+                        ord == Ordering::Less
+                    } else {
+                        ord == Ordering::Greater
+                    }
+                };
+                match value {
+                    v @ (Value::Int(_) | Value::Float(_)) => {
+                        while numbers
+                            .back()
+                            .is_some_and(|(_, held)| beaten(total_cmp(held, &v)))
+                        {
+                            numbers.pop_back();
+                        }
+                        numbers.push_back((seq, v));
+                    }
+                    Value::Instant(ts) => {
+                        while instants
+                            .back()
+                            .is_some_and(|(_, held)| beaten(held.cmp(&ts)))
+                        {
+                            instants.pop_back();
+                        }
+                        instants.push_back((seq, ts));
+                    }
+                    Value::Str(text) => {
+                        while strings
+                            .back()
+                            .is_some_and(|(_, held)| beaten(held.as_bytes().cmp(text.as_bytes())))
+                        {
+                            strings.pop_back();
+                        }
+                        strings.push_back((seq, text));
+                    }
+                    _ => {}
+                }
+            }
+            State::SlidingPick(rows) => rows.push_back((order, value)),
             State::Pick(best) => {
                 let replace = match best {
                     None => true,
@@ -1144,11 +1241,13 @@ impl Acc {
         }
     }
 
-    /// Takes out a value fed earlier (the row leaving a sliding window's
+    /// Takes out the oldest value fed (the row leaving a sliding window's
     /// frame), leaving exactly the state feeding the other values would
     /// have made; false where that cannot be done exactly (a float in a
-    /// sum, averages, deviations, extremes, first and last), and then the
-    /// state is spoilt: the caller starts afresh.
+    /// sum, averages, deviations; extremes over both integers and floats,
+    /// whose order is not transitive), and then the state is spoilt: the
+    /// caller starts afresh. `min`, `max`, `first` and `last` take rows out
+    /// only in the states [`Acc::for_window`] gives them.
     fn remove(&mut self, value: &Value) -> bool {
         match &mut self.state {
             State::Rows(n) => *n -= 1,
@@ -1194,6 +1293,33 @@ impl Acc {
                     }
                 }
             }
+            State::SlidingExtreme {
+                saw_int: true,
+                saw_float: true,
+                ..
+            } => return false,
+            State::SlidingExtreme {
+                removed,
+                numbers,
+                instants,
+                strings,
+                ..
+            } => {
+                // The row leaving is the oldest one fed (frames only move
+                // forward): the front of whichever list holds it.
+                let seq = *removed;
+                *removed += 1;
+                if numbers.front().is_some_and(|(at, _)| *at == seq) {
+                    numbers.pop_front();
+                } else if instants.front().is_some_and(|(at, _)| *at == seq) {
+                    instants.pop_front();
+                } else if strings.front().is_some_and(|(at, _)| *at == seq) {
+                    strings.pop_front();
+                }
+            }
+            State::SlidingPick(rows) => {
+                rows.pop_front();
+            }
             _ => return false,
         }
         true
@@ -1201,10 +1327,30 @@ impl Acc {
 
     /// Keeps a percentile's values in order as they are fed, for a caller
     /// that asks for [`Acc::value`] after every row.
-    fn keep_sorted(&mut self) {
-        if let State::Percentile { values, sorted, .. } = &mut self.state {
-            values.sort_by(f64::total_cmp);
-            *sorted = true;
+    /// Readies a fresh state for a window frame that slides: percentiles
+    /// keep their values sorted (a running frame asks for one after every
+    /// row), and `min`, `max`, `first` and `last` keep what lets `remove`
+    /// take the oldest row out exactly.
+    fn for_window(&mut self) {
+        match &mut self.state {
+            State::Percentile { values, sorted, .. } => {
+                values.sort_by(f64::total_cmp);
+                *sorted = true;
+            }
+            State::Extreme(_) => {
+                self.state = State::SlidingExtreme {
+                    fold: Extremes::default(),
+                    saw_int: false,
+                    saw_float: false,
+                    fed: 0,
+                    removed: 0,
+                    numbers: VecDeque::new(),
+                    instants: VecDeque::new(),
+                    strings: VecDeque::new(),
+                };
+            }
+            State::Pick(None) => self.state = State::SlidingPick(VecDeque::new()),
+            _ => {}
         }
     }
 
@@ -1236,15 +1382,7 @@ impl Acc {
                     float(sum / *n as f64)
                 }
             }
-            State::Extreme {
-                number,
-                instant,
-                string,
-            } => number
-                .clone()
-                .or(instant.map(Value::Instant))
-                .or(string.clone().map(Value::Str))
-                .unwrap_or(Value::Null),
+            State::Extreme(extremes) => extremes.value(),
             State::Stddev { n, m2, .. } => {
                 if *n < 2 {
                     Value::Null
@@ -1263,6 +1401,28 @@ impl Acc {
                 percentile(&values, *p)
             }
             State::Pick(best) => best.as_ref().map_or(Value::Null, |(_, v)| v.clone()),
+            State::SlidingExtreme {
+                fold, removed: 0, ..
+            } => fold.value(),
+            State::SlidingExtreme {
+                numbers,
+                instants,
+                strings,
+                ..
+            } => numbers
+                .front()
+                .map(|(_, v)| v.clone())
+                .or(instants.front().map(|&(_, ts)| Value::Instant(ts)))
+                .or(strings.front().map(|(_, s)| Value::Str(s.clone())))
+                .unwrap_or(Value::Null),
+            State::SlidingPick(rows) => {
+                let row = if self.func == AggFn::Last {
+                    rows.back()
+                } else {
+                    rows.front()
+                };
+                row.map_or(Value::Null, |(_, v)| v.clone())
+            }
         }
     }
 
@@ -1277,14 +1437,7 @@ impl Acc {
                 values.sort_by(f64::total_cmp);
                 percentile(&values, p)
             }
-            State::Extreme {
-                number,
-                instant,
-                string,
-            } => number
-                .or(instant.map(Value::Instant))
-                .or(string.map(Value::Str))
-                .unwrap_or(Value::Null),
+            State::Extreme(extremes) => extremes.finish(),
             State::Pick(best) => best.map_or(Value::Null, |(_, v)| v),
             _ => self.value(),
         }
@@ -1840,22 +1993,33 @@ mod tests {
         let mut rng = crate::testdata::SplitMix64::new(11);
         let mut next = |n: u64| rng.below(n);
         let mut records = Vec::new();
-        for id in 1..=400u64 {
-            let x = match next(6) {
-                0 => "null".to_owned(),
-                1 => format!("{}.{}", next(1000), next(1000)),
-                2 => format!("-{}", next(50)),
-                3 => format!("\"s{}\"", next(20)),
-                4 => "-0.0".to_owned(),
-                _ => next(100).to_string(),
+        // `vol`: values of every kind, spread wide; `tie`: few values, equal
+        // ones of different types among them (1 and 1.0, 0 and -0.0), so
+        // extremes, firsts and lasts are often ties that only the order
+        // fed breaks.
+        for id in 1..=800u64 {
+            let (kind, x) = if id <= 400 {
+                let x = match next(6) {
+                    0 => "null".to_owned(),
+                    1 => format!("{}.{}", next(1000), next(1000)),
+                    2 => format!("-{}", next(50)),
+                    3 => format!("\"s{}\"", next(20)),
+                    4 => "-0.0".to_owned(),
+                    _ => next(100).to_string(),
+                };
+                ("vol", x)
+            } else {
+                let x = ["0", "-0.0", "1", "1.0", "\"a\"", "null", "0.0", "\"b\""];
+                ("tie", x[next(x.len() as u64) as usize].to_owned())
             };
+            let minute = id % 400;
             records.push(record(
                 id,
                 &format!(
-                    r#"{{"kind":"vol","target":{{"table":"t{}"}},"payload":{{"x":{x}}},"produced_at":"2024-01-01T{:02}:{:02}:00Z","producer_id":"p"}}"#,
+                    r#"{{"kind":"{kind}","target":{{"table":"t{}"}},"payload":{{"x":{x}}},"produced_at":"2024-01-01T{:02}:{:02}:00Z","producer_id":"p"}}"#,
                     next(3),
-                    id / 60,
-                    id % 60
+                    minute / 60,
+                    minute % 60
                 ),
             ));
         }
@@ -1883,8 +2047,13 @@ mod tests {
             "5 .. 200",
             "-1 .. -1",
         ] {
-            for by in ["", " by target"] {
-                let text = format!("vol | window {aggregates}{by} rows {frame}");
+            for (kind, by) in [
+                ("vol", ""),
+                ("vol", " by target"),
+                ("tie", ""),
+                ("tie", " by target"),
+            ] {
+                let text = format!("{kind} | window {aggregates}{by} rows {frame}");
                 let query = prepare(&text).unwrap();
                 let run = |reuse: bool| {
                     super::REUSE_FRAMES.with(|r| r.set(reuse));
