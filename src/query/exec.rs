@@ -997,21 +997,7 @@ enum State {
     /// per kind of value, the rows that can still be the extreme once
     /// older rows leave, each with its place in the feeding order, best
     /// first (among equals, the first fed, as `Extreme` keeps).
-    SlidingExtreme {
-        /// What `Extreme` would hold: the answer until a row is removed.
-        fold: Extremes,
-        fed: u64,
-        removed: u64,
-        numbers: VecDeque<(u64, Value)>,
-        instants: VecDeque<(u64, Timestamp)>,
-        strings: VecDeque<(u64, String)>,
-        /// Integers and floats were both fed: `total_cmp` is not
-        /// transitive across them (0 equals both -0.0 and 0.0, which
-        /// differ), so the lists could disagree with `Extreme`'s fold and
-        /// `remove` declines (the frame is fed afresh).
-        saw_int: bool,
-        saw_float: bool,
-    },
+    SlidingExtreme(Box<SlidingExtremes>),
     /// `first`/`last` in a sliding window frame: the frame's rows, in the
     /// order fed (which is row order).
     SlidingPick(VecDeque<((i64, u64), Value)>),
@@ -1027,15 +1013,19 @@ struct Extremes {
     string: Option<String>,
 }
 
+/// Whether a value that compares `ord` to another is the better extreme:
+/// greater for `max`, smaller for `min`.
+fn beats(ord: Ordering, is_max: bool) -> bool {
+    ord == if is_max {
+        Ordering::Greater
+    } else {
+        Ordering::Less
+    }
+}
+
 impl Extremes {
     fn feed(&mut self, value: Value, is_max: bool) {
-        let better = |ord: Ordering| {
-            if is_max {
-                ord == Ordering::Greater
-            } else {
-                ord == Ordering::Less
-            }
-        };
+        let better = |ord: Ordering| beats(ord, is_max);
         match value {
             v @ (Value::Int(_) | Value::Float(_))
                 if self
@@ -1072,6 +1062,93 @@ impl Extremes {
         self.number
             .or(self.instant.map(Value::Instant))
             .or(self.string.map(Value::Str))
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// `min`/`max` in a sliding window frame (see [`Acc::for_window`]): per
+/// kind of value, the rows that can still be the extreme once older rows
+/// leave, each with its place in the feeding order, best first (among
+/// equals, the first fed, as [`Extremes`] keeps). Boxed in [`State`], so
+/// that every other accumulator (a `stats` group holds one per aggregate)
+/// stays small.
+#[derive(Default)]
+struct SlidingExtremes {
+    /// What [`Extremes`] would hold: the answer until a row is removed.
+    fold: Extremes,
+    fed: u64,
+    removed: u64,
+    numbers: VecDeque<(u64, Value)>,
+    instants: VecDeque<(u64, Timestamp)>,
+    strings: VecDeque<(u64, String)>,
+    /// Integers and floats were both fed: `total_cmp` is not transitive
+    /// across them (0 equals both -0.0 and 0.0, which differ), so the
+    /// lists could disagree with the fold and `remove` declines (the frame
+    /// is fed afresh).
+    saw_int: bool,
+    saw_float: bool,
+}
+
+impl SlidingExtremes {
+    fn feed(&mut self, value: Value, is_max: bool) {
+        self.fold.feed(value.clone(), is_max);
+        self.saw_int |= matches!(value, Value::Int(_));
+        self.saw_float |= matches!(value, Value::Float(_));
+        let seq = self.fed;
+        self.fed += 1;
+        // Beaten by the new value: never the extreme again while it is in
+        // the frame (it leaves first).
+        let beaten = |ord: Ordering| beats(ord, is_max);
+        match value {
+            v @ (Value::Int(_) | Value::Float(_)) => {
+                while (self.numbers.back()).is_some_and(|(_, held)| beaten(total_cmp(&v, held))) {
+                    self.numbers.pop_back();
+                }
+                self.numbers.push_back((seq, v));
+            }
+            Value::Instant(ts) => {
+                while (self.instants.back()).is_some_and(|(_, held)| beaten(ts.cmp(held))) {
+                    self.instants.pop_back();
+                }
+                self.instants.push_back((seq, ts));
+            }
+            Value::Str(text) => {
+                while (self.strings.back())
+                    .is_some_and(|(_, held)| beaten(text.as_bytes().cmp(held.as_bytes())))
+                {
+                    self.strings.pop_back();
+                }
+                self.strings.push_back((seq, text));
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes out the oldest row fed (frames only move forward): the front
+    /// of whichever list holds it. False when the lists may be wrong.
+    fn remove(&mut self) -> bool {
+        if self.saw_int && self.saw_float {
+            return false;
+        }
+        let seq = self.removed;
+        self.removed += 1;
+        if self.numbers.front().is_some_and(|(at, _)| *at == seq) {
+            self.numbers.pop_front();
+        } else if self.instants.front().is_some_and(|(at, _)| *at == seq) {
+            self.instants.pop_front();
+        } else if self.strings.front().is_some_and(|(at, _)| *at == seq) {
+            self.strings.pop_front();
+        }
+        true
+    }
+
+    fn value(&self) -> Value {
+        if self.removed == 0 {
+            return self.fold.value();
+        }
+        (self.numbers.front().map(|(_, v)| v.clone()))
+            .or(self.instants.front().map(|&(_, ts)| Value::Instant(ts)))
+            .or(self.strings.front().map(|(_, s)| Value::Str(s.clone())))
             .unwrap_or(Value::Null)
     }
 }
@@ -1167,61 +1244,7 @@ impl Acc {
                     }
                 }
             }
-            State::SlidingExtreme {
-                fold,
-                fed,
-                numbers,
-                instants,
-                strings,
-                saw_int,
-                saw_float,
-                ..
-            } => {
-                fold.feed(value.clone(), is_max);
-                *saw_int |= matches!(value, Value::Int(_));
-                *saw_float |= matches!(value, Value::Float(_));
-                let seq = *fed;
-                *fed += 1;
-                // Worse than the new value: never the extreme again while
-                // it is in the frame (it leaves first).
-                let beaten = |ord: Ordering| {
-                    if is_max {
-                        ord == Ordering::Less
-                    } else {
-                        ord == Ordering::Greater
-                    }
-                };
-                match value {
-                    v @ (Value::Int(_) | Value::Float(_)) => {
-                        while numbers
-                            .back()
-                            .is_some_and(|(_, held)| beaten(total_cmp(held, &v)))
-                        {
-                            numbers.pop_back();
-                        }
-                        numbers.push_back((seq, v));
-                    }
-                    Value::Instant(ts) => {
-                        while instants
-                            .back()
-                            .is_some_and(|(_, held)| beaten(held.cmp(&ts)))
-                        {
-                            instants.pop_back();
-                        }
-                        instants.push_back((seq, ts));
-                    }
-                    Value::Str(text) => {
-                        while strings
-                            .back()
-                            .is_some_and(|(_, held)| beaten(held.as_bytes().cmp(text.as_bytes())))
-                        {
-                            strings.pop_back();
-                        }
-                        strings.push_back((seq, text));
-                    }
-                    _ => {}
-                }
-            }
+            State::SlidingExtreme(sliding) => sliding.feed(value, is_max),
             State::SlidingPick(rows) => rows.push_back((order, value)),
             State::Pick(best) => {
                 let replace = match best {
@@ -1293,30 +1316,7 @@ impl Acc {
                     }
                 }
             }
-            State::SlidingExtreme {
-                saw_int: true,
-                saw_float: true,
-                ..
-            } => return false,
-            State::SlidingExtreme {
-                removed,
-                numbers,
-                instants,
-                strings,
-                ..
-            } => {
-                // The row leaving is the oldest one fed (frames only move
-                // forward): the front of whichever list holds it.
-                let seq = *removed;
-                *removed += 1;
-                if numbers.front().is_some_and(|(at, _)| *at == seq) {
-                    numbers.pop_front();
-                } else if instants.front().is_some_and(|(at, _)| *at == seq) {
-                    instants.pop_front();
-                } else if strings.front().is_some_and(|(at, _)| *at == seq) {
-                    strings.pop_front();
-                }
-            }
+            State::SlidingExtreme(sliding) => return sliding.remove(),
             State::SlidingPick(rows) => {
                 rows.pop_front();
             }
@@ -1338,16 +1338,7 @@ impl Acc {
                 *sorted = true;
             }
             State::Extreme(_) => {
-                self.state = State::SlidingExtreme {
-                    fold: Extremes::default(),
-                    saw_int: false,
-                    saw_float: false,
-                    fed: 0,
-                    removed: 0,
-                    numbers: VecDeque::new(),
-                    instants: VecDeque::new(),
-                    strings: VecDeque::new(),
-                };
+                self.state = State::SlidingExtreme(Box::default());
             }
             State::Pick(None) => self.state = State::SlidingPick(VecDeque::new()),
             _ => {}
@@ -1401,20 +1392,7 @@ impl Acc {
                 percentile(&values, *p)
             }
             State::Pick(best) => best.as_ref().map_or(Value::Null, |(_, v)| v.clone()),
-            State::SlidingExtreme {
-                fold, removed: 0, ..
-            } => fold.value(),
-            State::SlidingExtreme {
-                numbers,
-                instants,
-                strings,
-                ..
-            } => numbers
-                .front()
-                .map(|(_, v)| v.clone())
-                .or(instants.front().map(|&(_, ts)| Value::Instant(ts)))
-                .or(strings.front().map(|(_, s)| Value::Str(s.clone())))
-                .unwrap_or(Value::Null),
+            State::SlidingExtreme(sliding) => sliding.value(),
             State::SlidingPick(rows) => {
                 let row = if self.func == AggFn::Last {
                     rows.back()
