@@ -15,7 +15,7 @@ use serde_json::Value as Json;
 
 use super::ast::{Label, Segment};
 use super::plan::{
-    Access, AggFn, BoundMatcher, CAgg, CExpr, CStage, Field, Func, Pattern, Physical,
+    Access, AggFn, BoundMatcher, CAgg, CExpr, CStage, RowOrder, Field, Func, Pattern, Physical,
 };
 use super::source::RecordSource;
 use super::value::{arith, compare, float, negate, total_cmp, Key, Value};
@@ -28,6 +28,9 @@ pub(crate) struct XRow {
     pub(crate) slots: Vec<Value>,
     /// Arrival order of rows made by `select`/`stats`.
     pub(crate) seq: u64,
+    /// A row of columns' `produced_at` column, in µs (`i64::MIN` without
+    /// one, or when it is not an instant); see [`ordered_by_columns`].
+    ts: i64,
 }
 
 impl XRow {
@@ -36,14 +39,17 @@ impl XRow {
             record: Some(record),
             slots: Vec::new(),
             seq: 0,
+            ts: i64::MIN,
         }
     }
 
-    /// Records order by (`produced_at`, `id`); rows of columns by arrival.
+    /// Records order by (`produced_at`, `id`); rows of columns by their
+    /// columns of those names where they have them, else by arrival (see
+    /// [`ordered_by_columns`]).
     fn order(&self) -> (i64, u64) {
         match &self.record {
             Some(r) => (r.record.produced_at.as_micros(), r.id),
-            None => (i64::MIN, self.seq),
+            None => (self.ts, self.seq),
         }
     }
 
@@ -62,6 +68,7 @@ pub(crate) struct RowRef<'r> {
     record: Option<&'r StoredRecord>,
     slots: &'r [Value],
     seq: u64,
+    ts: i64,
 }
 
 impl RowRef<'_> {
@@ -69,7 +76,7 @@ impl RowRef<'_> {
     fn order(&self) -> (i64, u64) {
         match self.record {
             Some(r) => (r.record.produced_at.as_micros(), r.id),
-            None => (i64::MIN, self.seq),
+            None => (self.ts, self.seq),
         }
     }
 }
@@ -80,6 +87,7 @@ impl<'r> From<&'r XRow> for RowRef<'r> {
             record: row.record.as_ref(),
             slots: &row.slots,
             seq: row.seq,
+            ts: row.ts,
         }
     }
 }
@@ -95,7 +103,7 @@ pub(crate) fn execute<'a>(
     if let Some(rows) = stats_over_scan(&mut physical, source) {
         let mut rows = rows;
         for stage in physical.stages {
-            rows = apply(stage.stage, rows);
+            rows = apply(stage.stage, stage.order, rows);
         }
         return Ok(rows);
     }
@@ -125,7 +133,7 @@ pub(crate) fn execute<'a>(
         }));
     }
     for stage in physical.stages {
-        rows = apply(stage.stage, rows);
+        rows = apply(stage.stage, stage.order, rows);
     }
     Ok(rows)
 }
@@ -173,6 +181,7 @@ fn stats_over_scan<'a>(
                 record: Some(record),
                 slots: &[],
                 seq: 0,
+                ts: i64::MIN,
             };
             if label_filters.iter().all(|m| label_matches(m, bare))
                 && run_streaming(&streaming, record, &mut slots)
@@ -181,6 +190,7 @@ fn stats_over_scan<'a>(
                     record: Some(record),
                     slots: &slots,
                     seq: 0,
+                    ts: i64::MIN,
                 });
             }
         })?;
@@ -199,6 +209,7 @@ fn run_streaming(stages: &[CStage], record: &StoredRecord, slots: &mut Vec<Value
                     record: Some(record),
                     slots,
                     seq: 0,
+                    ts: i64::MIN,
                 };
                 if !eval(e, row).is_true() {
                     return false;
@@ -210,6 +221,7 @@ fn run_streaming(stages: &[CStage], record: &StoredRecord, slots: &mut Vec<Value
                         record: Some(record),
                         slots,
                         seq: 0,
+                        ts: i64::MIN,
                     };
                     let value = eval(e, row);
                     if *slot >= slots.len() {
@@ -243,7 +255,40 @@ fn label_matches(m: &BoundMatcher, row: RowRef<'_>) -> bool {
     m.test.matches(&value)
 }
 
-fn apply<'a>(stage: CStage, rows: RowIter<'a>) -> RowIter<'a> {
+/// Rows of columns ordered as records are, by their `produced_at` and
+/// `id` columns (spec: `latest`, `first`/`last` and `window` order by
+/// (`produced_at`, `id`)): a `produced_at` that is not an instant, or an
+/// `id` that is not a non-negative integer, orders first. Without an `id`
+/// column, rows of one `produced_at` keep their arrival order; without
+/// either, arrival order is all there is.
+fn ordered_by_columns(rows: RowIter<'_>, order: RowOrder) -> RowIter<'_> {
+    Box::new(rows.map(move |row| {
+        let mut row = row?;
+        if row.record.is_none() {
+            if let Some(slot) = order.produced_at {
+                row.ts = match row.slots.get(slot) {
+                    Some(Value::Instant(ts)) => ts.as_micros(),
+                    _ => i64::MIN,
+                };
+            }
+            if let Some(slot) = order.id {
+                row.seq = match row.slots.get(slot) {
+                    Some(Value::Int(id)) => u64::try_from(*id).unwrap_or(0),
+                    _ => 0,
+                };
+            }
+        }
+        Ok(row)
+    }))
+}
+
+fn apply<'a>(stage: CStage, order: Option<RowOrder>, rows: RowIter<'a>) -> RowIter<'a> {
+    let rows = match (&stage, order) {
+        (CStage::Latest(_) | CStage::Stats { .. } | CStage::Window { .. }, Some(order)) => {
+            ordered_by_columns(rows, order)
+        }
+        _ => rows,
+    };
     match stage {
         CStage::Filter(e) => Box::new(rows.filter(move |row| match row {
             Ok(row) => eval(&e, row).is_true(),
@@ -266,6 +311,7 @@ fn apply<'a>(stage: CStage, rows: RowIter<'a>) -> RowIter<'a> {
                     record: None,
                     slots: exprs.iter().map(|e| eval(e, &row)).collect(),
                     seq,
+                    ts: i64::MIN,
                 })
             }))
         }
@@ -589,6 +635,7 @@ impl<'q> Grouping<'q> {
                 record: None,
                 slots: key.chain(done).collect(),
                 seq: i as u64,
+                ts: i64::MIN,
             }
         }))
     }
@@ -1872,6 +1919,7 @@ mod tests {
                 record: Some(&stored),
                 slots: &[],
                 seq: 0,
+                ts: i64::MIN,
             };
             for micros in [
                 1,
@@ -2111,6 +2159,59 @@ mod tests {
             run("s | stats stddev(payload.x)"),
             format!("[Values([{:?}])]", serde_json::json!(1.0))
         );
+    }
+
+    /// The spec orders `latest`, `first`/`last` and `window` by
+    /// (`produced_at`, `id`) with no exception for rows a `select` made:
+    /// where those columns are kept, they order the rows, whatever order
+    /// the rows arrive in (here newest first).
+    #[test]
+    fn rows_of_columns_order_by_their_produced_at_and_id() {
+        // ids 1..=4; 2 and 3 share an instant; 4 is the oldest.
+        let at = ["2024-01-02", "2024-01-03", "2024-01-03", "2024-01-01"];
+        let records = at
+            .iter()
+            .enumerate()
+            .map(|(i, day)| {
+                record(
+                    i as u64 + 1,
+                    &format!(
+                        r#"{{"kind":"k","target":{{"table":"t"}},"payload":{{}},"produced_at":"{day}T00:00:00Z","producer_id":"p"}}"#
+                    ),
+                )
+            })
+            .collect();
+        let source = MemorySource::new(records);
+        let options = ExecOptions {
+            now: Timestamp::from_micros(0),
+            use_indexes: true,
+        };
+        let run = |text: &str| {
+            let out = prepare(text).unwrap();
+            let out = out.run(&source, &Params::new(), &options).unwrap();
+            format!("{:?}", out.rows)
+        };
+        let newest_first = "k | sort produced_at desc, id desc | select id, produced_at, kind, target";
+        assert_eq!(
+            run(&format!("{newest_first} | latest | select id")),
+            "[Values([Number(3)])]"
+        );
+        assert_eq!(
+            run(&format!("{newest_first} | stats first(id), last(id)")),
+            "[Values([Number(4), Number(3)])]"
+        );
+        assert_eq!(
+            run(&format!(
+                "{newest_first} | window count() as n rows -1000 .. 0 | select id, n"
+            )),
+            "[Values([Number(3), Number(4)]), Values([Number(2), Number(3)]), \
+             Values([Number(1), Number(2)]), Values([Number(4), Number(1)])]"
+        );
+        // Only `id` kept: it orders. Neither kept: arrival order.
+        let by_id = "k | sort produced_at desc | select id | stats first(id), last(id)";
+        assert_eq!(run(by_id), "[Values([Number(1), Number(4)])]");
+        let arrival = "k | sort id desc | select id as x | stats first(x), last(x)";
+        assert_eq!(run(arrival), "[Values([Number(4), Number(1)])]");
     }
 
     /// `window` carries a frame's state into the next (taking out the rows

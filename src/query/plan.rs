@@ -231,6 +231,31 @@ pub(crate) struct PlanStage {
     pub(crate) width: usize,
     /// True when the stream after this stage is made of records.
     pub(crate) records: bool,
+    /// Where this stage's input is rows of columns: the columns named
+    /// `produced_at` and `id`, which order them for `latest`, `first`,
+    /// `last` and `window` as the record fields order records.
+    pub(crate) order: Option<RowOrder>,
+}
+
+/// The slots of the columns named `produced_at` and `id` (at least one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RowOrder {
+    pub(crate) produced_at: Option<usize>,
+    pub(crate) id: Option<usize>,
+}
+
+impl RowOrder {
+    fn of(scope: &Scope) -> Option<RowOrder> {
+        if scope.records {
+            return None;
+        }
+        let slot = |name: &str| scope.names.iter().position(|n| n == name);
+        let order = RowOrder {
+            produced_at: slot("produced_at"),
+            id: slot("id"),
+        };
+        (order.produced_at.is_some() || order.id.is_some()).then_some(order)
+    }
 }
 
 /// A source matcher, value unbound.
@@ -295,6 +320,7 @@ pub(crate) fn compile(query: &Query) -> Result<Plan, QueryError> {
     };
     let mut stages: Vec<PlanStage> = Vec::new();
     for (origin, stage) in query.stages.iter().enumerate() {
+        let order = RowOrder::of(&scope);
         let compiled = compile_stage(stage, &mut scope)?;
         check_compiled_depth(&compiled, stage.span)?;
         // `sort | limit` runs as one bounded top-N.
@@ -317,6 +343,7 @@ pub(crate) fn compile(query: &Query) -> Result<Plan, QueryError> {
             origin,
             width: scope.names.len(),
             records: scope.records,
+            order,
         });
     }
     Ok(Plan {
@@ -1175,6 +1202,7 @@ impl Plan {
                 origin: s.origin,
                 width: s.width,
                 records: s.records,
+                order: s.order,
             });
         }
         Ok(BoundPlan {
