@@ -403,3 +403,28 @@ fn a_key_named_twice_is_refused() {
         "{stderr}"
     );
 }
+
+/// An integer beyond i64 and u64 is refused naming its path: serde_json
+/// would round it to a float, changing the value written back and making
+/// two records that differ only there one record.
+#[test]
+fn an_integer_too_large_to_keep_is_refused() {
+    let (_dir, db) = store_dir();
+    let good = volume_line(1, 1, 10);
+    let bad =
+        volume_line(2, 1, 10).replacen("\"rows\":", "\"big\":123456789012345678901,\"rows\":", 1);
+    assert!(bad.contains("\"big\":1234"), "{bad}");
+    let (code, _, stderr) = parts(&run_with_stdin(
+        &db,
+        &["import"],
+        &format!("{good}\n{bad}\n"),
+    ));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("line 2: field `payload.big` is the integer 123456789012345678901"),
+        "{stderr}"
+    );
+    // All or nothing: the good line was not stored either.
+    let (code, stdout, _) = parts(&run(&db, &["query", "--format", "jsonl", "*"]));
+    assert!(code != 0 || stdout.trim().is_empty(), "{stdout}");
+}

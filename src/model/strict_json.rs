@@ -3,6 +3,12 @@
 //! `{"kind":"a", ..., "kind":"b"}` would be stored as kind `b` with nothing
 //! said; the producer most likely meant something else. The error names
 //! the key's path (`payload.rows`, `payload.columns[2].name`).
+//!
+//! It also refuses an integer written in the text beyond what a JSON
+//! number is kept as exactly (`i64` or `u64`): serde_json would make it
+//! the nearest `f64` silently, so two records differing only there would
+//! be stored as one and the value written back changed. The error names
+//! its path too.
 
 use std::fmt;
 
@@ -14,18 +20,76 @@ use serde_json::{Map, Value};
 /// path, and anything else serde_json refuses is its error.
 pub(crate) fn parse(text: &str) -> Result<Value, Error> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let mut duplicate = None;
+    let mut found = Found {
+        too_large: too_large_integer(text),
+        ..Found::default()
+    };
     let parsed = Seed {
         at: None,
-        duplicate: &mut duplicate,
+        found: &mut found,
     }
     .deserialize(&mut de)
     .and_then(|value| de.end().map(|()| value));
-    match (parsed, duplicate) {
-        (_, Some(path)) => Err(Error::DuplicateKey(path)),
-        (Ok(value), None) => Ok(value),
-        (Err(e), None) => Err(Error::Json(e)),
+    match (parsed, found.duplicate, found.too_large_at) {
+        (_, Some(path), _) => Err(Error::DuplicateKey(path)),
+        (_, None, Some(path)) => Err(Error::IntegerOutOfRange {
+            path,
+            literal: found.too_large.map(|(_, l)| l).unwrap_or_default(),
+        }),
+        (Ok(value), None, None) => Ok(value),
+        (Err(e), None, None) => Err(Error::Json(e)),
     }
+}
+
+/// The first integer literal of `text` (outside strings) that fits
+/// neither `i64` nor `u64`: its place among the text's numbers (0 for the
+/// first number) and the literal. Numbers come in the same order as the
+/// parser meets them, which is how [`Seed`] finds its path.
+fn too_large_integer(text: &str) -> Option<(usize, String)> {
+    let bytes = text.as_bytes();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut ordinal = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let literal = &text[start..i];
+                let integer = !literal.contains(['.', 'e', 'E']);
+                // 19 digits and more may not fit; fewer always do.
+                if integer
+                    && literal.trim_start_matches('-').len() >= 19
+                    && literal.parse::<i64>().is_err()
+                    && literal.parse::<u64>().is_err()
+                {
+                    return Some((ordinal, literal.to_owned()));
+                }
+                ordinal += 1;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Why [`parse`] failed.
@@ -35,6 +99,23 @@ pub(crate) enum Error {
     Json(serde_json::Error),
     /// This key path appears twice in its object.
     DuplicateKey(String),
+    /// The integer at this path (its literal as written) fits neither
+    /// `i64` nor `u64`.
+    IntegerOutOfRange { path: String, literal: String },
+}
+
+/// What parsing found on its way.
+#[derive(Default)]
+struct Found {
+    /// The first duplicate key's path; parsing then stops with an error.
+    duplicate: Option<String>,
+    /// From [`too_large_integer`]: the place among the numbers of an
+    /// integer too large, and its literal.
+    too_large: Option<(usize, String)>,
+    /// Numbers met so far.
+    numbers: usize,
+    /// The path of the integer too large, once met; parsing then stops.
+    too_large_at: Option<String>,
 }
 
 /// One step of the path to the value being parsed, kept on the stack and
@@ -71,8 +152,26 @@ fn path(at: Option<&At<'_>>, key: &str) -> String {
 
 struct Seed<'a, 'd> {
     at: Option<&'a At<'a>>,
-    /// Set to the first duplicate's path; parsing then stops with an error.
-    duplicate: &'d mut Option<String>,
+    found: &'d mut Found,
+}
+
+impl Seed<'_, '_> {
+    /// Counts a number; an error if it is the integer too large.
+    fn number<E: de::Error>(self, value: Value) -> Result<Value, E> {
+        let found = self.found;
+        let this = found.numbers;
+        found.numbers += 1;
+        if found.too_large.as_ref().is_some_and(|(at, _)| *at == this) {
+            let path = match self.at {
+                Some(at) => at.to_string(),
+                None => "record".to_owned(),
+            };
+            let message = format!("integer too large at `{path}`");
+            found.too_large_at = Some(path);
+            return Err(E::custom(message));
+        }
+        Ok(value)
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
@@ -94,17 +193,17 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
         Ok(Value::Bool(v))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        self.number(Value::from(v))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        self.number(Value::from(v))
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
         // JSON text has no NaN or infinity; `from` would make them null.
-        Ok(Value::from(v))
+        self.number(Value::from(v))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
@@ -128,7 +227,7 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
             };
             let seed = Seed {
                 at: Some(&at),
-                duplicate: &mut *self.duplicate,
+                found: &mut *self.found,
             };
             match seq.next_element_seed(seed)? {
                 Some(item) => items.push(item),
@@ -147,7 +246,7 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
                 };
                 access.next_value_seed(Seed {
                     at: Some(&at),
-                    duplicate: &mut *self.duplicate,
+                    found: &mut *self.found,
                 })?
             };
             match map.entry(key) {
@@ -157,7 +256,7 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
                 Entry::Occupied(slot) => {
                     let found = path(self.at, slot.key());
                     let message = format!("duplicate key `{found}`");
-                    *self.duplicate = Some(found);
+                    self.found.duplicate = Some(found);
                     return Err(de::Error::custom(message));
                 }
             }
@@ -209,6 +308,50 @@ mod tests {
         assert_eq!(duplicate(r#"[{"a":1,"a":1}]"#).as_deref(), Some("[0].a"));
         // The same key in two objects is no duplicate.
         assert!(parse(r#"{"a":{"k":1},"b":{"k":1}}"#).is_ok());
+    }
+
+    fn too_large(text: &str) -> Option<(String, String)> {
+        match parse(text) {
+            Err(Error::IntegerOutOfRange { path, literal }) => Some((path, literal)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_integer_beyond_i64_and_u64_is_refused_with_its_path() {
+        let cases = [
+            (
+                r#"{"payload":{"n":123456789012345678901}}"#,
+                "payload.n",
+                "123456789012345678901",
+            ),
+            (
+                r#"{"a":"99999999999999999999","b":[1,2.5e3,-9223372036854775809]}"#,
+                "b[2]",
+                "-9223372036854775809",
+            ),
+            (
+                r#"{"s":"x\"1","n":[18446744073709551616]}"#,
+                "n[0]",
+                "18446744073709551616",
+            ),
+            ("100000000000000000000", "record", "100000000000000000000"),
+        ];
+        for (text, path, literal) in cases {
+            assert_eq!(
+                too_large(text),
+                Some((path.to_owned(), literal.to_owned())),
+                "{text}"
+            );
+        }
+        // The extremes fit; decimals and exponents are floats as written.
+        for text in [
+            "[18446744073709551615,-9223372036854775808,1000000000000000000]",
+            "[1e20,123456789012345678901.0,1.8e19]",
+            r#"{"digits in a string":"123456789012345678901234567890"}"#,
+        ] {
+            assert!(parse(text).is_ok(), "{text}");
+        }
     }
 
     #[test]

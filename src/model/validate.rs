@@ -110,6 +110,15 @@ pub(crate) fn record_from_str_limited(
         strict_json::Error::Json(e) => {
             ValidationError::new("record", format!("is not valid JSON: {e}"))
         }
+        strict_json::Error::IntegerOutOfRange { path, literal } => ValidationError::new(
+            path,
+            format!(
+                "is the integer {literal}, outside the range kept exactly \
+                 ({} to {}): write it as a string, or as a decimal to store it rounded",
+                i64::MIN,
+                u64::MAX
+            ),
+        ),
     })?;
     fields_from_value(&value, allow_id)
 }

@@ -15,7 +15,7 @@ use serde_json::Value as Json;
 
 use super::ast::{Label, Segment};
 use super::plan::{
-    Access, AggFn, BoundMatcher, CAgg, CExpr, CStage, RowOrder, Field, Func, Pattern, Physical,
+    Access, AggFn, BoundMatcher, CAgg, CExpr, CStage, Field, Func, Pattern, Physical, RowOrder,
 };
 use super::source::RecordSource;
 use super::value::{arith, compare, float, negate, total_cmp, Key, Value};
@@ -2147,7 +2147,10 @@ mod tests {
         };
         let run = |text: &str| {
             let out = prepare(text).unwrap();
-            format!("{:?}", out.run(&source, &Params::new(), &options).unwrap().rows)
+            format!(
+                "{:?}",
+                out.run(&source, &Params::new(), &options).unwrap().rows
+            )
         };
         let mean = ((1u64 << 53) + 2) as f64 / 3.0;
         assert_ne!(mean, (1u64 << 53) as f64 / 3.0);
@@ -2191,7 +2194,8 @@ mod tests {
             let out = out.run(&source, &Params::new(), &options).unwrap();
             format!("{:?}", out.rows)
         };
-        let newest_first = "k | sort produced_at desc, id desc | select id, produced_at, kind, target";
+        let newest_first =
+            "k | sort produced_at desc, id desc | select id, produced_at, kind, target";
         assert_eq!(
             run(&format!("{newest_first} | latest | select id")),
             "[Values([Number(3)])]"
