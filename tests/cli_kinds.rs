@@ -315,3 +315,38 @@ fn indexes_and_unindexes_a_path_and_queries_answer_the_same() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+/// Exit 2 says nothing was written (spec §3): a command refused on a
+/// directory with no store leaves no store behind, and one refused on an
+/// existing store leaves it as it was.
+#[test]
+fn refused_commands_create_no_store() {
+    let (dir, _) = store_dir();
+    let schema = write_jsonl(dir.path(), "bad.json", &["{not json".to_owned()]);
+    let commands: [&[&str]; 6] = [
+        &["kinds", "set-retention", "ingestion_volume", "abc"],
+        &["kinds", "set-retention", "no_such_kind", "30d"],
+        &["kinds", "show", "no_such_kind"],
+        &["kinds", "index", "ingestion_volume", "foo.bar"],
+        &["kinds", "register", schema.to_str().unwrap()],
+        &["query", "ingestion_volume |"],
+    ];
+    for (i, args) in commands.iter().enumerate() {
+        let db = dir.path().join(format!("new{i}"));
+        let (code, _, stderr) = parts(&run(&db, args));
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(!db.exists(), "{args:?} left {}", db.display());
+        // An existing empty directory stays, and empty.
+        std::fs::create_dir(&db).unwrap();
+        let (code, _, stderr) = parts(&run(&db, args));
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(std::fs::read_dir(&db).unwrap().count(), 0, "{args:?}");
+    }
+    // On an existing store, the store stays.
+    let db = dir.path().join("kept");
+    import(dir.path(), &db, &[volume_line(1, 1, 1)]);
+    let (code, _, _) = parts(&run(&db, &["kinds", "show", "no_such_kind"]));
+    assert_eq!(code, 2);
+    let (code, stdout, _) = parts(&run(&db, &["query", "--format", "jsonl", "*"]));
+    assert_eq!((code, stdout.lines().count()), (0, 1));
+}

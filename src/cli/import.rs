@@ -18,8 +18,6 @@ use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use almanac::model::{MAX_LINE_BYTES, MAX_RECORD_BYTES};
-use almanac::storage::log::LOG_DIR;
-use almanac::storage::DB_FILE;
 use almanac::{Error, MetadataRecord, MetadataRepository, Store};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -53,20 +51,10 @@ struct Counts {
 
 /// Runs `almanac import`.
 pub fn run(db: &Path, args: &ImportArgs) -> CliResult {
-    let before = Before::look(db);
     let store = super::open_store(db)?;
-    let counts = match import(&store, db, args) {
-        Ok(counts) => counts,
-        Err(failure) => {
-            // Exit 2 says nothing was written: a store this import created
-            // for input refused before any record was stored goes again.
-            if failure.code() == super::error::EXIT_INVALID && store.write_stats().n_records == 0 {
-                drop(store);
-                before.remove_what_open_created(db);
-            }
-            return Err(failure);
-        }
-    };
+    // Refused input exits 2 with nothing stored (all or nothing), and a
+    // store this import created then goes again (`super::Before`).
+    let counts = import(&store, db, args)?;
     let mut out = Out::stdout();
     let mut summary = format!(
         "stored {} records, skipped {} duplicates",
@@ -77,41 +65,6 @@ pub fn run(db: &Path, args: &ImportArgs) -> CliResult {
     }
     out.line(&summary)?;
     out.flush()
-}
-
-/// What the store directory held before `import` opened (and perhaps
-/// created) the store.
-struct Before {
-    dir: bool,
-    db_file: bool,
-    log: bool,
-}
-
-impl Before {
-    fn look(db: &Path) -> Self {
-        Before {
-            dir: db.exists(),
-            db_file: db.join(DB_FILE).exists(),
-            log: db.join(LOG_DIR).exists(),
-        }
-    }
-
-    /// Removes the store the open created, and nothing that was there
-    /// before: the directory if it is new, else the database file and the
-    /// log if they are. Best effort: a failure leaves an empty store.
-    fn remove_what_open_created(&self, db: &Path) {
-        if self.db_file {
-            return;
-        }
-        if !self.dir {
-            let _ = std::fs::remove_dir_all(db);
-            return;
-        }
-        let _ = std::fs::remove_file(db.join(DB_FILE));
-        if !self.log {
-            let _ = std::fs::remove_dir_all(db.join(LOG_DIR));
-        }
-    }
 }
 
 fn import(store: &Store, db: &Path, args: &ImportArgs) -> CliResult<Counts> {

@@ -19,7 +19,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use almanac::storage::StorageError;
+use almanac::storage::log::LOG_DIR;
+use almanac::storage::{StorageError, DB_FILE};
 use almanac::{Error, Store};
 use clap::{Parser, Subcommand};
 
@@ -141,7 +142,21 @@ fn run_catching_panics(cli: Cli) -> CliResult {
 
 fn run(cli: Cli) -> CliResult {
     let db = cli.db.as_path();
-    match cli.command {
+    let before = Before::look(db);
+    let result = run_command(cli.command, db);
+    if result
+        .as_ref()
+        .is_err_and(|failure| failure.code() == error::EXIT_INVALID)
+    {
+        // Exit 2 says nothing was written: a store the command created
+        // before it refused its input goes again.
+        before.remove_what_open_created(db);
+    }
+    result
+}
+
+fn run_command(command: Command, db: &Path) -> CliResult {
+    match command {
         Command::Import(args) => import::run(db, &args),
         Command::Query(args) => query::run(db, &args),
         Command::Repl => repl::run(db),
@@ -152,6 +167,50 @@ fn run(cli: Cli) -> CliResult {
         Command::Export(args) => export::run(db, &args),
         Command::Demo(args) => demo::run(db, &args),
         Command::Compact(args) => compact::run(db, &args),
+    }
+}
+
+/// What the store directory held before the command opened (and perhaps
+/// created) the store.
+struct Before {
+    dir: bool,
+    db_file: bool,
+    log: bool,
+}
+
+impl Before {
+    fn look(db: &Path) -> Self {
+        Before {
+            dir: db.exists(),
+            db_file: db.join(DB_FILE).exists(),
+            log: db.join(LOG_DIR).exists(),
+        }
+    }
+
+    /// Removes the store the command created, and nothing that was there
+    /// before: the directory if it is new, else the database file and the
+    /// log if they are. Only a store that holds no records, opened for
+    /// writing here (so no other process is using it): one another process
+    /// wrote to meanwhile stays. Best effort: a failure leaves an empty
+    /// store.
+    fn remove_what_open_created(&self, db: &Path) {
+        if self.db_file || !db.join(DB_FILE).exists() {
+            return;
+        }
+        let empty = Store::open(db)
+            .and_then(|store| store.partitions())
+            .is_ok_and(|partitions| partitions.is_empty());
+        if !empty {
+            return;
+        }
+        if !self.dir {
+            let _ = std::fs::remove_dir_all(db);
+            return;
+        }
+        let _ = std::fs::remove_file(db.join(DB_FILE));
+        if !self.log {
+            let _ = std::fs::remove_dir_all(db.join(LOG_DIR));
+        }
     }
 }
 
