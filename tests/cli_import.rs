@@ -385,8 +385,14 @@ fn bad_usage_exits_2() {
     assert_eq!(code, 2, "{stderr}");
     let (code, _, _) = parts(&run(&db, &["no-such-command"]));
     assert_eq!(code, 2);
-    let (code, _, _) = parts(&run(&db, &[]));
+    let (code, _, stderr) = parts(&run(&db, &[]));
     assert_eq!(code, 2);
+    // Spec §3: the first line says what is wrong (then the usage).
+    assert!(
+        stderr.starts_with("error: a command is required"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Usage: almanac"), "{stderr}");
 }
 
 /// A key named twice in one object is refused naming its path (serde_json

@@ -83,6 +83,14 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // Help and version go to stdout with status 0; usage errors to stderr with 2.
+            if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                // clap prints the help alone; spec §3 wants a first line
+                // that says what is wrong.
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "error: a command is required; the commands are listed below\n"
+                );
+            }
             let _ = e.print();
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(error::EXIT_INVALID));
         }
