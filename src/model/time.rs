@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, TimeZone, Timelike, Utc};
 
 /// An instant in UTC with microsecond precision.
 ///
@@ -42,6 +42,33 @@ impl Timestamp {
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
         let parsed = DateTime::parse_from_rfc3339(text).ok()?;
         Some(Timestamp(parsed.with_timezone(&Utc).timestamp_micros()))
+    }
+
+    /// Parses a record's RFC 3339 timestamp (`produced_at`,
+    /// `extras.window_start`/`window_end`) by the rule the standard kinds'
+    /// JSON Schema `date-time` format applies to `payload.watermark`, so
+    /// every timestamp of a record is held to one rule: `T` (or `t`)
+    /// between date and time, not a space (which [`Timestamp::parse_rfc3339`]
+    /// accepts, as query text may use it), and a second of 60 only at
+    /// 23:59:60 UTC, a leap second. The instant keeps its full precision
+    /// (for comparing a window's ends); [`Timestamp::from_datetime`] makes
+    /// it a `Timestamp`.
+    pub fn parse_record_rfc3339(text: &str) -> Option<DateTime<Utc>> {
+        if !matches!(text.as_bytes().get(10), Some(b'T' | b't')) {
+            return None;
+        }
+        let parsed = DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc);
+        // chrono gives a second of 60 as 59 with a nanosecond of 1e9 or more.
+        let leap = parsed.nanosecond() >= 1_000_000_000;
+        if leap && !(parsed.hour() == 23 && parsed.minute() == 59) {
+            return None;
+        }
+        Some(parsed)
+    }
+
+    /// The instant, truncated to microseconds, as [`Timestamp::parse_rfc3339`] does.
+    pub fn from_datetime(at: DateTime<Utc>) -> Self {
+        Timestamp(at.timestamp_micros())
     }
 
     /// The instant as a chrono `DateTime<Utc>`, when it is within chrono's range.
@@ -227,6 +254,36 @@ mod tests {
         assert_eq!(Timestamp(YEAR_10000).to_rfc3339_checked(), None);
         assert_eq!(Timestamp::MAX.to_rfc3339_checked(), None);
         assert_eq!(Timestamp::MIN.to_rfc3339_checked(), None);
+    }
+
+    #[test]
+    fn record_timestamps_follow_the_date_time_format_rule() {
+        let ok = |t: &str| Timestamp::parse_record_rfc3339(t).is_some();
+        for good in [
+            "2024-01-10T05:00:00Z",
+            "2024-01-10t05:00:00z",
+            "2024-01-10T07:00:00.123456789+02:00",
+            "2016-12-31T23:59:60Z",
+            "2017-01-01T00:59:60+01:00",
+        ] {
+            assert!(ok(good), "{good}");
+        }
+        for bad in [
+            "2024-01-10 05:00:00Z",
+            "2024-03-15T12:30:60Z",
+            "2016-12-31T23:59:60+01:00",
+            "2024-01-10T05:00:00",
+            "2024-01-10",
+        ] {
+            assert!(!ok(bad), "{bad}");
+        }
+        // The lenient parser (query text) still takes a space.
+        assert!(Timestamp::parse_rfc3339("2024-01-10 05:00:00Z").is_some());
+        let leap = Timestamp::parse_record_rfc3339("2016-12-31T23:59:60.5Z").unwrap();
+        assert_eq!(
+            Timestamp::from_datetime(leap),
+            Timestamp::parse_rfc3339("2016-12-31T23:59:60.5Z").unwrap()
+        );
     }
 
     #[test]

@@ -206,12 +206,14 @@ fn fields_from_value(value: &Value, allow_id: bool) -> Result<(MetadataRecord, O
     let target = parse_target(required(obj, "target", "target")?)?;
     let payload = as_object(required(obj, "payload", "payload")?, "payload")?.clone();
     let produced_at_text = required_str(obj, "produced_at", "produced_at")?;
-    let produced_at = Timestamp::parse_rfc3339(produced_at_text).ok_or_else(|| {
-        ValidationError::new(
-            "produced_at",
-            format!("must be an RFC 3339 timestamp with an offset, got {produced_at_text:?}"),
-        )
-    })?;
+    let produced_at = Timestamp::parse_record_rfc3339(produced_at_text)
+        .map(Timestamp::from_datetime)
+        .ok_or_else(|| {
+            ValidationError::new(
+                "produced_at",
+                format!("must be an RFC 3339 timestamp with an offset, got {produced_at_text:?}"),
+            )
+        })?;
     let producer_id = required_str(obj, "producer_id", "producer_id")?.to_owned();
     let context = match obj.get("context") {
         None => MetadataContext::default(),
@@ -395,15 +397,19 @@ pub(crate) fn check_record(record: &MetadataRecord) -> Result<()> {
 
 /// `extras.window_start` and `extras.window_end`: RFC 3339, as a pair, start <= end.
 fn check_window(extras: &JsonObject) -> Result<()> {
-    let parse = |key: &str| -> Result<Option<Timestamp>> {
+    // Compared at full precision: ends 100 ns apart in the wrong order are
+    // refused though both truncate to the same microsecond.
+    let parse = |key: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         match extras.get(key) {
             None => Ok(None),
-            Some(Value::String(s)) => Timestamp::parse_rfc3339(s).map(Some).ok_or_else(|| {
-                ValidationError::new(
-                    format!("extras.{key}"),
-                    format!("must be an RFC 3339 timestamp with an offset, got {s:?}"),
-                )
-            }),
+            Some(Value::String(s)) => {
+                Timestamp::parse_record_rfc3339(s).map(Some).ok_or_else(|| {
+                    ValidationError::new(
+                        format!("extras.{key}"),
+                        format!("must be an RFC 3339 timestamp with an offset, got {s:?}"),
+                    )
+                })
+            }
             Some(_) => Err(ValidationError::new(
                 format!("extras.{key}"),
                 "must be an RFC 3339 timestamp string",
@@ -580,6 +586,27 @@ mod tests {
             Some(r#"{"window_start":"x","window_end":"2024-01-02T00:00:00Z"}"#),
             "extras.window_start",
         );
+        // Ends in the wrong order by 100 ns: the same microsecond, refused.
+        check(
+            "extras",
+            Some(
+                r#"{"window_start":"2024-01-10T00:00:00.0000002Z","window_end":"2024-01-10T00:00:00.0000001Z"}"#,
+            ),
+            "extras.window_start",
+        );
+        // Every timestamp of a record follows one rule (that of
+        // `payload.watermark`'s `date-time` format): no space for `T`, no
+        // second 60 but at 23:59:60 UTC.
+        for bad in [r#""2024-01-10 05:00:00Z""#, r#""2024-03-15T12:30:60Z""#] {
+            check("produced_at", Some(bad), "produced_at");
+            check(
+                "extras",
+                Some(&format!(
+                    r#"{{"window_start":{bad},"window_end":"2024-12-01T00:00:00Z"}}"#
+                )),
+                "extras.window_start",
+            );
+        }
         check("surprise", Some("1"), "surprise");
         check("id", Some("1"), "id");
     }
