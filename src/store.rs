@@ -1098,10 +1098,17 @@ impl Store {
             .and_then(|r| r.get(name).cloned())
     }
 
-    /// Registers a new kind (its schemas must compile).
+    /// Registers a new kind (its schemas must compile). A kind given no
+    /// schema gets `{"type": "object"}` as version 1 (any payload).
     pub fn register_kind(&self, mut spec: KindSpec) -> Result<()> {
         guarded(|| {
             dedup_paths(&mut spec);
+            if spec.schemas.is_empty() {
+                // Spec §1a: every kind has a payload schema, and a record's
+                // `version` names one. A kind given none gets version 1,
+                // which takes any payload object.
+                spec.schemas.push(serde_json::json!({"type": "object"}));
+            }
             let mut registry = self
                 .inner
                 .registry

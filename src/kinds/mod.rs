@@ -100,7 +100,8 @@ pub struct KindSpec {
 }
 
 impl KindSpec {
-    /// A kind with no schema (any payload), kept forever, partitioned by day.
+    /// A kind with no schema (any payload; `Store::register_kind` makes that
+    /// schema version 1, `{"type": "object"}`), kept forever, partitioned by day.
     pub fn new(name: &str, description: &str) -> Self {
         KindSpec {
             name: name.to_owned(),
