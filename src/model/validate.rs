@@ -221,8 +221,17 @@ fn fields_from_value(value: &Value, allow_id: bool) -> Result<(MetadataRecord, O
     };
     let version = match obj.get("version") {
         None => None,
+        // An integer as JSON Schema's `integer` counts one (as the payload
+        // schemas do): `1.0` and `1e0` are 1, `-0` is 0.
         Some(v) => Some(
             v.as_u64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|x| {
+                            x.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(x)
+                        })
+                        .map(|x| x as u64)
+                })
                 .ok_or_else(|| ValidationError::new("version", "must be an integer >= 0"))?,
         ),
     };
@@ -563,6 +572,15 @@ mod tests {
         check("version", Some("-1"), "version");
         check("version", Some("1.5"), "version");
         check("version", Some("\"1\""), "version");
+        check("version", Some("1.5"), "version");
+        check("version", Some("-1.0"), "version");
+        check("version", Some("1e20"), "version");
+        for (text, version) in [("1.0", 1), ("1e0", 1), ("-0", 0), ("-0.0", 0)] {
+            let mut obj: Value = serde_json::from_str(VALID).unwrap();
+            obj["version"] = serde_json::from_str(text).unwrap();
+            let record = MetadataRecord::from_json_str(&obj.to_string()).unwrap();
+            assert_eq!(record.version, Some(version), "{text}");
+        }
         check("quality", Some("null"), "quality");
         check("quality", Some("[]"), "quality");
         check("extras", Some("3"), "extras");
