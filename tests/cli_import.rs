@@ -439,3 +439,46 @@ fn an_integer_too_large_to_keep_is_refused() {
     let (code, stdout, _) = parts(&run(&db, &["query", "--format", "jsonl", "*"]));
     assert!(code != 0 || stdout.trim().is_empty(), "{stdout}");
 }
+
+/// Spec §3: `import` shows progress on a terminal for large input: a file
+/// named, standard input redirected from one, and a pipe (whose length is
+/// unknown until read: its store pass reads the spool, a file). Runs under
+/// util-linux `script`, which gives the command a terminal.
+#[test]
+fn large_input_shows_progress_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let padding = "x".repeat(500);
+    let lines: Vec<String> = (0..20_000)
+        .map(|i| {
+            volume_line(i % 500, 1 + (i / 500) as u32 % 28, i as i64).replacen(
+                "\"rows\":",
+                &format!("\"filter\":\"{padding}{i}\",\"rows\":"),
+                1,
+            )
+        })
+        .collect();
+    let file = write_jsonl(dir.path(), "big.jsonl", &lines);
+    assert!(std::fs::metadata(&file).unwrap().len() > 9 << 20);
+    let bin = env!("CARGO_BIN_EXE_almanac");
+    let file = file.display();
+    for (i, how) in [
+        format!("'{bin}' --db DB import '{file}'"),
+        format!("'{bin}' --db DB import - < '{file}'"),
+        format!("cat '{file}' | '{bin}' --db DB import"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let db = dir.path().join(format!("db{i}"));
+        let command = how.replace("DB", &format!("'{}'", db.display()));
+        let output = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("ALMANAC_DB")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("util-linux `script` runs");
+        let shown = String::from_utf8_lossy(&output.stdout);
+        assert!(shown.contains("stored 20000 records"), "{how}: {shown}");
+        assert!(shown.contains("storing"), "{how}: no progress in {shown:?}");
+    }
+}

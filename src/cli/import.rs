@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use almanac::model::{MAX_LINE_BYTES, MAX_RECORD_BYTES};
 use almanac::{Error, MetadataRecord, MetadataRepository, Store};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::error::{CliResult, Context, Failure};
 use super::output::Out;
@@ -77,15 +77,31 @@ fn import(store: &Store, db: &Path, args: &ImportArgs) -> CliResult<Counts> {
         }
         (None, false) => {
             let stdin = Box::new(io::stdin().lock());
-            import_all_or_nothing(store, db, stdin, None, "standard input")?
+            import_all_or_nothing(store, db, stdin, stdin_len(), "standard input")?
         }
         (Some(path), true) => {
             let (reader, len) = open_input(path)?;
             import_skipping_invalid(store, reader, len)?
         }
-        (None, true) => import_skipping_invalid(store, Box::new(io::stdin().lock()), None)?,
+        (None, true) => import_skipping_invalid(store, Box::new(io::stdin().lock()), stdin_len())?,
     };
     Ok(counts)
+}
+
+/// The length of standard input when it is a regular file (`import - <
+/// FILE`), for the progress bar; `None` for a pipe or a terminal.
+fn stdin_len() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
+        let meta = File::from(fd).metadata().ok()?;
+        meta.is_file().then(|| meta.len())
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 fn open_input(path: &Path) -> CliResult<(Box<dyn BufRead>, Option<u64>)> {
@@ -107,7 +123,7 @@ fn import_all_or_nothing(
     let spool = Spool::new(db);
     let copy = File::create(&spool.path)
         .map_err(|e| Failure::other(format!("cannot create {}: {e}", spool.path.display())))?;
-    let progress = progress_bar(len, "checking");
+    let mut progress = Progress::new(len, "checking");
     let mut lines = LineReader::stopping_at_overlong(Tee::new(reader, copy));
     while let Some(line) = lines
         .next_line()
@@ -124,8 +140,9 @@ fn import_all_or_nothing(
         .finish()
         .with_context(|| format!("cannot copy {name} to {}", spool.path.display()))?;
 
-    let (reader, _) = open_input(&spool.path)?;
-    let progress = progress_bar(len, "storing");
+    // The spool's length: what was read, also from a pipe.
+    let (reader, len) = open_input(&spool.path)?;
+    let mut progress = Progress::new(len, "storing");
     let mut lines = LineReader::new(reader);
     let mut batch = Batch::default();
     let mut counts = Counts::default();
@@ -154,7 +171,7 @@ fn import_skipping_invalid(
     reader: Box<dyn BufRead>,
     len: Option<u64>,
 ) -> CliResult<Counts> {
-    let progress = progress_bar(len, "storing");
+    let mut progress = Progress::new(len, "storing");
     let mut lines = LineReader::new(reader);
     let mut batch = Batch::default();
     let mut counts = Counts::default();
@@ -192,20 +209,70 @@ fn eprintln_quiet(text: &str) {
     let _ = writeln!(io::stderr().lock(), "{text}");
 }
 
-/// A progress bar on standard error when it is a terminal and the input is large.
-fn progress_bar(len: Option<u64>, what: &'static str) -> ProgressBar {
-    match len {
-        Some(len) if len >= PROGRESS_MIN_BYTES && io::stderr().is_terminal() => {
-            let bar = ProgressBar::new(len);
-            if let Ok(style) = ProgressStyle::with_template(
-                "{msg:>8} [{bar:40}] {binary_bytes}/{binary_total_bytes} ({eta})",
-            ) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar.set_message(what);
-            bar
+/// Progress on standard error when it is a terminal and the input is
+/// large: a bar when the input's length is known (a file, or standard
+/// input redirected from one), else (a pipe) the bytes read so far, shown
+/// once they pass [`PROGRESS_MIN_BYTES`].
+struct Progress {
+    bar: ProgressBar,
+    /// Hidden until the input is found large (a pipe's length is unknown).
+    hidden_until_large: bool,
+}
+
+impl Progress {
+    fn new(len: Option<u64>, what: &'static str) -> Self {
+        let hidden = Progress {
+            bar: ProgressBar::hidden(),
+            hidden_until_large: false,
+        };
+        if !io::stderr().is_terminal() {
+            return hidden;
         }
-        _ => ProgressBar::hidden(),
+        match len {
+            Some(len) if len >= PROGRESS_MIN_BYTES => {
+                let bar = ProgressBar::new(len);
+                if let Ok(style) = ProgressStyle::with_template(
+                    "{msg:>8} [{bar:40}] {binary_bytes}/{binary_total_bytes} ({eta})",
+                ) {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                bar.set_message(what);
+                Progress {
+                    bar,
+                    hidden_until_large: false,
+                }
+            }
+            Some(_) => hidden,
+            None => {
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+                if let Ok(style) = ProgressStyle::with_template(
+                    "{msg:>8} {binary_bytes} read ({binary_bytes_per_sec})",
+                ) {
+                    bar.set_style(style);
+                }
+                bar.set_message(what);
+                Progress {
+                    bar,
+                    hidden_until_large: true,
+                }
+            }
+        }
+    }
+
+    fn set_position(&mut self, bytes: u64) {
+        self.bar.set_position(bytes);
+        if self.hidden_until_large && bytes >= PROGRESS_MIN_BYTES {
+            self.hidden_until_large = false;
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+    }
+
+    fn suspend<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.bar.suspend(f)
+    }
+
+    fn finish_and_clear(&self) {
+        self.bar.finish_and_clear();
     }
 }
 
