@@ -482,3 +482,26 @@ fn large_input_shows_progress_on_a_terminal() {
         assert!(shown.contains("storing"), "{how}: no progress in {shown:?}");
     }
 }
+
+/// A UTF-8 byte order mark first in the input (some editors and Windows
+/// tools write one) is not part of the first record; elsewhere it is.
+#[test]
+fn a_byte_order_mark_first_in_the_input_is_skipped() {
+    let (_dir, db) = store_dir();
+    let input = format!(
+        "\u{feff}{}\n{}\n",
+        volume_line(1, 1, 1),
+        volume_line(1, 2, 2)
+    );
+    let (code, stdout, stderr) = parts(&run_with_stdin(&db, &["import"], &input));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("stored 2 records"), "{stdout}");
+    let input = format!(
+        "{}\n\u{feff}{}\n",
+        volume_line(1, 3, 3),
+        volume_line(1, 4, 4)
+    );
+    let (code, _, stderr) = parts(&run_with_stdin(&db, &["import"], &input));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+}

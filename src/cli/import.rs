@@ -409,6 +409,12 @@ impl Line<'_> {
         match self.content {
             LineContent::Text(text) => {
                 let text = text.trim_end_matches('\r');
+                // A UTF-8 byte order mark, which some editors and Windows
+                // tools put first in a file, is no part of the record.
+                let text = match self.number {
+                    1 => text.strip_prefix('\u{feff}').unwrap_or(text),
+                    _ => text,
+                };
                 Ok(if text.trim().is_empty() { None } else { Some(text) })
             }
             LineContent::NotUtf8 => Err(BadLine(format!(
