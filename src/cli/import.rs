@@ -96,7 +96,7 @@ fn stdin_len() -> Option<u64> {
         use std::os::fd::AsFd;
         let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
         let meta = File::from(fd).metadata().ok()?;
-        meta.is_file().then(|| meta.len())
+        meta.is_file().then_some(meta.len())
     }
     #[cfg(not(unix))]
     {
