@@ -170,7 +170,10 @@ impl RowPrinter {
                 table
                     .load_preset(presets::UTF8_FULL_CONDENSED)
                     .set_header(self.columns.clone());
-                if stdout_is_terminal() {
+                // Fitted to the terminal's width, unless it reports none
+                // worth fitting to (a pseudo-terminal of size 0x0 would
+                // squeeze every column to one character).
+                if stdout_is_terminal() && table.width().is_some_and(|w| w >= 20) {
                     table.set_content_arrangement(ContentArrangement::Dynamic);
                 }
                 for row in std::mem::take(&mut self.table_rows) {
