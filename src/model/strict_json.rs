@@ -47,24 +47,16 @@ pub(crate) fn parse(text: &str) -> Result<Value, Error> {
 /// parser meets them, which is how [`Seed`] finds its path.
 fn too_large_integer(text: &str) -> Option<(usize, String)> {
     let bytes = text.as_bytes();
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut strings = Strings::default();
     let mut ordinal = 0;
     let mut i = 0;
     while i < bytes.len() {
         let byte = bytes[i];
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
+        if strings.holds(byte) {
             i += 1;
             continue;
         }
         match byte {
-            b'"' => in_string = true,
             b'-' | b'0'..=b'9' => {
                 let start = i;
                 while i < bytes.len()
@@ -90,6 +82,32 @@ fn too_large_integer(text: &str) -> Option<(usize, String)> {
         i += 1;
     }
     None
+}
+
+/// Follows JSON text byte by byte to tell what is inside strings (where
+/// brackets, digits and quotes escaped are text).
+#[derive(Default)]
+pub(crate) struct Strings {
+    inside: bool,
+    escaped: bool,
+}
+
+impl Strings {
+    /// Whether `byte`, the next byte of the text, belongs to a string (its
+    /// quotes included).
+    pub(crate) fn holds(&mut self, byte: u8) -> bool {
+        if self.inside {
+            match (self.escaped, byte) {
+                (true, _) => self.escaped = false,
+                (false, b'\\') => self.escaped = true,
+                (false, b'"') => self.inside = false,
+                _ => {}
+            }
+            return true;
+        }
+        self.inside = byte == b'"';
+        self.inside
+    }
 }
 
 /// Why [`parse`] failed.

@@ -1295,19 +1295,8 @@ impl Acc {
                 floats,
                 any_float,
                 n,
-            } => match value {
-                Value::Int(i) => {
-                    *ints += i128::from(i);
-                    *n += 1;
-                }
-                Value::Float(x) => {
-                    *floats += x;
-                    *any_float = true;
-                    *n += 1;
-                }
-                _ => {}
-            },
-            State::Avg {
+            }
+            | State::Avg {
                 ints,
                 floats,
                 any_float,
@@ -2120,6 +2109,25 @@ mod tests {
         assert!(std::mem::size_of::<super::State>() <= 80);
     }
 
+    /// A runner of queries over the records given as JSON (ids 1, 2, ...),
+    /// returning the rows' debug text.
+    fn rows_of(records: impl Iterator<Item = String>) -> impl Fn(&str) -> String {
+        let records = records
+            .enumerate()
+            .map(|(i, json)| record(i as u64 + 1, &json))
+            .collect();
+        let source = MemorySource::new(records);
+        let options = ExecOptions {
+            now: Timestamp::from_micros(0),
+            use_indexes: true,
+        };
+        move |text| {
+            let out = prepare(text).unwrap();
+            let out = out.run(&source, &Params::new(), &options).unwrap();
+            format!("{:?}", out.rows)
+        }
+    }
+
     /// Integer averages and deviations are exact up to their last
     /// rounding, where a float sum or Welford's running mean loses them:
     /// 2^53 + 1 + 1 summed in f64 is 2^53, and 2^60 + 1, 2^60 + 2 and
@@ -2129,29 +2137,11 @@ mod tests {
         let values = [("a", 1i64 << 53), ("a", 1), ("a", 1)]
             .into_iter()
             .chain([1, 2, 3].map(|d| ("s", (1i64 << 60) + d)));
-        let records = values
-            .enumerate()
-            .map(|(i, (kind, x))| {
-                record(
-                    i as u64 + 1,
-                    &format!(
-                        r#"{{"kind":"{kind}","target":{{"table":"t"}},"payload":{{"x":{x}}},"produced_at":"2024-01-01T00:0{i}:00Z","producer_id":"p"}}"#
-                    ),
-                )
-            })
-            .collect();
-        let source = MemorySource::new(records);
-        let options = ExecOptions {
-            now: Timestamp::from_micros(0),
-            use_indexes: true,
-        };
-        let run = |text: &str| {
-            let out = prepare(text).unwrap();
+        let run = rows_of(values.enumerate().map(|(i, (kind, x))| {
             format!(
-                "{:?}",
-                out.run(&source, &Params::new(), &options).unwrap().rows
+                r#"{{"kind":"{kind}","target":{{"table":"t"}},"payload":{{"x":{x}}},"produced_at":"2024-01-01T00:0{i}:00Z","producer_id":"p"}}"#
             )
-        };
+        }));
         let mean = ((1u64 << 53) + 2) as f64 / 3.0;
         assert_ne!(mean, (1u64 << 53) as f64 / 3.0);
         assert_eq!(
@@ -2172,28 +2162,11 @@ mod tests {
     fn rows_of_columns_order_by_their_produced_at_and_id() {
         // ids 1..=4; 2 and 3 share an instant; 4 is the oldest.
         let at = ["2024-01-02", "2024-01-03", "2024-01-03", "2024-01-01"];
-        let records = at
-            .iter()
-            .enumerate()
-            .map(|(i, day)| {
-                record(
-                    i as u64 + 1,
-                    &format!(
-                        r#"{{"kind":"k","target":{{"table":"t"}},"payload":{{}},"produced_at":"{day}T00:00:00Z","producer_id":"p"}}"#
-                    ),
-                )
-            })
-            .collect();
-        let source = MemorySource::new(records);
-        let options = ExecOptions {
-            now: Timestamp::from_micros(0),
-            use_indexes: true,
-        };
-        let run = |text: &str| {
-            let out = prepare(text).unwrap();
-            let out = out.run(&source, &Params::new(), &options).unwrap();
-            format!("{:?}", out.rows)
-        };
+        let run = rows_of(at.iter().map(|day| {
+            format!(
+                r#"{{"kind":"k","target":{{"table":"t"}},"payload":{{}},"produced_at":"{day}T00:00:00Z","producer_id":"p"}}"#
+            )
+        }));
         let newest_first =
             "k | sort produced_at desc, id desc | select id, produced_at, kind, target";
         assert_eq!(
