@@ -280,7 +280,9 @@ impl StoredRecord {
     /// counted the canonical form could exceed (such a record still reads
     /// back, for `tail`, replay and import's own checks).
     pub fn from_log_line(text: &str) -> Result<Self, ValidationError> {
-        let (record, id) = validate::record_from_str_limited(text, true, usize::MAX)?;
+        // Timestamps by the rule of the version that wrote the line.
+        let (record, id) =
+            validate::record_from_str_with(text, true, usize::MAX, validate::Timestamps::Stored)?;
         let id = id.ok_or_else(|| ValidationError::new("id", "is required"))?;
         Ok(StoredRecord { id, record })
     }

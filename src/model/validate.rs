@@ -89,11 +89,34 @@ fn too_long(len: usize, max_bytes: usize) -> ValidationError {
     )
 }
 
+/// Which rule a record's timestamps are read by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timestamps {
+    /// Input: [`Timestamp::parse_record_rfc3339`] (the `date-time` format's
+    /// rule), and window ends compared to the nanosecond.
+    Strict,
+    /// The store's own log, which earlier versions wrote under a looser
+    /// rule (a space for `T`, a second of 60 at any minute, window ends
+    /// compared in microseconds): what they stored reads back, so their
+    /// stores open and replay.
+    Stored,
+}
+
 /// [`record_from_str`] with a size limit of `max_bytes`.
 pub(crate) fn record_from_str_limited(
     text: &str,
     allow_id: bool,
     max_bytes: usize,
+) -> Result<(MetadataRecord, Option<u64>)> {
+    record_from_str_with(text, allow_id, max_bytes, Timestamps::Strict)
+}
+
+/// [`record_from_str_limited`], reading timestamps by `rule`.
+pub(crate) fn record_from_str_with(
+    text: &str,
+    allow_id: bool,
+    max_bytes: usize,
+    rule: Timestamps,
 ) -> Result<(MetadataRecord, Option<u64>)> {
     if text.len() > max_bytes {
         return Err(too_long(text.len(), max_bytes));
@@ -120,7 +143,7 @@ pub(crate) fn record_from_str_limited(
             ),
         ),
     })?;
-    fields_from_value(&value, allow_id)
+    fields_from_value(&value, allow_id, rule)
 }
 
 fn check_text_depth(text: &str) -> Result<()> {
@@ -166,12 +189,16 @@ pub(crate) fn record_from_value(
             format!("nests deeper than {MAX_RECORD_DEPTH} levels"),
         ));
     }
-    fields_from_value(value, allow_id)
+    fields_from_value(value, allow_id, Timestamps::Strict)
 }
 
 /// The field rules, on a value whose depth is already known to be within
 /// the limit (the text path measures it before parsing).
-fn fields_from_value(value: &Value, allow_id: bool) -> Result<(MetadataRecord, Option<u64>)> {
+fn fields_from_value(
+    value: &Value,
+    allow_id: bool,
+    rule: Timestamps,
+) -> Result<(MetadataRecord, Option<u64>)> {
     let obj = value
         .as_object()
         .ok_or_else(|| ValidationError::new("record", "must be a JSON object"))?;
@@ -198,14 +225,18 @@ fn fields_from_value(value: &Value, allow_id: bool) -> Result<(MetadataRecord, O
     let target = parse_target(required(obj, "target", "target")?)?;
     let payload = as_object(required(obj, "payload", "payload")?, "payload")?.clone();
     let produced_at_text = required_str(obj, "produced_at", "produced_at")?;
-    let produced_at = Timestamp::parse_record_rfc3339(produced_at_text)
-        .map(Timestamp::from_datetime)
-        .ok_or_else(|| {
-            ValidationError::new(
-                "produced_at",
-                format!("must be an RFC 3339 timestamp with an offset, got {produced_at_text:?}"),
-            )
-        })?;
+    let produced_at = match rule {
+        Timestamps::Strict => {
+            Timestamp::parse_record_rfc3339(produced_at_text).map(Timestamp::from_datetime)
+        }
+        Timestamps::Stored => Timestamp::parse_rfc3339(produced_at_text),
+    };
+    let produced_at = produced_at.ok_or_else(|| {
+        ValidationError::new(
+            "produced_at",
+            format!("must be an RFC 3339 timestamp with an offset, got {produced_at_text:?}"),
+        )
+    })?;
     let producer_id = required_str(obj, "producer_id", "producer_id")?.to_owned();
     let context = match obj.get("context") {
         None => MetadataContext::default(),
@@ -252,7 +283,7 @@ fn fields_from_value(value: &Value, allow_id: bool) -> Result<(MetadataRecord, O
         quality,
         extras,
     };
-    check_record(&record)?;
+    check_record_with(&record, rule)?;
     Ok((record, id))
 }
 
@@ -344,6 +375,11 @@ pub fn check_kind_name(kind: &str) -> Result<()> {
 
 /// The rules of spec §1 that a typed record can still break.
 pub(crate) fn check_record(record: &MetadataRecord) -> Result<()> {
+    check_record_with(record, Timestamps::Strict)
+}
+
+/// [`check_record`], reading the window's timestamps by `rule`.
+fn check_record_with(record: &MetadataRecord, rule: Timestamps) -> Result<()> {
     check_kind_name(&record.kind)?;
     if !record.produced_at.is_rfc3339() {
         // An offset can carry a valid text past 9999 (or before 0000) in
@@ -392,25 +428,34 @@ pub(crate) fn check_record(record: &MetadataRecord) -> Result<()> {
             ));
         }
     }
-    check_window(&record.extras)?;
+    check_window(&record.extras, rule)?;
     Ok(())
 }
 
 /// `extras.window_start` and `extras.window_end`: RFC 3339, as a pair, start <= end.
-fn check_window(extras: &JsonObject) -> Result<()> {
-    // Compared at full precision: ends 100 ns apart in the wrong order are
-    // refused though both truncate to the same microsecond.
-    let parse = |key: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+fn check_window(extras: &JsonObject, rule: Timestamps) -> Result<()> {
+    // Strict: compared at full precision, as (µs, the ns within it), so
+    // ends 100 ns apart in the wrong order are refused though both truncate
+    // to the same microsecond, and a leap second (23:59:60.5, which chrono
+    // orders before midnight) counts as the instant it is stored as.
+    let instant = |s: &str| match rule {
+        Timestamps::Strict => Timestamp::parse_record_rfc3339(s).map(|at| {
+            (
+                Timestamp::from_datetime(at),
+                at.timestamp_subsec_nanos() % 1000,
+            )
+        }),
+        Timestamps::Stored => Timestamp::parse_rfc3339(s).map(|at| (at, 0)),
+    };
+    let parse = |key: &str| -> Result<Option<(Timestamp, u32)>> {
         match extras.get(key) {
             None => Ok(None),
-            Some(Value::String(s)) => {
-                Timestamp::parse_record_rfc3339(s).map(Some).ok_or_else(|| {
-                    ValidationError::new(
-                        format!("extras.{key}"),
-                        format!("must be an RFC 3339 timestamp with an offset, got {s:?}"),
-                    )
-                })
-            }
+            Some(Value::String(s)) => instant(s).map(Some).ok_or_else(|| {
+                ValidationError::new(
+                    format!("extras.{key}"),
+                    format!("must be an RFC 3339 timestamp with an offset, got {s:?}"),
+                )
+            }),
             Some(_) => Err(ValidationError::new(
                 format!("extras.{key}"),
                 "must be an RFC 3339 timestamp string",
@@ -619,6 +664,41 @@ mod tests {
         }
         check("surprise", Some("1"), "surprise");
         check("id", Some("1"), "id");
+    }
+
+    /// What earlier versions stored reads back from the log (replay,
+    /// `tail`), though new input is held to the stricter rule.
+    #[test]
+    fn the_log_reads_back_what_earlier_versions_accepted() {
+        let mut obj: Value = serde_json::from_str(VALID).unwrap();
+        obj["produced_at"] = "2024-01-10 05:00:00Z".into();
+        obj["extras"] = serde_json::json!({
+            "window_start": "2024-01-10T00:00:00.0000002Z",
+            "window_end": "2024-01-10 00:00:00.0000001Z"
+        });
+        let text = obj.to_string();
+        assert!(record_from_str_limited(&text, false, MAX_RECORD_BYTES).is_err());
+        let (record, _) =
+            record_from_str_with(&text, false, MAX_RECORD_BYTES, Timestamps::Stored).unwrap();
+        assert_eq!(
+            record.produced_at,
+            Timestamp::parse_rfc3339("2024-01-10T05:00:00Z").unwrap()
+        );
+    }
+
+    /// A leap second's window end is the instant it is stored as: 23:59:60.5
+    /// is 00:00:00.5, after a start at 00:00:00.2.
+    #[test]
+    fn a_leap_second_window_compares_as_stored() {
+        let mut obj: Value = serde_json::from_str(VALID).unwrap();
+        obj["extras"] = serde_json::json!({
+            "window_start": "2016-12-31T23:59:60.5Z",
+            "window_end": "2017-01-01T00:00:00.2Z"
+        });
+        let error = MetadataRecord::from_json_str(&obj.to_string()).unwrap_err();
+        assert_eq!(error.field, "extras.window_start");
+        obj["extras"]["window_end"] = "2017-01-01T00:00:00.5Z".into();
+        MetadataRecord::from_json_str(&obj.to_string()).unwrap();
     }
 
     #[test]

@@ -31,7 +31,15 @@ pub(crate) struct XRow {
     /// A row of columns' `produced_at` column, in µs (`i64::MIN` without
     /// one, or when it is not an instant); see [`ordered_by_columns`].
     ts: i64,
+    /// A row of columns' `id` column (0 without one, or when it is not a
+    /// non-negative integer).
+    id: u64,
 }
+
+/// Where a row stands in (`produced_at`, `id`) order: for records their
+/// fields; for rows of columns their columns of those names where they
+/// have them, then their arrival.
+type RowKey = (i64, u64, u64);
 
 impl XRow {
     fn from_record(record: StoredRecord) -> Self {
@@ -40,16 +48,17 @@ impl XRow {
             slots: Vec::new(),
             seq: 0,
             ts: i64::MIN,
+            id: 0,
         }
     }
 
     /// Records order by (`produced_at`, `id`); rows of columns by their
-    /// columns of those names where they have them, else by arrival (see
+    /// columns of those names where they have them, then by arrival (see
     /// [`ordered_by_columns`]).
-    fn order(&self) -> (i64, u64) {
+    fn order(&self) -> RowKey {
         match &self.record {
-            Some(r) => (r.record.produced_at.as_micros(), r.id),
-            None => (self.ts, self.seq),
+            Some(r) => (r.record.produced_at.as_micros(), r.id, 0),
+            None => (self.ts, self.id, self.seq),
         }
     }
 
@@ -69,14 +78,15 @@ pub(crate) struct RowRef<'r> {
     slots: &'r [Value],
     seq: u64,
     ts: i64,
+    id: u64,
 }
 
 impl RowRef<'_> {
     /// As [`XRow::order`].
-    fn order(&self) -> (i64, u64) {
+    fn order(&self) -> RowKey {
         match self.record {
-            Some(r) => (r.record.produced_at.as_micros(), r.id),
-            None => (self.ts, self.seq),
+            Some(r) => (r.record.produced_at.as_micros(), r.id, 0),
+            None => (self.ts, self.id, self.seq),
         }
     }
 }
@@ -88,6 +98,7 @@ impl<'r> From<&'r XRow> for RowRef<'r> {
             slots: &row.slots,
             seq: row.seq,
             ts: row.ts,
+            id: row.id,
         }
     }
 }
@@ -182,6 +193,7 @@ fn stats_over_scan<'a>(
                 slots: &[],
                 seq: 0,
                 ts: i64::MIN,
+                id: 0,
             };
             if label_filters.iter().all(|m| label_matches(m, bare))
                 && run_streaming(&streaming, record, &mut slots)
@@ -191,6 +203,7 @@ fn stats_over_scan<'a>(
                     slots: &slots,
                     seq: 0,
                     ts: i64::MIN,
+                    id: 0,
                 });
             }
         })?;
@@ -210,6 +223,7 @@ fn run_streaming(stages: &[CStage], record: &StoredRecord, slots: &mut Vec<Value
                     slots,
                     seq: 0,
                     ts: i64::MIN,
+                    id: 0,
                 };
                 if !eval(e, row).is_true() {
                     return false;
@@ -222,6 +236,7 @@ fn run_streaming(stages: &[CStage], record: &StoredRecord, slots: &mut Vec<Value
                         slots,
                         seq: 0,
                         ts: i64::MIN,
+                        id: 0,
                     };
                     let value = eval(e, row);
                     if *slot >= slots.len() {
@@ -258,9 +273,8 @@ fn label_matches(m: &BoundMatcher, row: RowRef<'_>) -> bool {
 /// Rows of columns ordered as records are, by their `produced_at` and
 /// `id` columns (spec: `latest`, `first`/`last` and `window` order by
 /// (`produced_at`, `id`)): a `produced_at` that is not an instant, or an
-/// `id` that is not a non-negative integer, orders first. Without an `id`
-/// column, rows of one `produced_at` keep their arrival order; without
-/// either, arrival order is all there is.
+/// `id` that is not a non-negative integer, orders first; rows equal in
+/// both keep their arrival order (see [`XRow::order`]).
 fn ordered_by_columns(rows: RowIter<'_>, order: RowOrder) -> RowIter<'_> {
     Box::new(rows.map(move |row| {
         let mut row = row?;
@@ -272,7 +286,7 @@ fn ordered_by_columns(rows: RowIter<'_>, order: RowOrder) -> RowIter<'_> {
                 };
             }
             if let Some(slot) = order.id {
-                row.seq = match row.slots.get(slot) {
+                row.id = match row.slots.get(slot) {
                     Some(Value::Int(id)) => u64::try_from(*id).unwrap_or(0),
                     _ => 0,
                 };
@@ -312,6 +326,7 @@ fn apply<'a>(stage: CStage, order: Option<RowOrder>, rows: RowIter<'a>) -> RowIt
                     slots: exprs.iter().map(|e| eval(e, &row)).collect(),
                     seq,
                     ts: i64::MIN,
+                    id: 0,
                 })
             }))
         }
@@ -636,6 +651,7 @@ impl<'q> Grouping<'q> {
                 slots: key.chain(done).collect(),
                 seq: i as u64,
                 ts: i64::MIN,
+                id: 0,
             }
         }))
     }
@@ -1001,20 +1017,26 @@ fn reuse_frames() -> bool {
 }
 
 /// Welford's state (count, mean, sum of squared deviations from the
-/// mean) of `n` integers whose sum and sum of squares are given: the sum
-/// of squared deviations is `(n * squares - sum^2) / n`, exact in `i128`
-/// up to its last division (beyond that range, computed in `f64`).
+/// mean) of `n` integers whose sum and sum of squares are given. The sum of
+/// squared deviations is `squares - sum^2 / n`; with `sum = q * n + r`
+/// (`0 <= r < n`) that is `squares - q * (sum + r) - r^2 / n`, whose first
+/// part is exact in `i128` (it lies between 0 and `squares`), so only the
+/// small `r^2 / n` and the final conversion round. Subtracting the two
+/// large terms in `f64` instead leaves rounding noise: two values near
+/// 6.8e18 one apart gave a deviation of 1.4e11.
 fn welford_from_sums(n: u64, sum: i128, squares: i128) -> (u64, f64, f64) {
     if n == 0 {
         return (0, 0.0, 0.0);
     }
     let count = i128::from(n);
-    let m2 = match count
-        .checked_mul(squares)
-        .zip(sum.checked_mul(sum))
-        .and_then(|(a, b)| a.checked_sub(b))
-    {
-        Some(scaled) => scaled as f64 / n as f64,
+    let (q, r) = (sum.div_euclid(count), sum.rem_euclid(count));
+    let exact = sum
+        .checked_add(r)
+        .and_then(|s| q.checked_mul(s))
+        .and_then(|qs| squares.checked_sub(qs));
+    let m2 = match exact {
+        Some(d) => (d as f64 - (r as f64) * (r as f64) / n as f64).max(0.0),
+        // Not reached (`q * (sum + r)` is at most `squares`); kept finite.
         None => {
             let mean = sum as f64 / n as f64;
             (squares as f64 - mean * sum as f64).max(0.0)
@@ -1076,7 +1098,7 @@ enum State {
         /// asks for the value after every row), else sorted at the end.
         sorted: bool,
     },
-    Pick(Option<((i64, u64), Value)>),
+    Pick(Option<(RowKey, Value)>),
     /// `min`/`max` in a sliding window frame (see [`Acc::for_window`]):
     /// per kind of value, the rows that can still be the extreme once
     /// older rows leave, each with its place in the feeding order, best
@@ -1084,7 +1106,7 @@ enum State {
     SlidingExtreme(Box<SlidingExtremes>),
     /// `first`/`last` in a sliding window frame: the frame's rows, in the
     /// order fed (which is row order).
-    SlidingPick(VecDeque<((i64, u64), Value)>),
+    SlidingPick(VecDeque<(RowKey, Value)>),
 }
 
 /// The smallest (or largest) number, instant and string fed, the first
@@ -1278,7 +1300,7 @@ impl Acc {
         }
     }
 
-    fn feed(&mut self, value: Value, order: (i64, u64)) {
+    fn feed(&mut self, value: Value, order: RowKey) {
         let is_max = self.func == AggFn::Max;
         let is_last = self.func == AggFn::Last;
         match &mut self.state {
@@ -1909,6 +1931,7 @@ mod tests {
                 slots: &[],
                 seq: 0,
                 ts: i64::MIN,
+                id: 0,
             };
             for micros in [
                 1,
@@ -2128,15 +2151,21 @@ mod tests {
         }
     }
 
-    /// Integer averages and deviations are exact up to their last
-    /// rounding, where a float sum or Welford's running mean loses them:
-    /// 2^53 + 1 + 1 summed in f64 is 2^53, and 2^60 + 1, 2^60 + 2 and
-    /// 2^60 + 3 are all 2^60 as floats (a deviation of 0, not 1).
+    /// Integer averages and deviations are summed exactly, where a float
+    /// sum or Welford's running mean loses them: 2^53 + 1 + 1 summed in f64
+    /// is 2^53, and 2^60 + 1, 2^60 + 2 and 2^60 + 3 are all 2^60 as floats
+    /// (a deviation of 0, not 1). Two values near 6.8e18 one apart have a
+    /// deviation of sqrt(1/2), which a difference of their sums taken in
+    /// f64 turned into 1.4e11.
     #[test]
     fn integer_averages_and_deviations_are_exact() {
         let values = [("a", 1i64 << 53), ("a", 1), ("a", 1)]
             .into_iter()
-            .chain([1, 2, 3].map(|d| ("s", (1i64 << 60) + d)));
+            .chain([1, 2, 3].map(|d| ("s", (1i64 << 60) + d)))
+            .chain([
+                ("b", 6_817_960_789_916_693_799),
+                ("b", 6_817_960_789_916_693_798),
+            ]);
         let run = rows_of(values.enumerate().map(|(i, (kind, x))| {
             format!(
                 r#"{{"kind":"{kind}","target":{{"table":"t"}},"payload":{{"x":{x}}},"produced_at":"2024-01-01T00:0{i}:00Z","producer_id":"p"}}"#
@@ -2151,6 +2180,10 @@ mod tests {
         assert_eq!(
             run("s | stats stddev(payload.x)"),
             format!("[Values([{:?}])]", serde_json::json!(1.0))
+        );
+        assert_eq!(
+            run("b | stats stddev(payload.x)"),
+            format!("[Values([{:?}])]", serde_json::json!(0.5f64.sqrt()))
         );
     }
 
@@ -2183,6 +2216,19 @@ mod tests {
             )),
             "[Values([Number(3), Number(4)]), Values([Number(2), Number(3)]), \
              Values([Number(1), Number(2)]), Values([Number(4), Number(1)])]"
+        );
+        // An `id` column that is no id orders nothing: rows of one instant
+        // keep their arrival (ids 3 then 2 here), as without one.
+        let no_id = "k | sort id desc | select produced_at, kind as id, id as x";
+        assert_eq!(
+            run(&format!("{no_id} | stats first(x), last(x)")),
+            "[Values([Number(4), Number(2)])]"
+        );
+        assert_eq!(
+            run(&format!(
+                "{no_id} | window last(x) as l rows -9 .. 9 | limit 1 | select l"
+            )),
+            "[Values([Number(2)])]"
         );
         // Only `id` kept: it orders. Neither kept: arrival order.
         let by_id = "k | sort produced_at desc | select id | stats first(id), last(id)";
