@@ -197,28 +197,35 @@ impl Before {
 
     /// Removes the store the command created, and nothing that was there
     /// before: the directory if it is new, else the database file and the
-    /// log if they are. Only a store that holds no records, opened for
-    /// writing here (so no other process is using it): one another process
-    /// wrote to meanwhile stays. Best effort: a failure leaves an empty
-    /// store.
+    /// log if they are. Only a store as new (no records, the standard kinds
+    /// as registered), and while holding it open for writing, so no other
+    /// process can be using it meanwhile: one another process opened and
+    /// wrote to since stays. Best effort: a failure leaves an empty store.
     fn remove_what_open_created(&self, db: &Path) {
         if self.db_file || !db.join(DB_FILE).exists() {
             return;
         }
-        let empty = Store::open(db)
-            .and_then(|store| store.partitions())
-            .is_ok_and(|partitions| partitions.is_empty());
-        if !empty {
+        let Ok(store) = Store::open(db) else {
+            return;
+        };
+        let mut kinds = store.kinds();
+        kinds.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut standard = almanac::kinds::standard_kinds();
+        standard.sort_by(|a, b| a.name.cmp(&b.name));
+        let as_new = kinds == standard && store.partitions().is_ok_and(|p| p.is_empty());
+        if !as_new {
             return;
         }
+        // Removed while still held (Unix lets open files be unlinked).
         if !self.dir {
             let _ = std::fs::remove_dir_all(db);
-            return;
+        } else {
+            let _ = std::fs::remove_file(db.join(DB_FILE));
+            if !self.log {
+                let _ = std::fs::remove_dir_all(db.join(LOG_DIR));
+            }
         }
-        let _ = std::fs::remove_file(db.join(DB_FILE));
-        if !self.log {
-            let _ = std::fs::remove_dir_all(db.join(LOG_DIR));
-        }
+        drop(store);
     }
 }
 

@@ -609,7 +609,6 @@ mod tests {
         check("version", Some("-1"), "version");
         check("version", Some("1.5"), "version");
         check("version", Some("\"1\""), "version");
-        check("version", Some("1.5"), "version");
         check("version", Some("-1.0"), "version");
         check("version", Some("1e20"), "version");
         for (text, version) in [("1.0", 1), ("1e0", 1), ("-0", 0), ("-0.0", 0)] {
