@@ -5,6 +5,7 @@ mod common;
 use almanac::query::{Params, ScanRequest};
 use almanac::{MetadataRecord, MetadataRepository, Store, StoredRecord};
 use common::*;
+use serde_json::json;
 
 /// A batch of one invalid record reported no batch index (it was treated as
 /// a single `store`), so importers could not name the line.
@@ -233,4 +234,120 @@ fn a_numeric_looking_binding_matches_a_label_as_written() {
     params.insert_int("t", 2024);
     let err = found(&params).unwrap_err().to_string();
     assert!(err.contains("label `table` matches strings"), "{err}");
+}
+
+/// A kind registered without a schema had no schema version at all, so a
+/// record of it naming `"version": 1` was refused (spec §1a: every kind
+/// has a payload schema, which `version` names). It now gets version 1,
+/// any object.
+#[test]
+fn a_kind_registered_without_a_schema_refused_version_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .register_kind(almanac::kinds::KindSpec::new("bare", "no schema given"))
+        .unwrap();
+    assert_eq!(
+        store.kind("bare").unwrap().schemas,
+        vec![json!({"type": "object"})]
+    );
+    let mut record = volume(1, 1, 5);
+    record.kind = "bare".into();
+    record.payload.insert("anything".into(), json!([1, "x"]));
+    for version in [None, Some(1)] {
+        record.version = version;
+        record.producer_id = format!("p{version:?}");
+        store.store(&record).unwrap();
+    }
+    record.version = Some(2);
+    let error = store.store(&record).unwrap_err().to_string();
+    assert!(
+        error.contains("version") && error.contains("only version 1"),
+        "{error}"
+    );
+}
+
+/// An integer beyond u64 was read as the nearest float: the value written
+/// back changed, and two records differing only there were one record.
+#[test]
+fn integers_beyond_u64_were_rounded_and_merged_as_duplicates() {
+    let text = |n: &str| {
+        format!(
+            r#"{{"kind":"k","target":{{"table":"t"}},"payload":{{"n":{n}}},"produced_at":"2024-01-10T05:00:00Z","producer_id":"p"}}"#
+        )
+    };
+    let error = MetadataRecord::from_json_str(&text("123456789012345678901")).unwrap_err();
+    assert_eq!(error.field, "payload.n");
+    assert!(MetadataRecord::from_json_str(&text("18446744073709551615")).is_ok());
+    assert!(MetadataRecord::from_json_str(&text("1.2345678901234568e20")).is_ok());
+}
+
+/// `produced_at` took a space for `T` and a second of 60 at any minute,
+/// which `payload.watermark` (JSON Schema `date-time`) refused; and window
+/// ends 100 ns apart in the wrong order passed, being compared in µs.
+#[test]
+fn record_timestamps_followed_a_looser_rule_than_the_watermark() {
+    let with = |produced_at: &str, window: (&str, &str)| {
+        MetadataRecord::from_json_str(&format!(
+            r#"{{"kind":"k","target":{{"table":"t"}},"payload":{{}},"produced_at":"{produced_at}","producer_id":"p","extras":{{"window_start":"{}","window_end":"{}"}}}}"#,
+            window.0, window.1
+        ))
+        .map_err(|e| e.field)
+    };
+    let day = ("2024-01-09T00:00:00Z", "2024-01-10T00:00:00Z");
+    assert!(with("2024-01-10T05:00:00Z", day).is_ok());
+    for bad in ["2024-01-10 05:00:00Z", "2024-01-10T05:00:60Z"] {
+        assert_eq!(with(bad, day).unwrap_err(), "produced_at");
+    }
+    let reversed = (
+        "2024-01-10T00:00:00.0000002Z",
+        "2024-01-10T00:00:00.0000001Z",
+    );
+    assert_eq!(
+        with("2024-01-10T05:00:00Z", reversed).unwrap_err(),
+        "extras.window_start"
+    );
+}
+
+/// After a `select` that kept `produced_at`, `latest` kept the row that
+/// came last, not the newest: rows of columns were ordered by arrival.
+#[test]
+fn latest_after_select_kept_the_last_row_to_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .bulk_store(&[volume(1, 1, 10), volume(1, 3, 30), volume(1, 2, 20)])
+        .unwrap();
+    let out = store
+        .query(
+            "ingestion_volume | sort produced_at desc | select produced_at, payload.rows as rows, \
+             kind, target | latest",
+            &Params::new(),
+        )
+        .unwrap();
+    let rows: Vec<String> = out.rows.iter().map(|r| format!("{r:?}")).collect();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].contains("Number(30)"), "{rows:?}");
+}
+
+/// `stddev` of integers near 6.8e18 was noise (1.4e11 for two values one
+/// apart): the sums overflowed i128 and their difference was taken in f64.
+#[test]
+fn stddev_of_large_integers_was_rounding_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .bulk_store(&[
+            volume(1, 1, 6_817_960_789_916_693_799),
+            volume(1, 2, 6_817_960_789_916_693_798),
+        ])
+        .unwrap();
+    let out = store
+        .query(
+            "ingestion_volume | stats stddev(payload.rows)",
+            &Params::new(),
+        )
+        .unwrap();
+    let row = format!("{:?}", out.rows[0]);
+    assert!(row.contains(&format!("{:?}", 0.5f64.sqrt())), "{row}");
 }

@@ -1586,32 +1586,3 @@ fn a_damaged_store_gives_errors_not_panics() {
         other => panic!("expected an internal failure, got {other:?}"),
     }
 }
-
-/// Spec §1a: every kind has a payload schema, and a record's `version`
-/// names one. A kind registered with none gets version 1, any object.
-#[test]
-fn a_kind_registered_without_a_schema_has_version_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    store
-        .register_kind(almanac::kinds::KindSpec::new("bare", "no schema given"))
-        .unwrap();
-    assert_eq!(
-        store.kind("bare").unwrap().schemas,
-        vec![json!({"type": "object"})]
-    );
-    let mut record = volume(1, 1, 5);
-    record.kind = "bare".into();
-    record.payload.insert("anything".into(), json!([1, "x"]));
-    for version in [None, Some(1)] {
-        record.version = version;
-        record.producer_id = format!("p{version:?}");
-        store.store(&record).unwrap();
-    }
-    record.version = Some(2);
-    let error = store.store(&record).unwrap_err().to_string();
-    assert!(
-        error.contains("version") && error.contains("only version 1"),
-        "{error}"
-    );
-}
