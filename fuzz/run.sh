@@ -8,7 +8,7 @@ seconds=${1:-60}
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 "$here/seed.sh"
-for target in parse roundtrip; do
+for target in parse roundtrip record; do
     echo "== fuzzing $target for ${seconds}s"
     RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir "$here" "$target" "$here/corpus/$target" -- \
         -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048
