@@ -27,13 +27,41 @@ pub(crate) struct XRow {
     pub(crate) record: Option<StoredRecord>,
     pub(crate) slots: Vec<Value>,
     /// Arrival order of rows made by `select`/`stats`.
-    pub(crate) seq: u64,
-    /// A row of columns' `produced_at` column, in µs (`i64::MIN` without
-    /// one, or when it is not an instant); see [`ordered_by_columns`].
+    /// Where a row of columns stands (unused for records).
+    key: ColumnKey,
+}
+
+/// Where a row of columns stands in (`produced_at`, `id`) order: see
+/// [`ordered_by_columns`]. Rows hold it and views borrow it, which keeps
+/// [`RowRef`] (copied at each level of an expression's evaluation) small.
+#[derive(Clone, Copy, Debug)]
+struct ColumnKey {
+    /// The `produced_at` column, in µs (`i64::MIN` without one, or when it
+    /// is not an instant).
     ts: i64,
-    /// A row of columns' `id` column (0 without one, or when it is not a
-    /// non-negative integer).
+    /// The `id` column (0 without one, or when it is not a non-negative
+    /// integer).
     id: u64,
+    /// The row's place in arrival order.
+    seq: u64,
+}
+
+impl ColumnKey {
+    /// No columns to order by.
+    const NONE: ColumnKey = ColumnKey::arrival(0);
+
+    /// The key of the `seq`-th row to arrive, before any column orders it.
+    const fn arrival(seq: u64) -> Self {
+        ColumnKey {
+            ts: i64::MIN,
+            id: 0,
+            seq,
+        }
+    }
+
+    fn order(&self) -> RowKey {
+        (self.ts, self.id, self.seq)
+    }
 }
 
 /// Where a row stands in (`produced_at`, `id`) order: for records their
@@ -46,9 +74,7 @@ impl XRow {
         XRow {
             record: Some(record),
             slots: Vec::new(),
-            seq: 0,
-            ts: i64::MIN,
-            id: 0,
+            key: ColumnKey::NONE,
         }
     }
 
@@ -58,7 +84,7 @@ impl XRow {
     fn order(&self) -> RowKey {
         match &self.record {
             Some(r) => (r.record.produced_at.as_micros(), r.id, 0),
-            None => (self.ts, self.id, self.seq),
+            None => self.key.order(),
         }
     }
 
@@ -76,9 +102,7 @@ impl XRow {
 pub(crate) struct RowRef<'r> {
     record: Option<&'r StoredRecord>,
     slots: &'r [Value],
-    seq: u64,
-    ts: i64,
-    id: u64,
+    key: &'r ColumnKey,
 }
 
 impl RowRef<'_> {
@@ -86,7 +110,7 @@ impl RowRef<'_> {
     fn order(&self) -> RowKey {
         match self.record {
             Some(r) => (r.record.produced_at.as_micros(), r.id, 0),
-            None => (self.ts, self.id, self.seq),
+            None => self.key.order(),
         }
     }
 }
@@ -96,9 +120,7 @@ impl<'r> From<&'r XRow> for RowRef<'r> {
         RowRef {
             record: row.record.as_ref(),
             slots: &row.slots,
-            seq: row.seq,
-            ts: row.ts,
-            id: row.id,
+            key: &row.key,
         }
     }
 }
@@ -191,9 +213,7 @@ fn stats_over_scan<'a>(
             let bare = RowRef {
                 record: Some(record),
                 slots: &[],
-                seq: 0,
-                ts: i64::MIN,
-                id: 0,
+                key: &ColumnKey::NONE,
             };
             if label_filters.iter().all(|m| label_matches(m, bare))
                 && run_streaming(&streaming, record, &mut slots)
@@ -201,9 +221,7 @@ fn stats_over_scan<'a>(
                 grouping.add(RowRef {
                     record: Some(record),
                     slots: &slots,
-                    seq: 0,
-                    ts: i64::MIN,
-                    id: 0,
+                    key: &ColumnKey::NONE,
                 });
             }
         })?;
@@ -221,9 +239,7 @@ fn run_streaming(stages: &[CStage], record: &StoredRecord, slots: &mut Vec<Value
                 let row = RowRef {
                     record: Some(record),
                     slots,
-                    seq: 0,
-                    ts: i64::MIN,
-                    id: 0,
+                    key: &ColumnKey::NONE,
                 };
                 if !eval(e, row).is_true() {
                     return false;
@@ -234,9 +250,7 @@ fn run_streaming(stages: &[CStage], record: &StoredRecord, slots: &mut Vec<Value
                     let row = RowRef {
                         record: Some(record),
                         slots,
-                        seq: 0,
-                        ts: i64::MIN,
-                        id: 0,
+                        key: &ColumnKey::NONE,
                     };
                     let value = eval(e, row);
                     if *slot >= slots.len() {
@@ -280,13 +294,13 @@ fn ordered_by_columns(rows: RowIter<'_>, order: RowOrder) -> RowIter<'_> {
         let mut row = row?;
         if row.record.is_none() {
             if let Some(slot) = order.produced_at {
-                row.ts = match row.slots.get(slot) {
+                row.key.ts = match row.slots.get(slot) {
                     Some(Value::Instant(ts)) => ts.as_micros(),
                     _ => i64::MIN,
                 };
             }
             if let Some(slot) = order.id {
-                row.id = match row.slots.get(slot) {
+                row.key.id = match row.slots.get(slot) {
                     Some(Value::Int(id)) => u64::try_from(*id).unwrap_or(0),
                     _ => 0,
                 };
@@ -324,9 +338,7 @@ fn apply<'a>(stage: CStage, order: Option<RowOrder>, rows: RowIter<'a>) -> RowIt
                 Ok(XRow {
                     record: None,
                     slots: exprs.iter().map(|e| eval(e, &row)).collect(),
-                    seq,
-                    ts: i64::MIN,
-                    id: 0,
+                    key: ColumnKey::arrival(seq),
                 })
             }))
         }
@@ -649,9 +661,7 @@ impl<'q> Grouping<'q> {
             XRow {
                 record: None,
                 slots: key.chain(done).collect(),
-                seq: i as u64,
-                ts: i64::MIN,
-                id: 0,
+                key: ColumnKey::arrival(i as u64),
             }
         }))
     }
@@ -1929,9 +1939,7 @@ mod tests {
             let row = RowRef {
                 record: Some(&stored),
                 slots: &[],
-                seq: 0,
-                ts: i64::MIN,
-                id: 0,
+                key: &ColumnKey::NONE,
             };
             for micros in [
                 1,
