@@ -342,6 +342,11 @@ fn refused_commands_create_no_store() {
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert_eq!(std::fs::read_dir(&db).unwrap().count(), 0, "{args:?}");
     }
+    // Parents the open created go too.
+    let deep = dir.path().join("deep").join("a").join("b");
+    let (code, _, _) = parts(&run(&deep, &["kinds", "show", "no_such_kind"]));
+    assert_eq!(code, 2);
+    assert!(!dir.path().join("deep").exists());
     // On an existing store, the store stays.
     let db = dir.path().join("kept");
     import(dir.path(), &db, &[volume_line(1, 1, 1)]);

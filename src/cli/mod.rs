@@ -184,19 +184,31 @@ struct Before {
     dir: bool,
     db_file: bool,
     log: bool,
+    /// The outermost directory of `db`'s path that did not exist (the
+    /// store's open creates every missing one): what goes if the store does.
+    outermost_missing: PathBuf,
 }
 
 impl Before {
     fn look(db: &Path) -> Self {
+        let mut outermost_missing = db.to_path_buf();
+        while let Some(parent) = outermost_missing.parent() {
+            if parent.as_os_str().is_empty() || parent.exists() {
+                break;
+            }
+            outermost_missing = parent.to_path_buf();
+        }
         Before {
             dir: db.exists(),
             db_file: db.join(DB_FILE).exists(),
             log: db.join(LOG_DIR).exists(),
+            outermost_missing,
         }
     }
 
     /// Removes the store the command created, and nothing that was there
-    /// before: the directory if it is new, else the database file and the
+    /// before: the directory if it is new (with the parents the open made
+    /// for it), else the database file and the
     /// log if they are. Only a store as new (no records, the standard kinds
     /// as registered), and while holding it open for writing, so no other
     /// process can be using it meanwhile: one another process opened and
@@ -218,7 +230,7 @@ impl Before {
         }
         // Removed while still held (Unix lets open files be unlinked).
         if !self.dir {
-            let _ = std::fs::remove_dir_all(db);
+            let _ = std::fs::remove_dir_all(&self.outermost_missing);
         } else {
             let _ = std::fs::remove_file(db.join(DB_FILE));
             if !self.log {
