@@ -1939,7 +1939,7 @@ mod tests {
             let row = RowRef {
                 record: Some(&stored),
                 slots: &[],
-                key: &ColumnKey::NONE,
+                key: &super::ColumnKey::NONE,
             };
             for micros in [
                 1,
