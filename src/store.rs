@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -1098,6 +1098,21 @@ impl Store {
             .and_then(|r| r.get(name).cloned())
     }
 
+    /// The kind registry, locked for a change, once every write prepared
+    /// against it as it was has committed (so the change's checks and
+    /// index work see those writes). Not also waited for before taking the
+    /// lock: under steady writes the count need never reach zero while new
+    /// jobs may still be queued.
+    fn registry_for_change(&self) -> Result<RwLockWriteGuard<'_, KindRegistry>> {
+        let registry = self
+            .inner
+            .registry
+            .write()
+            .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
+        self.inner.in_flight.wait_idle();
+        Ok(registry)
+    }
+
     /// Registers a new kind (its schemas must compile). A kind given no
     /// schema gets `{"type": "object"}` as version 1 (any payload).
     pub fn register_kind(&self, mut spec: KindSpec) -> Result<()> {
@@ -1109,14 +1124,7 @@ impl Store {
                 // which takes any payload object.
                 spec.schemas.push(serde_json::json!({"type": "object"}));
             }
-            let mut registry = self
-                .inner
-                .registry
-                .write()
-                .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
-            // Every write prepared against the registry as it was has committed
-            // before the checks below read the catalog.
-            self.inner.in_flight.wait_idle();
+            let mut registry = self.registry_for_change()?;
             if registry.get(&spec.name).is_some() {
                 return Err(KindError::AlreadyRegistered(spec.name).into());
             }
@@ -1153,16 +1161,7 @@ impl Store {
     /// version, indexed paths); the bucket cannot change once records exist.
     pub fn update_kind(&self, name: &str, change: impl FnOnce(&mut KindSpec)) -> Result<KindSpec> {
         guarded(|| {
-            let mut registry = self
-                .inner
-                .registry
-                .write()
-                .map_err(|_| StorageError::WriterGone("kind registry lock poisoned".into()))?;
-            // As in `register_kind`: every write prepared against the old spec
-            // commits before the checks and the index changes below. (Not also
-            // before taking the lock: under steady writes the count need never
-            // reach zero while new jobs may still be queued.)
-            self.inner.in_flight.wait_idle();
+            let mut registry = self.registry_for_change()?;
             let mut spec = registry
                 .get(name)
                 .cloned()

@@ -41,7 +41,7 @@ impl Timestamp {
     /// normalised to UTC and truncated to microseconds.
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
         let parsed = DateTime::parse_from_rfc3339(text).ok()?;
-        Some(Timestamp(parsed.with_timezone(&Utc).timestamp_micros()))
+        Some(Timestamp::from_datetime(parsed.with_timezone(&Utc)))
     }
 
     /// Parses a record's RFC 3339 timestamp (`produced_at`,
@@ -66,7 +66,7 @@ impl Timestamp {
         Some(parsed)
     }
 
-    /// The instant, truncated to microseconds, as [`Timestamp::parse_rfc3339`] does.
+    /// The instant, truncated to microseconds (what every parser here keeps).
     pub fn from_datetime(at: DateTime<Utc>) -> Self {
         Timestamp(at.timestamp_micros())
     }

@@ -26,7 +26,6 @@ use crate::model::{StoredRecord, Timestamp};
 pub(crate) struct XRow {
     pub(crate) record: Option<StoredRecord>,
     pub(crate) slots: Vec<Value>,
-    /// Arrival order of rows made by `select`/`stats`.
     /// Where a row of columns stands (unused for records).
     key: ColumnKey,
 }
@@ -1480,8 +1479,6 @@ impl Acc {
         true
     }
 
-    /// Keeps a percentile's values in order as they are fed, for a caller
-    /// that asks for [`Acc::value`] after every row.
     /// Readies a fresh state for a window frame that slides: percentiles
     /// keep their values sorted (a running frame asks for one after every
     /// row), and `min`, `max`, `first` and `last` keep what lets `remove`
@@ -1521,18 +1518,14 @@ impl Acc {
                     i64::try_from(*ints).map_or(Value::Null, Value::Int)
                 }
             }
+            // `floats` is 0.0 without floats, and `x + 0.0` is `x`.
             State::Avg {
-                ints,
-                floats,
-                any_float,
-                n,
+                ints, floats, n, ..
             } => {
                 if *n == 0 {
                     Value::Null
-                } else if *any_float {
-                    float((*ints as f64 + floats) / *n as f64)
                 } else {
-                    float(*ints as f64 / *n as f64)
+                    float((*ints as f64 + floats) / *n as f64)
                 }
             }
             State::Extreme(extremes) => extremes.value(),
