@@ -306,6 +306,32 @@ fn beat(t: usize, hours: i64, rows: i64) -> almanac::MetadataRecord {
 }
 
 #[test]
+fn a_record_older_than_an_expired_latest_entry_becomes_the_latest() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(BASE + 10 * DAY));
+    let store = open_at(dir.path(), &now);
+    register_heartbeat(&store, 3);
+    store.store(&beat(1, 24 * 8 + 1, 1)).unwrap();
+    store
+        .apply_retention_at(ts(BASE + 12 * DAY), false)
+        .unwrap();
+    // Older than the expired entry the writer had seen for the pair, and
+    // still inside the retention by the clock: the pair's only record.
+    let older = store.store(&beat(1, 24 * 7 + 3, 2)).unwrap();
+    let want = Some(older.id);
+    assert_eq!(
+        store.latest(&target(1), "heartbeat").unwrap().map(|r| r.id),
+        want
+    );
+    drop(store);
+    let store = open_at(dir.path(), &now);
+    assert_eq!(
+        store.latest(&target(1), "heartbeat").unwrap().map(|r| r.id),
+        want
+    );
+}
+
+#[test]
 fn expired_tables_are_purged_after_the_expiry_and_new_writes_to_their_bucket_survive() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(std::sync::atomic::AtomicI64::new(BASE + 10 * DAY));

@@ -304,6 +304,8 @@ struct PartTables<'txn, 'g> {
     by_run: Table<'txn, (&'static str, i64, u64), ()>,
     paths: HashMap<String, PathIndexTable<'txn>>,
     info: PartitionInfo,
+    /// Its kind's number in the transaction (see `write_locked`).
+    kind_no: usize,
     /// The producer dictionary ids of this transaction's new records
     /// here, for the partition's summary (a partition has few).
     new_producers: Vec<u64>,
@@ -333,6 +335,7 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
         catalog: &CatalogTable<'_>,
         key: &PartitionKey,
         bucket: Bucket,
+        kind_no: usize,
     ) -> Result<Self> {
         let name = |t| part_table_name(key, t);
         let info = match catalog.get((key.kind.as_str(), key.bucket_start))? {
@@ -347,6 +350,7 @@ impl<'txn, 'g> PartTables<'txn, 'g> {
             by_run: txn.open_table(by_run_def(&name(PartTable::ByRun)))?,
             paths: HashMap::default(),
             info,
+            kind_no,
             new_producers: Vec::new(),
             pending_records: Vec::new(),
             pending_run: Vec::new(),
@@ -567,17 +571,53 @@ where
 /// entry. Only write transactions touch it, under its lock. Entries are
 /// added as a transaction writes them; if the transaction then fails, the
 /// whole cache is cleared, so it never holds what was not committed.
+///
+/// A target's latest entries sit beside its id, so a record costs one
+/// lookup by its target's name for both (a target has a handful of kinds,
+/// searched in order).
 #[derive(Debug, Default)]
 pub(crate) struct WriteCache {
-    targets: HashMap<String, u64>,
+    targets: HashMap<String, TargetFacts>,
     producers: HashMap<String, u64>,
-    /// kind → target name → (produced_at, id) of the latest entry.
-    latest: HashMap<String, HashMap<String, (i64, u64)>>,
+}
+
+/// What [`WriteCache`] knows of one target.
+#[derive(Debug)]
+struct TargetFacts {
+    /// Its dictionary id.
+    id: u64,
+    /// kind → (produced_at, id) of the `latest` entry, for the kinds
+    /// looked up so far (absent: not looked up; a kind with no entry is
+    /// not cached).
+    latest: Vec<(Box<str>, (i64, u64))>,
+}
+
+impl TargetFacts {
+    fn latest_mut(&mut self, kind: &str) -> Option<&mut (i64, u64)> {
+        self.latest
+            .iter_mut()
+            .find(|(k, _)| &**k == kind)
+            .map(|(_, order)| order)
+    }
+
+    fn set_latest(&mut self, kind: &str, order: (i64, u64)) {
+        match self.latest_mut(kind) {
+            Some(slot) => *slot = order,
+            None => self.latest.push((kind.into(), order)),
+        }
+    }
 }
 
 impl WriteCache {
     fn clear(&mut self) {
         *self = WriteCache::default();
+    }
+
+    /// Forgets every latest entry of `kind` (retention removed some).
+    fn forget_latest(&mut self, kind: &str) {
+        for facts in self.targets.values_mut() {
+            facts.latest.retain(|(k, _)| &**k != kind);
+        }
     }
 }
 
@@ -606,48 +646,40 @@ fn dict_id(
     Ok(id)
 }
 
-/// Looks up or assigns the id of a prepared record's target.
-fn dict_target_id(
+/// What the cache knows of a prepared record's target, its id looked up
+/// or assigned first.
+fn target_facts<'c>(
     targets: &mut Table<'_, &'static str, (u64, &'static str, &'static str, &'static str)>,
     meta: &mut Table<'_, &'static str, u64>,
     prepared: &PreparedRecord,
-    cache: &mut HashMap<String, u64>,
-) -> Result<u64> {
+    cache: &'c mut HashMap<String, TargetFacts>,
+) -> Result<&'c mut TargetFacts> {
     let name = prepared.target_key();
-    if let Some(id) = cache.get(name) {
-        return Ok(*id);
+    // Two lookups on a miss (once per target) keep the hit to one without
+    // copying the name.
+    if !cache.contains_key(name) {
+        let existing = targets.get(name)?.map(|v| v.value().0);
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let id = meta.get(META_NEXT_TARGET_ID)?.map_or(1, |v| v.value());
+                meta.insert(META_NEXT_TARGET_ID, id + 1)?;
+                let (source_id, schema, table) = prepared.target_parts();
+                targets.insert(name, (id, source_id, schema, table))?;
+                id
+            }
+        };
+        cache.insert(
+            name.to_owned(),
+            TargetFacts {
+                id,
+                latest: Vec::new(),
+            },
+        );
     }
-    let existing = targets.get(name)?.map(|v| v.value().0);
-    let id = match existing {
-        Some(id) => id,
-        None => {
-            let id = meta.get(META_NEXT_TARGET_ID)?.map_or(1, |v| v.value());
-            meta.insert(META_NEXT_TARGET_ID, id + 1)?;
-            let (source_id, schema, table) = prepared.target_parts();
-            targets.insert(name, (id, source_id, schema, table))?;
-            id
-        }
-    };
-    cache.insert(name.to_owned(), id);
-    Ok(id)
-}
-
-fn set_latest(
-    cache: &mut HashMap<String, HashMap<String, (i64, u64)>>,
-    kind: &str,
-    target: &str,
-    order: (i64, u64),
-) {
-    let per_kind = match cache.get_mut(kind) {
-        Some(m) => m,
-        None => cache.entry(kind.to_owned()).or_default(),
-    };
-    match per_kind.get_mut(target) {
-        Some(slot) => *slot = order,
-        None => {
-            per_kind.insert(target.to_owned(), order);
-        }
-    }
+    cache
+        .get_mut(name)
+        .ok_or_else(|| super::StorageError::Corrupt("write cache lost a target".into()))
 }
 
 /// A dropped (or, in a dry run, droppable) partition.
@@ -781,9 +813,12 @@ impl Engine {
                 HashMap::default();
             let mut next_id = meta.get(META_NEXT_ID)?.map_or(1, |v| v.value());
             let mut outcomes = Vec::new();
-            // (kind, target) → the newest record of this transaction for it,
-            // when newer than the committed latest entry.
-            let mut new_latest: HashMap<(&str, &str), (i64, u64)> = HashMap::default();
+            // (target id, kind number) → (kind, target, produced_at, id) of
+            // the newest record of this transaction for the pair, when newer
+            // than the committed latest entry. Kind numbers are the order
+            // in which this transaction met the kinds (`kinds`).
+            let mut new_latest: HashMap<(u64, usize), (&str, &str, i64, u64)> = HashMap::default();
+            let mut kinds: Vec<&str> = Vec::new();
             // The `latest` keys written, for the latest cache (if on).
             let mut latest_changed = Vec::new();
             let cache_on = self.db.latest_cache().enabled();
@@ -801,13 +836,22 @@ impl Engine {
                         Entry::Occupied(entry) => entry.into_mut(),
                         Entry::Vacant(entry) => {
                             let key = prepared.partition();
-                            let opened = PartTables::open(&txn, &catalog, &key, prepared.bucket)?;
+                            let kind_no = match kinds.iter().position(|k| *k == kind) {
+                                Some(no) => no,
+                                None => {
+                                    kinds.push(kind);
+                                    kinds.len() - 1
+                                }
+                            };
+                            let opened =
+                                PartTables::open(&txn, &catalog, &key, prepared.bucket, kind_no)?;
                             entry.insert((key, opened))
                         }
                     };
                     let ts = prepared.produced_at;
-                    let target_id =
-                        dict_target_id(&mut targets, &mut meta, prepared, &mut cache.targets)?;
+                    let facts =
+                        target_facts(&mut targets, &mut meta, prepared, &mut cache.targets)?;
+                    let target_id = facts.id;
                     let encoded = prepared.encoded();
                     if let Some(id) = part.find_duplicate(target_id, ts, encoded)? {
                         group_outcomes.push(WriteOutcome::Duplicate(id));
@@ -817,6 +861,24 @@ impl Engine {
                     next_id += 1;
                     part.pending_records.push(((ts, id), encoded));
                     part.add_new(target_id, ts, id, encoded);
+                    let target_key = prepared.target_key();
+                    let current = match facts.latest_mut(kind) {
+                        Some(order) => Some(*order),
+                        None => {
+                            let stored = latest
+                                .get(latest_key(kind, target_key).as_str())?
+                                .map(|v| latest_order(v.value()));
+                            if let Some(order) = stored {
+                                facts.set_latest(kind, order);
+                            }
+                            stored
+                        }
+                    };
+                    if current.is_none_or(|order| order < (ts, id)) {
+                        // Written once per pair, in key order, at the end.
+                        new_latest.insert((target_id, part.kind_no), (kind, target_key, ts, id));
+                        facts.set_latest(kind, (ts, id));
+                    }
                     let producer_id = dict_id(
                         &mut producers,
                         &mut meta,
@@ -826,28 +888,6 @@ impl Engine {
                     )?;
                     part.add_index_entries(prepared, producer_id, id);
                     part.info.add(ts, id);
-                    let target_key = prepared.target_key();
-                    let latest_pair = (kind, target_key);
-                    let known = cache
-                        .latest
-                        .get(kind)
-                        .and_then(|m| m.get(target_key))
-                        .copied();
-                    let current = match known {
-                        Some(order) => Some(order),
-                        None => latest
-                            .get(latest_key(kind, target_key).as_str())?
-                            .map(|v| latest_order(v.value())),
-                    };
-                    if current.is_none_or(|order| order < (ts, id)) {
-                        // Written once per pair, in key order, at the end.
-                        new_latest.insert(latest_pair, (ts, id));
-                        set_latest(&mut cache.latest, kind, target_key, (ts, id));
-                    } else if known.is_none() {
-                        if let Some(order) = current {
-                            set_latest(&mut cache.latest, kind, target_key, order);
-                        }
-                    }
                     group_outcomes.push(WriteOutcome::Stored(id));
                 }
                 if group.len() >= FLUSH_GROUP_MIN {
@@ -860,10 +900,10 @@ impl Engine {
                 outcomes.push(group_outcomes);
             }
             meta.insert(META_NEXT_ID, next_id)?;
-            let mut new_latest: Vec<_> = new_latest.into_iter().collect();
-            new_latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut new_latest: Vec<_> = new_latest.into_values().collect();
+            new_latest.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
             let mut key = String::new();
-            for ((kind, target), (ts, id)) in new_latest {
+            for (kind, target, ts, id) in new_latest {
                 key.clear();
                 push_latest_key(&mut key, kind, target);
                 latest.insert(key.as_str(), latest_value(ts, id).as_slice())?;
@@ -1070,7 +1110,7 @@ impl Engine {
                     latest.remove(key.as_str())?;
                 }
                 latest_removed.extend(stale);
-                cache.latest.remove(&spec.name);
+                cache.forget_latest(&spec.name);
                 if all_tables.is_none() {
                     all_tables = Some(txn.list_tables()?.map(|t| t.name().to_owned()).collect());
                 }
