@@ -375,26 +375,12 @@ fn long_arithmetic_chains_run_like_their_short_forms() {
         }
         format!("* | where {text}")
     };
-    // Eleven planned levels a nesting level: 82 fit the tree limit.
-    let fits = (query::MAX_TREE_DEPTH - 1) / 11;
-    assert_eq!(ids(&run(&widest(fits))), ids_of(records().iter()));
-    assert!(matches!(
-        query::prepare(&widest(fits + 1)),
-        Err(QueryError::TooDeep {
-            max: query::MAX_TREE_DEPTH,
-            ..
-        })
-    ));
-    // 128 levels are valid syntax; planned, they are too deep to evaluate.
+    // Eleven planned levels a nesting level, six in the syntax tree: all
+    // 128 levels the spec allows are accepted and run, ~1,400 planned
+    // levels deep (on a test thread's stack: see `CExpr::Deep`).
     let text = widest(query::MAX_DEPTH);
     assert!(text.len() < query::MAX_QUERY_BYTES);
-    assert!(matches!(
-        query::prepare(&text),
-        Err(QueryError::TooDeep {
-            max: query::MAX_TREE_DEPTH,
-            ..
-        })
-    ));
+    assert_eq!(ids(&run(&text)), ids_of(records().iter()));
 }
 
 #[test]

@@ -351,3 +351,38 @@ fn stddev_of_large_integers_was_rounding_noise() {
     let row = format!("{:?}", out.rows[0]);
     assert!(row.contains(&format!("{:?}", 0.5f64.sqrt())), "{row}");
 }
+
+/// Expressions were evaluated by plain recursion on the caller's thread:
+/// the deepest query the limits allowed overflowed a small thread's stack
+/// and aborted the process, and deeper planned trees (long `and`/`or`
+/// chains at each of 128 nesting levels, valid by the spec) were refused.
+#[test]
+fn deep_expressions_overflowed_a_small_threads_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let stored = store
+        .bulk_store(&[volume(1, 1, 5), volume(2, 2, 7)])
+        .unwrap()
+        .ids;
+    // At each of 128 nesting levels a call under long `or` and `and`
+    // chains: ~1,400 levels once planned, evaluated for every row.
+    let level = format!(
+        "abs({{}}) * 1 + 0 = 0{}{}",
+        " and true".repeat(7),
+        " or true".repeat(15)
+    );
+    let mut text = "payload.rows".to_owned();
+    for _ in 0..almanac::query::MAX_DEPTH {
+        text = level.replace("{}", &text);
+    }
+    let query = format!("* | where {text}");
+    let ids = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn_scoped(scope, || ids_of(&store, &query))
+            .unwrap()
+            .join()
+            .unwrap()
+    });
+    assert_eq!(ids, stored);
+}

@@ -1658,6 +1658,7 @@ fn eval_ref(e: &CExpr, row: RowRef<'_>) -> Value {
             )
         }
         CExpr::Func(f, args) => call(*f, args, row),
+        CExpr::Deep(super::plan::Deep(x)) => super::plan::Deep::with_room(|| eval(x, row)),
     }
 }
 

@@ -53,20 +53,21 @@ pub const MAX_QUERY_BYTES: usize = 64 * 1024;
 /// The deepest nesting accepted: parentheses (but `(now)`), calls, lists.
 pub const MAX_DEPTH: usize = 128;
 
-/// The deepest expression tree accepted, syntax or planned. Operator chains
+/// The deepest syntax tree accepted. Operator chains
 /// are flat (one level however long: [`ast::ExprKind::Logic`],
 /// [`ast::ExprKind::Arith`]) and runs of `not` or `-` are read in a loop,
 /// so a syntax tree grows by at most seven levels (`or`, `and`, `not`, a
 /// comparison, a sum, a product, a minus or a call) per level of nesting:
 /// no query within [`MAX_DEPTH`] reaches this, except with a run of
 /// `not` or unary `-` (no level of nesting, but one node each) of about
-/// as many as this. A planned tree can be
-/// deeper (an `and`/`or` chain is planned as a balanced tree, log2 of its
-/// length deep), and is refused past it: evaluation walks it recursively
-/// on the caller's thread, row by row, and a debug build needs about 1.7
-/// KiB of stack a level there (903 levels ran on a 2 MiB thread, 1,400
-/// did not). Parsing, planning and binding deep text run on a thread of
-/// their own with a 64 MiB stack.
+/// as many as this. A planned tree can be deeper (an `and`/`or` chain is
+/// planned as a balanced tree, log2 of its length deep: ~1,400 levels
+/// for long chains at each of 128 nesting levels) and is not limited: every
+/// 32 levels it holds a guard that makes sure of the stack the next 32
+/// need, switching to a new stack segment when the thread has too little
+/// left, so evaluating, cloning and dropping it fit any thread. Parsing,
+/// planning and binding deep text run on a thread of their own with a
+/// 64 MiB stack.
 pub const MAX_TREE_DEPTH: usize = 7 * (MAX_DEPTH + 1) + 1;
 
 /// The columns of a stream of records (before any computed field).

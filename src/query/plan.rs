@@ -11,7 +11,6 @@
 //! matchers, `producer`/`run_id` equality, time bounds at the head of the
 //! pipeline) into a [`ScanRequest`].
 
-use crate::query::MAX_TREE_DEPTH;
 use std::collections::BTreeMap;
 
 use regex::Regex;
@@ -100,6 +99,48 @@ pub(crate) enum CExpr {
     },
     In(Box<CExpr>, Vec<CExpr>),
     Func(Func, Vec<CExpr>),
+    /// A subtree [`GUARD_EVERY`] levels below the root or below the
+    /// previous guard (see [`guard_deep`]): evaluated, cloned and dropped
+    /// on a stack with room for the next [`GUARD_EVERY`] levels.
+    Deep(Deep),
+}
+
+/// A guarded subtree; see [`CExpr::Deep`].
+#[derive(Debug)]
+pub(crate) struct Deep(pub(crate) Box<CExpr>);
+
+/// Every this many levels of a compiled expression, [`guard_deep`] puts a
+/// [`CExpr::Deep`] node.
+pub(crate) const GUARD_EVERY: usize = 32;
+
+/// The stack a [`CExpr::Deep`] node makes sure of before it recurses:
+/// room for [`GUARD_EVERY`] levels (a debug build needs about 1.7 KiB a
+/// level to evaluate) and the functions at the leaves, with a wide margin.
+const DEEP_RED_ZONE: usize = 256 * 1024;
+
+/// The stack segment a [`CExpr::Deep`] node switches to when the current
+/// stack has less than [`DEEP_RED_ZONE`] left.
+const DEEP_STACK: usize = 2 * 1024 * 1024;
+
+impl Deep {
+    /// Runs `f` where at least [`DEEP_RED_ZONE`] of stack is free: on this
+    /// stack, or on a new segment of [`DEEP_STACK`] bytes.
+    pub(crate) fn with_room<T>(f: impl FnOnce() -> T) -> T {
+        stacker::maybe_grow(DEEP_RED_ZONE, DEEP_STACK, f)
+    }
+}
+
+impl Clone for Deep {
+    fn clone(&self) -> Self {
+        Deep::with_room(|| Deep(self.0.clone()))
+    }
+}
+
+impl Drop for Deep {
+    fn drop(&mut self) {
+        let inner = std::mem::replace(&mut *self.0, CExpr::Const(Value::Null));
+        Deep::with_room(move || drop(inner));
+    }
 }
 
 /// The pattern of `=~` / `!~`.
@@ -321,8 +362,8 @@ pub(crate) fn compile(query: &Query) -> Result<Plan, QueryError> {
     let mut stages: Vec<PlanStage> = Vec::new();
     for (origin, stage) in query.stages.iter().enumerate() {
         let order = RowOrder::of(&scope);
-        let compiled = compile_stage(stage, &mut scope)?;
-        check_compiled_depth(&compiled, stage.span)?;
+        let mut compiled = compile_stage(stage, &mut scope)?;
+        for_each_expr_mut(&mut compiled, &mut |e| guard_deep(e, 0));
         // `sort | limit` runs as one bounded top-N.
         if let CStage::Limit(n) = &compiled {
             if let Some(PlanStage {
@@ -1278,25 +1319,79 @@ fn collect_params(e: &CExpr, add: &mut dyn FnMut(&str, Span)) {
     }
 }
 
-/// Refuses a stage whose compiled expressions are deeper than
-/// [`MAX_TREE_DEPTH`]: they are evaluated recursively on the caller's
-/// thread, row by row. The syntax tree is within the limit already; only
-/// `and`/`or` chains, planned as balanced trees (log2 of their length
-/// deep), can make the compiled one deeper, and only for long chains at
-/// each of dozens of nesting levels.
-fn check_compiled_depth(stage: &CStage, span: Span) -> Result<(), QueryError> {
-    fn depth(e: &CExpr) -> usize {
-        1 + children(e).into_iter().map(depth).max().unwrap_or(0)
+/// [`for_each_expr`], for changing the expressions.
+fn for_each_expr_mut(stage: &mut CStage, f: &mut dyn FnMut(&mut CExpr)) {
+    let aggs = |aggregates: &mut Vec<CAgg>, f: &mut dyn FnMut(&mut CExpr)| {
+        for a in aggregates {
+            a.arg.iter_mut().chain(a.p.iter_mut()).for_each(&mut *f);
+        }
+    };
+    match stage {
+        CStage::Filter(e) | CStage::Limit(e) => f(e),
+        CStage::Latest(list) | CStage::Select(list) => list.iter_mut().for_each(f),
+        CStage::Sort { keys, limit } => {
+            keys.iter_mut().for_each(|(e, _)| f(e));
+            limit.iter_mut().for_each(f);
+        }
+        CStage::Extend(list) => list.iter_mut().for_each(|(_, e)| f(e)),
+        CStage::Stats { aggregates, by } => {
+            aggs(aggregates, f);
+            by.iter_mut().for_each(f);
+        }
+        CStage::Window {
+            aggregates,
+            by,
+            start,
+            end,
+            ..
+        } => {
+            aggs(aggregates, f);
+            by.iter_mut().for_each(&mut *f);
+            f(start);
+            f(end);
+        }
     }
-    let mut deepest = 0;
-    for_each_expr(stage, &mut |e| deepest = deepest.max(depth(e)));
-    if deepest > MAX_TREE_DEPTH {
-        return Err(QueryError::TooDeep {
-            max: MAX_TREE_DEPTH,
-            span,
-        });
+}
+
+/// Wraps every subtree [`GUARD_EVERY`] levels below `e` (`level` is
+/// `e`'s), and every [`GUARD_EVERY`] levels below those, in a
+/// [`CExpr::Deep`] node, so that walking the tree recursively (evaluating
+/// it row by row on the caller's thread or a scan thread, binding, cloning,
+/// dropping) never needs more than [`GUARD_EVERY`] levels of stack beyond
+/// what a guard makes sure of. Trees at most [`GUARD_EVERY`] deep, nearly
+/// all, are left as they are and pay nothing. Runs where the planner
+/// runs: on a large stack when the text may nest deeply.
+fn guard_deep(e: &mut CExpr, level: usize) {
+    for c in children_mut(e) {
+        guard_deep(c, level + 1);
     }
-    Ok(())
+    if level > 0 && level.is_multiple_of(GUARD_EVERY) {
+        let inner = std::mem::replace(e, CExpr::Const(Value::Null));
+        *e = CExpr::Deep(Deep(Box::new(inner)));
+    }
+}
+
+fn children_mut(e: &mut CExpr) -> Vec<&mut CExpr> {
+    match e {
+        CExpr::Const(_)
+        | CExpr::Param { .. }
+        | CExpr::Now(_)
+        | CExpr::Rec(..)
+        | CExpr::Slot(..) => Vec::new(),
+        CExpr::Time(x, ..)
+        | CExpr::Exists(x)
+        | CExpr::Neg(x)
+        | CExpr::Not(x)
+        | CExpr::IsNull(x, _)
+        | CExpr::Deep(Deep(x)) => vec![x],
+        CExpr::Regex { expr, .. } => vec![expr],
+        CExpr::And(a, b) | CExpr::Or(a, b) | CExpr::Cmp(_, a, b) => vec![a, b],
+        CExpr::Arith(first, rest) => std::iter::once(&mut **first)
+            .chain(rest.iter_mut().map(|(_, x)| x))
+            .collect(),
+        CExpr::In(x, list) => std::iter::once(&mut **x).chain(list).collect(),
+        CExpr::Func(_, args) => args.iter_mut().collect(),
+    }
 }
 
 fn children(e: &CExpr) -> Vec<&CExpr> {
@@ -1310,7 +1405,8 @@ fn children(e: &CExpr) -> Vec<&CExpr> {
         | CExpr::Exists(x)
         | CExpr::Neg(x)
         | CExpr::Not(x)
-        | CExpr::IsNull(x, _) => vec![x],
+        | CExpr::IsNull(x, _)
+        | CExpr::Deep(Deep(x)) => vec![x],
         CExpr::Regex { expr, .. } => vec![expr],
         CExpr::And(a, b) | CExpr::Or(a, b) | CExpr::Cmp(_, a, b) => vec![a, b],
         CExpr::Arith(first, rest) => std::iter::once(&**first)
@@ -1451,6 +1547,7 @@ fn bind_expr(e: &CExpr, b: &Bindings<'_>) -> Result<CExpr, QueryError> {
             CExpr::Const(Value::Instant(ts))
         }
         CExpr::Const(_) | CExpr::Rec(..) | CExpr::Slot(..) => e.clone(),
+        CExpr::Deep(Deep(x)) => CExpr::Deep(Deep(Deep::with_room(|| sub(x))?)),
         CExpr::Exists(x) => CExpr::Exists(sub(x)?),
         CExpr::Neg(x) => CExpr::Neg(sub(x)?),
         CExpr::Not(x) => CExpr::Not(sub(x)?),
