@@ -386,3 +386,33 @@ fn deep_expressions_overflowed_a_small_threads_stack() {
     });
     assert_eq!(ids, stored);
 }
+
+/// A line with an `"id"` was allowed the length of a line the store writes
+/// (1 MiB + 64 KiB and the id), so a producer's record over the spec's
+/// 1 MiB was stored just by carrying an id. Only the store's own line for a
+/// record (an export's) may be longer now.
+#[test]
+fn an_id_lifted_the_1_mib_limit_from_any_record() {
+    let max = almanac::model::MAX_RECORD_BYTES;
+    let head = r#"{"id":1,"kind":"k","target":{"table":"t"},"producer_id":"p","produced_at":"2024-01-01T00:00:00Z","payload":{"s":""#;
+    let tail = r#""}}"#;
+    // Over 1 MiB without its `"id":1,` (7 bytes).
+    let line = format!(
+        "{head}{}{tail}",
+        "x".repeat(max + 8 - head.len() - tail.len())
+    );
+    let err = MetadataRecord::from_json_line(&line).unwrap_err();
+    assert_eq!(err.field, "record");
+    assert!(
+        err.reason.contains(&format!("is {} bytes", max + 1)),
+        "{err}"
+    );
+    // Within 1 MiB as given, over it as the store writes it (defaults, id
+    // first): that line, exactly, reads back.
+    let head = head.replacen(r#""id":1,"#, "", 1);
+    let fits = format!("{head}{}{tail}", "x".repeat(max - head.len() - tail.len()));
+    let record = MetadataRecord::from_json_line(&fits).unwrap().0;
+    let written = StoredRecord { id: 1, record }.to_json_string();
+    assert!(written.len() > max);
+    assert_eq!(MetadataRecord::from_json_line(&written).unwrap().1, Some(1));
+}

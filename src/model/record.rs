@@ -188,9 +188,10 @@ impl MetadataRecord {
 
     /// Parses and validates one line of JSONL input: a record, or a line
     /// the store wrote (`export`, `tail`), whose `"id"` is returned (the
-    /// store assigns its own). A line without an id may be 1 MiB
-    /// ([`super::MAX_RECORD_BYTES`]) as given; one with an id as long as
-    /// the store writes lines ([`super::MAX_LINE_BYTES`]).
+    /// store assigns its own). A record may be 1 MiB
+    /// ([`super::MAX_RECORD_BYTES`]) as given, not counting an id; a line
+    /// the store wrote, exactly, may be as long as the store writes lines
+    /// ([`super::MAX_LINE_BYTES`]).
     pub fn from_json_line(text: &str) -> Result<(Self, Option<u64>), ValidationError> {
         validate::record_from_line(text)
     }

@@ -71,15 +71,39 @@ pub(crate) fn record_from_str(text: &str, allow_id: bool) -> Result<(MetadataRec
 }
 
 /// A line of JSONL input: a record, or a line the store wrote (`export`,
-/// `tail`) with its id, which is returned. A line without an id may be
-/// [`MAX_RECORD_BYTES`] long, one with an id as long as the store writes
-/// lines ([`MAX_LINE_BYTES`]).
+/// `tail`) with its id, which is returned. A record may be
+/// [`MAX_RECORD_BYTES`] long as given, not counting an id; a line the store
+/// wrote, exactly, as long as the store writes lines ([`MAX_LINE_BYTES`]).
 pub(crate) fn record_from_line(text: &str) -> Result<(MetadataRecord, Option<u64>)> {
     let (record, id) = record_from_str_limited(text, true, MAX_LINE_BYTES)?;
-    if id.is_none() && text.len() > MAX_RECORD_BYTES {
-        return Err(too_long(text.len(), MAX_RECORD_BYTES));
+    if text.len() > MAX_RECORD_BYTES {
+        // Over 1 MiB with an id: a line the store wrote, byte for byte, holds
+        // a record it accepted within the limit as given (its canonical form
+        // can be longer); any other line is the producer's record, measured
+        // without its `"id":N,`.
+        let len = match id {
+            None => text.len(),
+            Some(id) if written_by_store(text, &record, id) => return Ok((record, Some(id))),
+            Some(id) => text.len().saturating_sub(format!("\"id\":{id},").len()),
+        };
+        if len > MAX_RECORD_BYTES {
+            return Err(too_long(len, MAX_RECORD_BYTES));
+        }
     }
     Ok((record, id))
+}
+
+/// Whether `text` is exactly the line the store writes for `record` under
+/// `id` (log, `tail`, `export`): `{"id":N,` and its canonical JSON.
+fn written_by_store(text: &str, record: &MetadataRecord, id: u64) -> bool {
+    let Ok(json) = serde_json::to_string(&super::record::SortedJson(record)) else {
+        return false;
+    };
+    let prefix = format!("{{\"id\":{id},");
+    json.len() > 1
+        && text.len() == prefix.len() + json.len() - 1
+        && text.starts_with(&prefix)
+        && text[prefix.len()..] == json[1..]
 }
 
 fn too_long(len: usize, max_bytes: usize) -> ValidationError {
