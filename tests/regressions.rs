@@ -416,3 +416,35 @@ fn an_id_lifted_the_1_mib_limit_from_any_record() {
     assert!(written.len() > max);
     assert_eq!(MetadataRecord::from_json_line(&written).unwrap().1, Some(1));
 }
+
+/// A pattern was anchored by pasting it into `^(?:...)$`, so `a)|(b`
+/// closed the group and matched any value starting with `a` (from a
+/// parameter too, changing the query's shape), and a `(?x)` comment
+/// swallowed the anchor, refusing a valid pattern.
+#[test]
+fn a_pattern_could_escape_its_whole_value_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let id = store.store(&volume(1, 1, 5)).unwrap().id;
+    let table = volume(1, 1, 5).target.table;
+    assert!(table.len() >= 2, "{table}");
+    let (first, rest) = table.split_at(1);
+    let bad = format!("{first})|(zzz");
+    for query in [
+        format!("ingestion_volume | where target.table =~ \"{bad}\""),
+        format!("ingestion_volume{{table=~\"{bad}\"}}"),
+        format!("ingestion_volume | where target.table !~ \"{bad}\""),
+    ] {
+        let err = store.query(&query, &Params::new()).unwrap_err();
+        assert!(err.to_string().contains("unopened group"), "{query}: {err}");
+    }
+    let mut params = Params::new();
+    params.insert_str("p", &format!("{first})|(.*"));
+    let err = record_ids(&store, "* | where target.table =~ $p", &params).unwrap_err();
+    assert!(err.to_string().contains("unopened group"), "{err}");
+    // Still anchored: a prefix alone does not match.
+    assert!(ids_of(&store, &format!("* | where target.table =~ \"{first}\"")).is_empty());
+    // A valid pattern ending in a verbose-mode comment.
+    let verbose = format!("* | where target.table =~ \"(?x) {first} {rest} # the table\"");
+    assert_eq!(ids_of(&store, &verbose), [id]);
+}

@@ -734,7 +734,7 @@ fn literal(lit: &Literal) -> CExpr {
 }
 
 fn compile_regex(pattern: &str, span: Span) -> Result<Regex, QueryError> {
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| QueryError::BadRegex {
+    let bad = |e: &dyn std::fmt::Display| QueryError::BadRegex {
         message: e
             .to_string()
             .lines()
@@ -744,7 +744,15 @@ fn compile_regex(pattern: &str, span: Span) -> Result<Regex, QueryError> {
             .trim_start_matches("error: ")
             .to_owned(),
         span,
-    })
+    };
+    // The pattern is parsed alone and printed back (a pattern without
+    // comments, its flags scoped to it) before it is anchored: pasted in
+    // as written, `a)|(b` would close the anchoring group and match
+    // anywhere, and a `(?x)` comment would swallow the anchor.
+    let hir = regex_syntax::Parser::new()
+        .parse(pattern)
+        .map_err(|e| bad(&e))?;
+    Regex::new(&format!("^(?:{hir})$")).map_err(|e| bad(&e))
 }
 
 /// Resolves a path against the scope.
