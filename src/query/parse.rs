@@ -5,11 +5,13 @@
 //! a rule starts right after its last token and spans end there.
 //!
 //! Robustness: the text is refused above [`MAX_QUERY_BYTES`]; every rule
-//! that can recurse (`expr` through parentheses, calls and lists, `not`,
-//! unary `-`) goes through [`Parser::nested`], which counts depth and fails
-//! with `TooDeep` past [`MAX_DEPTH`]; repetitions are explicit loops that
-//! stop as soon as their separator is missing, so no rule loops on empty
-//! input.
+//! that can recurse (`expr` through parentheses, calls and lists) goes
+//! through [`Parser::nested`], which counts depth and fails with `TooDeep`
+//! past [`MAX_DEPTH`]; runs of `not` and of unary `-` are read in loops
+//! (no level of nesting: `not x` and `not (x)` nest alike, so a printed
+//! query nests no deeper than its text) and bounded by the syntax tree's
+//! limit, [`MAX_TREE_DEPTH`]; repetitions are explicit loops that stop as
+//! soon as their separator is missing, so no rule loops on empty input.
 
 use std::cell::Cell;
 
