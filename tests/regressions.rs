@@ -448,3 +448,30 @@ fn a_pattern_could_escape_its_whole_value_anchor() {
     let verbose = format!("* | where target.table =~ \"(?x) {first} {rest} # the table\"");
     assert_eq!(ids_of(&store, &verbose), [id]);
 }
+
+/// After `select payload.s`, a mistyped `payload.x` was met with "did you
+/// mean `payload.s.x`?", itself unknown: the column's whole name was taken
+/// for a first segment and the rest of the path appended.
+#[test]
+fn a_suggested_path_after_select_was_itself_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.store(&volume(1, 1, 5)).unwrap();
+    let suggestion = |query: &str| match store.query(query, &Params::new()) {
+        Err(almanac::Error::Query(almanac::query::QueryError::UnknownField {
+            suggestion, ..
+        })) => suggestion,
+        other => panic!("{query}: {other:?}"),
+    };
+    let query = "ingestion_volume | select payload.rows | where payload.rowz > 1";
+    assert_eq!(suggestion(query).as_deref(), Some("payload.rows"));
+    // The suggestion resolves.
+    store
+        .query(
+            "ingestion_volume | select payload.rows | where payload.rows > 1",
+            &Params::new(),
+        )
+        .unwrap();
+    let query = "ingestion_volume | select id, produced_at | where prodced_at > 1";
+    assert_eq!(suggestion(query).as_deref(), Some("produced_at"));
+}

@@ -783,8 +783,24 @@ fn resolve_path(path: &Path, scope: &Scope) -> Result<CExpr, QueryError> {
 
 fn suggest_path(path: &Path, scope: &Scope) -> Option<String> {
     let head = path.head();
-    let tail = path.to_string()[head.len()..].to_owned();
-    let mut candidates: Vec<&str> = scope.names.iter().map(String::as_str).collect();
+    let text = path.to_string();
+    let tail = text[head.len()..].to_owned();
+    if !scope.records {
+        // A column named like a whole path (`select payload.rows`) is
+        // found by the whole path, so it is suggested whole.
+        let whole = scope.names.iter().filter(|n| n.contains('.'));
+        if let Some(close) = suggest::closest(&text, whole.map(String::as_str)) {
+            return Some(close.to_owned());
+        }
+    }
+    // Other names are found by a path's first segment, so only a name
+    // that is one segment can stand for the head.
+    let mut candidates: Vec<&str> = scope
+        .names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !n.contains('.'))
+        .collect();
     if scope.records {
         if let Some((_, target)) = ALIASES.iter().find(|(alias, _)| *alias == head) {
             return Some(format!("{target}{tail}"));
