@@ -16,12 +16,15 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
-/// Parses `text`; a key named twice in one object is an error naming its
-/// path, and anything else serde_json refuses is its error.
-pub(crate) fn parse(text: &str) -> Result<Value, Error> {
+/// Parses `text`; an object or array nested deeper than `max_depth`
+/// levels (the text itself is level 1) is an error found before parsing,
+/// a key named twice in one object is an error naming its path, and
+/// anything else serde_json refuses is its error.
+pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Value, Error> {
+    let too_large = scan(text, max_depth)?;
     let mut de = serde_json::Deserializer::from_str(text);
     let mut found = Found {
-        too_large: too_large_integer(text),
+        too_large,
         ..Found::default()
     };
     let parsed = Seed {
@@ -41,13 +44,18 @@ pub(crate) fn parse(text: &str) -> Result<Value, Error> {
     }
 }
 
-/// The first integer literal of `text` (outside strings) that fits
-/// neither `i64` nor `u64`: its place among the text's numbers (0 for the
-/// first number) and the literal. Numbers come in the same order as the
-/// parser meets them, which is how [`Seed`] finds its path.
-fn too_large_integer(text: &str) -> Option<(usize, String)> {
+/// One pass over `text` before parsing it: fails when brackets (outside
+/// strings) nest deeper than `max_depth`, so serde_json's own recursion
+/// limit is never what decides; else returns the first integer literal
+/// (outside strings) that fits neither `i64` nor `u64`, as its place among
+/// the text's numbers (0 for the first number) and the literal. Numbers
+/// come in the same order as the parser meets them, which is how [`Seed`]
+/// finds its path.
+fn scan(text: &str, max_depth: usize) -> Result<Option<(usize, String)>, Error> {
     let bytes = text.as_bytes();
     let mut strings = Strings::default();
+    let mut too_large = None;
+    let mut depth = 0usize;
     let mut ordinal = 0;
     let mut i = 0;
     while i < bytes.len() {
@@ -57,6 +65,13 @@ fn too_large_integer(text: &str) -> Option<(usize, String)> {
             continue;
         }
         match byte {
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(Error::TooDeep);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
             b'-' | b'0'..=b'9' => {
                 let start = i;
                 while i < bytes.len()
@@ -67,12 +82,13 @@ fn too_large_integer(text: &str) -> Option<(usize, String)> {
                 let literal = &text[start..i];
                 let integer = !literal.contains(['.', 'e', 'E']);
                 // 19 digits and more may not fit; fewer always do.
-                if integer
+                if too_large.is_none()
+                    && integer
                     && literal.trim_start_matches('-').len() >= 19
                     && literal.parse::<i64>().is_err()
                     && literal.parse::<u64>().is_err()
                 {
-                    return Some((ordinal, literal.to_owned()));
+                    too_large = Some((ordinal, literal.to_owned()));
                 }
                 ordinal += 1;
                 continue;
@@ -81,13 +97,13 @@ fn too_large_integer(text: &str) -> Option<(usize, String)> {
         }
         i += 1;
     }
-    None
+    Ok(too_large)
 }
 
 /// Follows JSON text byte by byte to tell what is inside strings (where
 /// brackets, digits and quotes escaped are text).
 #[derive(Default)]
-pub(crate) struct Strings {
+struct Strings {
     inside: bool,
     escaped: bool,
 }
@@ -95,7 +111,7 @@ pub(crate) struct Strings {
 impl Strings {
     /// Whether `byte`, the next byte of the text, belongs to a string (its
     /// quotes included).
-    pub(crate) fn holds(&mut self, byte: u8) -> bool {
+    fn holds(&mut self, byte: u8) -> bool {
         if self.inside {
             match (self.escaped, byte) {
                 (true, _) => self.escaped = false,
@@ -113,6 +129,8 @@ impl Strings {
 /// Why [`parse`] failed.
 #[derive(Debug)]
 pub(crate) enum Error {
+    /// Objects and arrays nest deeper than the limit given.
+    TooDeep,
     /// Not JSON (serde_json's message, with line and column).
     Json(serde_json::Error),
     /// This key path appears twice in its object.
@@ -127,7 +145,7 @@ pub(crate) enum Error {
 struct Found {
     /// The first duplicate key's path; parsing then stops with an error.
     duplicate: Option<String>,
-    /// From [`too_large_integer`]: the place among the numbers of an
+    /// From [`scan`]: the place among the numbers of an
     /// integer too large, and its literal.
     too_large: Option<(usize, String)>,
     /// Numbers met so far.
@@ -286,6 +304,26 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::parse`] with the record limit's depth.
+    fn parse(text: &str) -> Result<Value, Error> {
+        super::parse(text, 64)
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_refused_before_parsing_and_strings_do_not_count() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(parse(&nested(64)).is_ok());
+        assert!(matches!(parse(&nested(65)), Err(Error::TooDeep)));
+        // Unbalanced text past the limit: the depth decides, not the syntax.
+        assert!(matches!(parse(&"[".repeat(65)), Err(Error::TooDeep)));
+        let in_strings = format!(
+            r#"{{"a":"{}","b":"\"{}"}}"#,
+            "[".repeat(100),
+            "{".repeat(100)
+        );
+        assert!(parse(&in_strings).is_ok());
+    }
 
     fn duplicate(text: &str) -> Option<String> {
         match parse(text) {

@@ -146,11 +146,11 @@ pub(crate) fn record_from_str_with(
         return Err(too_long(text.len(), max_bytes));
     }
     // Nesting is measured on the text first, so serde_json's own recursion
-    // limit is never what decides, and the message names our limit.
-    check_text_depth(text)?;
-    // A key named twice in one object is refused (serde_json would keep
-    // the last one silently).
-    let value = strict_json::parse(text).map_err(|e| match e {
+    // limit is never what decides, and the message names our limit. A key
+    // named twice in one object is refused (serde_json would keep the
+    // last one silently).
+    let value = strict_json::parse(text, MAX_RECORD_DEPTH).map_err(|e| match e {
+        strict_json::Error::TooDeep => too_deep(),
         strict_json::Error::DuplicateKey(path) => {
             ValidationError::new(path, "appears twice in its object")
         }
@@ -170,28 +170,11 @@ pub(crate) fn record_from_str_with(
     fields_from_value(&value, allow_id, rule)
 }
 
-fn check_text_depth(text: &str) -> Result<()> {
-    let mut depth = 0usize;
-    let mut strings = strict_json::Strings::default();
-    for byte in text.bytes() {
-        if strings.holds(byte) {
-            continue;
-        }
-        match byte {
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > MAX_RECORD_DEPTH {
-                    return Err(ValidationError::new(
-                        "record",
-                        format!("nests deeper than {MAX_RECORD_DEPTH} levels"),
-                    ));
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
+fn too_deep() -> ValidationError {
+    ValidationError::new(
+        "record",
+        format!("nests deeper than {MAX_RECORD_DEPTH} levels"),
+    )
 }
 
 fn value_depth(value: &Value) -> usize {
@@ -208,10 +191,7 @@ pub(crate) fn record_from_value(
     allow_id: bool,
 ) -> Result<(MetadataRecord, Option<u64>)> {
     if value_depth(value) > MAX_RECORD_DEPTH {
-        return Err(ValidationError::new(
-            "record",
-            format!("nests deeper than {MAX_RECORD_DEPTH} levels"),
-        ));
+        return Err(too_deep());
     }
     fields_from_value(value, allow_id, Timestamps::Strict)
 }
