@@ -475,3 +475,14 @@ fn a_suggested_path_after_select_was_itself_unknown() {
     let query = "ingestion_volume | select id, produced_at | where prodced_at > 1";
     assert_eq!(suggestion(query).as_deref(), Some("produced_at"));
 }
+
+/// A decimal beyond f64 (`1e400`) was refused as "field `record` is not
+/// valid JSON: number out of range", naming the whole record where an
+/// integer out of range names its field.
+#[test]
+fn a_decimal_beyond_f64_named_the_record_not_its_field() {
+    let line = r#"{"kind":"k","target":{"table":"t"},"producer_id":"p","produced_at":"2024-01-01T00:00:00Z","payload":{"n":[0,1e400]}}"#;
+    let err = MetadataRecord::from_json_line(line).unwrap_err();
+    assert_eq!(err.field, "payload.n[1]", "{err}");
+    assert!(err.reason.contains("beyond the range"), "{err}");
+}

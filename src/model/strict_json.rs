@@ -8,7 +8,8 @@
 //! number is kept as exactly (`i64` or `u64`): serde_json would make it
 //! the nearest `f64` silently, so two records differing only there would
 //! be stored as one and the value written back changed. The error names
-//! its path too.
+//! its path too, as does the one for a decimal beyond `f64` (`1e400`),
+//! which serde_json reports without one.
 
 use std::fmt;
 
@@ -40,6 +41,12 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Value, Error> {
             literal: found.too_large.map(|(_, l)| l).unwrap_or_default(),
         }),
         (Ok(value), None, None) => Ok(value),
+        // serde_json's message for a decimal beyond f64 (`1e400`).
+        (Err(e), None, None) if e.to_string().starts_with("number out of range") => {
+            Err(Error::NumberOutOfRange {
+                path: found.failed_at.unwrap_or_else(|| "record".to_owned()),
+            })
+        }
         (Err(e), None, None) => Err(Error::Json(e)),
     }
 }
@@ -138,6 +145,8 @@ pub(crate) enum Error {
     /// The integer at this path (its literal as written) fits neither
     /// `i64` nor `u64`.
     IntegerOutOfRange { path: String, literal: String },
+    /// The number at this path is beyond what an `f64` holds (`1e400`).
+    NumberOutOfRange { path: String },
 }
 
 /// What parsing found on its way.
@@ -152,6 +161,8 @@ struct Found {
     numbers: usize,
     /// The path of the integer too large, once met; parsing then stops.
     too_large_at: Option<String>,
+    /// The path of the value being parsed when parsing failed.
+    failed_at: Option<String>,
 }
 
 /// One step of the path to the value being parsed, kept on the stack and
@@ -214,7 +225,16 @@ impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
     type Value = Value;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
+        let Seed { at, found } = self;
+        let parsed = d.deserialize_any(Seed {
+            at,
+            found: &mut *found,
+        });
+        // The innermost value an error leaves is where it happened.
+        if parsed.is_err() && found.failed_at.is_none() {
+            found.failed_at = Some(at.map_or_else(|| "record".to_owned(), |at| at.to_string()));
+        }
+        parsed
     }
 }
 
@@ -308,6 +328,22 @@ mod tests {
     /// [`super::parse`] with the record limit's depth.
     fn parse(text: &str) -> Result<Value, Error> {
         super::parse(text, 64)
+    }
+
+    #[test]
+    fn a_decimal_beyond_f64_names_its_path() {
+        for (text, want) in [
+            (r#"{"a":{"b":[1,1e400]}}"#, "a.b[1]"),
+            (r#"{"a":-1e999}"#, "a"),
+            ("1e400", "record"),
+        ] {
+            match parse(text) {
+                Err(Error::NumberOutOfRange { path }) => assert_eq!(path, want, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // Other errors stay serde_json's.
+        assert!(matches!(parse(r#"{"a":1,}"#), Err(Error::Json(_))));
     }
 
     #[test]

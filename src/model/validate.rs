@@ -157,6 +157,9 @@ pub(crate) fn record_from_str_with(
         strict_json::Error::Json(e) => {
             ValidationError::new("record", format!("is not valid JSON: {e}"))
         }
+        strict_json::Error::NumberOutOfRange { path } => {
+            ValidationError::new(path, "is a number beyond the range of a 64-bit float")
+        }
         strict_json::Error::IntegerOutOfRange { path, literal } => ValidationError::new(
             path,
             format!(
