@@ -100,10 +100,8 @@ fn written_by_store(text: &str, record: &MetadataRecord, id: u64) -> bool {
         return false;
     };
     let prefix = format!("{{\"id\":{id},");
-    json.len() > 1
-        && text.len() == prefix.len() + json.len() - 1
-        && text.starts_with(&prefix)
-        && text[prefix.len()..] == json[1..]
+    text.strip_prefix(prefix.as_str())
+        .is_some_and(|rest| json.strip_prefix('{') == Some(rest))
 }
 
 fn too_long(len: usize, max_bytes: usize) -> ValidationError {

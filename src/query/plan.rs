@@ -111,7 +111,7 @@ pub(crate) struct Deep(pub(crate) Box<CExpr>);
 
 /// Every this many levels of a compiled expression, [`guard_deep`] puts a
 /// [`CExpr::Deep`] node.
-pub(crate) const GUARD_EVERY: usize = 32;
+const GUARD_EVERY: usize = 32;
 
 /// The stack a [`CExpr::Deep`] node makes sure of before it recurses:
 /// room for [`GUARD_EVERY`] levels (a debug build needs about 1.7 KiB a

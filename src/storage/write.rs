@@ -572,9 +572,9 @@ where
 /// added as a transaction writes them; if the transaction then fails, the
 /// whole cache is cleared, so it never holds what was not committed.
 ///
-/// A target's latest entries sit beside its id, so a record costs one
-/// lookup by its target's name for both (a target has a handful of kinds,
-/// searched in order).
+/// A target's latest entries sit beside its id, so one entry by its
+/// target's name serves both (a target has a handful of kinds, searched
+/// in order).
 #[derive(Debug, Default)]
 pub(crate) struct WriteCache {
     targets: HashMap<String, TargetFacts>,
@@ -655,8 +655,10 @@ fn target_facts<'c>(
     cache: &'c mut HashMap<String, TargetFacts>,
 ) -> Result<&'c mut TargetFacts> {
     let name = prepared.target_key();
-    // Two lookups on a miss (once per target) keep the hit to one without
-    // copying the name.
+    // A hit costs two lookups (`contains_key`, `get_mut`): returning the
+    // first `get_mut`'s borrow before an insert does not pass the borrow
+    // checker, and a map of indexes into a vector of facts, which would
+    // make it one, measured no faster.
     if !cache.contains_key(name) {
         let existing = targets.get(name)?.map(|v| v.value().0);
         let id = match existing {
