@@ -27,7 +27,8 @@
 //!
 //! Other knobs: `ALMANAC_BENCH_DIR` (where the stores go; default a temp
 //! dir), `ALMANAC_BENCH_THREADS` (16), `ALMANAC_BENCH_PER_THREAD` (records
-//! each thread stores, 100), `ALMANAC_BENCH_LOOKUPS` (latest lookups, 10,000),
+//! each thread stores, 100), `ALMANAC_BENCH_WARMUP` (records each thread
+//! stores untimed first, 10), `ALMANAC_BENCH_LOOKUPS` (latest lookups, 10,000),
 //! `ALMANAC_BENCH_HISTORIES` (history calls, 1,000).
 
 use std::collections::HashMap;
@@ -71,6 +72,7 @@ fn main() -> BoxResult<()> {
         n,
         threads: env_usize("ALMANAC_BENCH_THREADS", 16),
         per_thread: env_usize("ALMANAC_BENCH_PER_THREAD", if quick { 10 } else { 100 }),
+        warmup: env_usize("ALMANAC_BENCH_WARMUP", if quick { 2 } else { 10 }),
         lookups: env_usize("ALMANAC_BENCH_LOOKUPS", if quick { 500 } else { 10_000 }),
         histories: env_usize("ALMANAC_BENCH_HISTORIES", if quick { 100 } else { 1_000 }),
         // Day-aligned: 30 days from the start are exactly 30 day partitions.
@@ -105,6 +107,8 @@ struct Settings {
     n: usize,
     threads: usize,
     per_thread: usize,
+    /// Records each thread stores, untimed, before its `per_thread`.
+    warmup: usize,
     lookups: usize,
     histories: usize,
     config: GenConfig,
@@ -279,8 +283,8 @@ fn run(s: &Settings, dir: &Path) -> BoxResult<()> {
     rows.push(
         row(
             &format!(
-                "{} threads x {} single durable stores (commits/s; Almanac grouped them into {n_commits} redb commits)",
-                s.threads, s.per_thread
+                "{} threads x {} single durable stores, after {} each untimed (commits/s; Almanac grouped them into {n_commits} redb commits)",
+                s.threads, s.per_thread, s.warmup
             ),
             fmt_rate(n_conc as f64 / almanac_conc.as_secs_f64()),
             fmt_rate(n_conc as f64 / sqlite_conc.as_secs_f64()),
@@ -881,43 +885,65 @@ fn redb_floor(seed: u64, cfg: &GenConfig, path: &Path, how: Append) -> BoxResult
 
 /// `threads` threads each store `per_thread` records one at a time on both
 /// engines; returns the elapsed times, the records stored and Almanac's commits.
+///
+/// Each thread first stores `warmup` records untimed, on either engine; the
+/// clock starts once every thread has. The timed part so measures the
+/// steady rate of threads that already run, not their start: a new thread's
+/// stack and allocator arena are fresh memory, and on this bench's machines
+/// memory left idle for a while (here: during the other engine's load and
+/// the `sync`) is slow to touch again (see benches/README.md, "Warm-up").
 fn concurrent(
     s: &Settings,
     store: &Store,
     sqlite_path: &Path,
 ) -> BoxResult<(Duration, Duration, usize, u64)> {
+    let per_thread = s.warmup + s.per_thread.max(1);
     let cfg = GenConfig {
-        n_records: s.threads * s.per_thread,
+        n_records: s.threads * per_thread,
         days: 1,
         end: s.config.end.saturating_add_micros(MICROS_PER_DAY),
         ..s.config.clone()
     };
     let records: Vec<MetadataRecord> = Generator::new(SEED + 1, cfg).collect();
     let chunks: Vec<Vec<MetadataRecord>> = records
-        .chunks(s.per_thread.max(1))
+        .chunks(per_thread)
         .map(<[MetadataRecord]>::to_vec)
         .collect();
-    let commits_before = store.write_stats().n_commits;
+    let n_timed: usize = chunks
+        .iter()
+        .map(|c| c.len().saturating_sub(s.warmup))
+        .sum();
     // Untimed: the loads just before left ~1.5 GB of dirty pages whose
     // writeback would slow whichever side syncs first (this one).
     sync_all();
-    let barrier = Arc::new(Barrier::new(chunks.len() + 1));
+    // Every thread waits at `warmed` after its warm-up; the main thread
+    // too, and the clock starts then.
+    let warmed = Arc::new(Barrier::new(chunks.len() + 1));
     let handles: Vec<_> = chunks
         .iter()
         .cloned()
         .map(|chunk| {
             let store = store.clone();
-            let barrier = Arc::clone(&barrier);
+            let warmed = Arc::clone(&warmed);
+            let warmup = s.warmup.min(chunk.len());
             std::thread::spawn(move || -> Result<Vec<u64>, String> {
-                barrier.wait();
-                chunk
+                let mut gate = Gate(Some(&warmed));
+                let store_one = |r: &MetadataRecord| store.store(r).map(|o| o.id);
+                let mut ids = chunk[..warmup]
                     .iter()
-                    .map(|r| store.store(r).map(|o| o.id).map_err(|e| e.to_string()))
-                    .collect()
+                    .map(store_one)
+                    .collect::<Result<Vec<u64>, _>>()
+                    .map_err(|e| e.to_string())?;
+                gate.pass();
+                for r in &chunk[warmup..] {
+                    ids.push(store_one(r).map_err(|e| e.to_string())?);
+                }
+                Ok(ids)
             })
         })
         .collect();
-    barrier.wait();
+    warmed.wait();
+    let commits_before = store.write_stats().n_commits;
     let t = Instant::now();
     let mut ids_per_thread = Vec::new();
     for h in handles {
@@ -928,31 +954,55 @@ fn concurrent(
 
     // SQLite gets each record under the id Almanac gave it, so later answers compare by id.
     sync_all();
-    let barrier = Arc::new(Barrier::new(chunks.len() + 1));
+    let warmed = Arc::new(Barrier::new(chunks.len() + 1));
     let handles: Vec<_> = chunks
         .into_iter()
         .zip(ids_per_thread)
         .map(|(chunk, ids)| {
             let path = sqlite_path.to_path_buf();
-            let barrier = Arc::clone(&barrier);
+            let warmed = Arc::clone(&warmed);
+            let warmup = s.warmup.min(chunk.len());
             std::thread::spawn(move || -> Result<(), String> {
+                let mut gate = Gate(Some(&warmed));
                 let db = open_sqlite(&path).map_err(|e| e.to_string())?;
                 let mut insert = db.prepare(INSERT_SQL).map_err(|e| e.to_string())?;
-                barrier.wait();
-                for (record, id) in chunk.iter().zip(ids) {
+                let mut rows = chunk.iter().zip(ids);
+                for (record, id) in rows.by_ref().take(warmup) {
+                    insert_row(&mut insert, id, record).map_err(|e| e.to_string())?;
+                }
+                gate.pass();
+                for (record, id) in rows {
                     insert_row(&mut insert, id, record).map_err(|e| e.to_string())?;
                 }
                 Ok(())
             })
         })
         .collect();
-    barrier.wait();
+    warmed.wait();
     let t = Instant::now();
     for h in handles {
         h.join().map_err(|_| "sqlite thread panicked")??;
     }
     let sqlite = t.elapsed();
-    Ok((almanac, sqlite, records.len(), n_commits))
+    Ok((almanac, sqlite, n_timed, n_commits))
+}
+
+/// A thread's place at a barrier: taken by `pass`, or when dropped, so a
+/// thread that fails before it does not leave the others waiting.
+struct Gate<'b>(Option<&'b Barrier>);
+
+impl Gate<'_> {
+    fn pass(&mut self) {
+        if let Some(barrier) = self.0.take() {
+            barrier.wait();
+        }
+    }
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        self.pass();
+    }
 }
 
 /// The selective query, in the query language (parameters, not pasted text).
