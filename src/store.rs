@@ -1635,15 +1635,13 @@ impl Writer<'_> {
             } else if durable {
                 engine.write_groups(&mut groups, Commit::Durable)
             } else {
-                let mut append = |outcomes: &[Vec<WriteOutcome>]| -> storage::Result<()> {
-                    in_log = true;
-                    let stored = committed(&group, outcomes);
-                    append_to_log(&mut log, &stored)?;
-                    log.sync()?;
-                    logged = Some(stored);
-                    Ok(())
+                let mut ahead = LogAhead {
+                    log: &mut log,
+                    group: &group,
+                    in_log: &mut in_log,
+                    logged: &mut logged,
                 };
-                engine.write_groups(&mut groups, Commit::Logged(&mut append))
+                engine.write_groups(&mut groups, Commit::Logged(&mut ahead))
             };
             last_commit = started.elapsed();
             drop(groups);
@@ -1814,6 +1812,31 @@ fn committed<'g>(
 fn append_to_log(log: &mut LogWriter, committed: &[(u64, &PreparedRecord)]) -> storage::Result<()> {
     stage_log(log, committed)?;
     log.write_staged()
+}
+
+/// The log as the write-ahead log of a small group (`Commit::Logged`).
+struct LogAhead<'w, 'g> {
+    log: &'w mut LogWriter,
+    group: &'g [Job],
+    /// Set before anything is written: the log may then hold the group's lines.
+    in_log: &'w mut bool,
+    /// The stored records, once their lines are written.
+    logged: &'w mut Option<Vec<(u64, &'g PreparedRecord)>>,
+}
+
+impl storage::WriteAhead for LogAhead<'_, '_> {
+    fn write(&mut self, outcomes: &[Vec<WriteOutcome>]) -> storage::Result<()> {
+        *self.in_log = true;
+        let stored = committed(self.group, outcomes);
+        append_to_log(self.log, &stored)?;
+        self.log.start_sync();
+        *self.logged = Some(stored);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> storage::Result<()> {
+        self.log.sync()
+    }
 }
 
 /// Renders the log lines of stored records, to be written by `write_staged`.

@@ -29,7 +29,9 @@ pub use latest_cache::LatestCacheStats;
 pub use partition::{bucket_end, bucket_label, bucket_start, partition_name, PartitionKey};
 pub use path_index::{check_index_path, keys_at, IndexValue, PathConstraint, PathMatch};
 pub use read::PartitionInfo;
-pub use write::{Commit, DroppedPartition, PreparedRecord, RetentionReport, WriteOutcome};
+pub use write::{
+    Commit, DroppedPartition, PreparedRecord, RetentionReport, WriteAhead, WriteOutcome,
+};
 
 use crate::kinds::KindSpec;
 use latest_cache::LatestChange;

@@ -728,14 +728,14 @@ const FLUSH_GROUP_MIN: usize = 512;
 pub enum Commit<'a> {
     /// redb commits durably (it syncs its file) before `write` returns.
     Durable,
-    /// The function makes the outcomes durable first (the store appends the
-    /// new records to the log and syncs it: the log is the write-ahead log),
-    /// then redb commits without syncing. If the function fails, nothing is
-    /// committed. A later durable commit ([`Engine::checkpoint`], or any
-    /// `Durable` write) makes the redb file catch up; after a crash before
-    /// that, redb reopens at its last durable commit and the store replays
-    /// the log's later records.
-    Logged(&'a mut dyn FnMut(&[Vec<WriteOutcome>]) -> Result<()>),
+    /// The outcomes are made durable first (the store appends the new
+    /// records to the log and syncs it: the log is the write-ahead log),
+    /// then redb commits without syncing. If `write` or `sync` fails,
+    /// redb commits nothing. A later durable commit ([`Engine::checkpoint`],
+    /// or any `Durable` write) makes the redb file catch up; after a crash
+    /// before that, redb reopens at its last durable commit and the store
+    /// replays the log's later records.
+    Logged(&'a mut dyn WriteAhead),
     /// As `Durable`, and the function runs with the outcomes on another
     /// thread while redb commits (a durable commit mostly waits for the
     /// disk): the store renders the new records' log lines there. It runs
@@ -743,6 +743,19 @@ pub enum Commit<'a> {
     /// undone by the caller when `write` fails. If no thread can be started
     /// it runs after the commit, on the caller's.
     DurableBeside(&'a mut (dyn FnMut(&[Vec<WriteOutcome>]) + Send)),
+}
+
+/// The write-ahead log of a [`Commit::Logged`] transaction.
+pub trait WriteAhead {
+    /// Writes the transaction's new records, known by `outcomes`, and may
+    /// start making them durable. Called once the records have their ids,
+    /// before the indexes are written, so the disk works while the writer
+    /// does. After it, a failure anywhere in the transaction may leave
+    /// lines in the log that redb never commits: the caller replays them
+    /// at the next open.
+    fn write(&mut self, outcomes: &[Vec<WriteOutcome>]) -> Result<()>;
+    /// Returns once what `write` wrote is durable; redb commits after it.
+    fn sync(&mut self) -> Result<()>;
 }
 
 impl Engine {
@@ -794,7 +807,7 @@ impl Engine {
     fn write_locked(
         &self,
         groups: &mut dyn Iterator<Item = Option<&[PreparedRecord]>>,
-        commit: Commit<'_>,
+        mut commit: Commit<'_>,
         cache: &mut WriteCache,
     ) -> Result<Vec<Vec<WriteOutcome>>> {
         let mut txn = self.db.begin_write()?;
@@ -901,6 +914,11 @@ impl Engine {
                 }
                 outcomes.push(group_outcomes);
             }
+            if let Commit::Logged(log) = &mut commit {
+                // The ids are known: the log's lines go out now, and the
+                // disk writes them while the entries below are inserted.
+                log.write(&outcomes)?;
+            }
             meta.insert(META_NEXT_ID, next_id)?;
             let mut new_latest: Vec<_> = new_latest.into_values().collect();
             new_latest.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
@@ -926,7 +944,7 @@ impl Engine {
             Commit::Durable => txn.commit(LatestChange::Keys(latest_changed))?,
             Commit::Logged(log) => {
                 // Dropping the transaction on failure aborts it.
-                log(&outcomes)?;
+                log.sync()?;
                 txn.commit(LatestChange::Keys(latest_changed))?;
             }
             Commit::DurableBeside(beside) => {
