@@ -889,14 +889,14 @@ fn redb_floor(seed: u64, cfg: &GenConfig, path: &Path, how: Append) -> BoxResult
 }
 
 /// `threads` threads each store `per_thread` records one at a time on both
-/// engines; returns the elapsed times, the records stored and Almanac's commits.
+/// engines; returns the elapsed times, the records timed and Almanac's commits.
 ///
 /// Each thread first stores `warmup` records untimed, on either engine; the
 /// clock starts once every thread has. The timed part so measures the
 /// steady rate of threads that already run, not their start: a new thread's
 /// stack and allocator arena are fresh memory, and on this bench's machines
 /// memory left idle for a while (here: during the other engine's load and
-/// the `sync`) is slow to touch again (see benches/README.md, "Warm-up").
+/// the `sync`) is slow to touch again (see benches/README.md, "The machine").
 fn concurrent(
     s: &Settings,
     store: &Store,
@@ -930,17 +930,17 @@ fn concurrent(
         .map(|chunk| {
             let store = store.clone();
             let warmed = Arc::clone(&warmed);
-            let warmup = s.warmup.min(chunk.len());
+            let warmup = s.warmup;
             std::thread::spawn(move || -> Result<Vec<u64>, String> {
                 let mut gate = Gate(Some(&warmed));
                 let store_one = |r: &MetadataRecord| store.store(r).map(|o| o.id);
-                let mut ids = chunk[..warmup]
-                    .iter()
-                    .map(store_one)
-                    .collect::<Result<Vec<u64>, _>>()
-                    .map_err(|e| e.to_string())?;
+                let mut ids = Vec::with_capacity(chunk.len());
+                let mut records = chunk.iter();
+                for r in records.by_ref().take(warmup) {
+                    ids.push(store_one(r).map_err(|e| e.to_string())?);
+                }
                 gate.pass();
-                for r in &chunk[warmup..] {
+                for r in records {
                     ids.push(store_one(r).map_err(|e| e.to_string())?);
                 }
                 Ok(ids)
@@ -966,7 +966,7 @@ fn concurrent(
         .map(|(chunk, ids)| {
             let path = sqlite_path.to_path_buf();
             let warmed = Arc::clone(&warmed);
-            let warmup = s.warmup.min(chunk.len());
+            let warmup = s.warmup;
             std::thread::spawn(move || -> Result<(), String> {
                 let mut gate = Gate(Some(&warmed));
                 let db = open_sqlite(&path).map_err(|e| e.to_string())?;
